@@ -1,0 +1,21 @@
+"""stnkit: spatial transformer networks for PyTorch.
+
+Convention (everywhere): transform parameters map output coordinates to input
+coordinates, normalised to [-1, 1], x before y, ``align_corners=False`` by
+default, exactly as ``torch.nn.functional.affine_grid``.
+"""
+
+from .geometry import TRANSFORMS, get_transform, warp
+from .nn import ParallelTransformers, SeriesTransformers, SpatialTransformer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TRANSFORMS",
+    "ParallelTransformers",
+    "SeriesTransformers",
+    "SpatialTransformer",
+    "__version__",
+    "get_transform",
+    "warp",
+]

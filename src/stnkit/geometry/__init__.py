@@ -1,0 +1,48 @@
+"""Pure functions for spatial transforms: families, grids, sampling, conventions.
+
+See :mod:`stnkit.geometry.coords` for the one coordinate convention used everywhere.
+"""
+
+from .coords import (
+    GRID_LIMIT,
+    base_grid,
+    from_pixel_matrix,
+    normalization_matrix,
+    to_pixel_matrix,
+)
+from .families import (
+    TRANSFORMS,
+    Affine,
+    Attention,
+    MatrixFamily,
+    Projective,
+    Similarity,
+    ThinPlateSpline,
+    TransformFamily,
+    Translation,
+    get_transform,
+)
+from .warp import MODES, PADDING_MODES, compose_grid, sample, warp
+
+__all__ = [
+    "GRID_LIMIT",
+    "MODES",
+    "PADDING_MODES",
+    "TRANSFORMS",
+    "Affine",
+    "Attention",
+    "MatrixFamily",
+    "Projective",
+    "Similarity",
+    "ThinPlateSpline",
+    "TransformFamily",
+    "Translation",
+    "base_grid",
+    "compose_grid",
+    "from_pixel_matrix",
+    "get_transform",
+    "normalization_matrix",
+    "sample",
+    "to_pixel_matrix",
+    "warp",
+]

@@ -1,0 +1,131 @@
+"""Coordinate frames: normalised grids and the pixel (OpenCV/kornia) convention.
+
+stnkit's convention, used by every function in :mod:`stnkit.geometry`:
+
+* Coordinates are **normalised** to ``[-1, 1]`` over the image, **x before y**
+  (x runs along the width, left to right; y along the height, top to bottom),
+  exactly as in :func:`torch.nn.functional.affine_grid`.
+* With ``align_corners=False`` (the default) -1 and +1 are the outer *edges*
+  of the border pixels, so pixel ``j`` of ``W`` has centre
+  ``x = (2 j + 1) / W - 1``. With ``align_corners=True`` they are the *centres*
+  of the border pixels: ``x = 2 j / (W - 1) - 1``.
+* Transform parameters map **output** coordinates to **input** coordinates
+  (inverse mapping, as in the paper and ``affine_grid``): the output pixel at
+  ``p`` takes the input's value at ``T(p)``.
+
+OpenCV (``cv2.warpAffine``) and kornia (``warp_affine``) instead describe a
+warp by a matrix ``M`` in *pixel* coordinates mapping **source to
+destination** (``dst = M @ src``). :func:`to_pixel_matrix` and
+:func:`from_pixel_matrix` convert between the two.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import check_float_tensor, check_size
+
+# Grid coordinates are clamped to this range so that degenerate transforms
+# (points at infinity, huge parameters) sample the padding instead of
+# producing NaN or overflowing inside the sampler.
+GRID_LIMIT = 1.0e4
+
+
+def finite_grid(grid: Tensor) -> Tensor:
+    """Replace NaN/inf and clamp to ``[-GRID_LIMIT, GRID_LIMIT]`` (far outside the image)."""
+    grid = torch.nan_to_num(grid, nan=GRID_LIMIT, posinf=GRID_LIMIT, neginf=-GRID_LIMIT)
+    return grid.clamp(-GRID_LIMIT, GRID_LIMIT)
+
+
+def linspace_coords(n: int, align_corners: bool, *, device=None, dtype=None) -> Tensor:
+    """Normalised coordinates of the centres of ``n`` pixels along one axis."""
+    idx = torch.arange(n, device=device, dtype=dtype or torch.get_default_dtype())
+    if align_corners:
+        return idx * (2.0 / (n - 1)) - 1.0 if n > 1 else torch.zeros_like(idx)
+    return (2.0 * idx + 1.0) / n - 1.0
+
+
+def base_grid(out_size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
+    """The identity sampling grid, shape ``(H, W, 2)``, x before y.
+
+    Example:
+        >>> base_grid((2, 3))[0, :, 0]
+        tensor([-0.6667,  0.0000,  0.6667])
+    """
+    h, w = check_size("out_size", out_size)
+    ys = linspace_coords(h, align_corners, device=device, dtype=dtype)
+    xs = linspace_coords(w, align_corners, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)
+
+
+def normalization_matrix(size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
+    """The (3, 3) matrix taking pixel coordinates ``(x, y, 1)`` to normalised ones.
+
+    Pixel coordinates are OpenCV's: the centre of pixel (row i, column j) is (x=j, y=i).
+    """
+    h, w = check_size("size", size)
+    dtype = dtype or torch.float64
+    if align_corners:
+        if h < 2 or w < 2:
+            raise ValueError(f"size must be at least (2, 2) with align_corners=True, got {(h, w)}")
+        sx, sy, ox, oy = 2.0 / (w - 1), 2.0 / (h - 1), -1.0, -1.0
+    else:
+        sx, sy, ox, oy = 2.0 / w, 2.0 / h, 1.0 / w - 1.0, 1.0 / h - 1.0
+    return torch.tensor([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]], device=device, dtype=dtype)
+
+
+def _as_3x3(name: str, m: object) -> Tensor:
+    m = check_float_tensor(name, m)
+    if m.ndim != 3 or m.shape[-1] != 3 or m.shape[-2] not in (2, 3):
+        raise ValueError(f"{name} must have shape (B, 2, 3) or (B, 3, 3), got shape {tuple(m.shape)}")
+    if m.shape[-2] == 2:
+        last = torch.tensor([0.0, 0.0, 1.0], device=m.device, dtype=m.dtype).expand(m.shape[0], 1, 3)
+        m = torch.cat([m, last], dim=1)
+    return m
+
+
+def to_pixel_matrix(theta: Tensor, in_size, out_size=None, align_corners: bool = False) -> Tensor:
+    """Convert stnkit matrices to OpenCV/kornia matrices.
+
+    Args:
+        theta: ``(B, 2, 3)`` or ``(B, 3, 3)``, normalised, mapping output to input
+            (stnkit's convention; ``family.matrix(params)`` gives it).
+        in_size: ``(H, W)`` of the input image.
+        out_size: ``(H, W)`` of the output image; defaults to ``in_size``.
+        align_corners: the ``align_corners`` the normalised frame uses.
+
+    Returns:
+        ``(B, 3, 3)`` matrices ``M`` in pixel coordinates mapping source (input)
+        to destination (output), as ``cv2.warpAffine(src, M[:2], (W, H))`` or
+        ``cv2.warpPerspective(src, M, (W, H))`` expect.
+
+    Example:
+        >>> theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])
+        >>> to_pixel_matrix(theta, (4, 4))[0, 0, 2]  # shift the content left by a quarter of 4 px
+        tensor(-1.)
+    """
+    theta = _as_3x3("theta", theta)
+    in_size = check_size("in_size", in_size)
+    out_size = in_size if out_size is None else check_size("out_size", out_size)
+    n_in = normalization_matrix(in_size, align_corners, device=theta.device, dtype=theta.dtype)
+    n_out = normalization_matrix(out_size, align_corners, device=theta.device, dtype=theta.dtype)
+    # pixel_out -> pixel_in is N_in^-1 theta N_out; OpenCV wants its inverse.
+    return torch.linalg.inv(n_out) @ torch.linalg.solve(theta, n_in.expand_as(theta))
+
+
+def from_pixel_matrix(m: Tensor, in_size, out_size=None, align_corners: bool = False) -> Tensor:
+    """Convert OpenCV/kornia matrices (pixel, source to destination) to stnkit's.
+
+    The inverse of :func:`to_pixel_matrix`; returns ``(B, 3, 3)`` normalised
+    matrices mapping output to input. Use ``[:, :2]`` for ``F.affine_grid``, or
+    ``get_transform(name).from_matrix`` for a family's parameters.
+    """
+    m = _as_3x3("m", m)
+    in_size = check_size("in_size", in_size)
+    out_size = in_size if out_size is None else check_size("out_size", out_size)
+    n_in = normalization_matrix(in_size, align_corners, device=m.device, dtype=m.dtype)
+    n_out = normalization_matrix(out_size, align_corners, device=m.device, dtype=m.dtype)
+    # theta = N_in M^-1 N_out^-1
+    return n_in @ torch.linalg.solve(m, torch.linalg.inv(n_out).expand_as(m))

@@ -1,0 +1,459 @@
+"""Transform families: how a parameter vector becomes a sampling grid.
+
+Every family follows stnkit's one convention (see :mod:`stnkit.geometry.coords`):
+parameters map **output** coordinates to **input** coordinates, normalised to
+``[-1, 1]``, x before y, ``align_corners=False`` unless stated.
+
+=============  ==========  ==============================================
+name           num_params  parameters
+=============  ==========  ==============================================
+translation    2           ``tx, ty``
+attention      3           ``s, tx, ty`` (isotropic scale + translation)
+similarity     4           ``s, angle, tx, ty`` (angle in radians)
+affine         6           the 2x3 matrix, row-major, ``F.affine_grid`` layout
+projective     8           ``h11 h12 h13 h21 h22 h23 h31 h32`` (``h33 = 1``)
+tps            2 k^2       x, y offsets of a k x k grid of control points
+=============  ==========  ==============================================
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_finite, check_float_tensor, check_points, check_size, is_tracing
+from .coords import base_grid, finite_grid
+
+_EPS = 1e-8
+
+
+class TransformFamily:
+    """Base class of a transform family. Subclasses set ``name`` and ``num_params``."""
+
+    name: str = ""
+    num_params: int = 0
+    is_matrix: bool = False
+
+    # -- parameters -----------------------------------------------------------------
+    def identity(self, batch_size: int, *, device=None, dtype=None) -> Tensor:
+        """Parameters of the identity transform, shape ``(batch_size, num_params)``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        base = torch.tensor(self._identity_vector(), device=device, dtype=dtype or torch.get_default_dtype())
+        return base.expand(batch_size, self.num_params).clone()
+
+    def _identity_vector(self) -> list[float]:
+        raise NotImplementedError
+
+    def check_params(self, params: object, name: str = "params") -> Tensor:
+        """Validate ``params`` (B, num_params); returns it unchanged."""
+        params = check_float_tensor(name, params)
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ValueError(
+                f"{name} for transform {self.name!r} must have shape (B, {self.num_params}), "
+                f"got shape {tuple(params.shape)}"
+            )
+        if params.shape[0] == 0:
+            raise ValueError(f"{name} must have a non-empty batch, got shape {tuple(params.shape)}")
+        check_finite(name, params)
+        return params
+
+    def bound(self, raw: Tensor) -> Tensor:
+        """Squash unconstrained values into a safe range; ``raw = 0`` gives the identity.
+
+        Used by ``SpatialTransformer(bounded=True)``: the default keeps every
+        parameter within 1 of its identity value.
+        """
+        ident = torch.tensor(self._identity_vector(), device=raw.device, dtype=raw.dtype)
+        return ident + torch.tanh(raw)
+
+    def random(self, batch_size: int, strength: float = 1.0, *, generator=None, device=None, dtype=None) -> Tensor:
+        """Random parameters around the identity: ``identity + strength * std * N(0, 1)``.
+
+        ``std`` is a per-family default giving a visible but moderate warp at
+        ``strength=1`` (used by the demo and the transformation-consistency loss).
+        """
+        ident = self.identity(batch_size, device=device, dtype=dtype)
+        std = torch.tensor(self._random_std(), device=ident.device, dtype=ident.dtype)
+        noise = torch.randn(ident.shape, generator=generator, dtype=ident.dtype).to(ident.device)
+        return ident + strength * std * noise
+
+    def _random_std(self) -> list[float]:
+        return [0.1] * self.num_params
+
+    # -- geometry ---------------------------------------------------------------------
+    def grid(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
+        """Sampling grid ``(B, H, W, 2)``: for each output pixel, the input point to read."""
+        raise NotImplementedError
+
+    def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
+        """Map points ``(B, N, 2)`` from output to input coordinates (normalised, x before y)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, num_params={self.num_params})"
+
+
+class MatrixFamily(TransformFamily):
+    """Families that are 3x3 matrices acting on homogeneous coordinates."""
+
+    is_matrix = True
+    is_affine = True  # the last row is (0, 0, 1)
+
+    def matrix(self, params: Tensor) -> Tensor:
+        """The ``(B, 3, 3)`` matrix mapping output to input (homogeneous, normalised)."""
+        params = self.check_params(params)
+        return self._matrix(params)
+
+    def _matrix(self, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        """Parameters of this family from ``(B, 3, 3)`` matrices (which must lie in the family)."""
+        m = check_float_tensor("m", m)
+        if m.ndim != 3 or m.shape[-2:] != (3, 3):
+            raise ValueError(f"m must have shape (B, 3, 3), got shape {tuple(m.shape)}")
+        return self._from_matrix(m)
+
+    def _from_matrix(self, m: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        """Parameters of ``T_a o T_b``: points are mapped by ``b`` first, then by ``a``.
+
+        Warping ``x`` by ``a`` and the result by ``b`` equals warping ``x`` once by
+        ``compose(a, b)`` (the grids chain from the last warp back to the input).
+        """
+        a = self.check_params(a, "a")
+        b = self.check_params(b, "b")
+        return self._from_matrix(self._matrix(a) @ self._matrix(b))
+
+    def inverse(self, params: Tensor) -> Tensor:
+        """Parameters of the inverse transform; ``ValueError`` if a matrix is singular."""
+        m = self.matrix(params)
+        inv, info = torch.linalg.inv_ex(m)
+        if not is_tracing() and bool((info != 0).any()):
+            raise ValueError(f"params describe a singular {self.name!r} transform that has no inverse")
+        return self._from_matrix(inv)
+
+    def grid(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
+        params = self.check_params(params)
+        h, w = check_size("out_size", out_size)
+        theta = self._matrix(params)[:, :2]
+        g = F.affine_grid(theta, [params.shape[0], 1, h, w], align_corners=align_corners)
+        return finite_grid(g)
+
+    def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
+        params = self.check_params(params)
+        points = check_points("points", points)
+        _check_batch(params, points, "points")
+        m = self._matrix(params).to(points.dtype)
+        return _apply_matrix(m, points, affine=self.is_affine)
+
+
+def _check_batch(params: Tensor, other: Tensor, name: str) -> None:
+    if other.shape[0] != params.shape[0]:
+        raise ValueError(f"{name} must have the same batch size as params ({params.shape[0]}), got {other.shape[0]}")
+
+
+def _safe_denominator(w: Tensor) -> Tensor:
+    """Keep w away from zero (points at infinity) with the sign it had."""
+    sign = torch.where(w < 0, -torch.ones_like(w), torch.ones_like(w))
+    return torch.where(w.abs() < _EPS, sign * _EPS, w)
+
+
+def _apply_matrix(m: Tensor, points: Tensor, affine: bool) -> Tensor:
+    out = points @ m[:, :2, :2].transpose(1, 2) + m[:, None, :2, 2]
+    if affine:
+        return out
+    w = points @ m[:, 2:, :2].transpose(1, 2) + m[:, None, 2:, 2]
+    return out / _safe_denominator(w)
+
+
+class Translation(MatrixFamily):
+    """``tx, ty``: the output pixel at ``p`` reads the input at ``p + t``."""
+
+    name = "translation"
+    num_params = 2
+
+    def _identity_vector(self):
+        return [0.0, 0.0]
+
+    def _random_std(self):
+        return [0.2, 0.2]
+
+    def _matrix(self, p):
+        one, zero = torch.ones_like(p[:, 0]), torch.zeros_like(p[:, 0])
+        rows = [one, zero, p[:, 0], zero, one, p[:, 1], zero, zero, one]
+        return torch.stack(rows, dim=1).view(-1, 3, 3)
+
+    def _from_matrix(self, m):
+        return m[:, :2, 2].clone()
+
+
+class Attention(MatrixFamily):
+    """``s, tx, ty``: isotropic scale then translation, ``T(p) = s p + t``.
+
+    The paper's attention transformer: ``s < 1`` zooms in on a window of the
+    input centred at ``t``.
+    """
+
+    name = "attention"
+    num_params = 3
+
+    def _identity_vector(self):
+        return [1.0, 0.0, 0.0]
+
+    def _random_std(self):
+        return [0.15, 0.15, 0.15]
+
+    def _matrix(self, p):
+        s, tx, ty = p.unbind(1)
+        zero, one = torch.zeros_like(s), torch.ones_like(s)
+        return torch.stack([s, zero, tx, zero, s, ty, zero, zero, one], dim=1).view(-1, 3, 3)
+
+    def _from_matrix(self, m):
+        s = 0.5 * (m[:, 0, 0] + m[:, 1, 1])
+        return torch.stack([s, m[:, 0, 2], m[:, 1, 2]], dim=1)
+
+
+class Similarity(MatrixFamily):
+    """``s, angle, tx, ty``: ``T(p) = s R(angle) p + t`` (rotation-scale-translation).
+
+    ``angle`` is in radians. With y pointing down, a positive angle turns the
+    sampling grid clockwise on screen, so the output shows the input's content
+    turned counter-clockwise.
+    """
+
+    name = "similarity"
+    num_params = 4
+
+    def _identity_vector(self):
+        return [1.0, 0.0, 0.0, 0.0]
+
+    def _random_std(self):
+        return [0.1, 0.4, 0.1, 0.1]
+
+    def bound(self, raw):
+        s, a, tx, ty = torch.tanh(raw).unbind(1)
+        return torch.stack([1.0 + s, math.pi * a, tx, ty], dim=1)
+
+    def _matrix(self, p):
+        s, a, tx, ty = p.unbind(1)
+        c, si = s * torch.cos(a), s * torch.sin(a)
+        zero, one = torch.zeros_like(s), torch.ones_like(s)
+        return torch.stack([c, -si, tx, si, c, ty, zero, zero, one], dim=1).view(-1, 3, 3)
+
+    def _from_matrix(self, m):
+        s = torch.hypot(m[:, 0, 0], m[:, 1, 0])
+        a = torch.atan2(m[:, 1, 0], m[:, 0, 0])
+        return torch.stack([s, a, m[:, 0, 2], m[:, 1, 2]], dim=1)
+
+
+class Affine(MatrixFamily):
+    """The 2x3 matrix ``[[a, b, tx], [c, d, ty]]`` flattened row-major: ``F.affine_grid``'s theta."""
+
+    name = "affine"
+    num_params = 6
+
+    def _identity_vector(self):
+        return [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+    def _random_std(self):
+        return [0.15, 0.15, 0.1, 0.15, 0.15, 0.1]
+
+    def check_params(self, params, name="params"):
+        # Accept affine_grid's (B, 2, 3) theta as well as (B, 6).
+        if isinstance(params, Tensor) and params.ndim == 3 and params.shape[1:] == (2, 3):
+            params = params.reshape(params.shape[0], 6)
+        return super().check_params(params, name)
+
+    def _matrix(self, p):
+        last = torch.tensor([0.0, 0.0, 1.0], device=p.device, dtype=p.dtype).expand(p.shape[0], 3)
+        return torch.cat([p, last], dim=1).view(-1, 3, 3)
+
+    def _from_matrix(self, m):
+        return m[:, :2].reshape(-1, 6).clone()
+
+
+class Projective(MatrixFamily):
+    """A homography with ``h33 = 1``: ``T(p) = (H [p; 1])_{xy} / (H [p; 1])_z``.
+
+    Output points that ``H`` sends to infinity (``z ~ 0``) read the padding.
+    """
+
+    name = "projective"
+    num_params = 8
+    is_affine = False
+
+    def _identity_vector(self):
+        return [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+    def _random_std(self):
+        return [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15]
+
+    def bound(self, raw):
+        t = torch.tanh(raw)
+        ident = torch.tensor(self._identity_vector(), device=raw.device, dtype=raw.dtype)
+        # perspective terms stay small so the horizon stays outside the image
+        scale = torch.tensor([1.0] * 6 + [0.5, 0.5], device=raw.device, dtype=raw.dtype)
+        return ident + scale * t
+
+    def _matrix(self, p):
+        one = torch.ones_like(p[:, :1])
+        return torch.cat([p, one], dim=1).view(-1, 3, 3)
+
+    def _from_matrix(self, m):
+        m = m / _safe_denominator(m[:, 2:, 2:])
+        return m.reshape(-1, 9)[:, :8].clone()
+
+    def grid(self, params, out_size, align_corners=False):
+        params = self.check_params(params)
+        h, w = check_size("out_size", out_size)
+        pts = base_grid((h, w), align_corners, device=params.device, dtype=params.dtype).view(1, -1, 2)
+        pts = pts.expand(params.shape[0], -1, -1)
+        g = _apply_matrix(self._matrix(params), pts, affine=False)
+        return finite_grid(g.view(-1, h, w, 2))
+
+
+def _tps_kernel(r2: Tensor) -> Tensor:
+    """U(r) = r^2 log r^2, with U(0) = 0 and a finite gradient there."""
+    return r2 * torch.log(r2.clamp_min(1e-20))
+
+
+class ThinPlateSpline(TransformFamily):
+    """Thin-plate spline on a ``k x k`` grid of control points spanning ``[-1, 1]^2``.
+
+    Parameters are the ``(x, y)`` offsets of the control points, flattened as
+    ``(B, k*k*2)`` with x before y and points in row-major order (y outer, x
+    inner); zero offsets are the identity. The control point ``c_i`` of the
+    output maps to ``c_i + d_i`` in the input, and the spline interpolates in
+    between (``reg > 0`` smooths it instead of interpolating exactly). Affine
+    maps are reproduced exactly.
+
+    The spline's linear system depends only on the control points, so its
+    inverse is computed once; for each output size the grid weights are cached,
+    and a batch then costs one matrix product.
+    """
+
+    name = "tps"
+
+    def __init__(self, grid_size: int = 4, reg: float = 0.0):
+        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
+            raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+        if not math.isfinite(reg) or reg < 0:
+            raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+        self.grid_size = grid_size
+        self.reg = float(reg)
+        self.num_params = 2 * grid_size * grid_size
+        c = torch.linspace(-1.0, 1.0, grid_size, dtype=torch.float64)
+        cy, cx = torch.meshgrid(c, c, indexing="ij")
+        self.control_points = torch.stack([cx, cy], dim=-1).reshape(-1, 2)  # (K, 2)
+        k = self.control_points.shape[0]
+        # L = [[K + reg I, P], [P^T, 0]] with P = [1, x, y]
+        r2 = torch.cdist(self.control_points, self.control_points).pow(2)
+        p = torch.cat([torch.ones(k, 1, dtype=torch.float64), self.control_points], dim=1)
+        top = torch.cat([_tps_kernel(r2) + self.reg * torch.eye(k, dtype=torch.float64), p], dim=1)
+        bottom = torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)
+        self._l_inv = torch.linalg.inv(torch.cat([top, bottom], dim=0))[:, :k]  # (K+3, K)
+        self._grid_cache: dict = {}
+
+    def __repr__(self):
+        return f"ThinPlateSpline(grid_size={self.grid_size}, reg={self.reg})"
+
+    def _identity_vector(self):
+        return [0.0] * self.num_params
+
+    def _random_std(self):
+        return [0.3 / (self.grid_size - 1)] * self.num_params
+
+    def _weights(self, points: Tensor) -> Tensor:
+        """Weights ``(..., N, K)`` such that mapped points = weights @ (control + offsets)."""
+        c = self.control_points.to(device=points.device, dtype=points.dtype)
+        l_inv = self._l_inv.to(device=points.device, dtype=points.dtype)
+        r2 = (points.unsqueeze(-2) - c).pow(2).sum(-1)  # (..., N, K)
+        ones = torch.ones_like(points[..., :1])
+        basis = torch.cat([_tps_kernel(r2), ones, points], dim=-1)  # (..., N, K+3)
+        return basis @ l_inv
+
+    def grid_weights(self, out_size, align_corners: bool = False, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:
+        """The cached identity grid ``(H*W, 2)`` and weights ``(H*W, K)`` for an output size.
+
+        Computed once in float64. Since the spline reproduces affine maps, the
+        grid is ``identity + weights @ offsets``, which keeps the identity exact.
+        """
+        h, w = check_size("out_size", out_size)
+        dtype = dtype or torch.get_default_dtype()
+        key = (h, w, bool(align_corners), str(device), dtype)
+        cached = self._grid_cache.get(key)
+        if cached is None:
+            pts = base_grid((h, w), align_corners, dtype=torch.float64).view(-1, 2)
+            cached = (pts.to(device=device, dtype=dtype), self._weights(pts).to(device=device, dtype=dtype))
+            self._grid_cache[key] = cached
+        return cached
+
+    def targets(self, params: Tensor) -> Tensor:
+        """Where the control points map in the input: ``(B, K, 2)``."""
+        c = self.control_points.to(device=params.device, dtype=params.dtype)
+        return c + params.view(params.shape[0], -1, 2)
+
+    def grid(self, params, out_size, align_corners=False):
+        params = self.check_params(params)
+        h, w = check_size("out_size", out_size)
+        ident, weights = self.grid_weights((h, w), align_corners, device=params.device, dtype=params.dtype)
+        offsets = params.view(params.shape[0], -1, 2)
+        return finite_grid((ident + weights @ offsets).view(-1, h, w, 2))
+
+    def transform_points(self, params, points):
+        params = self.check_params(params)
+        points = check_points("points", points)
+        _check_batch(params, points, "points")
+        return self._weights(points) @ self.targets(params).to(points.dtype)
+
+
+TRANSFORMS: dict[str, type[TransformFamily]] = {
+    cls.name: cls for cls in (Translation, Attention, Similarity, Affine, Projective, ThinPlateSpline)
+}
+
+
+@lru_cache(maxsize=64)
+def _cached_family(name: str, options: tuple) -> TransformFamily:
+    return TRANSFORMS[name](**dict(options))
+
+
+def get_transform(transform: str | TransformFamily, **options) -> TransformFamily:
+    """Look a transform family up by name (``"affine"``, ``"tps"``, ...) or pass one through.
+
+    Options go to the family's constructor (``get_transform("tps", grid_size=3)``).
+    Instances are cached, so the TPS precomputation is shared between calls.
+    """
+    if isinstance(transform, TransformFamily):
+        if options:
+            raise ValueError("options can only be given with a transform name, not a TransformFamily")
+        return transform
+    if not isinstance(transform, str):
+        raise TypeError(f"transform must be a name or a TransformFamily, got {type(transform).__name__}")
+    if transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r}; valid names: {', '.join(TRANSFORMS)}")
+    try:
+        return _cached_family(transform, tuple(sorted(options.items())))
+    except TypeError as err:
+        raise TypeError(f"invalid options for transform {transform!r}: {err}") from None
+
+
+__all__ = [
+    "TRANSFORMS",
+    "Affine",
+    "Attention",
+    "MatrixFamily",
+    "Projective",
+    "Similarity",
+    "ThinPlateSpline",
+    "TransformFamily",
+    "Translation",
+    "get_transform",
+]

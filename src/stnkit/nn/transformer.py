@@ -1,0 +1,241 @@
+"""Spatial transformer modules built on :mod:`stnkit.geometry`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..geometry import MODES, PADDING_MODES, TransformFamily, get_transform
+from ..geometry._checks import check_choice, check_image, check_size
+from ..geometry.warp import compose_grid, sample
+
+
+class IdentityHead(nn.Linear):
+    """The localisation net's last layer: zero weights, bias = identity parameters.
+
+    The transformer therefore starts as the identity, whatever the features are
+    (the paper's initialisation, and the usual cure for transformers that
+    collapse early in training).
+    """
+
+    def __init__(self, in_features: int, family: TransformFamily, bounded: bool = False):
+        self._identity_bias = _identity_bias(family, bounded)
+        super().__init__(in_features, family.num_params)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        with torch.no_grad():
+            self.bias.copy_(self._identity_bias)
+
+
+def _identity_bias(family: TransformFamily, bounded: bool) -> Tensor:
+    # with bounded=True the head's output goes through family.bound(), whose
+    # identity is at zero
+    return torch.zeros(family.num_params) if bounded else family.identity(1)[0]
+
+
+def default_localization(in_channels: int, in_size) -> tuple[nn.Module, int]:
+    """A small conv localisation net for ``(in_channels, *in_size)`` inputs.
+
+    conv 5x5 (20) -> [max-pool 2] -> ReLU -> conv 5x5 (20) -> [max-pool 2] -> ReLU
+    -> FC 50 -> ReLU, the paper's ST-CNN localisation net; pooling is skipped on
+    inputs too small for it. Returns the net and its number of output features.
+    """
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    h, w = check_size("in_size", in_size)
+    layers: list[nn.Module] = []
+    c = in_channels
+    for _ in range(2):
+        layers.append(nn.Conv2d(c, 20, kernel_size=5, padding=2))
+        if min(h, w) >= 4:
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        layers.append(nn.ReLU(inplace=True))
+        c = 20
+    layers += [nn.Flatten(), nn.Linear(c * h * w, 50), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers), 50
+
+
+class SpatialTransformer(nn.Module):
+    """Localisation net -> transform family -> grid generator -> sampler.
+
+    Convention: the predicted parameters map **output** coordinates to
+    **input** coordinates, normalised to ``[-1, 1]``, x before y (as
+    ``F.affine_grid``), ``align_corners=False`` by default.
+
+    Args:
+        localization: any module mapping the input ``(B, C, H, W)`` to features
+            ``(B, ...)``; a regression head sized to the family is appended and
+            initialised to the identity. ``None`` builds a small conv net from
+            ``in_channels`` and ``in_size``.
+        transform: family name or ``TransformFamily`` (``get_transform("tps", grid_size=3)``).
+        out_size: ``(H_out, W_out)`` of the output; ``None`` keeps the input size.
+            A smaller size downsamples.
+        mode, padding_mode, align_corners: passed to the sampler.
+        in_channels, in_size: the input's channels and ``(H, W)``; needed for the
+            default localisation net, and let a custom one's feature size be
+            found at construction.
+        bounded: squash the parameters into a safe range around the identity
+            (``family.bound``), which keeps a transformer from collapsing.
+
+    Example:
+        >>> st = SpatialTransformer(transform="affine", in_channels=1, in_size=(28, 28))
+        >>> x = torch.rand(4, 1, 28, 28)
+        >>> y, params = st(x, return_params=True)
+        >>> y.shape, params.shape
+        (torch.Size([4, 1, 28, 28]), torch.Size([4, 6]))
+        >>> torch.allclose(y, x, atol=1e-6)  # identity at initialisation
+        True
+    """
+
+    def __init__(
+        self,
+        localization: nn.Module | None = None,
+        transform: str | TransformFamily = "affine",
+        out_size=None,
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+        align_corners: bool = False,
+        in_channels: int | None = None,
+        in_size=None,
+        bounded: bool = False,
+    ):
+        super().__init__()
+        self.family = get_transform(transform)
+        self.transform = self.family.name
+        self.out_size = None if out_size is None else check_size("out_size", out_size)
+        self.mode = check_choice("mode", mode, MODES)
+        self.padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES)
+        self.align_corners = bool(align_corners)
+        self.bounded = bool(bounded)
+        self.in_channels = in_channels
+        self.in_size = None if in_size is None else check_size("in_size", in_size)
+        if localization is None:
+            if in_channels is None or in_size is None:
+                raise ValueError(
+                    "the default localisation net needs in_channels and in_size; "
+                    f"got in_channels={in_channels!r}, in_size={in_size!r}"
+                )
+            localization, features = default_localization(in_channels, self.in_size)
+        elif not isinstance(localization, nn.Module):
+            raise TypeError(f"localization must be an nn.Module or None, got {type(localization).__name__}")
+        else:
+            features = self._infer_features(localization)
+        self.localization = localization
+        if features is None:
+            self.head = _LazyIdentityHead(self.family, self.bounded)
+        else:
+            self.head = IdentityHead(features, self.family, self.bounded)
+
+    def _infer_features(self, localization: nn.Module) -> int | None:
+        if self.in_channels is None or self.in_size is None:
+            return None
+        probe = torch.zeros(1, self.in_channels, *self.in_size)
+        was_training = localization.training
+        localization.eval()
+        with torch.no_grad():
+            feats = localization(probe)
+        localization.train(was_training)
+        return int(feats[0].numel())
+
+    @property
+    def num_params(self) -> int:
+        return self.family.num_params
+
+    def predict_params(self, x: Tensor) -> Tensor:
+        """The transform parameters ``(B, num_params)`` for an input batch."""
+        feats = self.localization(x)
+        raw = self.head(feats.reshape(feats.shape[0], -1))
+        return self.family.bound(raw) if self.bounded else raw
+
+    def grid(self, params: Tensor, in_size) -> Tensor:
+        size = self.out_size or check_size("in_size", in_size)
+        return self.family.grid(params, size, self.align_corners)
+
+    def forward(self, x: Tensor, return_params: bool = False):
+        """Warp ``x`` (B, C, H, W); returns the output, or ``(output, params)``."""
+        x = check_image("x", x)
+        params = self.predict_params(x)
+        out = sample(x, self.grid(params, x.shape[-2:]), self.mode, self.padding_mode, self.align_corners)
+        return (out, params) if return_params else out
+
+    def extra_repr(self) -> str:
+        return (
+            f"transform={self.transform!r}, out_size={self.out_size}, mode={self.mode!r}, "
+            f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}, bounded={self.bounded}"
+        )
+
+
+class _LazyIdentityHead(nn.LazyLinear):
+    """An :class:`IdentityHead` whose input size is found at the first forward."""
+
+    cls_to_become = IdentityHead
+
+    def __init__(self, family: TransformFamily, bounded: bool):
+        self._identity_bias = _identity_bias(family, bounded)
+        super().__init__(family.num_params)
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params() and self.in_features != 0:
+            IdentityHead.reset_parameters(self)  # type: ignore[arg-type]
+
+
+class ParallelTransformers(nn.Module):
+    """Several transformers on the same input, outputs concatenated along channels.
+
+    The paper's 2x/4x ST-CNN: each transformer can learn to attend to a
+    different part. ``forward(x, return_params=True)`` also returns the list of
+    parameters.
+    """
+
+    def __init__(self, *transformers: SpatialTransformer):
+        super().__init__()
+        if not transformers:
+            raise ValueError("ParallelTransformers needs at least one transformer, got none")
+        for i, t in enumerate(transformers):
+            if not isinstance(t, SpatialTransformer):
+                raise TypeError(f"transformers[{i}] must be a SpatialTransformer, got {type(t).__name__}")
+        sizes = {t.out_size for t in transformers}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"parallel transformers must share out_size to be concatenated, got {sorted(map(str, sizes))}"
+            )
+        self.transformers = nn.ModuleList(transformers)
+
+    def forward(self, x: Tensor, return_params: bool = False):
+        outs, params = zip(*(t(x, return_params=True) for t in self.transformers))
+        out = torch.cat(outs, dim=1)
+        return (out, list(params)) if return_params else out
+
+
+class SeriesTransformers(nn.Module):
+    """Transformers in series, sampling the input only once.
+
+    Each stage's localisation net sees the previous stage's output, and the
+    final output is sampled from the original input through the composed
+    transform ``T_1 o T_2 o ... o T_n`` (exact for every family, as point maps
+    compose), so interpolation blur does not accumulate.
+    """
+
+    def __init__(self, *transformers: SpatialTransformer):
+        super().__init__()
+        if not transformers:
+            raise ValueError("SeriesTransformers needs at least one transformer, got none")
+        for i, t in enumerate(transformers):
+            if not isinstance(t, SpatialTransformer):
+                raise TypeError(f"transformers[{i}] must be a SpatialTransformer, got {type(t).__name__}")
+        self.transformers = nn.ModuleList(transformers)
+
+    def forward(self, x: Tensor, return_params: bool = False):
+        x = check_image("x", x)
+        params: list[Tensor] = []
+        current = x
+        size = tuple(x.shape[-2:])
+        for i, t in enumerate(self.transformers):
+            params.append(t.predict_params(current))
+            size = t.out_size or size
+            families = [s.family for s in self.transformers[: i + 1]]
+            grid = compose_grid(params, families, size, t.align_corners)
+            current = sample(x, grid, t.mode, t.padding_mode, t.align_corners)
+        return (current, params) if return_params else current
