@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=8, help="number of digits (default: 8)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(func=_cmd_demo)
+
+    from .training.cli import add_parsers as add_training_parsers
+
+    add_training_parsers(sub)
     return parser
 
 

@@ -1,0 +1,197 @@
+"""The paper's classifiers and their spatial-transformer versions.
+
+``create(name, **options)`` builds one of ``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``.
+Every classifier has three weight layers and, for the same input, about the
+same number of parameters (Jaderberg et al. 2015, section 4.1):
+
+* ``cnn``: conv 9x9 -> max-pool 2 -> ReLU -> conv 7x7 -> max-pool 2 -> ReLU -> linear.
+* ``fcn``: linear -> ReLU -> linear -> ReLU -> linear, hidden width chosen so
+  the parameter count matches the CNN's on the same input unless given.
+* ``st-fcn`` / ``st-cnn``: one or more spatial transformers (``num_transformers``
+  in parallel, outputs concatenated) in front of the FCN / CNN. The ST-FCN's
+  localisation net is three fully connected layers of 32 units, the ST-CNN's two
+  5x5 conv layers of 20 filters with max-pooling and a fully connected layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..geometry import get_transform
+from ..geometry._checks import check_size
+from ..nn import ParallelTransformers, SpatialTransformer, default_localization
+
+MODELS = ("fcn", "cnn", "st-fcn", "st-cnn")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _pooled(n: int) -> int:
+    return (n // 2) // 2
+
+
+class CNN(nn.Module):
+    """conv 9x9 -> pool -> ReLU -> conv 7x7 -> pool -> ReLU -> linear (three weight layers)."""
+
+    def __init__(self, in_channels: int, in_size, num_classes: int = 10, channels=(32, 32), dropout: float = 0.0):
+        super().__init__()
+        h, w = check_size("in_size", in_size)
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 9, padding=4),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 7, padding=3),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+        )
+        self.classifier = nn.Linear(c2 * _pooled(h) * _pooled(w), num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+def _cnn_param_count(in_channels: int, h: int, w: int, num_classes: int, channels=(32, 32)) -> int:
+    c1, c2 = channels
+    feat = c2 * _pooled(h) * _pooled(w)
+    return (in_channels * 81 + 1) * c1 + (c1 * 49 + 1) * c2 + (feat + 1) * num_classes
+
+
+class FCN(nn.Module):
+    """linear -> ReLU -> linear -> ReLU -> linear (two hidden layers)."""
+
+    def __init__(
+        self, in_channels: int, in_size, num_classes: int = 10, hidden: int | None = None, dropout: float = 0.0
+    ):
+        super().__init__()
+        h, w = check_size("in_size", in_size)
+        d = in_channels * h * w
+        if hidden is None:
+            # match the CNN's parameter count: h^2 + (d + num_classes + 3) h + num_classes = target
+            target = _cnn_param_count(in_channels, h, w, num_classes)
+            b = d + num_classes + 3
+            hidden = max(8, int((-b + math.sqrt(b * b + 4 * (target - num_classes))) / 2))
+        self.hidden = hidden
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(d, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def fc_localization(in_channels: int, in_size, width: int = 32) -> nn.Module:
+    """The ST-FCN localisation net: three fully connected layers of ``width`` units (the head is added by ST)."""
+    h, w = check_size("in_size", in_size)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_channels * h * w, width),
+        nn.ReLU(inplace=True),
+        nn.Linear(width, width),
+        nn.ReLU(inplace=True),
+    )
+
+
+class STClassifier(nn.Module):
+    """Spatial transformer(s) followed by a classifier.
+
+    ``forward(x)`` returns logits; ``transform(x)`` returns the transformer's
+    output and parameters (a list, one entry per parallel transformer).
+    """
+
+    def __init__(self, transformer: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+        self.classifier = classifier
+
+    def transform(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        out, params = self.transformer(x, return_params=True)
+        return out, params if isinstance(params, list) else [params]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.transformer(x))
+
+
+def create(
+    name: str,
+    in_channels: int = 1,
+    in_size=28,
+    num_classes: int = 10,
+    transform: str = "affine",
+    num_transformers: int = 1,
+    st_size=None,
+    bounded: bool = False,
+    dropout: float = 0.0,
+    hidden: int | None = None,
+    tps_grid_size: int = 4,
+) -> nn.Module:
+    """Build a model by name (``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``).
+
+    Args:
+        in_channels, in_size: the input images' channels and ``(H, W)`` (or an int).
+        num_classes: number of output classes.
+        transform: the transformers' family (ST models).
+        num_transformers: transformers in parallel (the paper's 2x/4x ST-CNN).
+        st_size: the transformers' output size; ``None`` keeps the input size,
+            smaller downsamples (the paper did this on large canvases).
+        bounded: squash the transformers' parameters (``SpatialTransformer(bounded=True)``).
+        dropout: dropout before the classifiers' last layers.
+        hidden: the FCN's hidden width (default: matched to the CNN's parameter count).
+        tps_grid_size: control points per side for ``transform="tps"``.
+
+    Example:
+        >>> model = create("st-cnn", in_size=42, transform="affine")
+        >>> model(torch.rand(2, 1, 42, 42)).shape
+        torch.Size([2, 10])
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    in_size = check_size("in_size", in_size)
+    if isinstance(num_transformers, bool) or not isinstance(num_transformers, int) or num_transformers < 1:
+        raise ValueError(f"num_transformers must be a positive int, got {num_transformers!r}")
+    base = name.removeprefix("st-")
+    if name.startswith("st-"):
+        family = get_transform(transform, grid_size=tps_grid_size) if transform == "tps" else get_transform(transform)
+        out_size = in_size if st_size is None else check_size("st_size", st_size)
+        transformers = []
+        for _ in range(num_transformers):
+            if base == "fcn":
+                loc = fc_localization(in_channels, in_size)
+            else:
+                loc = default_localization(in_channels, in_size)[0]
+            st = SpatialTransformer(
+                loc,
+                transform=family,
+                out_size=out_size,
+                in_channels=in_channels,
+                in_size=in_size,
+                bounded=bounded,
+            )
+            transformers.append(st)
+        stack = transformers[0] if num_transformers == 1 else ParallelTransformers(*transformers)
+        classifier = _classifier(base, in_channels * num_transformers, out_size, num_classes, hidden, dropout)
+        return STClassifier(stack, classifier)
+    return _classifier(base, in_channels, in_size, num_classes, hidden, dropout)
+
+
+def _classifier(base: str, in_channels: int, in_size, num_classes: int, hidden, dropout: float) -> nn.Module:
+    if base == "cnn":
+        return CNN(in_channels, in_size, num_classes, dropout=dropout)
+    return FCN(in_channels, in_size, num_classes, hidden=hidden, dropout=dropout)
+
+
+__all__ = ["CNN", "FCN", "MODELS", "STClassifier", "count_parameters", "create", "fc_localization"]

@@ -1,0 +1,240 @@
+"""``stnkit train``, ``eval``, ``show`` and ``predict``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from .config import TrainConfig
+
+_HELP = {
+    "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc",
+    "data_dir": "directory with the four full-MNIST IDX files (default: the bundled 8k digits)",
+    "val_size": "training digits held out for validation (model selection, early stopping)",
+    "train_size": "use only the first N training digits",
+    "test_size": "evaluate on only the first N test digits",
+    "test_seed": "seed of the fixed test distortions",
+    "model": "fcn, cnn, st-fcn or st-cnn",
+    "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
+    "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
+    "st_size": "transformer output size (smaller downsamples)",
+    "bounded": "squash transformer parameters into a safe range (tanh)",
+    "dropout": "dropout before the classifier's last layer",
+    "epochs": "maximum number of epochs",
+    "batch_size": "batch size",
+    "optimizer": "adamw or sgd",
+    "lr": "learning rate",
+    "loc_lr_mult": "learning-rate multiplier for the localisation nets",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay (not applied to biases)",
+    "schedule": "learning-rate schedule: cosine, step (the paper's divide by 10) or none",
+    "step_epochs": "with --schedule step: divide the learning rate by 10 every N epochs",
+    "grad_clip": "clip gradient norm to this value",
+    "consistency_weight": "weight of the transformation-consistency loss (0: off)",
+    "consistency_strength": "strength of the extra random distortion for the consistency loss",
+    "patience": "early stopping: epochs without validation improvement",
+    "seed": "random seed (model init, training distortions, shuffling)",
+    "deterministic": "use deterministic algorithms",
+    "num_workers": "data loader worker processes",
+    "accelerator": "cpu, gpu or auto",
+    "devices": "devices per node (an int, or auto)",
+    "num_nodes": "number of nodes (multi-node DDP)",
+    "strategy": "Lightning strategy: auto, ddp, ddp_spawn, ...",
+    "limit_train_batches": "fraction (or number) of training batches per epoch",
+    "limit_val_batches": "fraction (or number) of validation batches",
+}
+
+
+def _type_of(field) -> type:
+    t = str(field.type)
+    if "bool" in t:
+        return bool
+    if "int" in t:
+        return int
+    if "float" in t:
+        return float
+    return str
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None) -> None:
+    """One ``--option`` per :class:`TrainConfig` field (``--num-transformers`` for ``num_transformers``)."""
+    defaults = defaults or TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kind = _type_of(f)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP.get(f.name))
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=_HELP.get(f.name))
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .run import train
+
+    config = config_from_args(args)
+    _validate(config)
+    results = train(config, args.out, resume=args.resume)
+    if results:
+        print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
+        if "pose_recovery" in results:
+            pr = results["pose_recovery"]
+            print(
+                f"pose spread: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
+            )
+        print(
+            f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'show.png'}, {Path(args.out) / 'model.safetensors'}"
+        )
+    return 0
+
+
+def _validate(config: TrainConfig) -> None:
+    from ..data import DATASETS
+    from ..geometry import TRANSFORMS
+    from ..models import MODELS
+
+    for name, value, valid in (
+        ("--dataset", config.dataset, DATASETS),
+        ("--model", config.model, MODELS),
+        ("--transform", config.transform, tuple(TRANSFORMS)),
+        ("--optimizer", config.optimizer, ("adamw", "sgd")),
+        ("--schedule", config.schedule, ("cosine", "step", "none")),
+    ):
+        if value not in valid:
+            raise SystemExit(f"stnkit train: {name} must be one of {', '.join(valid)}, got {value!r}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import confusion_png, evaluate
+    from .run import check_input_size, load_eval_data
+
+    model, config = load_model(args.checkpoint)
+    images, labels, _ = load_eval_data(
+        config, args.dataset, args.split, args.seed, args.images, args.labels, args.data_dir
+    )
+    check_input_size(config, images)
+    result = evaluate(model, images, labels)
+    source = args.images or f"{args.dataset or config.dataset} {args.split}"
+    result.update({"checkpoint": str(args.checkpoint), "data": str(source)})
+    print(f"error: {result['error']:.2f}% on {result['n']} images ({source})")
+    print("per-class error %: " + ", ".join(f"{k}: {v}" for k, v in result["per_class_error"].items()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    confusion_png(
+        result["confusion"], out / "confusion.png", f"{config.model} on {source}: {result['error']:.2f}% error"
+    )
+    print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import pose_recovery
+    from .run import check_input_size, load_eval_data
+    from .show import show_figure
+
+    model, config = load_model(args.checkpoint)
+    images, labels, ds = load_eval_data(config, args.dataset, args.split, args.seed, None, None, args.data_dir)
+    check_input_size(config, images)
+    title = f"{config.model} ({config.transform}) on {args.dataset or config.dataset} {args.split}"
+    if ds is not None and config.model.startswith("st-"):
+        n = min(500, len(labels))
+        pr = pose_recovery(model, images[:n], ds.params[:n], ds.transform)
+        title += f": pose spread {pr['spread_st_px']:.2f} px (without ST {pr['spread_identity_px']:.2f} px)"
+        print(
+            f"pose spread over {n} samples: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    show_figure(model, images, labels, args.out, title, n=args.n)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ..data import get_generator
+    from .checkpoint import load_model
+
+    model, config = load_model(args.checkpoint)
+    canvas = get_generator(config.dataset).canvas_size
+    for path in args.images:
+        x = torch.from_numpy(_read_grey_png(path)).unsqueeze(0).unsqueeze(0)
+        if args.invert:
+            x = 1.0 - x
+        if tuple(x.shape[-2:]) != (canvas, canvas):
+            x = F.interpolate(x, size=(canvas, canvas), mode="bilinear", align_corners=False, antialias=True)
+        with torch.no_grad():
+            prob = torch.softmax(model(x), dim=1)[0]
+        k = int(prob.argmax())
+        top = np.argsort(-prob.numpy())[:3]
+        alts = ", ".join(f"{int(c)}: {float(prob[c]):.3f}" for c in top)
+        print(f"{path}: {k} (p={float(prob[k]):.3f}; top 3 {alts})")
+    return 0
+
+
+def _read_grey_png(path) -> "np.ndarray":  # noqa: F821
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+
+
+def add_parsers(sub) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train a model on a distorted-MNIST dataset",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_arguments(train)
+    train.add_argument("--out", default="runs/default", help="run directory")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        help="continue from OUT/checkpoints/last.ckpt (or a given .ckpt)",
+    )
+    train.set_defaults(func=_cmd_train)
+
+    def data_args(p, with_files: bool) -> None:
+        p.add_argument("checkpoint", help="model.safetensors or a .ckpt written by stnkit train")
+        p.add_argument("--dataset", default=None, help="dataset recipe (default: the one the model was trained on)")
+        p.add_argument("--split", default="test", choices=("train", "test"))
+        p.add_argument(
+            "--seed", type=int, default=None, help="distortion seed (default: the training config's test seed)"
+        )
+        p.add_argument("--data-dir", default=None, help="full-MNIST directory (default: as trained)")
+        if with_files:
+            p.add_argument(
+                "--images", default=None, help="IDX images file (already distorted unless --dataset is given)"
+            )
+            p.add_argument("--labels", default=None, help="IDX labels file")
+
+    ev = sub.add_parser("eval", help="error %%, per-class errors and confusion matrix of a trained model")
+    data_args(ev, with_files=True)
+    ev.add_argument("--out", default="eval", help="directory for eval.json and confusion.png")
+    ev.set_defaults(func=_cmd_eval)
+
+    show = sub.add_parser("show", help="draw what the transformer does to a batch")
+    data_args(show, with_files=False)
+    show.add_argument("--n", type=int, default=8, help="number of samples")
+    show.add_argument("--out", default="show.png", help="output PNG")
+    show.set_defaults(func=_cmd_show)
+
+    pred = sub.add_parser("predict", help="classify PNG images")
+    pred.add_argument("checkpoint")
+    pred.add_argument("images", nargs="+", help="PNG files (white digit on black, resized to the model's input)")
+    pred.add_argument("--invert", action="store_true", help="invert images (for a dark digit on a light background)")
+    pred.set_defaults(func=_cmd_predict)

@@ -1,0 +1,91 @@
+"""Evaluation: error rates, confusion matrices, and how well a transformer recovers pose."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..geometry import base_grid, get_transform
+from ..models import STClassifier
+from .module import transformer_families
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Logits ``(N, classes)`` for images ``(N, C, H, W)``, in batches."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+
+
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, num_classes: int = 10) -> dict:
+    """Error %, per-class error %, and the confusion matrix (rows: true, columns: predicted)."""
+    pred = predict_logits(model, images).argmax(1)
+    labels = labels.long()
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    conf.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    per_class = {}
+    for c in range(num_classes):
+        n = int(conf[c].sum())
+        per_class[str(c)] = round(100.0 * (n - int(conf[c, c])) / n, 3) if n else None
+    return {
+        "n": int(labels.numel()),
+        "error": round(100.0 * float((pred != labels).float().mean()), 3),
+        "per_class_error": per_class,
+        "confusion": conf.tolist(),
+    }
+
+
+@torch.no_grad()
+def pose_recovery(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transform: str, grid: int = 7) -> dict:
+    """How consistently the transformer brings digits to one canonical pose.
+
+    The transformer's output point ``p`` reads the canvas at ``T_st(p)``, which
+    shows the source digit at ``T_gt(T_st(p))`` (ground truth from the
+    generator). A transformer that recovers the pose sends ``p`` to the same
+    digit location for every sample. We report the RMS spread of that location
+    across samples, averaged over a ``grid x grid`` set of output points, in
+    pixels of the 28x28 source digit, and the same spread without the
+    transformer (``T_gt(p)``: the raw variability of the distortion).
+    """
+    families = transformer_families(model)
+    if not families:
+        raise ValueError("pose recovery needs a model with a spatial transformer (st-fcn or st-cnn)")
+    assert isinstance(model, STClassifier)
+    model.eval()
+    _, params = model.transform(images)
+    gt_family = get_transform(gt_transform)
+    pts = base_grid((grid, grid), dtype=images.dtype).view(1, -1, 2).expand(images.shape[0], -1, -1)
+    gt_params = gt_params.to(images.dtype)
+    through_st = gt_family.transform_points(gt_params, families[0].transform_points(params[0], pts))
+    without = gt_family.transform_points(gt_params, pts)
+
+    def spread(p: Tensor) -> float:
+        dev = (p - p.mean(0, keepdim=True)).pow(2).sum(-1).mean(0).sqrt()  # RMS over samples, per point
+        return float(dev.mean()) * 14.0  # normalised units -> pixels of the 28x28 digit
+
+    return {"spread_st_px": round(spread(through_st), 3), "spread_identity_px": round(spread(without), 3)}
+
+
+def confusion_png(confusion: list, path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    im = ax.imshow(np.log1p(conf), cmap="Blues")
+    for i in range(conf.shape[0]):
+        for j in range(conf.shape[1]):
+            if conf[i, j]:
+                ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=6, color="k" if i != j else "w")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_xticks(range(conf.shape[1]))
+    ax.set_yticks(range(conf.shape[0]))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="log(1 + count)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,199 @@
+"""Lightning modules: the classifier being trained and the distorted-MNIST data."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..data import DistortedMNIST, get_generator, load_digits
+from ..geometry import warp
+from ..models import STClassifier, create
+from .config import TrainConfig
+
+# fixed seeds of the held-out draws: validation never shares the test's distortions
+_VAL_SEED_OFFSET = 1_000
+_SPLIT_SEED = 20_150_605  # the train/validation partition of the training digits
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The model a config describes, sized for its dataset's canvas."""
+    canvas = get_generator(config.dataset).canvas_size
+    return create(
+        config.model,
+        in_channels=1,
+        in_size=canvas,
+        transform=config.transform,
+        num_transformers=config.num_transformers,
+        st_size=config.st_size,
+        bounded=config.bounded,
+        dropout=config.dropout,
+    )
+
+
+def transformer_families(model: nn.Module) -> list:
+    """The transform family of each (parallel) transformer of an ST model."""
+    if not isinstance(model, STClassifier):
+        return []
+    st = model.transformer
+    return [t.family for t in getattr(st, "transformers", [st])]
+
+
+def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Tensor | None = None) -> Tensor:
+    """Transformation-consistency loss: the transformer's outputs for ``x`` and for
+    ``x`` warped by ``distortion`` (parameters of the first transformer's family)
+    should agree, since both show the same digit in its canonical pose.
+
+    Returns the mean squared difference of the two outputs: zero when
+    ``distortion`` is the identity, positive otherwise (for a transformer that
+    has not learned to undo the distortion).
+    """
+    family = transformer_families(model)[0]
+    if out is None:
+        out, _ = model.transform(x)
+    x_distorted = warp(x, distortion, family)
+    out_distorted, _ = model.transform(x_distorted)
+    return F.mse_loss(out_distorted, out)
+
+
+class STNModule(pl.LightningModule):
+    """Trains a classifier (with or without spatial transformers) with cross-entropy.
+
+    Logs ``train_loss``, ``train_error``, ``val_loss``, ``val_error`` and
+    ``test_error`` (errors in %).
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = TrainConfig.from_dict(config)
+        self.model = build_model(self.config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> Tensor:
+        x, y = batch
+        consistency = None
+        if isinstance(self.model, STClassifier):
+            out, _ = self.model.transform(x)
+            logits = self.model.classifier(out)
+            if stage == "train" and self.config.consistency_weight > 0:
+                family = transformer_families(self.model)[0]
+                q = family.random(x.shape[0], self.config.consistency_strength, device=x.device, dtype=x.dtype)
+                consistency = consistency_loss(self.model, x, q, out=out)
+        else:
+            logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        error = (logits.argmax(1) != y).float().mean() * 100.0
+        sync = stage != "train"
+        self.log(f"{stage}_error", error, on_step=False, on_epoch=True, prog_bar=stage != "test", sync_dist=sync)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=sync)
+        if consistency is not None:
+            self.log("train_consistency", consistency, on_step=False, on_epoch=True)
+            loss = loss + self.config.consistency_weight * consistency
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        cfg = self.config
+        loc_ids = set()
+        if isinstance(self.model, STClassifier):
+            loc_ids = {id(p) for p in self.model.transformer.parameters()}
+        groups: dict[tuple[bool, bool], list] = {}
+        for p in self.model.parameters():
+            # no weight decay on biases: it would pull the identity-initialised
+            # transformer heads towards the zero (collapsed) transform
+            groups.setdefault((id(p) in loc_ids, p.ndim > 1), []).append(p)
+        param_groups = [
+            {
+                "params": ps,
+                "lr": cfg.lr * (cfg.loc_lr_mult if is_loc else 1.0),
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+            }
+            for (is_loc, decay), ps in groups.items()
+        ]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum)
+        elif cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(param_groups, lr=cfg.lr)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
+        if cfg.schedule == "none":
+            return opt
+        if cfg.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+        elif cfg.schedule == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.step_epochs), gamma=0.1)
+        else:
+            raise ValueError(f"schedule must be 'cosine', 'step' or 'none', got {cfg.schedule!r}")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def split_train_val(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed partition of ``n`` training digits into (train, validation) indices."""
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size must be in [0, {n}), got {val_size}")
+    perm = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+class DistortedMNISTDataModule(pl.LightningDataModule):
+    """Train (distorted afresh every epoch), validation (carved from the training
+    digits, fixed draw) and test (the test digits, fixed by ``test_seed``)."""
+
+    def __init__(self, config: TrainConfig):
+        super().__init__()
+        self.config = config
+        self.train_set = self.val_set = self.test_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        cfg = self.config
+        if self.train_set is None:
+            images, labels = load_digits("train", cfg.data_dir)
+            train_idx, val_idx = split_train_val(len(labels), cfg.val_size)
+            if cfg.train_size is not None:
+                train_idx = train_idx[: cfg.train_size]
+            self.train_set = DistortedMNIST(
+                cfg.dataset, images[train_idx], labels[train_idx], seed=cfg.seed, fresh=True
+            )
+            self.val_set = DistortedMNIST(
+                cfg.dataset, images[val_idx], labels[val_idx], seed=cfg.test_seed + _VAL_SEED_OFFSET
+            )
+        if self.test_set is None and stage in (None, "test"):
+            self.test_set = make_test_set(cfg.dataset, cfg.data_dir, cfg.test_seed, cfg.test_size)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.config.batch_size, shuffle=shuffle, num_workers=self.config.num_workers
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # called again every epoch (reload_dataloaders_every_n_epochs=1): a new draw of the distortions
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.train_set.set_epoch(epoch)
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+
+def make_test_set(dataset: str, data_dir: str | None, seed: int, size: int | None = None) -> DistortedMNIST:
+    images, labels = load_digits("test", data_dir)
+    if size is not None:
+        images, labels = images[:size], labels[:size]
+    return DistortedMNIST(dataset, images, labels, seed=seed)

@@ -1,0 +1,194 @@
+"""Train, evaluate, show, predict: the work behind the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models import count_parameters
+from .checkpoint import load_model, save_model
+from .config import TrainConfig
+from .evaluate import confusion_png, evaluate, pose_recovery
+from .module import DistortedMNISTDataModule, STNModule, make_test_set
+from .show import show_figure
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _devices(value: str):
+    return int(value) if value.isdigit() else value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(config: TrainConfig, out: str | os.PathLike, resume: bool | str = False, quiet: bool = False) -> dict:
+    """Train a model as ``config`` says, evaluate it on the test split, write results to ``out``.
+
+    Writes ``out/checkpoints/{best-*,last}.ckpt``, ``out/model.safetensors`` (the
+    best weights by validation error, with the config), ``out/logs/metrics.csv``,
+    ``out/results.json`` and ``out/show.png``. ``resume=True`` continues from
+    ``out/checkpoints/last.ckpt`` (a path resumes from that file).
+    """
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    ckpt_path = None
+    if resume:
+        ckpt_path = Path(resume) if isinstance(resume, str) else ckpt_dir / "last.ckpt"
+        if not ckpt_path.is_file():
+            if isinstance(resume, str):
+                raise FileNotFoundError(f"--resume: checkpoint {ckpt_path} does not exist")
+            print(f"no checkpoint at {ckpt_path}: starting from scratch")
+            ckpt_path = None
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
+    module = STNModule(config.to_dict())
+    data = DistortedMNISTDataModule(config)
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_error", mode="min", save_last=True
+    )
+    callbacks = [best_cb]
+    if config.patience is not None:
+        callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
+    loggers = [CSVLogger(out, name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(out, name="tb", version=""))
+    except ImportError:
+        pass
+    trainer = pl.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=_devices(config.devices),
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        callbacks=callbacks,
+        logger=loggers,
+        deterministic=config.deterministic,
+        gradient_clip_val=config.grad_clip,
+        reload_dataloaders_every_n_epochs=1,
+        enable_progress_bar=not quiet,
+        enable_model_summary=not quiet,
+        log_every_n_steps=10,
+        limit_train_batches=config.limit_train_batches,
+        limit_val_batches=config.limit_val_batches,
+        default_root_dir=out,
+    )
+    start = time.time()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    fit_time = time.time() - start
+    if trainer.world_size > 1:
+        # every rank records its final weights: they must agree under DDP
+        (out / "ddp").mkdir(exist_ok=True)
+        _write_json(out / "ddp" / f"rank{trainer.global_rank}.json", {"digest": param_digest(module.model)})
+    if not trainer.is_global_zero:
+        return {}
+    best_path = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
+    model, _ = load_model(best_path)
+    save_model(out / "model.safetensors", model, config)
+    test_set = make_test_set(config.dataset, config.data_dir, config.test_seed, config.test_size)
+    images, labels = test_set.images, torch.as_tensor(np.asarray([int(test_set[i][1]) for i in range(len(test_set))]))
+    result = evaluate(model, images, labels)
+    confusion_png(result["confusion"], out / "confusion.png", f"{config.model} {config.transform} on {config.dataset}")
+    show_figure(model, images, labels, out / "show.png", _title(config, result["error"]))
+    results = {
+        "test_error": result["error"],
+        "best_val_error": _float(best_cb.best_model_score),
+        "per_class_error": result["per_class_error"],
+        "confusion": result["confusion"],
+        "epochs": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "fit_seconds": round(fit_time, 1),
+        "num_parameters": count_parameters(model),
+        "best_checkpoint": os.path.relpath(best_path, out),
+        "test_size": result["n"],
+        "train_size": len(data.train_set),
+        "val_size": len(data.val_set),
+        "data_source": config.data_dir or "bundled mnist8k",
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "config": config.to_dict(),
+    }
+    if config.model.startswith("st-"):
+        results["pose_recovery"] = pose_recovery(model, images[:500], test_set.params[:500], test_set.transform)
+    _write_json(out / "results.json", results)
+    return results
+
+
+def _float(x) -> float | None:
+    return None if x is None else round(float(x), 3)
+
+
+def _title(config: TrainConfig, error: float) -> str:
+    t = f" ({config.transform})" if config.model.startswith("st-") else ""
+    return f"{config.model}{t} on {config.dataset}: test error {error:.2f}%"
+
+
+def load_eval_data(
+    config: TrainConfig, dataset: str | None, split: str, seed: int | None, images_file, labels_file, data_dir
+):
+    """Images (N, 1, H, W) float in [0, 1] and labels for evaluation, plus the dataset (or None)."""
+    from ..data import DistortedMNIST, load_digits, read_idx
+
+    name = dataset or config.dataset
+    seed = config.test_seed if seed is None else seed
+    if images_file is not None:
+        if labels_file is None:
+            raise ValueError("--images needs --labels")
+        raw = read_idx(images_file)
+        labels = read_idx(labels_file).astype(np.int64)
+        if raw.ndim != 3 or labels.shape != (raw.shape[0],):
+            raise ValueError(
+                f"--images must hold (N, H, W) images and --labels N labels, got {raw.shape} and {labels.shape}"
+            )
+        if dataset is None:  # already distorted: evaluate as they are
+            return torch.from_numpy(raw.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(labels), None
+        ds = DistortedMNIST(name, raw, labels, seed=seed)
+    else:
+        digits, labels = load_digits(split, data_dir if data_dir is not None else config.data_dir)
+        ds = DistortedMNIST(name, digits, labels, seed=seed)
+    return ds.images, torch.as_tensor(np.asarray(labels, dtype=np.int64)), ds
+
+
+def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:
+    from ..data import get_generator
+
+    canvas = get_generator(model_cfg.dataset).canvas_size
+    if tuple(images.shape[-2:]) != (canvas, canvas):
+        raise ValueError(
+            f"the model takes {canvas}x{canvas} images (trained on {model_cfg.dataset!r}), "
+            f"got {images.shape[-2]}x{images.shape[-1]}; pass --dataset NAME to distort source digits"
+        )

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from stnkit.models import MODELS, STClassifier, count_parameters, create
+
+
+class TestCreate:
+    @pytest.mark.parametrize("name", MODELS)
+    @pytest.mark.parametrize("size", [28, 42, 60])
+    def test_smoke_shapes(self, name, size):
+        model = create(name, in_size=size)
+        assert model(torch.rand(3, 1, size, size)).shape == (3, 10)
+
+    @pytest.mark.parametrize("size", [28, 42, 60])
+    def test_classifiers_have_comparable_parameter_counts(self, size):
+        fcn, cnn = count_parameters(create("fcn", in_size=size)), count_parameters(create("cnn", in_size=size))
+        assert abs(fcn - cnn) / cnn < 0.05, (fcn, cnn)
+
+    @pytest.mark.parametrize("name", ["fcn", "cnn"])
+    def test_three_weight_layers(self, name):
+        weights = [p for p in create(name).parameters() if p.ndim > 1]
+        assert len(weights) == 3
+
+    @pytest.mark.parametrize("base", ["st-fcn", "st-cnn"])
+    @pytest.mark.parametrize("transform", ["affine", "projective", "tps", "similarity"])
+    def test_st_models_start_at_identity(self, base, transform):
+        model = create(base, in_size=28, transform=transform)
+        assert isinstance(model, STClassifier)
+        x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+        out, params = model.double().transform(x)
+        assert torch.allclose(out, x, atol=1e-6)
+        assert len(params) == 1
+
+    def test_parallel_transformers_and_downsampling(self):
+        model = create("st-cnn", in_size=60, num_transformers=2, st_size=30)
+        out, params = model.transform(torch.rand(2, 1, 60, 60))
+        assert out.shape == (2, 2, 30, 30) and len(params) == 2
+        assert model(torch.rand(2, 1, 60, 60)).shape == (2, 10)
+
+    def test_bad_arguments(self):
+        with pytest.raises(ValueError, match="unknown model 'resnet'; valid names: fcn, cnn, st-fcn, st-cnn"):
+            create("resnet")
+        with pytest.raises(ValueError, match="unknown transform 'warp'"):
+            create("st-cnn", transform="warp")
+        with pytest.raises(ValueError, match="num_transformers must be a positive int, got 0"):
+            create("st-cnn", num_transformers=0)
+        with pytest.raises(ValueError, match="in_size must be positive"):
+            create("cnn", in_size=0)

@@ -1,0 +1,180 @@
+"""End-to-end training, evaluation and the command line, on tiny data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+
+from stnkit.cli import main  # noqa: E402
+from stnkit.data import load_digits, write_idx  # noqa: E402
+from stnkit.models import create  # noqa: E402
+from stnkit.training import TrainConfig  # noqa: E402
+from stnkit.training.checkpoint import load_model  # noqa: E402
+from stnkit.training.evaluate import predict_logits  # noqa: E402
+from stnkit.training.module import consistency_loss  # noqa: E402
+from stnkit.training.run import train  # noqa: E402
+
+TINY = dict(train_size=96, val_size=48, test_size=48, batch_size=32, epochs=1)
+
+
+def _tiny(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+def _metrics(run) -> list[dict]:
+    with open(run / "logs" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    "model,transform,dataset",
+    [("fcn", "affine", "mnist"), ("cnn", "affine", "rts"), ("st-fcn", "tps", "r"), ("st-cnn", "affine", "rts")],
+)
+def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
+    run = tmp_path / "run"
+    res = train(_tiny(model=model, transform=transform, dataset=dataset), run, quiet=True)
+    assert 0.0 <= res["test_error"] <= 100.0
+    assert res["test_size"] == 48 and res["train_size"] == 96 and res["val_size"] == 48
+    for name in ("model.safetensors", "results.json", "show.png", "confusion.png", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "results.json").read_text())["config"]["model"] == model
+    if model.startswith("st-"):
+        assert set(res["pose_recovery"]) == {"spread_st_px", "spread_identity_px"}
+    # eval and show from the command line, given only the checkpoint
+    assert main(["eval", str(run / "model.safetensors"), "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev["n"] == 1000 and len(ev["confusion"]) == 10 and (tmp_path / "ev" / "confusion.png").is_file()
+    assert main(["show", str(run / "model.safetensors"), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoint_reloads_to_same_predictions(tmp_path):
+    run = tmp_path / "run"
+    train(_tiny(model="st-cnn", dataset="mnist"), run, quiet=True)
+    x = torch.from_numpy(load_digits("test")[0][:64].astype(np.float32) / 255.0).unsqueeze(1)
+    a, cfg_a = load_model(run / "model.safetensors")
+    b, cfg_b = load_model(run / "checkpoints" / "last.ckpt")  # weights_only torch.load of the Lightning file
+    assert cfg_a == cfg_b
+    best = json.loads((run / "results.json").read_text())["best_checkpoint"]
+    c, _ = load_model(run / best)
+    assert torch.equal(predict_logits(a, x), predict_logits(c, x))
+    assert predict_logits(b, x).shape == (64, 10)
+
+
+def test_resume_continues_from_saved_step(tmp_path):
+    run = tmp_path / "run"
+    first = train(_tiny(model="cnn", dataset="mnist", epochs=1), run, quiet=True)
+    second = train(_tiny(model="cnn", dataset="mnist", epochs=3), run, resume=True, quiet=True)
+    steps_per_epoch = first["global_step"]
+    assert steps_per_epoch == 3  # 96 digits / batch 32
+    assert second["global_step"] == 3 * steps_per_epoch
+    epochs_logged = sorted({int(r["epoch"]) for r in _metrics(run) if r.get("val_error")})
+    assert epochs_logged == [0, 1, 2]  # epoch 0 was not trained again
+
+
+def test_early_stopping_stops(tmp_path):
+    # a zero learning rate never improves the validation error: patience 1 stops after 2 epochs
+    res = train(_tiny(model="cnn", dataset="mnist", epochs=20, lr=0.0, patience=1), tmp_path / "run", quiet=True)
+    assert res["epochs"] < 20
+    assert len({int(r["epoch"]) for r in _metrics(tmp_path / "run") if r.get("val_error")}) == 2
+
+
+class TestConsistencyLoss:
+    def test_zero_for_identical_inputs(self):
+        model = create("st-cnn", in_size=28, transform="affine")
+        x = torch.rand(4, 1, 28, 28)
+        ident = model.transformer.family.identity(4)
+        assert consistency_loss(model, x, ident).item() == pytest.approx(0.0, abs=1e-10)
+
+    def test_positive_for_distorted_inputs(self):
+        torch.manual_seed(0)
+        model = create("st-cnn", in_size=28, transform="affine")
+        x = torch.rand(4, 1, 28, 28)
+        q = model.transformer.family.random(4)
+        loss = consistency_loss(model, x, q)
+        assert loss.item() > 1e-4
+        loss.backward()  # differentiable end to end
+        assert model.transformer.head.weight.grad.abs().sum() > 0
+
+    def test_training_with_consistency_logs_it(self, tmp_path):
+        train(_tiny(model="st-cnn", dataset="rts", consistency_weight=0.5), tmp_path / "run", quiet=True)
+        rows = [r for r in _metrics(tmp_path / "run") if r.get("train_consistency")]
+        assert rows and float(rows[0]["train_consistency"]) > 0
+
+
+def test_eval_on_external_idx_files(tmp_path):
+    run = tmp_path / "run"
+    train(_tiny(model="cnn", dataset="mnist"), run, quiet=True)
+    images, labels = load_digits("test")
+    write_idx(tmp_path / "imgs.idx.gz", images[:100])
+    write_idx(tmp_path / "lbls.idx.gz", labels[:100].astype(np.uint8))
+    args = ["eval", str(run / "model.safetensors"), "--images", str(tmp_path / "imgs.idx.gz")]
+    assert main([*args, "--labels", str(tmp_path / "lbls.idx.gz"), "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    model, _ = load_model(run / "model.safetensors")
+    x = torch.from_numpy(images[:100].astype(np.float32) / 255.0).unsqueeze(1)
+    expected = 100.0 * float((predict_logits(model, x).argmax(1) != torch.from_numpy(labels[:100])).float().mean())
+    assert ev["n"] == 100 and ev["error"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_external_images_of_wrong_size_are_refused(tmp_path):
+    run = tmp_path / "run"
+    train(_tiny(model="cnn", dataset="rts"), run, quiet=True)
+    images, labels = load_digits("test")
+    write_idx(tmp_path / "i.gz", images[:10])
+    write_idx(tmp_path / "l.gz", labels[:10].astype(np.uint8))
+    with pytest.raises(ValueError, match="the model takes 42x42 images"):
+        main(
+            [
+                "eval",
+                str(run / "model.safetensors"),
+                "--images",
+                str(tmp_path / "i.gz"),
+                "--labels",
+                str(tmp_path / "l.gz"),
+            ]
+        )
+
+
+def test_predict_png(tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    train(_tiny(model="cnn", dataset="mnist"), run, quiet=True)
+    images, _ = load_digits("test")
+    Image.fromarray(images[0]).save(tmp_path / "d.png")
+    assert main(["predict", str(run / "model.safetensors"), str(tmp_path / "d.png")]) == 0
+    model, _ = load_model(run / "model.safetensors")
+    expected = int(predict_logits(model, torch.from_numpy(images[:1].astype(np.float32) / 255.0).unsqueeze(1)).argmax())
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'd.png'}: {expected} ")
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"hyper_parameters": {"config": {}}, "state_dict": {}, "x": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(Exception, match="(?i)weights.only|unsupported|global"):
+        load_model(tmp_path / "evil.ckpt")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_agree(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "stnkit", "train", "--model", "st-cnn", "--dataset", "mnist", "--epochs", "1"]
+    cmd += ["--train-size", "128", "--val-size", "64", "--test-size", "64", "--batch-size", "32"]
+    cmd += ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0 = json.loads((out / "ddp" / "rank0.json").read_text())
+    r1 = json.loads((out / "ddp" / "rank1.json").read_text())
+    assert r0["digest"] == r1["digest"]
+    assert "test error" in proc.stdout
