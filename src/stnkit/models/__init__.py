@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor, nn
 
 from ..geometry import get_transform

@@ -183,7 +183,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_grey_png(path) -> "np.ndarray":  # noqa: F821
+def _read_grey_png(path):
     import numpy as np
     from PIL import Image
 

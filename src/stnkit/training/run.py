@@ -83,8 +83,8 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool | str = Fals
         callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
     loggers = [CSVLogger(out, name="logs", version="")]
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
         import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(out, name="tb", version=""))
     except ImportError:
