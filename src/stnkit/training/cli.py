@@ -58,10 +58,13 @@ def _type_of(field) -> type:
     return str
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None, exclude=()) -> None:
     """One ``--option`` per :class:`TrainConfig` field (``--num-transformers`` for ``num_transformers``)."""
     defaults = defaults or TrainConfig()
+    parser.set_defaults(_config_defaults=defaults)
     for f in fields(TrainConfig):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         kind = _type_of(f)
@@ -72,7 +75,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig 
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    defaults = getattr(args, "_config_defaults", TrainConfig())
+    return TrainConfig(**{f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in fields(TrainConfig)})
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -191,6 +195,45 @@ def _read_grey_png(path):
         return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import reproduce as rep
+
+    out = Path(args.out)
+    if args.check:
+        problems = rep.check_readme(Path(args.readme), out)
+        for p in problems:
+            print(f"check failed: {p}")
+        if not problems:
+            print(f"{args.readme} and {out / 'table1.md'} match {out / 'table1.json'}")
+        return 1 if problems else 0
+    base = config_from_args(args)
+    datasets = args.datasets.split(",")
+    rows = [
+        r.replace("-affine", " affine").replace("-projective", " projective").replace("-tps", " tps")
+        for r in args.models.split(",")
+    ]
+    for r in rows:
+        if r not in rep.ROWS:
+            raise SystemExit(
+                f"stnkit reproduce: unknown model {r!r}; valid: {', '.join(x.replace(' ', '-') for x in rep.ROWS)}"
+            )
+    plan = rep.cells(datasets, rows, args.seeds)
+    if args.dry_run:
+        for cell in plan:
+            print(cell.dirname)
+        return 0
+    summary = rep.run_table1(out, base, plan)
+    rep.make_figures(out, summary)
+    if args.update_readme:
+        rep.update_readme(Path(args.readme), out)
+    print(rep.render_markdown(summary))
+    print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+REPRODUCE_DEFAULTS = TrainConfig(epochs=10, patience=None)
+
+
 def add_parsers(sub) -> None:
     train = sub.add_parser(
         "train",
@@ -238,3 +281,26 @@ def add_parsers(sub) -> None:
     pred.add_argument("images", nargs="+", help="PNG files (white digit on black, resized to the model's input)")
     pred.add_argument("--invert", action="store_true", help="invert images (for a dark digit on a light background)")
     pred.set_defaults(func=_cmd_predict)
+
+    rep = sub.add_parser(
+        "reproduce", help="reproduce the paper's results", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    rep.add_argument(
+        "experiment", choices=("table1",), help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC)"
+    )
+    rep.add_argument("--out", default="results", help="results directory")
+    rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
+    rep.add_argument("--readme", default="README.md", help="README holding the table block")
+    rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
+    rep.add_argument("--datasets", default="r,rts,p,e,tc", help="comma-separated datasets")
+    rep.add_argument(
+        "--models",
+        default="fcn,cnn,st-fcn-affine,st-fcn-projective,st-fcn-tps,st-cnn-affine,st-cnn-projective,st-cnn-tps",
+        help="comma-separated table rows",
+    )
+    rep.add_argument("--seeds", type=int, default=3, help="seeds for CNN and ST-CNN affine")
+    rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    add_config_arguments(
+        rep, REPRODUCE_DEFAULTS, exclude=("dataset", "model", "transform", "num_transformers", "st_size", "seed")
+    )
+    rep.set_defaults(func=_cmd_reproduce)

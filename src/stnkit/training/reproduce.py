@@ -1,0 +1,303 @@
+"""``stnkit reproduce table1``: the paper's Table 1 (and cluttered MNIST) on our data.
+
+Every cell is one ``stnkit train`` run in ``OUT/runs/DATASET/MODEL/seedS``. A
+cell whose ``results.json`` exists is never trained again; an interrupted
+cell resumes from its ``last.ckpt``. After each cell ``table1.json`` and
+``table1.md`` are rewritten, so partial results are always on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+
+# Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC)
+PAPER = {
+    "fcn": {"r": 2.1, "rts": 5.2, "p": 3.1, "e": 3.2, "tc": 13.2},
+    "cnn": {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 1.4, "tc": 3.5},
+    "st-fcn affine": {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 2.7},
+    "st-fcn projective": {"r": 1.3, "rts": 0.9, "p": 1.4, "e": 2.6},
+    "st-fcn tps": {"r": 1.1, "rts": 0.8, "p": 1.4, "e": 2.4},
+    "st-cnn affine": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.2},
+    "st-cnn projective": {"r": 0.8, "rts": 0.6, "p": 0.8, "e": 1.3},
+    "st-cnn tps": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.1},
+}
+# the paper reports one ST-FCN and one ST-CNN number for TC, without the family
+PAPER_TC_ST = {"st-fcn": 2.0, "st-cnn": 1.7}
+DATASETS = ("r", "rts", "p", "e", "tc")
+ROWS = tuple(PAPER)
+MULTI_SEED_ROWS = ("cnn", "st-cnn affine")
+README_START, README_END = "<!-- table1:start -->", "<!-- table1:end -->"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    row: str  # "cnn", "st-cnn affine", ...
+    seed: int
+
+    @property
+    def model(self) -> str:
+        return self.row.split()[0]
+
+    @property
+    def transform(self) -> str:
+        parts = self.row.split()
+        return parts[1] if len(parts) > 1 else "affine"
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.dataset}/{self.row.replace(' ', '-')}/seed{self.seed}"
+
+
+def cells(datasets=DATASETS, rows=ROWS, seeds: int = 3) -> list[Cell]:
+    out = []
+    for d in datasets:
+        for r in rows:
+            for s in range(seeds if r in MULTI_SEED_ROWS else 1):
+                out.append(Cell(d, r, s))
+    return out
+
+
+def cell_config(cell: Cell, base: TrainConfig) -> TrainConfig:
+    """The training configuration of one cell: the base schedule, the cell's model and data.
+
+    On the 60x60 cluttered canvas the transformers downsample to 30x30 before
+    the classifier, as the paper did for its large inputs.
+    """
+    st_size = 30 if cell.dataset == "tc" and cell.model.startswith("st-") else None
+    return base.replace(
+        dataset=cell.dataset, model=cell.model, transform=cell.transform, seed=cell.seed, st_size=st_size
+    )
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float | None]:
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m, None
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def summarise(out: Path, plan: list[Cell], base: TrainConfig, wall_seconds: float | None = None) -> dict:
+    """Collect every finished cell under ``out/runs`` into one record."""
+    records = []
+    for cell in plan:
+        f = out / "runs" / cell.dirname / "results.json"
+        if not f.is_file():
+            continue
+        r = json.loads(f.read_text())
+        records.append(
+            {
+                "dataset": cell.dataset,
+                "model": cell.row,
+                "seed": cell.seed,
+                "test_error": r["test_error"],
+                "best_val_error": r.get("best_val_error"),
+                "epochs": r["epochs"],
+                "fit_seconds": r["fit_seconds"],
+                "num_parameters": r["num_parameters"],
+                "git_commit": r.get("git_commit"),
+                "data_source": r["data_source"],
+                "train_size": r["train_size"],
+                "val_size": r["val_size"],
+                "test_size": r["test_size"],
+                "pose_recovery": r.get("pose_recovery"),
+            }
+        )
+    table: dict[str, dict[str, dict]] = {}
+    for row in ROWS:
+        for d in DATASETS:
+            errs = [c["test_error"] for c in records if c["model"] == row and c["dataset"] == d]
+            if errs:
+                m, s = _mean_std(errs)
+                table.setdefault(row, {})[d] = {
+                    "mean": round(m, 3),
+                    "std": None if s is None else round(s, 3),
+                    "n": len(errs),
+                }
+    sizes = {(c["train_size"], c["val_size"], c["test_size"], c["data_source"]) for c in records}
+    return {
+        "description": "Jaderberg et al. 2015 Table 1 (+ cluttered MNIST) reproduced by `stnkit reproduce table1`",
+        "cells_planned": len(plan),
+        "cells_done": len(records),
+        "base_config": base.to_dict(),
+        "data": [
+            {"train_size": a, "val_size": b, "test_size": c, "source": d} for a, b, c, d in sorted(sizes, key=str)
+        ],
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "wall_seconds": wall_seconds,
+        "table": table,
+        "paper": PAPER,
+        "paper_tc_st": PAPER_TC_ST,
+        "cells": records,
+    }
+
+
+def _paper(row: str, dataset: str) -> float | None:
+    if row in PAPER and dataset in PAPER[row]:
+        return PAPER[row][dataset]
+    if dataset == "tc":
+        return PAPER_TC_ST.get(row.split()[0])
+    return None
+
+
+def render_markdown(summary: dict) -> str:
+    """table1.md: our % test error beside the paper's, cell by cell."""
+    lines = [
+        "| model | " + " | ".join(d.upper() for d in DATASETS) + " |",
+        "|---|" + "---|" * len(DATASETS),
+    ]
+    for row in ROWS:
+        cells_md = []
+        for d in DATASETS:
+            ours = summary["table"].get(row, {}).get(d)
+            paper = _paper(row, d)
+            if ours is None:
+                txt = "–"
+            elif ours["std"] is not None:
+                txt = f"**{ours['mean']:.2f}** ± {ours['std']:.2f}"
+            else:
+                txt = f"**{ours['mean']:.2f}**"
+            txt += f" ({paper})" if paper is not None else " (–)"
+            cells_md.append(txt)
+        lines.append(f"| {row.upper().replace('ST-', 'ST-')} | " + " | ".join(cells_md) + " |")
+    data = summary["data"]
+    if data:
+        sizes = "; ".join(
+            f"{d['train_size']} training / {d['val_size']} validation / {d['test_size']} test digits from {d['source']}"
+            for d in data
+        )
+    else:
+        sizes = "no cell finished yet"
+    lines += [
+        "",
+        f"% test error, **ours** (paper in brackets; mean ± std over 3 seeds for CNN and ST-CNN affine). "
+        f"Cells done: {summary['cells_done']}/{summary['cells_planned']}.",
+        f"Training data: {sizes}. The paper trained on the full 60,000-digit MNIST training set and tested on 10,000 digits; "
+        "the paper's TC numbers for ST models do not name the transform family.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("table1.json", json.dumps(summary, indent=2) + "\n"), ("table1.md", render_markdown(summary))):
+        tmp = out / (name + ".part")
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+
+
+def check_readme(readme: Path, out: Path) -> list[str]:
+    """Problems found comparing README's table block and table1.md with table1.json (empty: all agree)."""
+    problems = []
+    summary = json.loads((out / "table1.json").read_text())
+    expected = render_markdown(summary)
+    md = out / "table1.md"
+    if not md.is_file() or md.read_text() != expected:
+        problems.append(f"{md} does not match {out / 'table1.json'}")
+    text = readme.read_text() if readme.is_file() else ""
+    m = re.search(re.escape(README_START) + r"\n(.*?)" + re.escape(README_END), text, re.S)
+    if m is None:
+        problems.append(f"{readme} has no {README_START} ... {README_END} block")
+    elif m.group(1) != expected:
+        problems.append(f"the table in {readme} does not match {out / 'table1.json'}")
+    return problems
+
+
+def update_readme(readme: Path, out: Path) -> None:
+    summary = json.loads((out / "table1.json").read_text())
+    text = readme.read_text()
+    block = f"{README_START}\n{render_markdown(summary)}{README_END}"
+    pattern = re.escape(README_START) + r"\n.*?" + re.escape(README_END)
+    if re.search(pattern, text, re.S) is None:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
+    readme.write_text(re.sub(pattern, lambda _: block, text, flags=re.S))
+
+
+def run_table1(out: Path, base: TrainConfig, plan: list[Cell], quiet_runs: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from .run import train
+
+    start = time.time()
+    previous = 0.0
+    if (out / "table1.json").is_file():
+        previous = json.loads((out / "table1.json").read_text()).get("wall_seconds") or 0.0
+    bar = tqdm(plan, desc="table1 cells", unit="cell")
+    for cell in bar:
+        run_dir = out / "runs" / cell.dirname
+        bar.set_postfix_str(cell.dirname)
+        if (run_dir / "results.json").is_file():
+            continue  # finished: never trained twice
+        train(cell_config(cell, base), run_dir, resume=True, quiet=quiet_runs)
+        summary = summarise(out, plan, base, round(previous + time.time() - start, 1))
+        write_outputs(out, summary)
+    summary = summarise(out, plan, base, round(previous + time.time() - start, 1))
+    write_outputs(out, summary)
+    return summary
+
+
+def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
+    """``out/figures``: per dataset, test inputs and the ST-CNN (affine, seed 0)
+    outputs (the paper's Figure 3 idea); and the error of every model per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .checkpoint import load_model
+    from .module import make_test_set
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for d in DATASETS:
+        model_file = out / "runs" / d / "st-cnn-affine" / "seed0" / "model.safetensors"
+        if not model_file.is_file():
+            continue
+        model, cfg = load_model(model_file)
+        ds = make_test_set(d, cfg.data_dir, cfg.test_seed, n)
+        x = ds.images[:n]
+        y, _ = model.transform(x)
+        fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
+        for j in range(n):
+            for r, img in enumerate((x[j, 0], y[j, 0])):
+                axes[r, j].imshow(img.detach().numpy(), cmap="gray", vmin=0, vmax=1)
+                axes[r, j].set_xticks([])
+                axes[r, j].set_yticks([])
+        axes[0, 0].set_ylabel("input", fontsize=8)
+        axes[1, 0].set_ylabel("ST output", fontsize=8)
+        fig.suptitle(f"{d.upper()}: test inputs and the ST-CNN (affine) outputs", fontsize=9)
+        fig.tight_layout()
+        path = fig_dir / f"{d}_st-cnn.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    table = summary["table"]
+    if table:
+        fig, ax = plt.subplots(figsize=(9, 3.8))
+        width = 0.8 / len(ROWS)
+        for i, row in enumerate(ROWS):
+            means = [table.get(row, {}).get(d, {}).get("mean", np.nan) for d in DATASETS]
+            stds = [table.get(row, {}).get(d, {}).get("std") or 0.0 for d in DATASETS]
+            ax.bar(np.arange(len(DATASETS)) + i * width, means, width, yerr=stds, label=row.upper())
+        ax.set_xticks(np.arange(len(DATASETS)) + 0.4 - width / 2)
+        ax.set_xticklabels([d.upper() for d in DATASETS])
+        ax.set_ylabel("% test error")
+        ax.set_title("stnkit reproduce table1: test error per model and dataset")
+        ax.legend(fontsize=7, ncol=4)
+        fig.tight_layout()
+        path = fig_dir / "errors.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
