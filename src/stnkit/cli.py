@@ -16,6 +16,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main_bench
+
+    main_bench(args.out, batch=args.batch, size=args.size, repeat=args.repeat)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stnkit",
@@ -33,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.cli import add_parsers as add_training_parsers
 
     add_training_parsers(sub)
+
+    bench = sub.add_parser("bench", help="speed of stnkit's warps, as ratios against reference code")
+    bench.add_argument("--batch", type=int, default=64)
+    bench.add_argument("--size", type=int, default=42)
+    bench.add_argument("--repeat", type=int, default=20)
+    bench.add_argument("--out", default=None, help="write the report as JSON")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
