@@ -54,7 +54,8 @@ def check_size(name: str, size: object) -> tuple[int, int]:
     if isinstance(size, int):
         size = (size, size)
     if isinstance(size, torch.Size):
-        size = tuple(size)
+        # under torch.jit.trace (and the TorchScript ONNX exporter) the entries are 0-dim tensors
+        size = tuple(int(s) for s in size)
     if (
         not isinstance(size, Sequence)
         or len(size) != 2

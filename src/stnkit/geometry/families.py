@@ -136,7 +136,9 @@ class MatrixFamily(TransformFamily):
         """Parameters of the inverse transform; ``ValueError`` if a matrix is singular."""
         m = self.matrix(params)
         inv, info = torch.linalg.inv_ex(m)
-        if not is_tracing() and bool((info != 0).any()):
+        # info only flags exactly-zero pivots; a numerically singular matrix
+        # (e.g. scale 1e-40 in float32) gives inf/NaN instead
+        if not is_tracing() and bool((info != 0).any() or not torch.isfinite(inv).all()):
             raise ValueError(f"params describe a singular {self.name!r} transform that has no inverse")
         return self._from_matrix(inv)
 
@@ -393,7 +395,10 @@ class ThinPlateSpline(TransformFamily):
         if cached is None:
             pts = base_grid((h, w), align_corners, dtype=torch.float64).view(-1, 2)
             cached = (pts.to(device=device, dtype=dtype), self._weights(pts).to(device=device, dtype=dtype))
-            self._grid_cache[key] = cached
+            # tensors made while exporting/compiling may be FakeTensors: caching them
+            # would poison every later eager call
+            if not is_tracing():
+                self._grid_cache[key] = cached
         return cached
 
     def targets(self, params: Tensor) -> Tensor:

@@ -85,7 +85,7 @@ class SpatialTransformer(nn.Module):
         >>> y, params = st(x, return_params=True)
         >>> y.shape, params.shape
         (torch.Size([4, 1, 28, 28]), torch.Size([4, 6]))
-        >>> torch.allclose(y, x, atol=1e-6)  # identity at initialisation
+        >>> torch.allclose(y, x, atol=1e-5)  # identity at initialisation (float32 rounding ~2e-6)
         True
     """
 
