@@ -276,3 +276,13 @@ class TestModules:
             ParallelTransformers(a, nn.Linear(2, 2))
         with pytest.raises(TypeError, match=r"transformers\[0\] must be a SpatialTransformer, got Identity"):
             SeriesTransformers(nn.Identity())
+
+
+class TestPixelMatrixSingular:
+    def test_to_pixel_matrix_singular(self):
+        with pytest.raises(ValueError, match="theta must be invertible, got a singular matrix"):
+            to_pixel_matrix(torch.zeros(1, 2, 3), (4, 4))
+
+    def test_from_pixel_matrix_singular(self):
+        with pytest.raises(ValueError, match="m must be invertible, got a singular matrix"):
+            from_pixel_matrix(torch.zeros(1, 3, 3), (4, 4))

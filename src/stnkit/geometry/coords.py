@@ -112,7 +112,7 @@ def to_pixel_matrix(theta: Tensor, in_size, out_size=None, align_corners: bool =
     n_in = normalization_matrix(in_size, align_corners, device=theta.device, dtype=theta.dtype)
     n_out = normalization_matrix(out_size, align_corners, device=theta.device, dtype=theta.dtype)
     # pixel_out -> pixel_in is N_in^-1 theta N_out; OpenCV wants its inverse.
-    return torch.linalg.inv(n_out) @ torch.linalg.solve(theta, n_in.expand_as(theta))
+    return torch.linalg.inv(n_out) @ _solve("theta", theta, n_in.expand_as(theta))
 
 
 def from_pixel_matrix(m: Tensor, in_size, out_size=None, align_corners: bool = False) -> Tensor:
@@ -128,4 +128,11 @@ def from_pixel_matrix(m: Tensor, in_size, out_size=None, align_corners: bool = F
     n_in = normalization_matrix(in_size, align_corners, device=m.device, dtype=m.dtype)
     n_out = normalization_matrix(out_size, align_corners, device=m.device, dtype=m.dtype)
     # theta = N_in M^-1 N_out^-1
-    return n_in @ torch.linalg.solve(m, torch.linalg.inv(n_out).expand_as(m))
+    return n_in @ _solve("m", m, torch.linalg.inv(n_out).expand_as(m))
+
+
+def _solve(name: str, a: Tensor, b: Tensor) -> Tensor:
+    out, info = torch.linalg.solve_ex(a, b)
+    if bool((info != 0).any()) or not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{name} must be invertible, got a singular matrix")
+    return out
