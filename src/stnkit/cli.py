@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=20)
     bench.add_argument("--out", default=None, help="write the report as JSON")
     bench.set_defaults(func=_cmd_bench)
+    from .data.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 

@@ -1,6 +1,37 @@
-"""Datasets: MNIST sources (bundled, directory, arrays) and the distorted-MNIST family."""
+"""Datasets: MNIST sources (bundled, directory, arrays) and the distorted-MNIST family.
 
+>>> from stnkit.data import load_digits, DistortedMNIST
+>>> images, labels = load_digits("test")          # the bundled digits: 1,000 test / 7,000 train
+>>> ds = DistortedMNIST("rts", images, labels, seed=0)
+>>> ds[0][0].shape, ds.transform, tuple(ds.params.shape)
+(torch.Size([1, 42, 42]), 'similarity', (1000, 4))
+"""
+
+from .dataset import DistortedMNIST, load_distorted
+from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnist
+from .export import load_dataset_dir, make_dataset, write_dataset
+from .generators import DATASETS, Generator, get_generator
 from .idx import IdxError, read_idx, write_idx
-from .mnist import bundled_mnist, load_mnist_dir
+from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
 
-__all__ = ["IdxError", "bundled_mnist", "load_mnist_dir", "read_idx", "write_idx"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_MIRROR",
+    "MNIST_SHA256",
+    "DistortedMNIST",
+    "DownloadError",
+    "Generator",
+    "IdxError",
+    "bundled_mnist",
+    "bundled_split_indices",
+    "download_mnist",
+    "get_generator",
+    "load_dataset_dir",
+    "load_digits",
+    "load_distorted",
+    "load_mnist_dir",
+    "make_dataset",
+    "read_idx",
+    "write_dataset",
+    "write_idx",
+]

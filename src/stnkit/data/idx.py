@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
     try:
         with _open(path) as f:
             data = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         if isinstance(err, FileNotFoundError):
             raise
         raise IdxError(f"{path}: cannot be read as IDX (corrupt gzip?): {err}") from None

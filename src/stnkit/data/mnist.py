@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +51,63 @@ def load_mnist_dir(directory: str | os.PathLike, split: str = "train") -> tuple[
     images = read_idx(found[0], IMAGES_MAGIC)
     labels = read_idx(found[1], LABELS_MAGIC)
     return _check_pair(images, labels, str(directory))
+
+
+# -- the fixed split of the bundled digits ----------------------------------------------------
+SPLIT_SEED = 20150605  # the paper's arXiv date; any change here changes every bundled experiment
+TEST_PER_CLASS = 100  # 10 classes x 100 = 1,000 test digits, the other 7,000 train
+
+
+def _hash_key(seed: int, index: int) -> int:
+    digest = hashlib.sha256(f"stnkit-mnist8k-split:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+@lru_cache(maxsize=4)
+def bundled_split_indices(seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the bundled digits of the fixed train (7,000) and test (1,000) split.
+
+    Class-balanced test set: for each class, the ``TEST_PER_CLASS`` digits with the
+    smallest SHA-256 key ``sha256("stnkit-mnist8k-split:{seed}:{index}")``; every
+    other digit is a training digit. Both lists are in file order. SHA-256 (not a
+    random generator) makes the split identical on every machine and version.
+    """
+    _, labels = bundled_mnist()
+    keys = np.array([_hash_key(seed, i) for i in range(labels.shape[0])], dtype=np.uint64)
+    test = []
+    for c in range(10):
+        members = np.flatnonzero(labels == c)
+        if members.shape[0] < TEST_PER_CLASS:
+            raise ValueError(f"bundled digits hold only {members.shape[0]} of class {c}, need {TEST_PER_CLASS}")
+        order = np.argsort(keys[members], kind="stable")
+        test.append(members[order[:TEST_PER_CLASS]])
+    test_idx = np.sort(np.concatenate(test))
+    train_idx = np.setdiff1d(np.arange(labels.shape[0]), test_idx)
+    train_idx.flags.writeable = False
+    test_idx.flags.writeable = False
+    return train_idx, test_idx
+
+
+def load_digits(split: str = "train", data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Real MNIST digits of a split: ``(N, 28, 28)`` uint8 images and ``(N,)`` int64 labels.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        data_dir: ``None`` for the bundled 8,000 digits with the fixed class-balanced
+            split (7,000 train / 1,000 test, see :func:`bundled_split_indices`); a
+            directory with the four standard MNIST IDX files (plain or ``.gz``) for
+            full MNIST (60,000 train / 10,000 test).
+    """
+    if split not in MNIST_FILES:
+        raise ValueError(f"split must be one of 'train', 'test', got {split!r}")
+    if data_dir is None:
+        images, labels = bundled_mnist()
+        idx = bundled_split_indices()[0 if split == "train" else 1]
+        images, labels = images[idx], labels[idx]
+    else:
+        images, labels = load_mnist_dir(data_dir, split)
+    if images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise ValueError(f"digits must be (N, 28, 28) uint8, got {images.shape} {images.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"labels must lie in 0..9, got range [{labels.min()}, {labels.max()}]")
+    return np.ascontiguousarray(images), labels.astype(np.int64)

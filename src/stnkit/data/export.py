@@ -1,0 +1,159 @@
+"""Write a distorted-MNIST split to disk (IDX, npz, manifest, preview) and read it back."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..viz import montage, save_png
+from .dataset import DistortedMNIST, load_distorted, stream_seed
+from .idx import read_idx, write_idx
+
+FORMAT = "stnkit-distorted-mnist/1"
+IMAGES_FILE = "images-idx3-ubyte.gz"
+LABELS_FILE = "labels-idx1-ubyte.gz"
+PARAMS_FILE = "params.npz"
+PREVIEW_FILE = "preview.png"
+MANIFEST_FILE = "manifest.json"
+CONVENTION = (
+    "params map output (sample) coordinates to input (digit) coordinates, normalised to [-1, 1] over "
+    "each image's own frame, x before y, align_corners=False: "
+    "sample = stnkit.warp(digit, params, transform, out_size=canvas_size)"
+)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Like ``np.savez_compressed`` but byte-for-byte reproducible (fixed zip timestamps), no pickles."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def preview(images: torch.Tensor, n: int = 64) -> np.ndarray:
+    """A montage (8 columns) of the first ``n`` images ``(N, 1, S, S)``."""
+    x = images[:n, 0].numpy()
+    return montage(x, ncols=min(8, x.shape[0]))
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``(N, 1, S, S)`` floats in [0, 1] to ``(N, S, S)`` uint8 (round half up, as MNIST's 8 bits)."""
+    return (images[:, 0].clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).numpy()
+
+
+def write_dataset(ds: DistortedMNIST, out: str | os.PathLike, info: dict | None = None) -> dict:
+    """Write ``ds``'s current draw to ``out``; returns the manifest.
+
+    Files: ``images-idx3-ubyte.gz`` (uint8 ``(N, S, S)``, the float images rounded
+    to 8 bits), ``labels-idx1-ubyte.gz`` (uint8), ``params.npz`` (``params``
+    float32 ``(N, P)`` plus ``transform`` and ``canvas_size``), ``preview.png``
+    (the first 64 samples) and ``manifest.json`` (recipe, seeds, counts and the
+    SHA-256 of every other file). The same inputs give byte-identical files.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = ds.labels.numpy()
+    write_idx(out / IMAGES_FILE, to_uint8(ds.images))
+    write_idx(out / LABELS_FILE, labels.astype(np.uint8))
+    write_npz(
+        out / PARAMS_FILE,
+        {
+            "params": ds.params.numpy().astype(np.float32),
+            "transform": np.array(ds.transform),
+            "canvas_size": np.array(ds.canvas_size, dtype=np.int64),
+        },
+    )
+    save_png(out / PREVIEW_FILE, preview(ds.images))
+    files = {}
+    for name in (IMAGES_FILE, LABELS_FILE, PARAMS_FILE, PREVIEW_FILE):
+        p = out / name
+        files[name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    from .. import __version__
+
+    manifest = {
+        "format": FORMAT,
+        **(info or {}),
+        "seed": ds.seed,
+        "fresh": ds.fresh,
+        "epoch": ds.epoch,
+        "generator_seed": stream_seed(ds.seed, ds.epoch),
+        "recipe": ds.generator.recipe(),
+        "count": len(ds),
+        "class_counts": np.bincount(labels, minlength=10).tolist(),
+        "image_shape": [ds.canvas_size, ds.canvas_size],
+        "images": "uint8, value = round(255 * intensity)",
+        "params_shape": list(ds.params.shape),
+        "convention": CONVENTION,
+        "files": files,
+        "stnkit_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+    }
+    tmp = out / (MANIFEST_FILE + ".part")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out / MANIFEST_FILE)
+    return manifest
+
+
+def make_dataset(
+    name: str,
+    split: str,
+    seed: int,
+    out: str | os.PathLike,
+    *,
+    n: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    **recipe_options,
+) -> dict:
+    """Generate a split (epoch 0 of the training draws, or the fixed test draw) and write it."""
+    ds = load_distorted(name, split, seed, data_dir=data_dir, n=n, **recipe_options)
+    source = "bundled mnist8k (7,000 train / 1,000 test)" if data_dir is None else "MNIST IDX directory"
+    info = {"name": name, "split": split, "source": source}
+    if data_dir is not None:
+        info["data_dir"] = str(data_dir)
+    return write_dataset(ds, out, info)
+
+
+def load_dataset_dir(directory: str | os.PathLike, verify: bool = True) -> dict:
+    """Read a directory written by :func:`write_dataset`.
+
+    Returns a dict with ``images`` (uint8 ``(N, S, S)``), ``labels`` (int64),
+    ``params`` (float32 ``(N, P)``), ``transform`` and ``manifest``. With ``verify``
+    every file's SHA-256 is checked against the manifest (``ValueError`` if not).
+    """
+    directory = Path(directory)
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{directory}: manifest format must be {FORMAT!r}, got {manifest.get('format')!r}")
+    if verify:
+        for name, meta in manifest["files"].items():
+            got = _sha256(directory / name)
+            if got != meta["sha256"]:
+                raise ValueError(f"{directory / name}: SHA-256 {got} does not match the manifest's {meta['sha256']}")
+    images = read_idx(directory / IMAGES_FILE, 2051)
+    labels = read_idx(directory / LABELS_FILE, 2049).astype(np.int64)
+    with np.load(directory / PARAMS_FILE, allow_pickle=False) as z:
+        params, transform = z["params"], str(z["transform"])
+    return {"images": images, "labels": labels, "params": params, "transform": transform, "manifest": manifest}
+
+
+__all__ = ["load_dataset_dir", "make_dataset", "write_dataset", "write_npz"]

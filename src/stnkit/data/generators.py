@@ -1,0 +1,659 @@
+"""The paper's distorted-MNIST family, made with stnkit's own warps, with ground truth.
+
+Every generator turns a batch of 28x28 digits into distorted samples and
+returns, for each sample, the parameters of the warp that made it, in stnkit's
+convention: the parameters map **output** (sample) coordinates to **input**
+(digit) coordinates, normalised to ``[-1, 1]`` over each image's own frame, x
+before y, ``align_corners=False``. So for every family except ``tc`` (whose
+clutter is pasted on top)::
+
+    images, params = gen(digits, generator=g)
+    images == stnkit.warp(digits, params, gen.transform, out_size=gen.canvas_size)
+
+(up to float rounding), and ``gen.canonicalize(images, params)`` warps the
+samples back onto the 28x28 frame of the digit.
+
+=======  =======  ============  =====================================================
+name     canvas   ground truth  recipe (pixels of the 28x28 digit unless stated)
+=======  =======  ============  =====================================================
+mnist    28       attention     the digit itself (identity parameters ``1, 0, 0``)
+r        28       similarity    rotation about the centre, angle ~ U[-90, 90] deg
+rts      42       similarity    rotation ~ U[-45, 45] deg, scale ~ U[0.7, 1.2],
+                                uniform position on the 42x42 canvas
+p        28       projective    shrink by s ~ U[0.75, 1], then the four image corners
+                                move by N(0, 5 px) (homography)
+e        28       tps           shrink by s ~ U[0.75, 1], then the 4x4 grid of control
+                                points moves by N(0, 1.5 px) (thin-plate spline)
+tc       60       attention     uniform integer position on the 60x60 canvas, plus 6
+                                clutter patches of 6x6 cut from other digits (max)
+=======  =======  ============  =====================================================
+
+Generation is vectorised (a few tensor operations per chunk of samples, never a
+Python loop over images) and deterministic: all the random numbers for a batch
+are drawn first from the ``torch.Generator`` in a fixed order, then the images
+are rendered chunk by chunk, so the result does not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..geometry import get_transform, warp
+from ..geometry.coords import base_grid
+
+DIGIT_SIZE = 28
+PX = 2.0 / DIGIT_SIZE  # one pixel of the 28x28 digit in normalised units
+DEFAULT_CHUNK = 8192
+
+DATASETS: tuple[str, ...] = ("mnist", "r", "rts", "p", "e", "tc")
+
+_JACOBIAN_CACHE: dict = {}  # spline matrices per (grid size, reg[, frame size])
+
+
+# -- option checks ----------------------------------------------------------------------------
+def _number(name: str, value: object, *, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _integer(name: str, value: object, *, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int in [{low}, {'inf' if high is None else high}], got {value}")
+    return value
+
+
+def _range(name: str, value: object, *, low: float, high: float | None = None, symmetric: bool = False):
+    """A ``(lo, hi)`` pair; a single number ``a`` means ``(-a, a)`` when ``symmetric``."""
+    if symmetric and isinstance(value, (int, float)) and not isinstance(value, bool):
+        a = _number(name, value, low=0.0, high=high)
+        return (-a, a)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        kind = "a number or a (low, high) pair" if symmetric else "a (low, high) pair"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    lo = _number(f"{name}[0]", value[0], low=-high if symmetric and high is not None else low, high=high)
+    hi = _number(f"{name}[1]", value[1], low=-high if symmetric and high is not None else low, high=high)
+    if lo > hi:
+        raise ValueError(f"{name} must have low <= high, got {tuple(value)}")
+    return (lo, hi)
+
+
+def _uniform(n: int, lo: float, hi: float, generator, shape=()) -> Tensor:
+    u = torch.rand((n, *shape), generator=generator, dtype=torch.float64)
+    return lo + (hi - lo) * u
+
+
+def check_digits(digits: object, name: str = "digits") -> Tensor:
+    """Validate a batch of digits: float tensor ``(N, 1, 28, 28)`` with values in ``[0, 1]``."""
+    if not isinstance(digits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 1, 28, 28), got {type(digits).__name__}")
+    if not digits.is_floating_point():
+        raise TypeError(f"{name} must be float32 in [0, 1] (divide uint8 digits by 255), got dtype {digits.dtype}")
+    if digits.ndim != 4 or tuple(digits.shape[1:]) != (1, DIGIT_SIZE, DIGIT_SIZE) or digits.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, 1, 28, 28) with N > 0, got {tuple(digits.shape)}")
+    lo, hi = float(digits.min()), float(digits.max())
+    if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+        raise ValueError(f"{name} must have values in [0, 1], got range [{lo}, {hi}]")
+    return digits.float()
+
+
+@dataclass
+class Draw:
+    """The random part of a batch: the ground-truth ``params`` and recipe-specific extras."""
+
+    params: Tensor
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    def slice(self, start: int, stop: int) -> Draw:
+        return Draw(self.params[start:stop], {k: v[start:stop] for k, v in self.extra.items()})
+
+
+class Generator:
+    """Base class of the distortion recipes. Subclasses set the class attributes and ``_draw``."""
+
+    name: str = ""
+    transform: str = ""
+    defaults: dict = {}
+    mode: str = "bilinear"  # the sampler's interpolation
+
+    def __init__(self, **options):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(self.defaults) or "none"
+            raise TypeError(f"unknown option(s) {', '.join(unknown)} for dataset {self.name!r}; valid options: {valid}")
+        self.options = {**self.defaults, **options}
+        self._check_options()
+        self.family = get_transform(self.transform, **self._family_options())
+
+    # -- description ----------------------------------------------------------------------------
+    def _check_options(self) -> None:
+        pass
+
+    def _family_options(self) -> dict:
+        return {}
+
+    @property
+    def canvas_size(self) -> int:
+        return DIGIT_SIZE
+
+    @property
+    def num_params(self) -> int:
+        return self.family.num_params
+
+    def recipe(self) -> dict:
+        """JSON-friendly description: name, canvas size, ground-truth family and all options."""
+        opts = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
+        return {
+            "name": self.name,
+            "canvas_size": self.canvas_size,
+            "transform": self.transform,
+            "num_params": self.num_params,
+            "options": opts,
+        }
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
+
+    # -- generation ------------------------------------------------------------------------------
+    def draw(self, n: int, generator: torch.Generator | None = None, **kwargs) -> Draw:
+        """All random numbers for ``n`` samples, drawn in a fixed order (params are float32)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        d = self._draw(n, generator, **kwargs)
+        return Draw(d.params.float().contiguous(), d.extra)
+
+    def _draw(self, n: int, generator, **kwargs) -> Draw:
+        raise NotImplementedError
+
+    def render(self, digits: Tensor, draw: Draw, clutter_source: Tensor | None = None) -> Tensor:
+        """Images ``(N, 1, S, S)`` of one chunk from its digits and its draw (no randomness)."""
+        out = warp(digits, draw.params, self.family, out_size=self.canvas_size, mode=self.mode)
+        return out.clamp_(0.0, 1.0)
+
+    def __call__(
+        self,
+        digits: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        clutter_source: Tensor | None = None,
+        source_index: Tensor | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> tuple[Tensor, Tensor]:
+        """Distort ``digits`` (float32 ``(N, 1, 28, 28)`` in ``[0, 1]``).
+
+        Args:
+            digits: the source digits.
+            generator: a seeded ``torch.Generator`` for reproducible draws (``None``
+                uses torch's global generator).
+            clutter_source: for ``tc``, the digits the clutter is cut from
+                (default: ``digits`` themselves, each sample's clutter from the others).
+            source_index: for ``tc``, the index of each digit in ``clutter_source``,
+                so that a sample's clutter never comes from its own digit (default:
+                ``arange(N)`` when ``clutter_source`` is ``digits``, else no exclusion).
+            chunk_size: samples rendered at once (bounds memory; the result does not
+                depend on it).
+
+        Returns:
+            ``(images, params)``: float32 ``(N, 1, S, S)`` in ``[0, 1]`` and the float32
+            ``(N, num_params)`` ground truth in family ``self.transform``.
+        """
+        digits = check_digits(digits)
+        chunk_size = _integer("chunk_size", chunk_size, low=1)
+        n = digits.shape[0]
+        draw = self.draw(n, generator, **self._draw_kwargs(digits, clutter_source, source_index))
+        pool = self._pool(digits, clutter_source)
+        s = self.canvas_size
+        images = torch.empty((n, 1, s, s), dtype=torch.float32)
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            images[start:stop] = self.render(digits[start:stop], draw.slice(start, stop), pool)
+        return images, draw.params
+
+    def _draw_kwargs(self, digits, clutter_source, source_index) -> dict:
+        return {}
+
+    def _pool(self, digits, clutter_source):
+        return None
+
+    # -- ground truth ------------------------------------------------------------------------------
+    def clean(self, digits: Tensor, params: Tensor) -> Tensor:
+        """The samples without clutter: ``warp(digits, params)`` on the canvas."""
+        return warp(digits, params, self.family, out_size=self.canvas_size, mode=self.mode).clamp_(0.0, 1.0)
+
+    def canonical_grid(self, params: Tensor, out_size: int = DIGIT_SIZE) -> Tensor:
+        """For each pixel of the digit's frame, where it lies in the sample: ``(N, H, W, 2)``.
+
+        The inverse of the recorded warp; exact for the matrix families, solved by
+        Newton's method for ``tps`` (which has no closed-form inverse).
+        """
+        if self.family.is_matrix:
+            return self.family.grid(self.family.inverse(params), (out_size, out_size))
+        return _tps_inverse_grid(self.family, params, out_size)
+
+    def canonicalize(self, images: Tensor, params: Tensor, out_size: int = DIGIT_SIZE) -> Tensor:
+        """Warp samples back onto the digit's 28x28 frame with the inverse of ``params``.
+
+        With the recorded ground truth this recovers the source digit, up to the
+        blur of resampling twice and the ink that left the canvas.
+        """
+        grid = self.canonical_grid(params, out_size)
+        return F.grid_sample(images, grid.to(images.dtype), mode=self.mode, padding_mode="zeros", align_corners=False)
+
+    def ink_fraction(self, digits: Tensor, params: Tensor, factor: int = 5, chunk_size: int = 64) -> Tensor:
+        """Per sample, the fraction of the warped digit's ink that lies on the canvas.
+
+        The digit is rendered with its recorded warp on a canvas ``factor`` times
+        wider with the same pixel size and the same centre; the fraction is the ink
+        (sum of pixel values) in the central ``S x S`` window over the ink on the
+        whole big canvas. Scaling changes the ink of the whole digit and of the
+        window alike, so this measures only the ink that the canvas cut off.
+        """
+        digits = check_digits(digits)
+        factor = _integer("factor", factor, low=1)
+        if factor % 2 == 0:
+            raise ValueError(f"factor must be odd (centres stay aligned), got {factor}")
+        s = self.canvas_size
+        big = factor * s
+        pts0 = factor * base_grid((big, big), False, dtype=torch.float64).view(1, -1, 2)
+        lo = (factor - 1) // 2 * s
+        out = []
+        for start in range(0, digits.shape[0], chunk_size):
+            p = params[start : start + chunk_size].double()
+            d = digits[start : start + chunk_size]
+            pts = self.family.transform_points(p, pts0.expand(p.shape[0], -1, -1))
+            img = F.grid_sample(d, pts.view(-1, big, big, 2).float(), mode=self.mode, align_corners=False)
+            total = img.sum(dim=(1, 2, 3)).double()
+            inside = img[:, :, lo : lo + s, lo : lo + s].sum(dim=(1, 2, 3)).double()
+            out.append(torch.where(total > 0, inside / total.clamp_min(1e-12), torch.ones_like(total)))
+        return torch.cat(out).float()
+
+
+def _tps_coefficients(family, params: Tensor) -> tuple[Tensor, Tensor]:
+    """The spline's kernel weights ``(N, K, 2)`` and affine part ``(N, 3, 2)`` (rows 1, x, y), float64."""
+    c = family.control_points.to(torch.float64)
+    k = c.shape[0]
+    key = ("l_inv", family.grid_size, family.reg)
+    if key not in _JACOBIAN_CACHE:
+        r2 = torch.cdist(c, c).pow(2)
+        kern = r2 * torch.log(r2.clamp_min(1e-300)) + family.reg * torch.eye(k, dtype=torch.float64)
+        p = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], dim=1)
+        top = torch.cat([kern, p], dim=1)
+        bottom = torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)
+        _JACOBIAN_CACHE[key] = torch.linalg.inv(torch.cat([top, bottom], dim=0))[:, :k]
+    coef = _JACOBIAN_CACHE[key] @ family.targets(params.double())  # (N, K + 3, 2)
+    return coef[:, :k], coef[:, k:]
+
+
+def _tps_eval(c: Tensor, w: Tensor, a: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The spline ``T(u)`` and its partial derivatives ``dT/dx``, ``dT/dy`` at points ``u (N, M, 2)``."""
+    d = u.unsqueeze(-2) - c  # (N, M, K, 2)
+    r2 = d.pow(2).sum(-1)
+    log = torch.log(r2.clamp_min(1e-300))
+    t = (r2 * log) @ w + a[:, :1] + u @ a[:, 1:]
+    g = torch.where(r2 > 1e-300, 2.0 * (log + 1.0), torch.zeros_like(r2))  # d(r2 log r2)/du = g (u - c)
+    jx = (g * d[..., 0]) @ w + a[:, 1:2]
+    jy = (g * d[..., 1]) @ w + a[:, 2:3]
+    return t, jx, jy
+
+
+def _tps_inverse_grid(family, params: Tensor, out_size: int, iters: int = 7, chunk_size: int = 256) -> Tensor:
+    """Solve ``T(u) = v`` for every pixel centre ``v`` of an ``out_size`` frame (Newton, float64).
+
+    Converges to ~1e-6 (normalised) for the unfolded splines that ``e`` draws.
+    """
+    if params.shape[0] > chunk_size:
+        parts = [_tps_inverse_grid(family, p, out_size, iters, chunk_size) for p in params.split(chunk_size)]
+        return torch.cat(parts)
+    n = params.shape[0]
+    c = family.control_points.to(torch.float64)
+    w, a = _tps_coefficients(family, params)
+    v = base_grid((out_size, out_size), False, dtype=torch.float64).view(1, -1, 2).expand(n, -1, -1)
+    # start from the inverse of the spline's affine part: T(u) ~ a0 + A u
+    lin = a[:, 1:].transpose(1, 2)  # (N, 2, 2)
+    u = torch.linalg.solve(lin, (v - a[:, None, 0]).transpose(1, 2)).transpose(1, 2)
+    for _ in range(iters):
+        t, jx, jy = _tps_eval(c, w, a, u)
+        # solve J step = T(u) - v by Cramer's rule (J has columns dT/dx, dT/dy)
+        r = t - v
+        det = jx[..., 0] * jy[..., 1] - jy[..., 0] * jx[..., 1]
+        det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
+        sx = (r[..., 0] * jy[..., 1] - jy[..., 0] * r[..., 1]) / det
+        sy = (jx[..., 0] * r[..., 1] - r[..., 0] * jx[..., 1]) / det
+        u = u - torch.stack([sx, sy], dim=-1).clamp(-0.5, 0.5)
+    return u.view(n, out_size, out_size, 2).float()
+
+
+# -- the recipes ----------------------------------------------------------------------------------
+class Identity(Generator):
+    """``mnist``: the undistorted 28x28 digit; ground truth the identity of ``attention``."""
+
+    name = "mnist"
+    transform = "attention"
+    defaults: dict = {}
+
+    def _draw(self, n, generator, **kwargs):
+        return Draw(self.family.identity(n, dtype=torch.float64))
+
+    def render(self, digits, draw, clutter_source=None):
+        return digits.clone()
+
+
+class Rotation(Generator):
+    """``r``: rotation about the centre, angle uniform in ``angle`` degrees (28x28)."""
+
+    name = "r"
+    transform = "similarity"
+    defaults = {"angle": (-90.0, 90.0)}
+
+    def _check_options(self):
+        self.options["angle"] = _range("angle", self.options["angle"], low=-180.0, high=180.0, symmetric=True)
+
+    def _draw(self, n, generator, **kwargs):
+        lo, hi = (math.radians(a) for a in self.options["angle"])
+        a = _uniform(n, lo, hi, generator)
+        one, zero = torch.ones_like(a), torch.zeros_like(a)
+        return Draw(torch.stack([one, a, zero, zero], dim=1))
+
+
+class RotationScaleTranslation(Generator):
+    """``rts``: rotation, scale and a uniform random position on a larger canvas.
+
+    The digit's 28x28 frame is scaled by ``s`` and rotated about its centre; its
+    centre is then placed uniformly at random (x and y independently) among the
+    positions where the scaled, unrotated frame (``28 s`` pixels wide) lies inside
+    the canvas, i.e. within ``(canvas_size - 28 s) / 2`` pixels of the centre.
+    """
+
+    name = "rts"
+    transform = "similarity"
+    defaults = {"angle": (-45.0, 45.0), "scale": (0.7, 1.2), "canvas_size": 42}
+
+    def _check_options(self):
+        o = self.options
+        o["angle"] = _range("angle", o["angle"], low=-180.0, high=180.0, symmetric=True)
+        o["canvas_size"] = _integer("canvas_size", o["canvas_size"], low=DIGIT_SIZE, high=4096)
+        o["scale"] = _range("scale", o["scale"], low=1e-3, high=o["canvas_size"] / DIGIT_SIZE)
+
+    @property
+    def canvas_size(self):
+        return self.options["canvas_size"]
+
+    def _draw(self, n, generator, **kwargs):
+        lo, hi = (math.radians(a) for a in self.options["angle"])
+        a = _uniform(n, lo, hi, generator)
+        s = _uniform(n, *self.options["scale"], generator)
+        big = self.canvas_size
+        half = (big - DIGIT_SIZE * s) / 2.0  # pixels the centre may move each way
+        shift = _uniform(n, -1.0, 1.0, generator, (2,)) * half[:, None]  # centre, pixels from canvas centre
+        # output u (normalised over the canvas) -> input v (over the digit):
+        # v = (big / 28) (1 / s) R(a) (u - shift / (big / 2))
+        k = big / DIGIT_SIZE / s
+        rot = torch.stack([torch.cos(a), -torch.sin(a), torch.sin(a), torch.cos(a)], dim=1).view(n, 2, 2)
+        t = -(k[:, None, None] * rot) @ (shift / (big / 2.0)).unsqueeze(-1)
+        return Draw(torch.stack([k, a, t[:, 0, 0], t[:, 1, 0]], dim=1))
+
+
+def _shrink_opts(o: dict) -> None:
+    o["scale"] = _range("scale", o["scale"], low=1e-3, high=1.0)
+    o["noise_std"] = _number("noise_std", o["noise_std"], low=0.0, high=DIGIT_SIZE)
+
+
+def _redraw(noise: Tensor, is_bad, std: float, generator, max_rounds: int) -> Tensor:
+    """Redraw the rows of Gaussian ``noise`` for which ``is_bad`` holds, until none does.
+
+    Only the redrawn rows are checked again. After ``max_rounds`` (practically
+    unreachable) the remaining bad rows get zero noise (the plain shrink).
+    """
+    idx = torch.nonzero(is_bad(noise)).flatten()
+    for _ in range(max_rounds):
+        if idx.numel() == 0:
+            return noise
+        noise[idx] = torch.randn((idx.numel(), *noise.shape[1:]), generator=generator, dtype=noise.dtype) * std
+        idx = idx[is_bad(noise[idx])]
+    noise[idx] = 0.0
+    return noise
+
+
+def quad_is_convex(quad: Tensor) -> Tensor:
+    """``(N,)`` True where the quadrilateral ``(N, 4, 2)`` (corners TL, TR, BR, BL) is strictly convex
+    with the orientation of the image square (no fold, no mirror)."""
+    e = quad.roll(-1, dims=1) - quad  # edges k -> k+1
+    e2 = e.roll(-1, dims=1)
+    cross = e[..., 0] * e2[..., 1] - e[..., 1] * e2[..., 0]
+    return (cross > 0).all(dim=1)
+
+
+def homography_from_points(src: Tensor, dst: Tensor) -> Tensor:
+    """Projective params ``(N, 8)`` (``h33 = 1``) mapping 4 points ``src (N, 4, 2)`` to ``dst``."""
+    x, y = src[..., 0], src[..., 1]
+    xt, yt = dst[..., 0], dst[..., 1]
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    rows_x = torch.stack([x, y, one, zero, zero, zero, -x * xt, -y * xt], dim=-1)
+    rows_y = torch.stack([zero, zero, zero, x, y, one, -x * yt, -y * yt], dim=-1)
+    a = torch.cat([rows_x, rows_y], dim=1)  # (N, 8, 8)
+    b = torch.cat([xt, yt], dim=1)  # (N, 8)
+    return torch.linalg.solve(a, b)
+
+
+class Projective(Generator):
+    """``p``: shrink about the centre by ``s ~ U(scale)``, then a random homography.
+
+    Stated in stnkit's (sampling) direction: the homography takes each corner
+    ``c`` of the 28x28 image to ``c + n`` with ``n ~ N(0, noise_std px)`` in x and
+    in y, and the output reads the shrunk digit there, so the recorded
+    ``projective`` parameters map ``c -> (c + n) / s`` exactly. Draws whose moved
+    corners would fold the image (a non-convex quadrilateral, which puts the
+    horizon inside the picture) are redrawn.
+    """
+
+    name = "p"
+    transform = "projective"
+    defaults = {"scale": (0.75, 1.0), "noise_std": 5.0}
+    max_redraws = 100
+
+    def _check_options(self):
+        _shrink_opts(self.options)
+
+    def _draw(self, n, generator, **kwargs):
+        s = _uniform(n, *self.options["scale"], generator)
+        std = self.options["noise_std"] * PX
+        corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
+        noise = torch.randn((n, 4, 2), generator=generator, dtype=torch.float64) * std
+        noise = _redraw(noise, lambda z: ~quad_is_convex(corners + z), std, generator, self.max_redraws)
+        dst = (corners + noise) / s[:, None, None]
+        return Draw(homography_from_points(corners.expand(n, -1, -1), dst))
+
+
+class Elastic(Generator):
+    """``e``: shrink about the centre by ``s ~ U(scale)``, then a random thin-plate spline.
+
+    Stated in stnkit's (sampling) direction: the spline takes each control point
+    ``c`` of a ``grid_size x grid_size`` grid spanning the image to ``c + n`` with
+    ``n ~ N(0, noise_std px)``, and the output reads the shrunk digit there. The
+    shrink after the spline is linear in the control-point targets, so the
+    recorded ``tps`` parameters (offsets ``(c + n) / s - c``) are exact.
+    """
+
+    name = "e"
+    transform = "tps"
+    defaults = {"scale": (0.75, 1.0), "noise_std": 1.5, "grid_size": 4}
+
+    def _check_options(self):
+        _shrink_opts(self.options)
+        self.options["grid_size"] = _integer("grid_size", self.options["grid_size"], low=2, high=32)
+
+    def _family_options(self):
+        return {"grid_size": self.options["grid_size"]}
+
+    max_redraws = 100
+
+    def _draw(self, n, generator, **kwargs):
+        s = _uniform(n, *self.options["scale"], generator)
+        c = self.family.control_points.to(torch.float64)
+        k = c.shape[0]
+        std = self.options["noise_std"] * PX
+        noise = torch.randn((n, k, 2), generator=generator, dtype=torch.float64) * std
+        noise = _redraw(
+            noise, lambda z: tps_folds(self.family, z.reshape(z.shape[0], 2 * k)), std, generator, self.max_redraws
+        )
+        offsets = (c + noise) / s[:, None, None] - c
+        return Draw(offsets.reshape(n, 2 * k))
+
+
+def _tps_derivative_weights(family, size: int) -> tuple[Tensor, Tensor]:
+    """``(M, K)`` weights giving dT/dx and dT/dy at the ``size x size`` pixel centres from the targets."""
+    key = (family.grid_size, family.reg, size)
+    if key not in _JACOBIAN_CACHE:
+        k = family.control_points.shape[0]
+        onehot = torch.zeros((k, 2 * k), dtype=torch.float64)
+        onehot[torch.arange(k), 2 * torch.arange(k)] = 1.0  # x offset of control point k
+        pts = base_grid((size, size), False, dtype=torch.float64).view(1, -1, 2).expand(k, -1, -1)
+        h = 1e-4
+        out = []
+        for step in ([h, 0.0], [0.0, h]):
+            d = torch.tensor(step, dtype=torch.float64)
+            plus = family.transform_points(onehot, pts + d)[..., 0] - (pts + d)[..., 0]
+            minus = family.transform_points(onehot, pts - d)[..., 0] - (pts - d)[..., 0]
+            out.append(((plus - minus) / (2 * h)).T.contiguous())  # (M, K)
+        _JACOBIAN_CACHE[key] = tuple(out)
+    return _JACOBIAN_CACHE[key]
+
+
+def tps_jacobian_det(family, params: Tensor, size: int = DIGIT_SIZE) -> Tensor:
+    """``(N, size * size)`` determinant of the spline's Jacobian at the pixel centres of a ``size`` frame."""
+    dwx, dwy = _tps_derivative_weights(family, size)
+    tgt = family.targets(params.double())  # (N, K, 2)
+    jx, jy = dwx @ tgt, dwy @ tgt  # (N, M, 2): dT/dx, dT/dy
+    return jx[..., 0] * jy[..., 1] - jx[..., 1] * jy[..., 0]
+
+
+def tps_folds(family, params: Tensor, size: int = DIGIT_SIZE, chunk_size: int = 2048) -> Tensor:
+    """``(N,)`` True where the spline folds the image (Jacobian determinant <= 0 at some pixel centre)."""
+    parts = [(tps_jacobian_det(family, p, size) <= 0).any(dim=1) for p in params.split(chunk_size)]
+    return torch.cat(parts)
+
+
+class TranslatedCluttered(Generator):
+    """``tc``: the digit at a uniform integer position on the canvas, plus clutter.
+
+    The digit's top-left corner is uniform over the ``canvas_size - 27`` integer
+    positions in x and in y, so it is copied without resampling blur and never
+    cut. Then ``n_clutter`` patches of ``patch_size x patch_size`` pixels, each cut
+    at a uniform position from a random *other* digit, are pasted at uniform
+    integer positions (pixel-wise maximum). Ground truth: ``attention``
+    (``s = canvas_size / 28``), which describes the digit and ignores the clutter.
+    The digit is warped with ``mode="nearest"``: at integer shifts that is an
+    exact copy, where bilinear sampling would leak float rounding (~1e-8) into
+    the neighbouring pixels.
+    """
+
+    name = "tc"
+    transform = "attention"
+    defaults = {"canvas_size": 60, "n_clutter": 6, "patch_size": 6}
+    mode = "nearest"  # integer shifts: nearest-neighbour sampling copies the digit exactly
+
+    def _check_options(self):
+        o = self.options
+        o["canvas_size"] = _integer("canvas_size", o["canvas_size"], low=DIGIT_SIZE, high=4096)
+        o["n_clutter"] = _integer("n_clutter", o["n_clutter"], low=0, high=1000)
+        o["patch_size"] = _integer("patch_size", o["patch_size"], low=1, high=DIGIT_SIZE)
+
+    @property
+    def canvas_size(self):
+        return self.options["canvas_size"]
+
+    def _draw_kwargs(self, digits, clutter_source, source_index):
+        if clutter_source is None:
+            pool_size = digits.shape[0]
+            if source_index is None:
+                source_index = torch.arange(pool_size)
+        else:
+            clutter_source = check_digits(clutter_source, "clutter_source")
+            pool_size = clutter_source.shape[0]
+        return {"pool_size": pool_size, "source_index": source_index}
+
+    def _pool(self, digits, clutter_source):
+        return digits if clutter_source is None else clutter_source.float()
+
+    def _draw(self, n, generator, pool_size: int | None = None, source_index: Tensor | None = None, **kwargs):
+        big, m, ps = self.canvas_size, self.options["n_clutter"], self.options["patch_size"]
+        pos = torch.randint(0, big - DIGIT_SIZE + 1, (n, 2), generator=generator)  # top-left, x then y
+        # output pixel i reads digit pixel i - pos: v = (big / 28) u + (big - 28 - 2 pos) / 28
+        scale = torch.full((n,), big / DIGIT_SIZE, dtype=torch.float64)
+        t = (big - DIGIT_SIZE - 2.0 * pos.double()) / DIGIT_SIZE
+        params = torch.stack([scale, t[:, 0], t[:, 1]], dim=1)
+        if m == 0:
+            return Draw(params)
+        pool_size = n if pool_size is None else pool_size
+        exclude = source_index is not None
+        if source_index is not None:
+            source_index = torch.as_tensor(source_index, dtype=torch.int64)
+            if source_index.shape != (n,):
+                raise ValueError(f"source_index must have shape ({n},), got {tuple(source_index.shape)}")
+            if bool(((source_index < 0) | (source_index >= pool_size)).any()):
+                raise ValueError(f"source_index must lie in [0, {pool_size}), got values outside")
+        if pool_size < (2 if exclude else 1):
+            raise ValueError(f"tc needs at least 2 digits to cut clutter from other digits, got {pool_size}")
+        idx = torch.randint(0, pool_size - int(exclude), (n, m), generator=generator)
+        if exclude:  # skip the sample's own digit
+            idx = idx + (idx >= source_index[:, None]).long()
+        crop = torch.randint(0, DIGIT_SIZE - ps + 1, (n, m, 2), generator=generator)
+        paste = torch.randint(0, big - ps + 1, (n, m, 2), generator=generator)
+        return Draw(params, {"clutter_index": idx, "crop": crop, "paste": paste})
+
+    def render(self, digits, draw, clutter_source=None):
+        out = self.clean(digits, draw.params)
+        if not draw.extra:
+            return out
+        pool = digits if clutter_source is None else clutter_source
+        idx, crop, paste = draw.extra["clutter_index"], draw.extra["crop"], draw.extra["paste"]
+        n, m = idx.shape
+        ps, big = self.options["patch_size"], self.canvas_size
+        ar = torch.arange(ps)
+        rows = crop[..., 1, None] + ar  # (n, m, ps)
+        cols = crop[..., 0, None] + ar
+        patches = pool[idx[..., None, None], 0, rows[..., :, None], cols[..., None, :]]  # (n, m, ps, ps)
+        prow = paste[..., 1, None] + ar
+        pcol = paste[..., 0, None] + ar
+        flat = (prow[..., :, None] * big + pcol[..., None, :]).reshape(n, -1)
+        clutter = torch.zeros((n, big * big), dtype=out.dtype)
+        clutter.scatter_reduce_(1, flat, patches.reshape(n, -1).to(out.dtype), reduce="amax")
+        return torch.maximum(out, clutter.view(n, 1, big, big))
+
+
+_GENERATORS: dict[str, type[Generator]] = {
+    cls.name: cls for cls in (Identity, Rotation, RotationScaleTranslation, Projective, Elastic, TranslatedCluttered)
+}
+assert tuple(_GENERATORS) == DATASETS
+
+
+def get_generator(name: str, **options) -> Generator:
+    """The generator of a distorted-MNIST dataset by name (one of :data:`DATASETS`).
+
+    Options override the recipe's defaults (see each class and the README):
+    ``r``: ``angle``; ``rts``: ``angle``, ``scale``, ``canvas_size``; ``p``:
+    ``scale``, ``noise_std`` (px); ``e``: ``scale``, ``noise_std`` (px),
+    ``grid_size``; ``tc``: ``canvas_size``, ``n_clutter``, ``patch_size``. An
+    ``angle`` is a maximum in degrees (``45`` means ``[-45, 45]``) or a pair.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, one of {', '.join(DATASETS)}; got {type(name).__name__}")
+    if name not in _GENERATORS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return _GENERATORS[name](**options)
+
+
+__all__ = ["DATASETS", "DEFAULT_CHUNK", "Draw", "Generator", "check_digits", "get_generator", "homography_from_points"]
