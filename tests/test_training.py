@@ -29,8 +29,11 @@ def _tiny(**kw) -> TrainConfig:
 
 
 def _metrics(run) -> list[dict]:
-    with open(run / "logs" / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+    rows = []
+    for path in sorted((run / "logs").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
 
 
 @pytest.mark.parametrize(

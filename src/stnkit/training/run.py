@@ -52,7 +52,8 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool | str = Fals
     """Train a model as ``config`` says, evaluate it on the test split, write results to ``out``.
 
     Writes ``out/checkpoints/{best-*,last}.ckpt``, ``out/model.safetensors`` (the
-    best weights by validation error, with the config), ``out/logs/metrics.csv``,
+    best weights by validation error, with the config), ``out/logs/version_*/metrics.csv``
+    (one version per start or resume),
     ``out/results.json`` and ``out/show.png``. ``resume=True`` continues from
     ``out/checkpoints/last.ckpt`` (a path resumes from that file).
     """
@@ -81,12 +82,13 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool | str = Fals
     callbacks = [best_cb]
     if config.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
-    loggers = [CSVLogger(out, name="logs", version="")]
+    # one version directory per (re)start, so a resumed run keeps the earlier logs
+    loggers = [CSVLogger(out, name="logs")]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(out, name="tb", version=""))
+        loggers.append(TensorBoardLogger(out, name="tb"))
     except ImportError:
         pass
     trainer = pl.Trainer(
@@ -120,7 +122,7 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool | str = Fals
     model, _ = load_model(best_path)
     save_model(out / "model.safetensors", model, config)
     test_set = make_test_set(config.dataset, config.data_dir, config.test_seed, config.test_size)
-    images, labels = test_set.images, torch.as_tensor(np.asarray([int(test_set[i][1]) for i in range(len(test_set))]))
+    images, labels = test_set.images, test_set.labels
     result = evaluate(model, images, labels)
     confusion_png(result["confusion"], out / "confusion.png", f"{config.model} {config.transform} on {config.dataset}")
     show_figure(model, images, labels, out / "show.png", _title(config, result["error"]))
@@ -180,7 +182,7 @@ def load_eval_data(
     else:
         digits, labels = load_digits(split, data_dir if data_dir is not None else config.data_dir)
         ds = DistortedMNIST(name, digits, labels, seed=seed)
-    return ds.images, torch.as_tensor(np.asarray(labels, dtype=np.int64)), ds
+    return ds.images, ds.labels, ds
 
 
 def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:
