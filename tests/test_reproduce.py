@@ -1,0 +1,77 @@
+"""``stnkit reproduce table1`` on a tiny grid."""
+
+import json
+
+import pytest
+
+pytest.importorskip("lightning")
+
+from stnkit.cli import main  # noqa: E402
+from stnkit.training import reproduce as rep  # noqa: E402
+
+TINY = ["--train-size", "64", "--val-size", "32", "--test-size", "32", "--batch-size", "32", "--epochs", "1"]
+
+
+def test_plan_covers_the_table():
+    plan = rep.cells()
+    assert len(plan) == 5 * (8 + 2 + 2)  # 8 rows per dataset, CNN and ST-CNN affine with 3 seeds
+    assert {c.dataset for c in plan} == {"r", "rts", "p", "e", "tc"}
+    tc = rep.cell_config(rep.Cell("tc", "st-cnn tps", 0), rep.TrainConfig())
+    assert (tc.model, tc.transform, tc.st_size) == ("st-cnn", "tps", 30)
+
+
+def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["reproduce", "table1", "--out", str(out), "--datasets", "r", "--models", "cnn,st-cnn-affine"]
+    args += ["--seeds", "2", *TINY]
+    assert main(args) == 0
+    summary = json.loads((out / "table1.json").read_text())
+    assert summary["cells_done"] == summary["cells_planned"] == 4
+    cell = summary["cells"][0]
+    for key in (
+        "test_error",
+        "seed",
+        "epochs",
+        "fit_seconds",
+        "num_parameters",
+        "git_commit",
+        "data_source",
+        "train_size",
+    ):
+        assert key in cell
+    assert summary["table"]["cnn"]["r"]["n"] == 2 and summary["table"]["cnn"]["r"]["std"] is not None
+    md = (out / "table1.md").read_text()
+    assert "| CNN |" in md and "(1.2)" in md and "32 test digits" in md
+    assert (out / "figures" / "r_st-cnn.png").is_file() and (out / "figures" / "errors.png").is_file()
+
+    # a finished cell is never trained twice
+    results = out / "runs" / "r" / "cnn" / "seed0" / "results.json"
+    before = results.stat().st_mtime_ns
+    assert main(args) == 0
+    assert results.stat().st_mtime_ns == before
+
+    # --check: README block must match the JSON
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{rep.README_START}\nold\n{rep.README_END}\n")
+    assert main(["reproduce", "table1", "--out", str(out), "--check", "--readme", str(readme)]) == 1
+    rep.update_readme(readme, out)
+    assert main(["reproduce", "table1", "--out", str(out), "--check", "--readme", str(readme)]) == 0
+    # a hand-edited number is caught
+    readme.write_text(readme.read_text().replace("**", "*", 1))
+    assert main(["reproduce", "table1", "--out", str(out), "--check", "--readme", str(readme)]) == 1
+
+
+def test_interrupted_cell_resumes_from_last_checkpoint(tmp_path):
+    from stnkit.training.run import train
+
+    out = tmp_path / "results"
+    cell = rep.Cell("r", "cnn", 0)
+    base = rep.TrainConfig(train_size=64, val_size=32, test_size=32, batch_size=32, epochs=2)
+    run_dir = out / "runs" / cell.dirname
+    # simulate an interruption after one epoch: a last.ckpt and no results.json
+    train(rep.cell_config(cell, base.replace(epochs=1)), run_dir, quiet=True)
+    (run_dir / "results.json").unlink()
+    summary = rep.run_table1(out, base, [cell])
+    assert summary["cells_done"] == 1
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["global_step"] == 2 * 2  # both epochs counted, the first not repeated
