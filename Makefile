@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned to the local CPU wheel: an unpinned torch pulls gigabytes of CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run demo test lint format clean
+.PHONY: setup run demo test lint format clean table1
 
 setup: $(VENV)/.stnkit-installed
 
@@ -16,7 +16,15 @@ $(VENV)/.stnkit-installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[all]"
 	touch $@
 
-run: demo
+# the main job: ST-CNN and CNN on rts from the bundled digits; the README's numbers and figure come from here
+run: setup
+	$(BIN)/stnkit train --dataset rts --model st-cnn --transform affine --out runs/main/st-cnn --overwrite
+	$(BIN)/stnkit train --dataset rts --model cnn --out runs/main/cnn --overwrite
+	mkdir -p docs/main
+	cp runs/main/st-cnn/show.png docs/main/st-cnn-rts.png
+	cp runs/main/st-cnn/results.json docs/main/st-cnn-rts.json
+	cp runs/main/cnn/results.json docs/main/cnn-rts.json
+	$(BIN)/stnkit summarize runs/main/st-cnn runs/main/cnn --out docs/main/summary.md
 
 demo: setup
 	$(BIN)/stnkit demo --out docs/demo.png
@@ -31,6 +39,10 @@ format: setup
 
 test: lint
 	$(BIN)/python -m pytest -n 2 --runslow
+
+# the paper's Table 1 on the bundled digits (hours on 2 CPU cores; resumable)
+table1: setup
+	$(BIN)/stnkit reproduce table1 --out results --update-readme
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -181,3 +181,12 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     r1 = json.loads((out / "ddp" / "rank1.json").read_text())
     assert r0["digest"] == r1["digest"]
     assert "test error" in proc.stdout
+
+
+def test_existing_run_is_not_silently_mixed(tmp_path):
+    run = tmp_path / "run"
+    train(_tiny(model="fcn", dataset="mnist"), run, quiet=True)
+    with pytest.raises(FileExistsError, match="already holds a run: pass --resume to continue it or --overwrite"):
+        train(_tiny(model="fcn", dataset="mnist"), run, quiet=True)
+    res = train(_tiny(model="fcn", dataset="mnist"), run, quiet=True, overwrite=True)
+    assert res["global_step"] == 3 and len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1

@@ -84,7 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     _validate(config)
-    results = train(config, args.out, resume=args.resume)
+    results = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         if "pose_recovery" in results:
@@ -231,6 +231,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    from .run import summarize
+
+    text = summarize(args.runs)
+    print(text, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    return 0
+
+
 REPRODUCE_DEFAULTS = TrainConfig(epochs=10, patience=None)
 
 
@@ -249,6 +260,7 @@ def add_parsers(sub) -> None:
         default=False,
         help="continue from OUT/checkpoints/last.ckpt (or a given .ckpt)",
     )
+    train.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUT and start again")
     train.set_defaults(func=_cmd_train)
 
     def data_args(p, with_files: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -48,14 +49,22 @@ def param_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def train(config: TrainConfig, out: str | os.PathLike, resume: bool | str = False, quiet: bool = False) -> dict:
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    resume: bool | str = False,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Train a model as ``config`` says, evaluate it on the test split, write results to ``out``.
 
     Writes ``out/checkpoints/{best-*,last}.ckpt``, ``out/model.safetensors`` (the
     best weights by validation error, with the config), ``out/logs/version_*/metrics.csv``
     (one version per start or resume),
     ``out/results.json`` and ``out/show.png``. ``resume=True`` continues from
-    ``out/checkpoints/last.ckpt`` (a path resumes from that file).
+    ``out/checkpoints/last.ckpt`` (a path resumes from that file). A directory
+    that already holds a run is refused unless ``resume`` or ``overwrite``
+    (which deletes the earlier run's checkpoints, logs and results first).
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -64,6 +73,16 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool | str = Fals
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
+    earlier = [
+        out / n for n in ("checkpoints", "logs", "tb", "ddp", "results.json", "model.safetensors") if (out / n).exists()
+    ]
+    if earlier and not resume:
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} already holds a run: pass --resume to continue it or --overwrite to start again"
+            )
+        for p in earlier:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     ckpt_path = None
     if resume:
         ckpt_path = Path(resume) if isinstance(resume, str) else ckpt_dir / "last.ckpt"
@@ -194,3 +213,32 @@ def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:
             f"the model takes {canvas}x{canvas} images (trained on {model_cfg.dataset!r}), "
             f"got {images.shape[-2]}x{images.shape[-1]}; pass --dataset NAME to distort source digits"
         )
+
+
+def summarize(run_dirs: list[str | os.PathLike]) -> str:
+    """A markdown table of finished runs, read from their ``results.json``."""
+    lines = [
+        "| model | transform | dataset | test error % | best val error % | epochs | fit time | parameters | pose spread px (ST / none) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in run_dirs:
+        f = Path(d) / "results.json"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} does not exist: is {d} a finished stnkit train run?")
+        r = json.loads(f.read_text())
+        c = r["config"]
+        st = c["model"].startswith("st-")
+        pr = r.get("pose_recovery")
+        spread = f"{pr['spread_st_px']:.2f} / {pr['spread_identity_px']:.2f}" if pr else "–"
+        lines.append(
+            f"| {c['model']} | {c['transform'] if st else '–'} | {c['dataset']} | **{r['test_error']:.2f}** | "
+            f"{r['best_val_error']:.2f} | {r['epochs']} | {r['fit_seconds'] / 60:.1f} min | {r['num_parameters']:,} | {spread} |"
+        )
+    first = json.loads((Path(run_dirs[0]) / "results.json").read_text())
+    lines += [
+        "",
+        f"Test: {first['test_size']} digits, fixed distortions (seed {first['config']['test_seed']}); "
+        f"training: {first['train_size']} digits ({first['data_source']}), validation {first['val_size']}; "
+        f"torch {first['torch']}, commit {str(first['git_commit'])[:10]}.",
+    ]
+    return "\n".join(lines) + "\n"
