@@ -26,7 +26,7 @@ def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
     args += ["--seeds", "2", *TINY]
     assert main(args) == 0
     summary = json.loads((out / "table1.json").read_text())
-    assert summary["cells_done"] == summary["cells_planned"] == 4
+    assert summary["cells_done"] == 4 and summary["cells_planned"] == 5 * (8 + 2)  # the whole grid with 2 seeds
     cell = summary["cells"][0]
     for key in (
         "test_error",
@@ -71,7 +71,7 @@ def test_interrupted_cell_resumes_from_last_checkpoint(tmp_path):
     # simulate an interruption after one epoch: a last.ckpt and no results.json
     train(rep.cell_config(cell, base.replace(epochs=1)), run_dir, quiet=True)
     (run_dir / "results.json").unlink()
-    summary = rep.run_table1(out, base, [cell])
+    summary = rep.run_table1(out, base, [cell], seeds=1)
     assert summary["cells_done"] == 1
     res = json.loads((run_dir / "results.json").read_text())
     assert res["global_step"] == 2 * 2  # both epochs counted, the first not repeated

@@ -190,3 +190,22 @@ def test_existing_run_is_not_silently_mixed(tmp_path):
         train(_tiny(model="fcn", dataset="mnist"), run, quiet=True)
     res = train(_tiny(model="fcn", dataset="mnist"), run, quiet=True, overwrite=True)
     assert res["global_step"] == 3 and len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    run = tmp_path / "run"
+    train(_tiny(model="cnn", dataset="mnist"), run, quiet=True)
+    with pytest.raises(ValueError, match="cannot resume .* with different options \\(lr: 0.001 in the checkpoint, 0.5 now\\)"):
+        train(_tiny(model="cnn", dataset="mnist", epochs=2, lr=0.5), run, resume=True, quiet=True)
+
+
+def test_cli_resume_continues_the_saved_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    first = train(_tiny(model="cnn", dataset="mnist"), run, quiet=True)
+    # only --epochs given: the model, data and sizes come from the checkpoint
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["config"]["model"] == "cnn" and res["config"]["dataset"] == "mnist" and res["config"]["epochs"] == 2
+    assert res["global_step"] == 2 * first["global_step"]
+    assert res["fit_seconds"] >= first["fit_seconds"]  # wall time adds up across resumes
+    assert "test error" in capsys.readouterr().out

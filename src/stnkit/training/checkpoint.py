@@ -36,6 +36,15 @@ def save_model(path: str | os.PathLike, model: nn.Module, config: TrainConfig) -
     return path
 
 
+def checkpoint_config(path: str | os.PathLike) -> TrainConfig:
+    """The training configuration stored in a Lightning checkpoint (read with ``weights_only=True``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return TrainConfig.from_dict(ckpt["hyper_parameters"]["config"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: not a checkpoint written by stnkit train") from None
+
+
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, TrainConfig]:
     """Load a model and its training configuration from ``.safetensors`` or ``.ckpt``.
 

@@ -71,7 +71,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig 
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP.get(f.name))
         else:
+            kind = _int_or_float if f.name.startswith("limit_") else kind
             parser.add_argument(flag, type=kind, default=default, help=_HELP.get(f.name))
+
+
+def _int_or_float(text: str) -> int | float:
+    """Lightning's limits: an int is a number of batches, a float a fraction."""
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -80,11 +87,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .run import train
+    from .checkpoint import checkpoint_config
+    from .run import resume_checkpoint, train
 
     config = config_from_args(args)
+    resume = args.resume
+    if resume:
+        path = resume_checkpoint(Path(args.out), resume)
+        resume = False if path is None else str(path)
+        if path is not None:
+            # continue the saved run: its options, except those given on this command line
+            defaults = TrainConfig()
+            given = {k: v for k, v in config.to_dict().items() if v != getattr(defaults, k)}
+            config = checkpoint_config(path).replace(**given)
     _validate(config)
-    results = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    results = train(config, args.out, resume=resume, overwrite=args.overwrite)
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         if "pose_recovery" in results:
@@ -111,7 +128,23 @@ def _validate(config: TrainConfig) -> None:
         ("--schedule", config.schedule, ("cosine", "step", "none")),
     ):
         if value not in valid:
-            raise SystemExit(f"stnkit train: {name} must be one of {', '.join(valid)}, got {value!r}")
+            raise SystemExit(f"stnkit: {name} must be one of {', '.join(valid)}, got {value!r}")
+    for name, value, ok, what in (
+        ("--epochs", config.epochs, config.epochs >= 1, ">= 1"),
+        ("--batch-size", config.batch_size, config.batch_size >= 1, ">= 1"),
+        ("--lr", config.lr, config.lr >= 0, ">= 0"),
+        ("--loc-lr-mult", config.loc_lr_mult, config.loc_lr_mult >= 0, ">= 0"),
+        ("--weight-decay", config.weight_decay, config.weight_decay >= 0, ">= 0"),
+        ("--dropout", config.dropout, 0 <= config.dropout < 1, "in [0, 1)"),
+        ("--val-size", config.val_size, config.val_size >= 1, ">= 1"),
+        ("--patience", config.patience, config.patience is None or config.patience >= 0, ">= 0"),
+        ("--num-transformers", config.num_transformers, config.num_transformers >= 1, ">= 1"),
+        ("--consistency-weight", config.consistency_weight, config.consistency_weight >= 0, ">= 0"),
+        ("--train-size", config.train_size, config.train_size is None or config.train_size >= 1, ">= 1"),
+        ("--test-size", config.test_size, config.test_size is None or config.test_size >= 1, ">= 1"),
+    ):
+        if not ok:
+            raise SystemExit(f"stnkit: {name} must be {what}, got {value!r}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -148,7 +181,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     model, config = load_model(args.checkpoint)
     images, labels, ds = load_eval_data(config, args.dataset, args.split, args.seed, None, None, args.data_dir)
     check_input_size(config, images)
-    title = f"{config.model} ({config.transform}) on {args.dataset or config.dataset} {args.split}"
+    family = f" ({config.transform})" if config.model.startswith("st-") else ""
+    title = f"{config.model}{family} on {args.dataset or config.dataset} {args.split}"
     if ds is not None and config.model.startswith("st-"):
         n = min(500, len(labels))
         pr = pose_recovery(model, images[:n], ds.params[:n], ds.transform)
@@ -200,6 +234,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.check:
+        if not (out / "table1.json").is_file():
+            print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
+            return 1
         problems = rep.check_readme(Path(args.readme), out)
         for p in problems:
             print(f"check failed: {p}")
@@ -207,7 +244,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"{args.readme} and {out / 'table1.md'} match {out / 'table1.json'}")
         return 1 if problems else 0
     base = config_from_args(args)
+    _validate(base)
+    if args.update_readme and rep.README_START not in (
+        Path(args.readme).read_text() if Path(args.readme).is_file() else ""
+    ):
+        raise SystemExit(f"stnkit reproduce: {args.readme} has no {rep.README_START} block for --update-readme")
     datasets = args.datasets.split(",")
+    for d in datasets:
+        if d not in rep.DATASETS:
+            raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.DATASETS)}")
     rows = [
         r.replace("-affine", " affine").replace("-projective", " projective").replace("-tps", " tps")
         for r in args.models.split(",")
@@ -222,7 +267,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         for cell in plan:
             print(cell.dirname)
         return 0
-    summary = rep.run_table1(out, base, plan)
+    summary = rep.run_table1(out, base, plan, args.seeds)
+    from .run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
     rep.make_figures(out, summary)
     if args.update_readme:
         rep.update_readme(Path(args.readme), out)

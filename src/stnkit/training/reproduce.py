@@ -86,9 +86,10 @@ def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def summarise(out: Path, plan: list[Cell], base: TrainConfig, wall_seconds: float | None = None) -> dict:
-    """Collect every finished cell under ``out/runs`` into one record."""
+def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
+    """Collect every finished cell of the full grid under ``out/runs`` into one record."""
     records = []
+    plan = cells(DATASETS, ROWS, seeds)
     for cell in plan:
         f = out / "runs" / cell.dirname / "results.json"
         if not f.is_file():
@@ -128,6 +129,7 @@ def summarise(out: Path, plan: list[Cell], base: TrainConfig, wall_seconds: floa
         "description": "Jaderberg et al. 2015 Table 1 (+ cluttered MNIST) reproduced by `stnkit reproduce table1`",
         "cells_planned": len(plan),
         "cells_done": len(records),
+        "seeds": seeds,
         "base_config": base.to_dict(),
         "data": [
             {"train_size": a, "val_size": b, "test_size": c, "source": d} for a, b, c, d in sorted(sizes, key=str)
@@ -168,7 +170,7 @@ def render_markdown(summary: dict) -> str:
                 txt = f"**{ours['mean']:.2f}**"
             txt += f" ({paper})" if paper is not None else " (–)"
             cells_md.append(txt)
-        lines.append(f"| {row.upper().replace('ST-', 'ST-')} | " + " | ".join(cells_md) + " |")
+        lines.append(f"| {row.upper()} | " + " | ".join(cells_md) + " |")
     data = summary["data"]
     if data:
         sizes = "; ".join(
@@ -179,7 +181,7 @@ def render_markdown(summary: dict) -> str:
         sizes = "no cell finished yet"
     lines += [
         "",
-        f"% test error, **ours** (paper in brackets; mean ± std over 3 seeds for CNN and ST-CNN affine). "
+        f"% test error, **ours** (paper in brackets; mean ± std over {summary['seeds']} seeds for CNN and ST-CNN affine). "
         f"Cells done: {summary['cells_done']}/{summary['cells_planned']}.",
         f"Training data: {sizes}. The paper trained on the full 60,000-digit MNIST training set and tested on 10,000 digits; "
         "the paper's TC numbers for ST models do not name the transform family.",
@@ -222,10 +224,14 @@ def update_readme(readme: Path, out: Path) -> None:
     readme.write_text(re.sub(pattern, lambda _: block, text, flags=re.S))
 
 
-def run_table1(out: Path, base: TrainConfig, plan: list[Cell], quiet_runs: bool = True) -> dict:
+def run_table1(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, quiet_runs: bool = True) -> dict:
+    """Train every cell of ``plan`` not yet finished; returns the summary of the whole grid.
+
+    Only rank 0 writes the tables (under DDP every rank runs this).
+    """
     from tqdm.auto import tqdm
 
-    from .run import train
+    from .run import check_resumable, is_rank_zero, train
 
     start = time.time()
     previous = 0.0
@@ -235,13 +241,18 @@ def run_table1(out: Path, base: TrainConfig, plan: list[Cell], quiet_runs: bool 
     for cell in bar:
         run_dir = out / "runs" / cell.dirname
         bar.set_postfix_str(cell.dirname)
+        config = cell_config(cell, base)
         if (run_dir / "results.json").is_file():
-            continue  # finished: never trained twice
-        train(cell_config(cell, base), run_dir, resume=True, quiet=quiet_runs)
-        summary = summarise(out, plan, base, round(previous + time.time() - start, 1))
+            # finished: never trained twice, but never mixed with other settings either
+            saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
+            check_resumable(saved, config, run_dir)
+            continue
+        train(config, run_dir, resume=True, quiet=quiet_runs)
+        if is_rank_zero():
+            write_outputs(out, summarise(out, base, seeds, round(previous + time.time() - start, 1)))
+    summary = summarise(out, base, seeds, round(previous + time.time() - start, 1))
+    if is_rank_zero():
         write_outputs(out, summary)
-    summary = summarise(out, plan, base, round(previous + time.time() - start, 1))
-    write_outputs(out, summary)
     return summary
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from ..models import count_parameters
-from .checkpoint import load_model, save_model
+from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig
 from .evaluate import confusion_png, evaluate, pose_recovery
 from .module import DistortedMNISTDataModule, STNModule, make_test_set
@@ -81,24 +82,20 @@ def train(
             raise FileExistsError(
                 f"{out} already holds a run: pass --resume to continue it or --overwrite to start again"
             )
-        for p in earlier:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    ckpt_path = None
-    if resume:
-        ckpt_path = Path(resume) if isinstance(resume, str) else ckpt_dir / "last.ckpt"
-        if not ckpt_path.is_file():
-            if isinstance(resume, str):
-                raise FileNotFoundError(f"--resume: checkpoint {ckpt_path} does not exist")
-            print(f"no checkpoint at {ckpt_path}: starting from scratch")
-            ckpt_path = None
+        if is_rank_zero():  # under DDP every rank runs this function
+            for p in earlier:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    ckpt_path = resume_checkpoint(out, resume)
+    if ckpt_path is not None:
+        check_resumable(checkpoint_config(ckpt_path), config, ckpt_path)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
     module = STNModule(config.to_dict())
     data = DistortedMNISTDataModule(config)
     best_cb = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_error", mode="min", save_last=True
     )
-    callbacks = [best_cb]
+    clock = WallClock()
+    callbacks = [best_cb, clock]
     if config.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
     # one version directory per (re)start, so a resumed run keeps the earlier logs
@@ -118,7 +115,8 @@ def train(
         strategy=config.strategy,
         callbacks=callbacks,
         logger=loggers,
-        deterministic=config.deterministic,
+        # "warn": grid_sample's CUDA backward has no deterministic kernel
+        deterministic="warn" if config.deterministic else None,
         gradient_clip_val=config.grad_clip,
         reload_dataloaders_every_n_epochs=1,
         enable_progress_bar=not quiet,
@@ -128,9 +126,7 @@ def train(
         limit_val_batches=config.limit_val_batches,
         default_root_dir=out,
     )
-    start = time.time()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    fit_time = time.time() - start
     if trainer.world_size > 1:
         # every rank records its final weights: they must agree under DDP
         (out / "ddp").mkdir(exist_ok=True)
@@ -152,7 +148,7 @@ def train(
         "confusion": result["confusion"],
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
-        "fit_seconds": round(fit_time, 1),
+        "fit_seconds": round(clock.elapsed, 1),
         "num_parameters": count_parameters(model),
         "best_checkpoint": os.path.relpath(best_path, out),
         "test_size": result["n"],
@@ -167,6 +163,66 @@ def train(
         results["pose_recovery"] = pose_recovery(model, images[:500], test_set.params[:500], test_set.transform)
     _write_json(out / "results.json", results)
     return results
+
+
+def is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def resume_checkpoint(out: Path, resume: bool | str) -> Path | None:
+    """The checkpoint to resume from: ``resume`` itself if a path, else ``out/checkpoints/last.ckpt`` if any."""
+    if not resume:
+        return None
+    path = Path(resume) if isinstance(resume, str) else out / "checkpoints" / "last.ckpt"
+    if path.is_file():
+        return path
+    if isinstance(resume, str):
+        raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
+    print(f"no checkpoint at {path}: starting from scratch")
+    return None
+
+
+# options that may change when a run is resumed; any other change would silently
+# continue a different experiment
+RESUME_MAY_CHANGE = frozenset(
+    {"epochs", "patience", "accelerator", "devices", "num_nodes", "strategy", "num_workers", "test_size", "test_seed"}
+)
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig, path) -> None:
+    diffs = [
+        f"{k}: {v!r} in the checkpoint, {getattr(config, k)!r} now"
+        for k, v in saved.to_dict().items()
+        if k not in RESUME_MAY_CHANGE and getattr(config, k) != v
+    ]
+    if diffs:
+        raise ValueError(f"cannot resume {path} with different options ({'; '.join(diffs)}); use a new --out")
+
+
+class WallClock(Callback):
+    """Training wall time, carried in checkpoints so that it adds up across resumes."""
+
+    def __init__(self):
+        self.before = 0.0  # seconds of earlier segments, restored from the checkpoint
+        self.start: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return self.before + (time.time() - self.start if self.start is not None else 0.0)
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = time.time()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.before, self.start = self.elapsed, None
+
+    def state_dict(self):
+        return {"elapsed": self.elapsed}
+
+    def load_state_dict(self, state_dict):
+        self.before = float(state_dict["elapsed"])
 
 
 def _float(x) -> float | None:
