@@ -594,8 +594,8 @@ class TestTpsCache:
     def test_weights_computed_once(self, monkeypatch):
         fam = ThinPlateSpline(grid_size=3)  # a fresh instance, not the shared cached one
         calls = []
-        real = fam._weights
-        monkeypatch.setattr(fam, "_weights", lambda pts: calls.append(1) or real(pts))
+        real = fam.weights
+        monkeypatch.setattr(fam, "weights", lambda pts: calls.append(1) or real(pts))
         p = fam.random(2, generator=torch.Generator().manual_seed(0))
         g1 = fam.grid(p, (6, 7))
         g2 = fam.grid(p * 2, (6, 7))

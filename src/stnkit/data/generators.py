@@ -281,34 +281,6 @@ class Generator:
         return torch.cat(out).float()
 
 
-def _tps_coefficients(family, params: Tensor) -> tuple[Tensor, Tensor]:
-    """The spline's kernel weights ``(N, K, 2)`` and affine part ``(N, 3, 2)`` (rows 1, x, y), float64."""
-    c = family.control_points.to(torch.float64)
-    k = c.shape[0]
-    key = ("l_inv", family.grid_size, family.reg)
-    if key not in _JACOBIAN_CACHE:
-        r2 = torch.cdist(c, c).pow(2)
-        kern = r2 * torch.log(r2.clamp_min(1e-300)) + family.reg * torch.eye(k, dtype=torch.float64)
-        p = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], dim=1)
-        top = torch.cat([kern, p], dim=1)
-        bottom = torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)
-        _JACOBIAN_CACHE[key] = torch.linalg.inv(torch.cat([top, bottom], dim=0))[:, :k]
-    coef = _JACOBIAN_CACHE[key] @ family.targets(params.double())  # (N, K + 3, 2)
-    return coef[:, :k], coef[:, k:]
-
-
-def _tps_eval(c: Tensor, w: Tensor, a: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The spline ``T(u)`` and its partial derivatives ``dT/dx``, ``dT/dy`` at points ``u (N, M, 2)``."""
-    d = u.unsqueeze(-2) - c  # (N, M, K, 2)
-    r2 = d.pow(2).sum(-1)
-    log = torch.log(r2.clamp_min(1e-300))
-    t = (r2 * log) @ w + a[:, :1] + u @ a[:, 1:]
-    g = torch.where(r2 > 1e-300, 2.0 * (log + 1.0), torch.zeros_like(r2))  # d(r2 log r2)/du = g (u - c)
-    jx = (g * d[..., 0]) @ w + a[:, 1:2]
-    jy = (g * d[..., 1]) @ w + a[:, 2:3]
-    return t, jx, jy
-
-
 def _tps_inverse_grid(family, params: Tensor, out_size: int, iters: int = 7, chunk_size: int = 256) -> Tensor:
     """Solve ``T(u) = v`` for every pixel centre ``v`` of an ``out_size`` frame (Newton, float64).
 
@@ -318,14 +290,16 @@ def _tps_inverse_grid(family, params: Tensor, out_size: int, iters: int = 7, chu
         parts = [_tps_inverse_grid(family, p, out_size, iters, chunk_size) for p in params.split(chunk_size)]
         return torch.cat(parts)
     n = params.shape[0]
-    c = family.control_points.to(torch.float64)
-    w, a = _tps_coefficients(family, params)
+    tgt = family.targets(params.double())  # (N, K, 2)
     v = base_grid((out_size, out_size), False, dtype=torch.float64).view(1, -1, 2).expand(n, -1, -1)
     # start from the inverse of the spline's affine part: T(u) ~ a0 + A u
+    _, a = family.coefficients(params.double())  # (N, 3, 2), rows 1, x, y
     lin = a[:, 1:].transpose(1, 2)  # (N, 2, 2)
     u = torch.linalg.solve(lin, (v - a[:, None, 0]).transpose(1, 2)).transpose(1, 2)
     for _ in range(iters):
-        t, jx, jy = _tps_eval(c, w, a, u)
+        t = family.weights(u) @ tgt
+        wx, wy = family.weight_gradients(u)
+        jx, jy = wx @ tgt, wy @ tgt
         # solve J step = T(u) - v by Cramer's rule (J has columns dT/dx, dT/dy)
         r = t - v
         det = jx[..., 0] * jy[..., 1] - jy[..., 0] * jx[..., 1]
@@ -517,18 +491,8 @@ def _tps_derivative_weights(family, size: int) -> tuple[Tensor, Tensor]:
     """``(M, K)`` weights giving dT/dx and dT/dy at the ``size x size`` pixel centres from the targets."""
     key = (family.grid_size, family.reg, size)
     if key not in _JACOBIAN_CACHE:
-        k = family.control_points.shape[0]
-        onehot = torch.zeros((k, 2 * k), dtype=torch.float64)
-        onehot[torch.arange(k), 2 * torch.arange(k)] = 1.0  # x offset of control point k
-        pts = base_grid((size, size), False, dtype=torch.float64).view(1, -1, 2).expand(k, -1, -1)
-        h = 1e-4
-        out = []
-        for step in ([h, 0.0], [0.0, h]):
-            d = torch.tensor(step, dtype=torch.float64)
-            plus = family.transform_points(onehot, pts + d)[..., 0] - (pts + d)[..., 0]
-            minus = family.transform_points(onehot, pts - d)[..., 0] - (pts - d)[..., 0]
-            out.append(((plus - minus) / (2 * h)).T.contiguous())  # (M, K)
-        _JACOBIAN_CACHE[key] = tuple(out)
+        pts = base_grid((size, size), False, dtype=torch.float64).view(-1, 2)
+        _JACOBIAN_CACHE[key] = family.weight_gradients(pts)
     return _JACOBIAN_CACHE[key]
 
 

@@ -373,14 +373,28 @@ class ThinPlateSpline(TransformFamily):
     def _random_std(self):
         return [0.3 / (self.grid_size - 1)] * self.num_params
 
-    def _weights(self, points: Tensor) -> Tensor:
-        """Weights ``(..., N, K)`` such that mapped points = weights @ (control + offsets)."""
+    def weights(self, points: Tensor) -> Tensor:
+        """Weights ``(..., N, K)`` with ``T(points) = weights @ targets`` (targets = control points + offsets)."""
         c = self.control_points.to(device=points.device, dtype=points.dtype)
         l_inv = self._l_inv.to(device=points.device, dtype=points.dtype)
         r2 = (points.unsqueeze(-2) - c).pow(2).sum(-1)  # (..., N, K)
         ones = torch.ones_like(points[..., :1])
         basis = torch.cat([_tps_kernel(r2), ones, points], dim=-1)  # (..., N, K+3)
         return basis @ l_inv
+
+    def weight_gradients(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """``d weights / dx`` and ``d weights / dy``, each ``(..., N, K)``: the spline's Jacobian
+        at ``points`` is ``[wx @ targets, wy @ targets]`` (columns dT/dx, dT/dy)."""
+        c = self.control_points.to(device=points.device, dtype=points.dtype)
+        l_inv = self._l_inv.to(device=points.device, dtype=points.dtype)
+        d = points.unsqueeze(-2) - c  # (..., N, K, 2)
+        r2 = d.pow(2).sum(-1)
+        # d(r^2 log r^2)/du = 2 (log r^2 + 1) (u - c), zero at the control point itself
+        g = torch.where(r2 > 0, 2.0 * (torch.log(r2.clamp_min(1e-300)) + 1.0), torch.zeros_like(r2))
+        zeros, ones = torch.zeros_like(points[..., :1]), torch.ones_like(points[..., :1])
+        bx = torch.cat([g * d[..., 0], zeros, ones, zeros], dim=-1)
+        by = torch.cat([g * d[..., 1], zeros, zeros, ones], dim=-1)
+        return bx @ l_inv, by @ l_inv
 
     def grid_weights(self, out_size, align_corners: bool = False, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:
         """The cached identity grid ``(H*W, 2)`` and weights ``(H*W, K)`` for an output size.
@@ -394,12 +408,20 @@ class ThinPlateSpline(TransformFamily):
         cached = self._grid_cache.get(key)
         if cached is None:
             pts = base_grid((h, w), align_corners, dtype=torch.float64).view(-1, 2)
-            cached = (pts.to(device=device, dtype=dtype), self._weights(pts).to(device=device, dtype=dtype))
+            cached = (pts.to(device=device, dtype=dtype), self.weights(pts).to(device=device, dtype=dtype))
             # tensors made while exporting/compiling may be FakeTensors: caching them
             # would poison every later eager call
             if not is_tracing():
                 self._grid_cache[key] = cached
         return cached
+
+    def coefficients(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The spline ``T(u) = sum_i w_i U(|u - c_i|) + a_0 + a_xy u``: kernel weights
+        ``(B, K, 2)`` and affine part ``(B, 3, 2)`` (rows 1, x, y), from the precomputed inverse."""
+        params = self.check_params(params)
+        coef = self._l_inv.to(device=params.device, dtype=params.dtype) @ self.targets(params)
+        k = self.control_points.shape[0]
+        return coef[:, :k], coef[:, k:]
 
     def targets(self, params: Tensor) -> Tensor:
         """Where the control points map in the input: ``(B, K, 2)``."""
@@ -417,7 +439,7 @@ class ThinPlateSpline(TransformFamily):
         params = self.check_params(params)
         points = check_points("points", points)
         _check_batch(params, points, "points")
-        return self._weights(points) @ self.targets(params).to(points.dtype)
+        return self.weights(points) @ self.targets(params).to(points.dtype)
 
 
 TRANSFORMS: dict[str, type[TransformFamily]] = {
