@@ -286,3 +286,24 @@ class TestPixelMatrixSingular:
     def test_from_pixel_matrix_singular(self):
         with pytest.raises(ValueError, match="m must be invertible, got a singular matrix"):
             from_pixel_matrix(torch.zeros(1, 3, 3), (4, 4))
+
+
+class TestModuleAndDeviceInput:
+    def test_transformer_checks_channels_and_size(self):
+        st = SpatialTransformer(in_channels=1, in_size=(28, 28))
+        with pytest.raises(
+            ValueError, match=r"x must have shape \(B, 1, 28, 28\) for this transformer, got shape \(2, 3, 28, 28\)"
+        ):
+            st(torch.rand(2, 3, 28, 28))
+        with pytest.raises(ValueError, match=r"got shape \(2, 1, 20, 20\)"):
+            st(torch.rand(2, 1, 20, 20))
+
+    def test_compose_grid_needs_lists(self):
+        p = get_transform("affine").identity(1)
+        with pytest.raises(TypeError, match="params and transforms must be lists, got Tensor and list"):
+            compose_grid(p, ["affine"], 4)
+
+    def test_params_on_another_device(self):
+        x = torch.rand(1, 1, 4, 4, device="meta")
+        with pytest.raises(ValueError, match="params must be on the device of x"):
+            warp(x, get_transform("affine").identity(1), "affine")

@@ -46,3 +46,15 @@ class TestCreate:
             create("st-cnn", num_transformers=0)
         with pytest.raises(ValueError, match="in_size must be positive"):
             create("cnn", in_size=0)
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("name", MODELS)
+    def test_wrong_channels_or_size_is_a_clear_error(self, name):
+        model = create(name, in_size=28)
+        with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 28, 28\) .*got shape \(2, 3, 28, 28\)"):
+            model(torch.rand(2, 3, 28, 28))
+        with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 28, 28\) .*got shape \(2, 1, 42, 42\)"):
+            model(torch.rand(2, 1, 42, 42))
+        with pytest.raises(TypeError, match="x must have a floating dtype"):
+            model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))

@@ -195,7 +195,9 @@ def test_existing_run_is_not_silently_mixed(tmp_path):
 def test_resume_with_other_options_is_refused(tmp_path):
     run = tmp_path / "run"
     train(_tiny(model="cnn", dataset="mnist"), run, quiet=True)
-    with pytest.raises(ValueError, match="cannot resume .* with different options \\(lr: 0.001 in the checkpoint, 0.5 now\\)"):
+    with pytest.raises(
+        ValueError, match="cannot resume .* with different options \\(lr: 0.001 in the checkpoint, 0.5 now\\)"
+    ):
         train(_tiny(model="cnn", dataset="mnist", epochs=2, lr=0.5), run, resume=True, quiet=True)
 
 

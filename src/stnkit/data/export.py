@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import atomic_path, atomic_write_text
 from ..viz import montage, save_png
 from .dataset import DistortedMNIST, load_distorted, stream_seed
 from .idx import read_idx, write_idx
@@ -36,9 +37,7 @@ def _sha256(path: Path) -> str:
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
     """Like ``np.savez_compressed`` but byte-for-byte reproducible (fixed zip timestamps), no pickles."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for key, value in arrays.items():
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
@@ -46,7 +45,6 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
     return path
 
 
@@ -108,9 +106,7 @@ def write_dataset(ds: DistortedMNIST, out: str | os.PathLike, info: dict | None 
         "stnkit_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
     }
-    tmp = out / (MANIFEST_FILE + ".part")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out / MANIFEST_FILE)
+    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_bytes
+
 # IDX type codes -> numpy dtypes (big-endian on disk)
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CODES = {np.dtype(v).newbyteorder("=").str.lstrip("<>|="): k for k, v in _DTYPES.items()}
@@ -88,7 +90,5 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     if compress:
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, payload)
     return path

@@ -78,6 +78,8 @@ def warp(
     params = family.check_params(params)
     if params.shape[0] != x.shape[0]:
         raise ValueError(f"params must have the same batch size as x ({x.shape[0]}), got {params.shape[0]}")
+    if params.device != x.device:
+        raise ValueError(f"params must be on the device of x ({x.device}), got {params.device}")
     size = tuple(x.shape[-2:]) if out_size is None else check_size("out_size", out_size)
     grid = family.grid(params, size, align_corners)
     return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
@@ -94,6 +96,10 @@ def compose_grid(
     ``params[0]`` warps the input first, ``params[-1]`` last; the returned grid
     samples the original input once: ``T_0(T_1(...T_n(p)))``.
     """
+    if not isinstance(params, (list, tuple)) or not isinstance(transforms, (list, tuple)):
+        raise TypeError(
+            f"params and transforms must be lists, got {type(params).__name__} and {type(transforms).__name__}"
+        )
     if len(params) != len(transforms) or not params:
         raise ValueError(
             f"params and transforms must be non-empty lists of equal length, got {len(params)} and {len(transforms)}"

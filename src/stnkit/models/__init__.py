@@ -21,7 +21,7 @@ import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor, nn
 
 from ..geometry import get_transform
-from ..geometry._checks import check_size
+from ..geometry._checks import check_image, check_size
 from ..nn import ParallelTransformers, SpatialTransformer, default_localization
 
 MODELS = ("fcn", "cnn", "st-fcn", "st-cnn")
@@ -29,6 +29,16 @@ MODELS = ("fcn", "cnn", "st-fcn", "st-cnn")
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def check_input(x: object, shape: tuple[int, int, int]) -> Tensor:
+    """``x`` as a ``(B, *shape)`` batch, or a ValueError naming the shape expected."""
+    x = check_image("x", x)
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"x must have shape (B, {shape[0]}, {shape[1]}, {shape[2]}) for this model, got shape {tuple(x.shape)}"
+        )
+    return x
 
 
 def _pooled(n: int) -> int:
@@ -41,6 +51,7 @@ class CNN(nn.Module):
     def __init__(self, in_channels: int, in_size, num_classes: int = 10, channels=(32, 32), dropout: float = 0.0):
         super().__init__()
         h, w = check_size("in_size", in_size)
+        self.in_shape = (in_channels, h, w)
         c1, c2 = channels
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 9, padding=4),
@@ -55,7 +66,7 @@ class CNN(nn.Module):
         self.classifier = nn.Linear(c2 * _pooled(h) * _pooled(w), num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(check_input(x, self.in_shape)))
 
 
 def _cnn_param_count(in_channels: int, h: int, w: int, num_classes: int, channels=(32, 32)) -> int:
@@ -72,11 +83,12 @@ class FCN(nn.Module):
     ):
         super().__init__()
         h, w = check_size("in_size", in_size)
+        self.in_shape = (in_channels, h, w)
         d = in_channels * h * w
         if hidden is None:
-            # match the CNN's parameter count: h^2 + (d + num_classes + 3) h + num_classes = target
+            # match the CNN's parameter count: h^2 + (d + num_classes + 2) h + num_classes = target
             target = _cnn_param_count(in_channels, h, w, num_classes)
-            b = d + num_classes + 3
+            b = d + num_classes + 2
             hidden = max(8, int((-b + math.sqrt(b * b + 4 * (target - num_classes))) / 2))
         self.hidden = hidden
         self.net = nn.Sequential(
@@ -91,7 +103,7 @@ class FCN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(check_input(x, self.in_shape))
 
 
 def fc_localization(in_channels: int, in_size, width: int = 32) -> nn.Module:

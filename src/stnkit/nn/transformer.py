@@ -143,6 +143,15 @@ class SpatialTransformer(nn.Module):
     def num_params(self) -> int:
         return self.family.num_params
 
+    def check_input(self, x: object) -> Tensor:
+        """``x`` as an image batch that fits the channels and size given at construction."""
+        x = check_image("x", x)
+        c, size = self.in_channels, self.in_size
+        if (c is not None and x.shape[1] != c) or (size is not None and tuple(x.shape[-2:]) != size):
+            want = f"(B, {c if c is not None else 'C'}, {size[0] if size else 'H'}, {size[1] if size else 'W'})"
+            raise ValueError(f"x must have shape {want} for this transformer, got shape {tuple(x.shape)}")
+        return x
+
     def predict_params(self, x: Tensor) -> Tensor:
         """The transform parameters ``(B, num_params)`` for an input batch."""
         feats = self.localization(x)
@@ -155,7 +164,7 @@ class SpatialTransformer(nn.Module):
 
     def forward(self, x: Tensor, return_params: bool = False):
         """Warp ``x`` (B, C, H, W); returns the output, or ``(output, params)``."""
-        x = check_image("x", x)
+        x = self.check_input(x)
         params = self.predict_params(x)
         out = sample(x, self.grid(params, x.shape[-2:]), self.mode, self.padding_mode, self.align_corners)
         return (out, params) if return_params else out
@@ -181,6 +190,14 @@ class _LazyIdentityHead(nn.LazyLinear):
             IdentityHead.reset_parameters(self)  # type: ignore[arg-type]
 
 
+def _check_transformers(owner: str, transformers: tuple) -> None:
+    if not transformers:
+        raise ValueError(f"{owner} needs at least one transformer, got none")
+    for i, t in enumerate(transformers):
+        if not isinstance(t, SpatialTransformer):
+            raise TypeError(f"transformers[{i}] must be a SpatialTransformer, got {type(t).__name__}")
+
+
 class ParallelTransformers(nn.Module):
     """Several transformers on the same input, outputs concatenated along channels.
 
@@ -191,11 +208,7 @@ class ParallelTransformers(nn.Module):
 
     def __init__(self, *transformers: SpatialTransformer):
         super().__init__()
-        if not transformers:
-            raise ValueError("ParallelTransformers needs at least one transformer, got none")
-        for i, t in enumerate(transformers):
-            if not isinstance(t, SpatialTransformer):
-                raise TypeError(f"transformers[{i}] must be a SpatialTransformer, got {type(t).__name__}")
+        _check_transformers("ParallelTransformers", transformers)
         sizes = {t.out_size for t in transformers}
         if len(sizes) > 1:
             raise ValueError(
@@ -220,11 +233,7 @@ class SeriesTransformers(nn.Module):
 
     def __init__(self, *transformers: SpatialTransformer):
         super().__init__()
-        if not transformers:
-            raise ValueError("SeriesTransformers needs at least one transformer, got none")
-        for i, t in enumerate(transformers):
-            if not isinstance(t, SpatialTransformer):
-                raise TypeError(f"transformers[{i}] must be a SpatialTransformer, got {type(t).__name__}")
+        _check_transformers("SeriesTransformers", transformers)
         self.transformers = nn.ModuleList(transformers)
 
     def forward(self, x: Tensor, return_params: bool = False):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._io import atomic_path
 from .config import TrainConfig
 from .module import build_model
 
@@ -30,9 +31,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, config: TrainConfig) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(config.to_dict())})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(config.to_dict())})
     return path
 
 

@@ -20,8 +20,14 @@ def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> T
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, num_classes: int = 10) -> dict:
     """Error %, per-class error %, and the confusion matrix (rows: true, columns: predicted)."""
-    pred = predict_logits(model, images).argmax(1)
     labels = labels.long()
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
+    pred = predict_logits(model, images).argmax(1)
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
     conf.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     per_class = {}

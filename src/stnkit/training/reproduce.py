@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._io import atomic_write_text
 from .config import TrainConfig
 
 # Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC)
@@ -192,9 +193,7 @@ def render_markdown(summary: dict) -> str:
 def write_outputs(out: Path, summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("table1.json", json.dumps(summary, indent=2) + "\n"), ("table1.md", render_markdown(summary))):
-        tmp = out / (name + ".part")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)
 
 
 def check_readme(readme: Path, out: Path) -> list[str]:

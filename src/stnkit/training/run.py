@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from .._io import atomic_write_text
 from ..models import count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig
@@ -37,9 +38,7 @@ def _devices(value: str):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def param_digest(model: torch.nn.Module) -> str:
