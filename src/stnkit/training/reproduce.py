@@ -230,7 +230,9 @@ def run_table1(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, q
     """
     from tqdm.auto import tqdm
 
-    from .run import check_resumable, is_rank_zero, train
+    from .run import check_resumable, git_commit, is_rank_zero, train
+
+    git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
     start = time.time()
     previous = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,10 +24,16 @@ from .module import DistortedMNISTDataModule, STNModule, make_test_set
 from .show import show_figure
 
 
+@functools.cache
 def git_commit() -> str | None:
+    """The commit of the code this process runs (read once, at first use; ``-dirty`` if modified)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
         )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
