@@ -56,6 +56,9 @@ def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
     assert ev["n"] == 1000 and len(ev["confusion"]) == 10 and (tmp_path / "ev" / "confusion.png").is_file()
     assert main(["show", str(run / "model.safetensors"), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["summarize", str(run), "--out", str(tmp_path / "summary.md")]) == 0
+    row = (tmp_path / "summary.md").read_text().splitlines()[2]
+    assert row.startswith(f"| {model} |") and f"**{res['test_error']:.2f}**" in row
 
 
 def test_checkpoint_reloads_to_same_predictions(tmp_path):

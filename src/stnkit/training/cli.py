@@ -343,6 +343,11 @@ def add_parsers(sub) -> None:
     pred.add_argument("--invert", action="store_true", help="invert images (for a dark digit on a light background)")
     pred.set_defaults(func=_cmd_predict)
 
+    summ = sub.add_parser("summarize", help="markdown table of finished training runs")
+    summ.add_argument("runs", nargs="+", help="run directories (with results.json)")
+    summ.add_argument("--out", default=None, help="also write the table to this file")
+    summ.set_defaults(func=_cmd_summarize)
+
     rep = sub.add_parser(
         "reproduce", help="reproduce the paper's results", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
