@@ -23,3 +23,15 @@ def test_demo_writes_png(tmp_path):
 def test_top_level_warp_identity():
     x = torch.rand(2, 1, 5, 5)
     assert torch.allclose(stnkit.warp(x, stnkit.get_transform("affine").identity(2)), x, atol=1e-6)
+
+
+def test_bench_reports_ratios(tmp_path):
+    import json
+
+    from stnkit.cli import main
+
+    assert main(["bench", "--batch", "2", "--size", "8", "--repeat", "2", "--out", str(tmp_path / "b.json")]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert set(report["results"]) == {"warp_affine", "tps_grid", "spatial_transformer"}
+    for r in report["results"].values():
+        assert r["ratio"] == r["stnkit_s"] / r["reference_s"] > 0

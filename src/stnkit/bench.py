@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,17 +29,21 @@ from .geometry.families import _tps_kernel
 from .nn import SpatialTransformer
 
 
-def _time(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
-    """Median seconds of one call."""
+def _time_pair(
+    ours: Callable[[], object], ref: Callable[[], object], repeat: int, warmup: int = 3
+) -> tuple[float, float]:
+    """Median seconds of one call of each; the two are timed alternately, so that
+    load from other processes affects both alike and their ratio stays meaningful."""
     for _ in range(warmup):
-        fn()
-    times = []
+        ours()
+        ref()
+    t_ours, t_ref = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+        for fn, times in ((ours, t_ours), (ref, t_ref)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(t_ours), statistics.median(t_ref)
 
 
 def _tps_grid_solving(params: torch.Tensor, out_size: tuple[int, int], grid_size: int) -> torch.Tensor:
@@ -65,13 +70,13 @@ def run_bench(batch: int = 64, size: int = 42, channels: int = 1, repeat: int = 
     results: dict[str, dict] = {}
 
     theta = get_transform("affine").random(batch, generator=g)
-    ref = _time(
+    ours, ref = _time_pair(
+        lambda: warp(x, theta, "affine"),
         lambda: F.grid_sample(
             x, F.affine_grid(theta.view(-1, 2, 3), list(x.shape), align_corners=False), align_corners=False
         ),
         repeat,
     )
-    ours = _time(lambda: warp(x, theta, "affine"), repeat)
     results["warp_affine"] = {
         "stnkit_s": ours,
         "reference_s": ref,
@@ -82,8 +87,9 @@ def run_bench(batch: int = 64, size: int = 42, channels: int = 1, repeat: int = 
     tps = get_transform("tps")
     params = tps.random(batch, generator=g)
     assert torch.allclose(tps.grid(params, (size, size)), _tps_grid_solving(params, (size, size), 4), atol=1e-4)
-    ref = _time(lambda: _tps_grid_solving(params, (size, size), 4), repeat)
-    ours = _time(lambda: tps.grid(params, (size, size)), repeat)
+    ours, ref = _time_pair(
+        lambda: tps.grid(params, (size, size)), lambda: _tps_grid_solving(params, (size, size), 4), repeat
+    )
     results["tps_grid"] = {
         "stnkit_s": ours,
         "reference_s": ref,
@@ -100,8 +106,7 @@ def run_bench(batch: int = 64, size: int = 42, channels: int = 1, repeat: int = 
     def loc_only():
         head(loc(x).flatten(1)).sum().backward()
 
-    ref = _time(loc_only, repeat)
-    ours = _time(with_st, repeat)
+    ours, ref = _time_pair(with_st, loc_only, repeat)
     results["spatial_transformer"] = {
         "stnkit_s": ours,
         "reference_s": ref,
@@ -121,7 +126,9 @@ def run_bench(batch: int = 64, size: int = 42, channels: int = 1, repeat: int = 
     }
 
 
-def main_bench(out: str | None, **kwargs) -> dict:
+def main_bench(out: str | None, threads: int | None = None, **kwargs) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
     report = run_bench(**kwargs)
     print(f"{'benchmark':<22} {'stnkit ms':>10} {'reference ms':>13} {'ratio':>7}  reference")
     for name, r in report["results"].items():

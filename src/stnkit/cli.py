@@ -19,7 +19,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main_bench
 
-    main_bench(args.out, batch=args.batch, size=args.size, repeat=args.repeat)
+    main_bench(args.out, threads=args.threads, batch=args.batch, size=args.size, repeat=args.repeat)
     return 0
 
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, default=64)
     bench.add_argument("--size", type=int, default=42)
     bench.add_argument("--repeat", type=int, default=20)
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     bench.add_argument("--out", default=None, help="write the report as JSON")
     bench.set_defaults(func=_cmd_bench)
     from .data.cli import add_parser as add_data_parser
