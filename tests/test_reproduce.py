@@ -50,6 +50,12 @@ def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
     assert main(args) == 0
     assert results.stat().st_mtime_ns == before
 
+    # --report-only rewrites the outputs from finished cells without training
+    (out / "table1.md").unlink()
+    assert main(["reproduce", "table1", "--out", str(out), "--report-only", "--seeds", "2"]) == 0
+    assert (out / "table1.md").read_text() == md
+    assert results.stat().st_mtime_ns == before
+
     # --check: README block must match the JSON
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{rep.README_START}\nold\n{rep.README_END}\n")

@@ -267,7 +267,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         for cell in plan:
             print(cell.dirname)
         return 0
-    summary = rep.run_table1(out, base, plan, args.seeds)
+    if args.report_only:
+        previous = json.loads((out / "table1.json").read_text()) if (out / "table1.json").is_file() else {}
+        summary = rep.summarise(out, base, args.seeds, previous.get("wall_seconds"))
+        rep.write_outputs(out, summary)
+    else:
+        summary = rep.run_table1(out, base, plan, args.seeds)
     from .run import is_rank_zero
 
     if not is_rank_zero():
@@ -366,6 +371,9 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument("--seeds", type=int, default=3, help="seeds for CNN and ST-CNN affine")
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    rep.add_argument(
+        "--report-only", action="store_true", help="train nothing: rewrite the tables and figures from finished cells"
+    )
     add_config_arguments(
         rep, REPRODUCE_DEFAULTS, exclude=("dataset", "model", "transform", "num_transformers", "st_size", "seed")
     )
