@@ -104,6 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     results = train(config, args.out, resume=resume, overwrite=args.overwrite)
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
+        print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
         if "pose_recovery" in results:
             pr = results["pose_recovery"]
             print(
