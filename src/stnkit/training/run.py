@@ -280,8 +280,8 @@ def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:
 def summarize(run_dirs: list[str | os.PathLike]) -> str:
     """A markdown table of finished runs, read from their ``results.json``."""
     lines = [
-        "| model | transform | dataset | test error % | best val error % | epochs | fit time | parameters | pose spread px (ST / none) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | transform | dataset | consistency weight | test error % | best val error % | epochs | fit time | parameters | pose spread px (ST / none) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in run_dirs:
         f = Path(d) / "results.json"
@@ -293,7 +293,7 @@ def summarize(run_dirs: list[str | os.PathLike]) -> str:
         pr = r.get("pose_recovery")
         spread = f"{pr['spread_st_px']:.2f} / {pr['spread_identity_px']:.2f}" if pr else "–"
         lines.append(
-            f"| {c['model']} | {c['transform'] if st else '–'} | {c['dataset']} | **{r['test_error']:.2f}** | "
+            f"| {c['model']} | {c['transform'] if st else '–'} | {c['dataset']} | {c['consistency_weight'] if st else '–'} | **{r['test_error']:.2f}** | "
             f"{r['best_val_error']:.2f} | {r['epochs']} | {r['fit_seconds'] / 60:.1f} min | {r['num_parameters']:,} | {spread} |"
         )
     first = json.loads((Path(run_dirs[0]) / "results.json").read_text())
