@@ -1,5 +1,6 @@
 """``stnkit reproduce table1`` on a tiny grid."""
 
+import csv
 import json
 
 import pytest
@@ -67,17 +68,42 @@ def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
     assert main(["reproduce", "table1", "--out", str(out), "--check", "--readme", str(readme)]) == 1
 
 
-def test_interrupted_cell_resumes_from_last_checkpoint(tmp_path):
-    from stnkit.training.run import train
+def test_interrupted_cell_resumes_from_last_checkpoint(tmp_path, monkeypatch):
+    from stnkit.training.module import STNModule
 
     out = tmp_path / "results"
     cell = rep.Cell("r", "cnn", 0)
     base = rep.TrainConfig(train_size=64, val_size=32, test_size=32, batch_size=32, epochs=2)
     run_dir = out / "runs" / cell.dirname
-    # simulate an interruption after one epoch: a last.ckpt and no results.json
-    train(rep.cell_config(cell, base.replace(epochs=1)), run_dir, quiet=True)
-    (run_dir / "results.json").unlink()
+
+    def crash_in_second_epoch(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("simulated interruption")
+
+    monkeypatch.setattr(STNModule, "on_train_epoch_start", crash_in_second_epoch, raising=False)
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        rep.run_table1(out, base, [cell], seeds=1)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "results.json").exists()
+    monkeypatch.undo()
     summary = rep.run_table1(out, base, [cell], seeds=1)
     assert summary["cells_done"] == 1
     res = json.loads((run_dir / "results.json").read_text())
-    assert res["global_step"] == 2 * 2  # both epochs counted, the first not repeated
+    assert res["global_step"] == 2 * 2  # both epochs counted
+    # the resumed segment (second log version) trained epoch 1 only: epoch 0 was not repeated
+    second = sorted((run_dir / "logs").glob("version_*"))[-1] / "metrics.csv"
+    epochs = {int(r["epoch"]) for r in csv.DictReader(second.open()) if r.get("val_error")}
+    assert epochs == {1}
+
+
+def test_cells_with_other_settings_are_refused(tmp_path):
+    out = tmp_path / "results"
+    cell = rep.Cell("r", "fcn", 0)
+    base = rep.TrainConfig(train_size=64, val_size=32, test_size=32, batch_size=32, epochs=1)
+    rep.run_table1(out, base, [cell], seeds=1)
+    # a finished cell trained for 1 epoch is not reused for a 2-epoch grid
+    with pytest.raises(ValueError, match="epochs: 1 in the checkpoint, 2 now"):
+        rep.run_table1(out, base.replace(epochs=2), [cell], seeds=1)
+    # an interrupted one neither
+    (out / "runs" / cell.dirname / "results.json").unlink()
+    with pytest.raises(ValueError, match="epochs: 1 in the checkpoint, 2 now"):
+        rep.run_table1(out, base.replace(epochs=2), [cell], seeds=1)

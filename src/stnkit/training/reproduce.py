@@ -230,7 +230,8 @@ def run_table1(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, q
     """
     from tqdm.auto import tqdm
 
-    from .run import check_resumable, git_commit, is_rank_zero, train
+    from .checkpoint import checkpoint_config
+    from .run import HARDWARE_OPTIONS, check_resumable, git_commit, is_rank_zero, train
 
     git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
@@ -246,8 +247,11 @@ def run_table1(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, q
         if (run_dir / "results.json").is_file():
             # finished: never trained twice, but never mixed with other settings either
             saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
-            check_resumable(saved, config, run_dir)
+            check_resumable(saved, config, run_dir, HARDWARE_OPTIONS)
             continue
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():  # interrupted: it must go on with the same schedule
+            check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS)
         train(config, run_dir, resume=True, quiet=quiet_runs)
         if is_rank_zero():
             write_outputs(out, summarise(out, base, seeds, round(previous + time.time() - start, 1)))

@@ -197,11 +197,15 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 
-def check_resumable(saved: TrainConfig, config: TrainConfig, path) -> None:
+# where the hardware changes, the experiment stays the same
+HARDWARE_OPTIONS = frozenset({"accelerator", "devices", "num_nodes", "strategy", "num_workers"})
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig, path, may_change=RESUME_MAY_CHANGE) -> None:
     diffs = [
         f"{k}: {v!r} in the checkpoint, {getattr(config, k)!r} now"
         for k, v in saved.to_dict().items()
-        if k not in RESUME_MAY_CHANGE and getattr(config, k) != v
+        if k not in may_change and getattr(config, k) != v
     ]
     if diffs:
         raise ValueError(f"cannot resume {path} with different options ({'; '.join(diffs)}); use a new --out")
