@@ -107,3 +107,13 @@ def test_cells_with_other_settings_are_refused(tmp_path):
     (out / "runs" / cell.dirname / "results.json").unlink()
     with pytest.raises(ValueError, match="epochs: 1 in the checkpoint, 2 now"):
         rep.run_table1(out, base.replace(epochs=2), [cell], seeds=1)
+
+
+def test_committed_readme_table_matches_committed_results():
+    """The README's Table 1 is generated from results/table1.json, never retyped."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "results" / "table1.json").is_file():
+        pytest.skip("no results/table1.json in this checkout")
+    assert rep.check_readme(root / "README.md", root / "results") == []

@@ -182,7 +182,7 @@ def render_markdown(summary: dict) -> str:
         sizes = "no cell finished yet"
     lines += [
         "",
-        f"% test error, **ours** (paper in brackets; mean ± std over {summary['seeds']} seeds for CNN and ST-CNN affine). "
+        f"% test error, **ours** (paper in brackets; mean ± std over {summary.get('seeds', 3)} seeds for CNN and ST-CNN affine). "
         f"Cells done: {summary['cells_done']}/{summary['cells_planned']}.",
         f"Training data: {sizes}. The paper trained on the full 60,000-digit MNIST training set and tested on 10,000 digits; "
         "the paper's TC numbers for ST models do not name the transform family.",
