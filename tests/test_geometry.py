@@ -27,6 +27,7 @@ from stnkit.geometry import (
     MODES,
     PADDING_MODES,
     ThinPlateSpline,
+    base_grid,
     compose_grid,
     from_pixel_matrix,
     get_transform,
@@ -130,15 +131,32 @@ class TestAffineMatchesTorch:
             grid = F.affine_grid(theta.view(3, 2, 3), [3, 2, *out_size], align_corners=align_corners)
             ref = F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
             kw = dict(out_size=out_size, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
-            assert torch.equal(warp(x, theta, "affine", **kw), ref)
-            assert torch.equal(warp(x, theta.view(3, 2, 3), "affine", **kw), ref)  # affine_grid's (B, 2, 3)
-            assert torch.equal(stnkit.warp(x, theta, **kw), ref)  # "affine" is the default
+            # stnkit builds the grid with one cached matrix product instead of affine_grid's
+            # batched one: the points agree to rounding, and the sampler is torch's own
+            ours = get_transform("affine").grid(theta, out_size, align_corners)
+            torch.testing.assert_close(ours, grid, atol=4 * torch.finfo(dtype).eps, rtol=0)
+            sampled = F.grid_sample(x, ours, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+            assert torch.equal(warp(x, theta, "affine", **kw), sampled)
+            assert torch.equal(warp(x, theta.view(3, 2, 3), "affine", **kw), sampled)  # affine_grid's (B, 2, 3)
+            assert torch.equal(stnkit.warp(x, theta, **kw), sampled)  # "affine" is the default
+            if mode != "nearest":  # a rounding-size shift can move a nearest lookup by a whole pixel
+                torch.testing.assert_close(sampled, ref, atol=100 * torch.finfo(dtype).eps, rtol=0)
 
-    def test_grid_equals_affine_grid(self):
-        theta = rand_params("affine", 4)
+    @pytest.mark.parametrize("dtype", [torch.float32, F64])
+    def test_grid_equals_affine_grid(self, dtype):
+        theta = rand_params("affine", 4, dtype=dtype)
         for ac in (False, True):
             ref = F.affine_grid(theta.view(4, 2, 3), [4, 1, 6, 10], align_corners=ac)
-            assert torch.equal(get_transform("affine").grid(theta, (6, 10), ac), ref)
+            ours = get_transform("affine").grid(theta, (6, 10), ac)
+            torch.testing.assert_close(ours, ref, atol=4 * torch.finfo(dtype).eps, rtol=0)
+
+    @pytest.mark.parametrize("name", ["translation", "attention", "similarity", "affine", "projective", "tps"])
+    def test_identity_grid_is_exact(self, name):
+        # the cached operators keep the identity exact: zero coefficients add nothing
+        for ac in (False, True):
+            fam = get_transform(name)
+            ident = fam.identity(3, dtype=F64)
+            assert torch.equal(fam.grid(ident, (5, 7), ac), base_grid((5, 7), ac, dtype=F64).expand(3, -1, -1, -1))
 
 
 # ----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_float_tensor, check_size
+from ._checks import check_float_tensor, check_size, is_tracing
 
 # Grid coordinates are clamped to this range so that degenerate transforms
 # (points at infinity, huge parameters) sample the padding instead of
@@ -36,6 +36,71 @@ def finite_grid(grid: Tensor) -> Tensor:
     """Replace NaN/inf and clamp to ``[-GRID_LIMIT, GRID_LIMIT]`` (far outside the image)."""
     grid = torch.nan_to_num(grid, nan=GRID_LIMIT, posinf=GRID_LIMIT, neginf=-GRID_LIMIT)
     return grid.clamp(-GRID_LIMIT, GRID_LIMIT)
+
+
+# Grid operators depend only on the output size, align_corners, device and dtype:
+# built once (in float64) and reused by every batch. Bounded, oldest out first.
+_OPERATOR_CACHE: dict = {}
+_OPERATOR_CACHE_SIZE = 64
+
+
+def cached_operator(key: tuple, make):
+    """``make()`` once per ``key``; not stored while tracing (FakeTensors would poison the cache)."""
+    hit = _OPERATOR_CACHE.get(key)
+    if hit is None:
+        hit = make()
+        if not is_tracing():
+            if len(_OPERATOR_CACHE) >= _OPERATOR_CACHE_SIZE:
+                _OPERATOR_CACHE.pop(next(iter(_OPERATOR_CACHE)))
+            _OPERATOR_CACHE[key] = hit
+    return hit
+
+
+def interleave_xy(basis: Tensor, params_outer: bool) -> Tensor:
+    """Turn a per-point basis ``(n, N)`` into the ``(2 n, 2 N)`` operator of a grid that is linear in its parameters.
+
+    With ``params_outer=True`` the parameters are laid out ``(x-row, y-row)`` each of
+    ``n`` coefficients (the affine ``2x3`` matrix, row-major); otherwise ``n`` points,
+    each ``(x, y)`` (TPS offsets). ``params (B, 2n) @ operator`` is the grid
+    ``(B, N * 2)``, x before y: one matrix product for the whole batch, whose backward
+    is one matrix product too.
+    """
+    n, npts = basis.shape
+    if params_outer:
+        op = basis.new_zeros(2, n, npts, 2)
+        op[0, :, :, 0] = basis
+        op[1, :, :, 1] = basis
+    else:
+        op = basis.new_zeros(n, 2, npts, 2)
+        op[:, 0, :, 0] = basis
+        op[:, 1, :, 1] = basis
+    return op.reshape(2 * n, 2 * npts)
+
+
+def affine_operator(out_size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
+    """The cached ``(6, H*W*2)`` operator with ``theta.view(B, 6) @ op == F.affine_grid(theta, ...).view(B, -1)``
+    (to float rounding).
+
+    Example:
+        >>> theta = torch.tensor([[1.0, 0.0, 0.5, 0.0, 1.0, 0.0]])
+        >>> grid = (theta @ affine_operator((2, 2))).view(1, 2, 2, 2)
+        >>> torch.allclose(grid, torch.nn.functional.affine_grid(theta.view(1, 2, 3), [1, 1, 2, 2], False))
+        True
+    """
+    h, w = check_size("out_size", out_size)
+    dtype = dtype or torch.get_default_dtype()
+
+    def make() -> Tensor:
+        return interleave_xy(homogeneous_points((h, w), align_corners), params_outer=True).to(device, dtype)
+
+    return cached_operator(("affine", h, w, bool(align_corners), str(device), dtype), make)
+
+
+def homogeneous_points(out_size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
+    """The identity grid's points as rows ``(x, y, 1)`` stacked column-wise: ``(3, H*W)``, float64 unless told."""
+    pts = base_grid(out_size, align_corners, dtype=torch.float64).view(-1, 2)
+    rows = torch.cat([pts.T, torch.ones(1, pts.shape[0], dtype=torch.float64)], 0)
+    return rows.to(device=device, dtype=dtype or torch.float64)
 
 
 def linspace_coords(n: int, align_corners: bool, *, device=None, dtype=None) -> Tensor:

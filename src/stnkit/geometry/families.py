@@ -22,13 +22,22 @@ import math
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_finite, check_float_tensor, check_points, check_size, is_tracing
-from .coords import base_grid, finite_grid
+from .coords import (
+    GRID_LIMIT,
+    affine_operator,
+    base_grid,
+    cached_operator,
+    finite_grid,
+    homogeneous_points,
+    interleave_xy,
+)
 
 _EPS = 1e-8
+# a homography whose denominator stays above this on the whole square needs no guard
+_TAME_MARGIN = 1e-3
 
 
 class TransformFamily:
@@ -87,7 +96,15 @@ class TransformFamily:
 
     # -- geometry ---------------------------------------------------------------------
     def grid(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
-        """Sampling grid ``(B, H, W, 2)``: for each output pixel, the input point to read."""
+        """Sampling grid ``(B, H, W, 2)``: for each output pixel, the input point to read.
+
+        Finite and within ``GRID_LIMIT`` for any finite parameters (degenerate
+        transforms read the padding, never NaN).
+        """
+        return self._grid(self.check_params(params), check_size("out_size", out_size), align_corners)
+
+    def _grid(self, params: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+        """:meth:`grid` on parameters and a size already validated (the hot path)."""
         raise NotImplementedError
 
     def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
@@ -142,12 +159,15 @@ class MatrixFamily(TransformFamily):
             raise ValueError(f"params describe a singular {self.name!r} transform that has no inverse")
         return self._from_matrix(inv)
 
-    def grid(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
-        params = self.check_params(params)
-        h, w = check_size("out_size", out_size)
-        theta = self._matrix(params)[:, :2]
-        g = F.affine_grid(theta, [params.shape[0], 1, h, w], align_corners=align_corners)
-        return finite_grid(g)
+    def _grid(self, params: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+        h, w = size
+        theta = self._matrix(params)[:, :2].reshape(-1, 6)
+        op = affine_operator((h, w), align_corners, device=params.device, dtype=params.dtype)
+        g = (theta @ op).view(-1, h, w, 2)
+        # |grid| <= |a| + |b| + |t| on [-1, 1]^2: clamp only when that bound can exceed the limit
+        if is_tracing() or 3.0 * float(theta.detach().abs().amax()) > GRID_LIMIT:
+            g = finite_grid(g)
+        return g
 
     def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
         params = self.check_params(params)
@@ -313,13 +333,34 @@ class Projective(MatrixFamily):
         m = m / _safe_denominator(m[:, 2:, 2:])
         return m.reshape(-1, 9)[:, :8].clone()
 
-    def grid(self, params, out_size, align_corners=False):
-        params = self.check_params(params)
-        h, w = check_size("out_size", out_size)
-        pts = base_grid((h, w), align_corners, device=params.device, dtype=params.dtype).view(1, -1, 2)
-        pts = pts.expand(params.shape[0], -1, -1)
-        g = _apply_matrix(self._matrix(params), pts, affine=False)
-        return finite_grid(g.view(-1, h, w, 2))
+    def _grid(self, params, size, align_corners):
+        h, w = size
+        m = self._matrix(params)
+        dev, dt = params.device, params.dtype
+        num = (m[:, :2].reshape(-1, 6) @ affine_operator((h, w), align_corners, device=dev, dtype=dt)).view(
+            -1, h * w, 2
+        )
+        points = cached_operator(
+            ("homogeneous", h, w, bool(align_corners), str(dev), dt),
+            lambda: homogeneous_points((h, w), align_corners, device=dev, dtype=dt),
+        )
+        den = m[:, 2] @ points  # (B, H*W)
+        if is_tracing() or not _projective_is_tame(m):
+            return finite_grid((num / _safe_denominator(den).unsqueeze(-1)).view(-1, h, w, 2))
+        return (num / den.unsqueeze(-1)).view(-1, h, w, 2)
+
+
+def _projective_is_tame(m: Tensor) -> bool:
+    """True when no point of ``[-1, 1]^2`` goes near infinity and the grid stays within ``GRID_LIMIT``.
+
+    The denominator ``w = g x + h y + 1`` is affine, so on the square it is at least
+    ``1 - |g| - |h|``; the numerator is at most ``|a| + |b| + |t|``.
+    """
+    m = m.detach()
+    margin = 1.0 - (m[:, 2, 0].abs() + m[:, 2, 1].abs())
+    top = m[:, :2].abs().sum(-1).amax(-1)
+    worst = torch.stack([margin.amin(), (top / margin.clamp_min(_TAME_MARGIN)).amax()]).tolist()
+    return worst[0] >= _TAME_MARGIN and worst[1] <= GRID_LIMIT
 
 
 def _tps_kernel(r2: Tensor) -> Tensor:
@@ -402,13 +443,23 @@ class ThinPlateSpline(TransformFamily):
         Computed once in float64. Since the spline reproduces affine maps, the
         grid is ``identity + weights @ offsets``, which keeps the identity exact.
         """
+        ident, weights, _, _ = self._grid_operator(out_size, align_corners, device=device, dtype=dtype)
+        return ident, weights
+
+    def _grid_operator(self, out_size, align_corners: bool = False, *, device=None, dtype=None):
+        """``(ident, weights, operator, reach)``: the grid is ``ident + params @ operator`` (one
+        matrix product, :func:`~stnkit.geometry.coords.interleave_xy`), and no point moves
+        further than ``reach * max|params|`` from the identity."""
         h, w = check_size("out_size", out_size)
         dtype = dtype or torch.get_default_dtype()
         key = (h, w, bool(align_corners), str(device), dtype)
         cached = self._grid_cache.get(key)
         if cached is None:
             pts = base_grid((h, w), align_corners, dtype=torch.float64).view(-1, 2)
-            cached = (pts.to(device=device, dtype=dtype), self.weights(pts).to(device=device, dtype=dtype))
+            weights = self.weights(pts)
+            op = interleave_xy(weights.T, params_outer=False)
+            reach = weights.abs().sum(-1).max()
+            cached = tuple(t.to(device=device, dtype=dtype) for t in (pts, weights, op, reach))
             # tensors made while exporting/compiling may be FakeTensors: caching them
             # would poison every later eager call
             if not is_tracing():
@@ -428,12 +479,14 @@ class ThinPlateSpline(TransformFamily):
         c = self.control_points.to(device=params.device, dtype=params.dtype)
         return c + params.view(params.shape[0], -1, 2)
 
-    def grid(self, params, out_size, align_corners=False):
-        params = self.check_params(params)
-        h, w = check_size("out_size", out_size)
-        ident, weights = self.grid_weights((h, w), align_corners, device=params.device, dtype=params.dtype)
-        offsets = params.view(params.shape[0], -1, 2)
-        return finite_grid((ident + weights @ offsets).view(-1, h, w, 2))
+    def _grid(self, params, size, align_corners):
+        h, w = size
+        ident, _, op, reach = self._grid_operator((h, w), align_corners, device=params.device, dtype=params.dtype)
+        g = torch.addmm(ident.view(-1), params, op).view(-1, h, w, 2)
+        # |grid| <= 1 + reach * max|offset|: clamp only when that can exceed the limit
+        if is_tracing() or 1.0 + float(reach) * float(params.detach().abs().amax()) > GRID_LIMIT:
+            g = finite_grid(g)
+        return g
 
     def transform_points(self, params, points):
         params = self.check_params(params)

@@ -81,7 +81,7 @@ def warp(
     if params.device != x.device:
         raise ValueError(f"params must be on the device of x ({x.device}), got {params.device}")
     size = tuple(x.shape[-2:]) if out_size is None else check_size("out_size", out_size)
-    grid = family.grid(params, size, align_corners)
+    grid = family._grid(params, size, align_corners)
     return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
 
 
