@@ -150,6 +150,7 @@ def create(
     dropout: float = 0.0,
     hidden: int | None = None,
     tps_grid_size: int = 4,
+    loc_downsample: int = 1,
 ) -> nn.Module:
     """Build a model by name (``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``).
 
@@ -164,6 +165,9 @@ def create(
         dropout: dropout before the classifiers' last layers.
         hidden: the FCN's hidden width (default: matched to the CNN's parameter count).
         tps_grid_size: control points per side for ``transform="tps"``.
+        loc_downsample: the localisation nets see the input averaged over
+            ``loc_downsample x loc_downsample`` blocks (``SpatialTransformer(loc_size=...)``);
+            the sampler still reads the full-resolution input. 1: the input itself.
 
     Example:
         >>> model = create("st-cnn", in_size=42, transform="affine")
@@ -175,6 +179,11 @@ def create(
     in_size = check_size("in_size", in_size)
     if isinstance(num_transformers, bool) or not isinstance(num_transformers, int) or num_transformers < 1:
         raise ValueError(f"num_transformers must be a positive int, got {num_transformers!r}")
+    if isinstance(loc_downsample, bool) or not isinstance(loc_downsample, int) or loc_downsample < 1:
+        raise ValueError(f"loc_downsample must be a positive int, got {loc_downsample!r}")
+    loc_size = (in_size[0] // loc_downsample, in_size[1] // loc_downsample)
+    if min(loc_size) < 1:
+        raise ValueError(f"loc_downsample must leave at least one pixel of in_size {in_size}, got {loc_downsample}")
     base = name.removeprefix("st-")
     if name.startswith("st-"):
         family = get_transform(transform, grid_size=tps_grid_size) if transform == "tps" else get_transform(transform)
@@ -182,9 +191,9 @@ def create(
         transformers = []
         for _ in range(num_transformers):
             if base == "fcn":
-                loc = fc_localization(in_channels, in_size)
+                loc = fc_localization(in_channels, loc_size)
             else:
-                loc = default_localization(in_channels, in_size)[0]
+                loc = default_localization(in_channels, loc_size)[0]
             st = SpatialTransformer(
                 loc,
                 transform=family,
@@ -192,6 +201,7 @@ def create(
                 in_channels=in_channels,
                 in_size=in_size,
                 bounded=bounded,
+                loc_size=None if loc_downsample == 1 else loc_size,
             )
             transformers.append(st)
         stack = transformers[0] if num_transformers == 1 else ParallelTransformers(*transformers)

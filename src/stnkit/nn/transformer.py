@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..geometry import MODES, PADDING_MODES, TransformFamily, get_transform
@@ -78,6 +79,11 @@ class SpatialTransformer(nn.Module):
             found at construction.
         bounded: squash the parameters into a safe range around the identity
             (``family.bound``), which keeps a transformer from collapsing.
+        loc_size: ``(H, W)`` (or an int) of a downsampled copy of the input that
+            the localisation net sees (area averaging), while the sampler still
+            reads the full-resolution input, as the text-recognition
+            transformers (RARE, ASTER) do. Halving the size cuts the
+            localisation net's cost about four times. ``None``: the input itself.
 
     Example:
         >>> st = SpatialTransformer(transform="affine", in_channels=1, in_size=(28, 28))
@@ -100,6 +106,7 @@ class SpatialTransformer(nn.Module):
         in_channels: int | None = None,
         in_size=None,
         bounded: bool = False,
+        loc_size=None,
     ):
         super().__init__()
         self.family = get_transform(transform)
@@ -111,13 +118,16 @@ class SpatialTransformer(nn.Module):
         self.bounded = bool(bounded)
         self.in_channels = in_channels
         self.in_size = None if in_size is None else check_size("in_size", in_size)
+        self.loc_size = None if loc_size is None else check_size("loc_size", loc_size)
+        if self.loc_size is not None and self.in_size is not None and not _fits(self.loc_size, self.in_size):
+            raise ValueError(f"loc_size must not exceed in_size {self.in_size}, got {self.loc_size}")
         if localization is None:
             if in_channels is None or in_size is None:
                 raise ValueError(
                     "the default localisation net needs in_channels and in_size; "
                     f"got in_channels={in_channels!r}, in_size={in_size!r}"
                 )
-            localization, features = default_localization(in_channels, self.in_size)
+            localization, features = default_localization(in_channels, self.loc_size or self.in_size)
         elif not isinstance(localization, nn.Module):
             raise TypeError(f"localization must be an nn.Module or None, got {type(localization).__name__}")
         else:
@@ -131,7 +141,7 @@ class SpatialTransformer(nn.Module):
     def _infer_features(self, localization: nn.Module) -> int | None:
         if self.in_channels is None or self.in_size is None:
             return None
-        probe = torch.zeros(1, self.in_channels, *self.in_size)
+        probe = torch.zeros(1, self.in_channels, *(self.loc_size or self.in_size))
         was_training = localization.training
         localization.eval()
         with torch.no_grad():
@@ -154,9 +164,21 @@ class SpatialTransformer(nn.Module):
 
     def predict_params(self, x: Tensor) -> Tensor:
         """The transform parameters ``(B, num_params)`` for an input batch."""
-        feats = self.localization(x)
+        feats = self.localization(self.loc_input(x))
         raw = self.head(feats.reshape(feats.shape[0], -1))
         return self.family.bound(raw) if self.bounded else raw
+
+    def loc_input(self, x: Tensor) -> Tensor:
+        """What the localisation net sees: ``x``, or its area-downsampled copy at ``loc_size``."""
+        if self.loc_size is None or tuple(x.shape[-2:]) == self.loc_size:
+            return x
+        h, w = x.shape[-2:]
+        lh, lw = self.loc_size
+        if not _fits(self.loc_size, (h, w)):
+            raise ValueError(f"x must be at least loc_size {self.loc_size}, got shape {tuple(x.shape)}")
+        if h % lh == 0 and w % lw == 0:  # an exact average of whole blocks (and ONNX-exportable)
+            return F.avg_pool2d(x, (h // lh, w // lw))
+        return F.adaptive_avg_pool2d(x, self.loc_size)
 
     def grid(self, params: Tensor, in_size) -> Tensor:
         size = self.out_size or check_size("in_size", in_size)
@@ -173,7 +195,12 @@ class SpatialTransformer(nn.Module):
         return (
             f"transform={self.transform!r}, out_size={self.out_size}, mode={self.mode!r}, "
             f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}, bounded={self.bounded}"
+            + (f", loc_size={self.loc_size}" if self.loc_size else "")
         )
+
+
+def _fits(small: tuple[int, int], big: tuple[int, int]) -> bool:
+    return small[0] <= big[0] and small[1] <= big[1]
 
 
 class _LazyIdentityHead(nn.LazyLinear):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, fields
 
+# options added after the first release, with the value that runs recorded without them used
+_BEFORE_THE_OPTION = {"loc_downsample": 1}
+
 
 @dataclass
 class TrainConfig:
@@ -27,6 +30,7 @@ class TrainConfig:
     num_transformers: int = 1
     st_size: int | None = None
     bounded: bool = False
+    loc_downsample: int = 1  # the localisation nets see the input averaged over N x N blocks
     dropout: float = 0.0
     # optimisation
     epochs: int = 30
@@ -62,7 +66,8 @@ class TrainConfig:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        # a record written before an option existed ran with that option's original value
+        return cls(**{**_BEFORE_THE_OPTION, **data})
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

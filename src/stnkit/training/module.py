@@ -30,6 +30,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         num_transformers=config.num_transformers,
         st_size=config.st_size,
         bounded=config.bounded,
+        loc_downsample=config.loc_downsample,
         dropout=config.dropout,
     )
 
