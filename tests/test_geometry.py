@@ -703,3 +703,34 @@ class TestComposeGrid:
         hom = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ m.transpose(1, 2)
         ref = (hom[..., :2] / hom[..., 2:]).view(3, 4, 9, 2)
         torch.testing.assert_close(compose_grid(params, names, (4, 9)), ref)
+
+
+class TestGuardOnlyWhenNeeded:
+    """Grids skip the NaN/limit guard when the parameters prove it idle; the result must not change."""
+
+    @pytest.mark.parametrize("name", FAMILIES)
+    @given(strength=st.floats(0.0, 40.0), seed=st.integers(0, 2**16))
+    @settings(max_examples=25, deadline=None)
+    def test_same_as_guarded_reference(self, name, strength, seed):
+        fam = get_transform(name)
+        p = rand_params(name, 3, strength=strength, seed=seed)
+        pts = ref_base_grid(6, 5, False)[None].expand(3, -1, -1)
+        if name == "tps":
+            ref = fam.transform_points(p, pts)
+        else:  # the homogeneous product written out, with the documented guards
+            m = fam.matrix(p)
+            q = pts @ m[:, :2, :2].transpose(1, 2) + m[:, None, :2, 2]
+            w = pts @ m[:, 2:, :2].transpose(1, 2) + m[:, None, 2:, 2]
+            w = torch.where(w.abs() < 1e-8, torch.where(w < 0, -1e-8, 1e-8), w)
+            ref = q / w
+        ref = torch.nan_to_num(ref, nan=GRID_LIMIT, posinf=GRID_LIMIT, neginf=-GRID_LIMIT).clamp(
+            -GRID_LIMIT, GRID_LIMIT
+        )
+        torch.testing.assert_close(fam.grid(p, (6, 5)).view(3, -1, 2), ref, atol=1e-9 * max(1.0, strength), rtol=1e-9)
+
+    def test_projective_horizon_inside_the_square_is_guarded(self):
+        # w = 1 - x / 0.375 vanishes on the pixel centres of column 5 of 8: guarded path, finite output
+        p = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1 / 0.375, 0.0]], dtype=F64)
+        grid = get_transform("projective").grid(p, (8, 8))
+        assert torch.isfinite(grid).all() and grid.abs().max() <= GRID_LIMIT
+        assert grid[0, :, 5].abs().max() == GRID_LIMIT  # the horizon itself reads the padding

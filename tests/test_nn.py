@@ -308,3 +308,57 @@ class TestSeries:
         out = SeriesTransformers(a, b)(x)
         assert out.shape == (2, 1, 8, 8)
         torch.testing.assert_close(out, F.avg_pool2d(x, 2), atol=1e-6, rtol=0)
+
+
+class TestLocSize:
+    """The localisation net reads a downsampled copy; the sampler reads the full input."""
+
+    class Spy(nn.Module):
+        def __init__(self, in_ch, size):
+            super().__init__()
+            self.seen = None
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_ch * size[0] * size[1], 4))
+
+        def forward(self, x):
+            self.seen = x
+            return self.body(x)
+
+    def test_loc_net_sees_the_block_average(self):
+        spy = self.Spy(2, (7, 5))
+        st = SpatialTransformer(spy, "affine", in_channels=2, in_size=(14, 15), loc_size=(7, 5))
+        x = torch.rand(3, 2, 14, 15)
+        y = st(x)
+        # written out by hand: mean of each 2x3 block
+        ref = x.view(3, 2, 7, 2, 5, 3).mean(dim=(3, 5))
+        torch.testing.assert_close(spy.seen, ref, atol=1e-6, rtol=0)
+        # the output is still the full-resolution input at the identity
+        torch.testing.assert_close(y, x, atol=ATOL, rtol=0)
+
+    def test_uneven_sizes_use_area_averaging(self):
+        spy = self.Spy(1, (4, 4))
+        st = SpatialTransformer(spy, "affine", in_channels=1, in_size=(10, 10), loc_size=4)
+        x = torch.rand(2, 1, 10, 10)
+        st(x)
+        torch.testing.assert_close(spy.seen, F.interpolate(x, size=(4, 4), mode="area"), atol=1e-6, rtol=0)
+
+    def test_default_localization_sized_to_loc_size(self):
+        st = SpatialTransformer(transform="projective", in_channels=1, in_size=42, loc_size=21)
+        full = SpatialTransformer(transform="projective", in_channels=1, in_size=42)
+        assert st.head.in_features == full.head.in_features == 50
+        assert st.localization[-2].in_features == 20 * 5 * 5 and full.localization[-2].in_features == 20 * 10 * 10
+        x = torch.rand(2, 1, 42, 42)
+        perturb_head(st)
+        y, p = st(x, return_params=True)
+        assert y.shape == x.shape
+        # gradients reach the localisation net through the downsampled copy
+        y.sum().backward()
+        assert st.localization[0].weight.grad.abs().sum() > 0
+
+    def test_too_large_loc_size_refused(self):
+        with pytest.raises(ValueError, match=r"loc_size must not exceed in_size \(8, 8\), got \(9, 8\)"):
+            SpatialTransformer(transform="affine", in_channels=1, in_size=8, loc_size=(9, 8))
+        st = SpatialTransformer(nn.Flatten(), "affine", loc_size=6)
+        with pytest.raises(ValueError, match=r"x must be at least loc_size \(6, 6\), got shape \(1, 1, 5, 5\)"):
+            st(torch.rand(1, 1, 5, 5))
+        with pytest.raises(ValueError, match="loc_size must be positive"):
+            SpatialTransformer(transform="affine", in_channels=1, in_size=8, loc_size=0)

@@ -1,9 +1,12 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import stnkit
+import stnkit.bench
+import stnkit.data
 
 
 def test_version_and_help():
@@ -25,13 +28,34 @@ def test_top_level_warp_identity():
     assert torch.allclose(stnkit.warp(x, stnkit.get_transform("affine").identity(2)), x, atol=1e-6)
 
 
-def test_bench_reports_ratios(tmp_path):
+def test_bench_quick_reports_ratios(tmp_path):
     import json
 
     from stnkit.cli import main
 
-    assert main(["bench", "--batch", "2", "--size", "8", "--repeat", "2", "--out", str(tmp_path / "b.json")]) == 0
-    report = json.loads((tmp_path / "b.json").read_text())
-    assert set(report["results"]) == {"warp_affine", "tps_grid", "spatial_transformer"}
-    for r in report["results"].values():
-        assert r["ratio"] == r["stnkit_s"] / r["reference_s"] > 0
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    ops = {(r["op"], r["mode"]) for r in report["warps"]}
+    assert ops == {(op, m) for op in ("affine", "projective", "tps4", "tps8") for m in stnkit.bench.MODES}
+    for r in report["warps"]:
+        assert r["check"]["max_abs_difference"] <= 1e-4
+        if "fastest_peer" in r:
+            peer = r["times"][r["fastest_peer"]]["median_s"]
+            assert r["ratio"] == r["times"]["stnkit"]["median_s"] / peer > 0
+            assert all(v["median_s"] >= peer for k, v in r["times"].items() if k != "stnkit")
+    affine = [r for r in report["warps"] if r["op"] == "affine"]
+    assert all("F.affine_grid + F.grid_sample" in r["times"] for r in affine)
+    steps = {r["model"]: r for r in report["training_step"]["rows"]}
+    assert steps["cnn"]["ratio_to_cnn"] == 1.0
+    assert steps["st-cnn"]["saved_activations_bytes"] > steps["cnn"]["saved_activations_bytes"] > 0
+    assert {r["dataset"] for r in report["generators"]} == set(stnkit.data.DATASETS)
+    md = out.with_suffix(".md").read_text()
+    assert "| affine | 4x1x16 | forward |" in md and "ratio to CNN" in md
+
+
+def test_bench_refuses_bad_repeat(capsys):
+    from stnkit.cli import main
+
+    with pytest.raises(SystemExit, match="--repeat must be >= 1, got 0"):
+        main(["bench", "--quick", "--repeat", "0"])

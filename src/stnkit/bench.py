@@ -1,19 +1,37 @@
-"""``stnkit bench``: speed of stnkit's warps as ratios against reference code in the same process.
+"""``stnkit bench``: stnkit's speed against the fastest peer, measured side by side in one process.
 
-Absolute times depend on the machine; the ratios say what stnkit adds:
+Every comparison times its contenders **alternately** in one process (load
+from other programs hits all of them alike), reports the median and the
+quartiles over the repeats, and first checks that the contenders compute the
+same thing (1e-4 on the same sample points; kornia's matrices come from
+:func:`~stnkit.geometry.to_pixel_matrix`). Ratios are ``stnkit time /
+fastest peer time``: below 1 stnkit is faster.
 
-* ``warp_affine``: ``stnkit.warp(x, theta, "affine")`` against
-  ``F.grid_sample(x, F.affine_grid(theta))`` (the checks and the clamp of
-  degenerate grids are the difference; the ratio should be close to 1).
-* ``tps_grid``: the cached thin-plate-spline grid against solving the spline's
-  linear system on every call (what kornia does), same output.
-* ``spatial_transformer``: forward + backward of an ST-CNN-sized
-  ``SpatialTransformer`` against the same localisation net without the
-  transformer, i.e. the cost of grid generation and sampling.
+* **Warps** (``affine``, ``projective``, ``tps`` at 4x4 and 8x8 control points):
+  stnkit against ``F.affine_grid`` + ``F.grid_sample`` and kornia's
+  ``warp_affine`` / ``warp_perspective`` / ``get_tps_transform`` +
+  ``warp_image_tps`` (kornia is optional: ``pip install kornia``). Three modes:
+  forward alone; forward + backward to the parameters (a transformer on the
+  input images); forward + backward to the parameters and the input (a
+  transformer deep in a network). kornia fits a different spline (its kernel
+  centres are the target points), so for TPS only its speed is compared; the
+  values of stnkit's TPS are checked against the thin-plate system solved
+  directly (and against scipy in the test suite).
+* **Training steps** on RTS-sized input (42x42, batch 128): forward, loss,
+  backward and AdamW step of the CNN, the ST-CNN (localisation net on the full
+  input and on a half-size copy), the ST-CNN with two transformers, each as a
+  ratio to the CNN step timed beside it, with the activation memory the step
+  saves for backward; and ``torch.compile`` against eager for the ST-CNN.
+* **Generators**: samples per second of each distorted-MNIST recipe.
+
+``stnkit bench --quick`` runs everything at toy sizes in seconds (the test
+suite runs it); the full run writes ``benchmarks/results/bench.json`` and
+``bench.md``.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import platform
 import statistics
@@ -24,119 +42,345 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .geometry import base_grid, get_transform, warp
+from .geometry import base_grid, get_transform, to_pixel_matrix, warp
 from .geometry.families import _tps_kernel
-from .nn import SpatialTransformer
+
+FULL_SIZES = [(256, 1, 28), (256, 1, 42), (256, 1, 60), (32, 3, 224)]
+QUICK_SIZES = [(4, 1, 16)]
+MODES = ("forward", "forward+backward", "forward+backward, input grad")
+AGREE = 1e-4
 
 
-def _time_pair(
-    ours: Callable[[], object], ref: Callable[[], object], repeat: int, warmup: int = 3
-) -> tuple[float, float]:
-    """Median seconds of one call of each; the two are timed alternately, so that
-    load from other processes affects both alike and their ratio stays meaningful."""
+def _kornia():
+    try:
+        import kornia.geometry.transform as kgt
+    except ImportError:
+        return None
+    return kgt
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 2) -> dict[str, dict]:
+    """Median and quartiles (seconds) of each callable, the callables run in turn each round."""
     for _ in range(warmup):
-        ours()
-        ref()
-    t_ours, t_ref = [], []
-    for _ in range(repeat):
-        for fn, times in ((ours, t_ours), (ref, t_ref)):
-            t = time.perf_counter()
+        for fn in fns.values():
             fn()
-            times.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_ref)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, t in times.items():
+        q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3
+        out[name] = {"median_s": statistics.median(t), "q1_s": q[0], "q3_s": q[2]}
+    return out
 
 
-def _tps_grid_solving(params: torch.Tensor, out_size: tuple[int, int], grid_size: int) -> torch.Tensor:
-    """The reference: build and solve the TPS system for every call (no precomputation)."""
-    c = torch.linspace(-1.0, 1.0, grid_size, dtype=params.dtype)
-    cy, cx = torch.meshgrid(c, c, indexing="ij")
-    ctrl = torch.stack([cx, cy], -1).reshape(-1, 2)
-    k = ctrl.shape[0]
-    b = params.shape[0]
-    targets = ctrl + params.view(b, -1, 2)
-    p = torch.cat([torch.ones(k, 1, dtype=params.dtype), ctrl], 1)
+def _solved_tps_grid(targets: torch.Tensor, ctrl: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+    """The thin-plate spline through ``ctrl -> targets``, solving its linear system on the spot (a reference)."""
+    k, b = ctrl.shape[0], targets.shape[0]
+    dt = targets.dtype
+    p = torch.cat([torch.ones(k, 1, dtype=dt), ctrl], 1)
     top = torch.cat([_tps_kernel(torch.cdist(ctrl, ctrl).pow(2)), p], 1)
-    lmat = torch.cat([top, torch.cat([p.T, torch.zeros(3, 3, dtype=params.dtype)], 1)], 0)
-    rhs = torch.cat([targets, torch.zeros(b, 3, 2, dtype=params.dtype)], 1)
-    coef = torch.linalg.solve(lmat.expand(b, -1, -1), rhs)  # (B, K+3, 2)
-    pts = base_grid(out_size, dtype=params.dtype).view(-1, 2)
-    basis = torch.cat([_tps_kernel(torch.cdist(pts, ctrl).pow(2)), torch.ones(len(pts), 1, dtype=params.dtype), pts], 1)
+    lmat = torch.cat([top, torch.cat([p.T, torch.zeros(3, 3, dtype=dt)], 1)], 0)
+    rhs = torch.cat([targets, torch.zeros(b, 3, 2, dtype=dt)], 1)
+    coef = torch.linalg.solve(lmat.expand(b, -1, -1), rhs)
+    pts = base_grid(out_size, dtype=dt).view(-1, 2)
+    basis = torch.cat([_tps_kernel(torch.cdist(pts, ctrl).pow(2)), torch.ones(len(pts), 1, dtype=dt), pts], 1)
     return (basis @ coef).view(b, *out_size, 2)
 
 
-def run_bench(batch: int = 64, size: int = 42, channels: int = 1, repeat: int = 20) -> dict:
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, channels, size, size, generator=g)
-    results: dict[str, dict] = {}
+def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[dict, dict]:
+    """``{name: (leaf parameters, fn(x, leaf) -> output)}`` for one warp, and the agreement check."""
+    b, _, h, w = x.shape
+    kgt = _kornia()
+    if op in ("affine", "projective"):
+        family = get_transform(op)
+        params = family.random(b, strength=0.5, generator=gen)
+        contenders = {"stnkit": (params, lambda x, p: warp(x, p, family))}
+        if op == "affine":
+            contenders["F.affine_grid + F.grid_sample"] = (
+                params.view(b, 2, 3).clone(),
+                lambda x, p: F.grid_sample(
+                    x, F.affine_grid(p, list(x.shape), align_corners=False), align_corners=False
+                ),
+            )
+        if kgt is not None:
+            m = to_pixel_matrix(family.matrix(params), (h, w))
+            if op == "affine":
+                contenders["kornia warp_affine"] = (
+                    m[:, :2].contiguous(),
+                    lambda x, p: kgt.warp_affine(x, p, (h, w), align_corners=False),
+                )
+            else:
+                contenders["kornia warp_perspective"] = (
+                    m.contiguous(),
+                    lambda x, p: kgt.warp_perspective(x, p, (h, w), align_corners=False),
+                )
+        with torch.no_grad():
+            ref = warp(x, params, family)
+            worst = max(float((fn(x, p) - ref).abs().max()) for p, fn in contenders.values())
+        check = {"max_abs_difference": worst, "compared": "outputs of every contender"}
+    else:
+        grid_size = int(op.removeprefix("tps"))
+        family = get_transform("tps", grid_size=grid_size)
+        params = family.random(b, strength=0.5, generator=gen)
+        contenders = {"stnkit": (params, lambda x, p: warp(x, p, family))}
+        ctrl = family.control_points.float()
+        if kgt is not None:
+            targets = family.targets(params)
 
-    theta = get_transform("affine").random(batch, generator=g)
-    ours, ref = _time_pair(
-        lambda: warp(x, theta, "affine"),
-        lambda: F.grid_sample(
-            x, F.affine_grid(theta.view(-1, 2, 3), list(x.shape), align_corners=False), align_corners=False
-        ),
-        repeat,
-    )
-    results["warp_affine"] = {
-        "stnkit_s": ours,
-        "reference_s": ref,
-        "ratio": ours / ref,
-        "reference": "F.affine_grid + F.grid_sample",
+            def kornia_tps(x, dst):
+                kernel, affine = kgt.get_tps_transform(dst, ctrl.expand(b, -1, -1))
+                return kgt.warp_image_tps(x, ctrl.expand(b, -1, -1), kernel, affine, align_corners=False)
+
+            contenders["kornia get_tps_transform + warp_image_tps"] = (targets.detach().clone(), kornia_tps)
+        with torch.no_grad():
+            ours = family.grid(params.double(), (h, w))
+            ref = _solved_tps_grid(family.targets(params.double()), family.control_points, (h, w))
+        worst = float((ours - ref).abs().max())
+        check = {
+            "max_abs_difference": worst,
+            "compared": "stnkit's grid vs the thin-plate system solved directly (kornia fits another spline)",
+        }
+    if worst > AGREE:
+        raise RuntimeError(f"bench: contenders of {op} disagree by {worst:.3g} > {AGREE}")
+    return contenders, check
+
+
+def _mode_fn(mode: str, fn, x: torch.Tensor, leaf: torch.Tensor, upstream: torch.Tensor) -> Callable[[], object]:
+    if mode == "forward":
+
+        def run():
+            with torch.no_grad():
+                return fn(x, leaf)
+
+        return run
+    xi = x.detach().clone().requires_grad_(mode.endswith("input grad"))
+    p = leaf.detach().clone().requires_grad_(True)
+
+    def run_backward():
+        p.grad = None
+        xi.grad = None
+        fn(xi, p).backward(upstream)
+
+    return run_backward
+
+
+def bench_warps(sizes, repeat: int, ops=("affine", "projective", "tps4", "tps8")) -> list[dict]:
+    rows = []
+    for b, c, s in sizes:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(b, c, s, s, generator=gen)
+        upstream = torch.randn(b, c, s, s, generator=gen)
+        for op in ops:
+            contenders, check = _warp_contenders(op, x, gen)
+            for mode in MODES:
+                fns = {name: _mode_fn(mode, fn, x, leaf, upstream) for name, (leaf, fn) in contenders.items()}
+                # kornia's TPS is tens of times slower: fewer rounds keep the suite short
+                reps = repeat if "tps" not in op or len(fns) == 1 else max(3, repeat // 3)
+                timing = time_interleaved(fns, reps)
+                peers = {k: v for k, v in timing.items() if k != "stnkit"}
+                row = {
+                    "op": op,
+                    "batch": b,
+                    "channels": c,
+                    "size": s,
+                    "mode": mode,
+                    "repeat": reps,
+                    "times": timing,
+                    "check": check,
+                }
+                if peers:
+                    fastest = min(peers, key=lambda k: peers[k]["median_s"])
+                    row["fastest_peer"] = fastest
+                    row["ratio"] = timing["stnkit"]["median_s"] / peers[fastest]["median_s"]
+                rows.append(row)
+    return rows
+
+
+def _saved_bytes(step: Callable[[], object]) -> int:
+    """Bytes of the tensors autograd saves for backward during one step (the activation memory)."""
+    total = 0
+    seen: set = set()
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.dtype)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return total
+
+
+def bench_steps(batch: int, size: int, repeat: int, compile: bool) -> dict:
+    """One training step (forward, cross-entropy, backward, AdamW) of each model, as a ratio to the CNN's."""
+    from .models import count_parameters, create
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 1, size, size, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    specs = {
+        "cnn": dict(name="cnn"),
+        "st-cnn": dict(name="st-cnn"),
+        "st-cnn, --loc-downsample 2": dict(name="st-cnn", loc_downsample=2),
+        "2x st-cnn, --loc-downsample 2": dict(name="st-cnn", num_transformers=2, loc_downsample=2),
     }
+    models, steps = {}, {}
+    for label, spec in specs.items():
+        torch.manual_seed(0)
+        spec = dict(spec)
+        models[label] = create(spec.pop("name"), in_size=size, **spec)
+        steps[label] = _step_fn(models[label], x, y)
+    if compile:
+        torch.manual_seed(0)
+        compiled = create("st-cnn", in_size=size, loc_downsample=2)
+        start = time.perf_counter()
+        steps["st-cnn, --loc-downsample 2, torch.compile"] = _step_fn(torch.compile(compiled), x, y)
+        steps["st-cnn, --loc-downsample 2, torch.compile"]()
+        compile_s = time.perf_counter() - start
+        models["st-cnn, --loc-downsample 2, torch.compile"] = compiled
+    timing = time_interleaved(steps, repeat)
+    cnn = timing["cnn"]["median_s"]
+    rows = []
+    for label, t in timing.items():
+        rows.append(
+            {
+                "model": label,
+                "times": t,
+                "ratio_to_cnn": t["median_s"] / cnn,
+                "parameters": count_parameters(models[label]),
+                "saved_activations_bytes": None if "compile" in label else _saved_bytes(steps[label]),
+            }
+        )
+    out = {"batch": batch, "size": size, "repeat": repeat, "rows": rows}
+    if compile:
+        out["compile_seconds"] = compile_s
+    return out
 
-    tps = get_transform("tps")
-    params = tps.random(batch, generator=g)
-    assert torch.allclose(tps.grid(params, (size, size)), _tps_grid_solving(params, (size, size), 4), atol=1e-4)
-    ours, ref = _time_pair(
-        lambda: tps.grid(params, (size, size)), lambda: _tps_grid_solving(params, (size, size), 4), repeat
-    )
-    results["tps_grid"] = {
-        "stnkit_s": ours,
-        "reference_s": ref,
-        "ratio": ours / ref,
-        "reference": "solve the TPS system per call",
+
+def _step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def bench_generators(n: int, repeat: int) -> list[dict]:
+    from .data import DATASETS, get_generator
+    from .data.mnist import bundled_mnist
+
+    raw, _ = bundled_mnist()
+    digits = torch.from_numpy(raw[:n].astype("float32") / 255.0).unsqueeze(1)
+    rows = []
+    for name in DATASETS:
+        gen = get_generator(name)
+        t = time_interleaved({name: lambda gen=gen: gen(digits, torch.Generator().manual_seed(0))}, repeat, 1)[name]
+        rows.append({"dataset": name, "samples": len(digits), "times": t, "samples_per_s": len(digits) / t["median_s"]})
+    return rows
+
+
+def run_bench(quick: bool = False, repeat: int | None = None, compile: bool | None = None) -> dict:
+    repeat = repeat or (3 if quick else 15)
+    compile = (not quick) if compile is None else compile
+    started = datetime.datetime.now(datetime.timezone.utc)
+    report = {
+        "quick": quick,
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "warps": bench_warps(QUICK_SIZES if quick else FULL_SIZES, repeat),
+        "training_step": bench_steps(8 if quick else 128, 28 if quick else 42, repeat, compile),
+        "generators": bench_generators(64 if quick else 8000, 1 if quick else 3),
     }
+    report["seconds"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+    return report
 
-    st = SpatialTransformer(transform="affine", in_channels=channels, in_size=size)
-    loc, head = st.localization, st.head
 
-    def with_st():
-        st(x).sum().backward()
-
-    def loc_only():
-        head(loc(x).flatten(1)).sum().backward()
-
-    ours, ref = _time_pair(with_st, loc_only, repeat)
-    results["spatial_transformer"] = {
-        "stnkit_s": ours,
-        "reference_s": ref,
-        "ratio": ours / ref,
-        "reference": "localisation net alone (forward + backward)",
-    }
+def _machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    kgt = _kornia()
     return {
-        "settings": {
-            "batch": batch,
-            "size": size,
-            "channels": channels,
-            "repeat": repeat,
-            "threads": torch.get_num_threads(),
-        },
-        "machine": {"platform": platform.platform(), "torch": torch.__version__},
-        "results": results,
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "kornia": None if kgt is None else __import__("kornia").__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
-def main_bench(out: str | None, threads: int | None = None, **kwargs) -> dict:
+def _ms(t: dict) -> str:
+    return f"{t['median_s'] * 1e3:.2f} ({t['q1_s'] * 1e3:.2f}-{t['q3_s'] * 1e3:.2f})"
+
+
+def to_markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"Measured {report['date']} on {m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}, "
+        f"kornia {m['kornia'] or 'not installed'}"
+        + (f", GPU {m['cuda']}" if m["cuda"] else "")
+        + ". Median ms (quartiles) over interleaved repeats; ratio = stnkit / fastest peer (< 1: stnkit faster).",
+        "",
+        "| warp | B x C x size | mode | stnkit ms | fastest peer | peer ms | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["warps"]:
+        peer = r.get("fastest_peer")
+        lines.append(
+            f"| {r['op']} | {r['batch']}x{r['channels']}x{r['size']} | {r['mode']} | {_ms(r['times']['stnkit'])} | "
+            f"{peer or '-'} | {_ms(r['times'][peer]) if peer else '-'} | "
+            + (f"**{r['ratio']:.2f}** |" if peer else "- |")
+        )
+    st = report["training_step"]
+    lines += [
+        "",
+        f"Training step (forward, cross-entropy, backward, AdamW), batch {st['batch']}, "
+        f"{st['size']}x{st['size']} input:",
+        "",
+        "| model | parameters | step ms | ratio to CNN | saved activations MB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in st["rows"]:
+        mem = r["saved_activations_bytes"]
+        lines.append(
+            f"| {r['model']} | {r['parameters']:,} | {_ms(r['times'])} | **{r['ratio_to_cnn']:.2f}** | "
+            f"{'-' if mem is None else f'{mem / 2**20:.1f}'} |"
+        )
+    if "compile_seconds" in st:
+        lines += ["", f"torch.compile took {st['compile_seconds']:.0f} s before its first step."]
+    lines += ["", "| generator | samples | samples/s |", "|---|---|---|"]
+    for r in report["generators"]:
+        lines.append(f"| {r['dataset']} | {r['samples']:,} | {r['samples_per_s']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main_bench(out: str | None, threads: int | None = None, quick: bool = False, **kwargs) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    report = run_bench(**kwargs)
-    print(f"{'benchmark':<22} {'stnkit ms':>10} {'reference ms':>13} {'ratio':>7}  reference")
-    for name, r in report["results"].items():
-        print(
-            f"{name:<22} {r['stnkit_s'] * 1e3:>10.3f} {r['reference_s'] * 1e3:>13.3f} {r['ratio']:>7.2f}  {r['reference']}"
-        )
+    report = run_bench(quick=quick, **kwargs)
+    md = to_markdown(report)
+    print(md)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        from ._io import atomic_write_text
+
+        path = Path(out)
+        atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+        atomic_write_text(path.with_suffix(".md"), md)
+        print(f"wrote {path} and {path.with_suffix('.md')}")
     return report

@@ -19,7 +19,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main_bench
 
-    main_bench(args.out, threads=args.threads, batch=args.batch, size=args.size, repeat=args.repeat)
+    if args.repeat is not None and args.repeat < 1:
+        raise SystemExit(f"stnkit: --repeat must be >= 1, got {args.repeat}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"stnkit: --threads must be >= 1, got {args.threads}")
+    main_bench(args.out, threads=args.threads, quick=args.quick, repeat=args.repeat, compile=args.compile)
     return 0
 
 
@@ -41,12 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_training_parsers(sub)
 
-    bench = sub.add_parser("bench", help="speed of stnkit's warps, as ratios against reference code")
-    bench.add_argument("--batch", type=int, default=64)
-    bench.add_argument("--size", type=int, default=42)
-    bench.add_argument("--repeat", type=int, default=20)
+    bench = sub.add_parser(
+        "bench",
+        help="stnkit's warps and training steps against the fastest peer, timed side by side",
+        description="Warps (stnkit vs F.affine_grid + F.grid_sample and kornia), training steps as ratios "
+        "to the CNN, generator throughput. The full suite takes several minutes; --quick takes seconds.",
+    )
+    bench.add_argument("--quick", action="store_true", help="toy sizes, a few repeats (seconds; no thresholds)")
+    bench.add_argument("--repeat", type=int, default=None, help="timed rounds per comparison (default: 15, quick 3)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    bench.add_argument("--out", default=None, help="write the report as JSON")
+    bench.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time a torch.compile'd ST-CNN step (default: on for the full suite, off with --quick)",
+    )
+    bench.add_argument("--out", default=None, help="write the report as JSON, and markdown beside it (.md)")
     bench.set_defaults(func=_cmd_bench)
     from .data.cli import add_parser as add_data_parser
 
