@@ -299,6 +299,24 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from .._io import atomic_write_text
+    from .experiments import experiment_rows, render_log
+
+    try:
+        rows = experiment_rows(args.runs)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise SystemExit(f"stnkit: {err}") from None
+    text = render_log(rows, args.title)
+    print(text, end="")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out, text)
+        atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
 REPRODUCE_DEFAULTS = TrainConfig(epochs=10, patience=None)
 
 
@@ -355,6 +373,15 @@ def add_parsers(sub) -> None:
     summ.add_argument("runs", nargs="+", help="run directories (with results.json)")
     summ.add_argument("--out", default=None, help="also write the table to this file")
     summ.set_defaults(func=_cmd_summarize)
+
+    exp = sub.add_parser(
+        "experiments",
+        help="experiment log: validation error per recipe (mean ± std over seeds) from results.json files",
+    )
+    exp.add_argument("runs", nargs="+", help="run directories or folders holding them (searched for results.json)")
+    exp.add_argument("--out", default=None, help="write the markdown table here (and the rows as JSON beside it)")
+    exp.add_argument("--title", default="Experiment log", help="heading of the markdown file")
+    exp.set_defaults(func=_cmd_experiments)
 
     rep = sub.add_parser(
         "reproduce", help="reproduce the paper's results", formatter_class=argparse.ArgumentDefaultsHelpFormatter

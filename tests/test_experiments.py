@@ -1,0 +1,51 @@
+"""stnkit experiments: the recipe log generated from results files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stnkit.cli import main
+from stnkit.training.config import TrainConfig
+
+
+def write_run(root, name, seed, val, fit=60.0, **options):
+    config = TrainConfig(seed=seed, **options).to_dict()
+    d = root / name / f"seed{seed}"
+    d.mkdir(parents=True)
+    result = {
+        "config": config,
+        "best_val_error": val,
+        "test_error": 99.0,
+        "fit_seconds": fit,
+        "epochs": config["epochs"],
+    }
+    (d / "results.json").write_text(json.dumps(result))
+
+
+def test_groups_seeds_and_writes_the_command(tmp_path, capsys):
+    write_run(tmp_path, "a", 0, 4.0, epochs=8)
+    write_run(tmp_path, "a", 1, 6.0, epochs=8)
+    write_run(tmp_path, "a", 2, 5.0, epochs=8, accelerator="cpu")  # where it ran is not part of the recipe
+    write_run(tmp_path, "b", 0, 3.0, fit=120.0, epochs=8, loc_downsample=2, bounded=True)
+    out = tmp_path / "log" / "recipe.md"
+    assert main(["experiments", str(tmp_path), "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert len(rows) == 2
+    a = next(r for r in rows if r["change"] == "--epochs 8")
+    assert a["seeds"] == [0, 1, 2] and a["val_error_mean"] == 5.0 and a["val_error_std"] == 1.0
+    assert a["command"] == "stnkit train --dataset rts --model st-cnn --epochs 8 --seed {0,1,2}"
+    b = next(r for r in rows if r is not a)
+    assert b["change"] == "--bounded --loc-downsample 2 --epochs 8" and b["val_error_std"] is None
+    text = out.read_text()
+    assert "| --epochs 8 | rts | st-cnn | 3 | 5.00 ± 1.00 | 1.0 min |" in text
+    assert "| --bounded --loc-downsample 2 --epochs 8 | rts | st-cnn | 1 | 3.00 | 2.0 min |" in text
+    assert not any("test" in key for r in rows for key in r)  # no test error in the log
+
+
+def test_missing_runs_are_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="stnkit: no results.json below"):
+        main(["experiments", str(tmp_path)])
+    with pytest.raises(SystemExit, match="is neither a results.json nor a directory"):
+        main(["experiments", str(tmp_path / "nope")])
