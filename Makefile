@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned to the local CPU wheel: an unpinned torch pulls gigabytes of CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run demo test lint format clean table1
+.PHONY: setup run demo test lint format clean table1 bench
 
 setup: $(VENV)/.stnkit-installed
 
@@ -43,6 +43,10 @@ test: lint
 # the paper's Table 1 on the bundled digits (hours on 2 CPU cores; resumable)
 table1: setup
 	$(BIN)/stnkit reproduce table1 --out results --update-readme
+
+# the speed suite (minutes on 2 CPU cores; run it on an otherwise idle machine)
+bench: setup
+	$(BIN)/stnkit bench --out benchmarks/results/bench.json
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
