@@ -734,3 +734,17 @@ class TestGuardOnlyWhenNeeded:
         grid = get_transform("projective").grid(p, (8, 8))
         assert torch.isfinite(grid).all() and grid.abs().max() <= GRID_LIMIT
         assert grid[0, :, 5].abs().max() == GRID_LIMIT  # the horizon itself reads the padding
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_low_precision_follows_the_input(name, dtype):
+    # dtype and device follow the input; the cached operators are kept per dtype
+    fam = get_transform(name)
+    x = torch.rand(3, 2, 12, 10).to(dtype)
+    p = rand_params(name, 3, strength=0.5, seed=1, dtype=torch.float32).to(dtype)
+    ref = warp(x.float(), p.float(), fam)  # the same (rounded) inputs in float32
+    low = warp(x, p, fam)
+    assert low.dtype == dtype
+    # grid points rounded to the dtype move samples by up to a few eps x the image's slope (~5 per unit)
+    torch.testing.assert_close(low.float(), ref, atol=20 * torch.finfo(dtype).eps, rtol=0)
