@@ -38,7 +38,10 @@ class TestCreate:
         assert model(torch.rand(2, 1, 60, 60)).shape == (2, 10)
 
     def test_bad_arguments(self):
-        with pytest.raises(ValueError, match="unknown model 'resnet'; valid names: fcn, cnn, st-fcn, st-cnn"):
+        with pytest.raises(
+            ValueError,
+            match="unknown model 'resnet'; valid names: fcn, cnn, st-fcn, st-cnn, tutorial-cnn, tutorial-stn",
+        ):
             create("resnet")
         with pytest.raises(ValueError, match="unknown transform 'warp'"):
             create("st-cnn", transform="warp")
@@ -46,6 +49,35 @@ class TestCreate:
             create("st-cnn", num_transformers=0)
         with pytest.raises(ValueError, match="in_size must be positive"):
             create("cnn", in_size=0)
+
+
+class TestTutorial:
+    """The PyTorch tutorial's network, rebuilt from its published layer sizes."""
+
+    def test_layer_sizes_on_mnist(self):
+        cnn = create("tutorial-cnn", in_size=28)
+        shapes = [tuple(p.shape) for p in cnn.parameters() if p.ndim > 1]
+        assert shapes == [(10, 1, 5, 5), (20, 10, 5, 5), (50, 320), (10, 50)]
+        stn = create("tutorial-stn", in_size=28)
+        loc = [tuple(p.shape) for p in stn.transformer.parameters() if p.ndim > 1]
+        assert loc == [(8, 1, 7, 7), (10, 8, 5, 5), (32, 90), (6, 32)]
+        assert count_parameters(stn) == count_parameters(cnn) + sum(p.numel() for p in stn.transformer.parameters())
+
+    @pytest.mark.parametrize("size", [28, 42, 60])
+    def test_identity_at_init_and_dropout_only_in_training(self, size):
+        stn = create("tutorial-stn", in_size=size).eval()
+        x = torch.rand(2, 1, size, size)
+        out, params = stn.transform(x)
+        torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+        assert torch.equal(stn(x), stn(x))  # eval: no dropout
+        stn.train()
+        assert not torch.equal(stn(x), stn(x))  # 2-D dropout and dropout act in training
+
+    def test_too_small_and_parallel_refused(self):
+        with pytest.raises(ValueError, match=r"in_size must be at least \(16, 16\) for the tutorial network"):
+            create("tutorial-cnn", in_size=12)
+        with pytest.raises(ValueError, match="the tutorial network has one transformer, got num_transformers=2"):
+            create("tutorial-stn", num_transformers=2)
 
 
 class TestBadInput:

@@ -19,7 +19,8 @@ fastest peer time``: below 1 stnkit is faster.
   directly (and against scipy in the test suite).
 * **Training steps** on RTS-sized input (42x42, batch 128): forward, loss,
   backward and AdamW step of the CNN, the ST-CNN (localisation net on the full
-  input and on a half-size copy), the ST-CNN with two transformers, each as a
+  input and on a half-size copy), the ST-CNN with two transformers, the PyTorch
+  tutorial's network with and without its transformer, each as a
   ratio to the CNN step timed beside it, with the activation memory the step
   saves for backward; and ``torch.compile`` against eager for the ST-CNN.
 * **Generators**: samples per second of each distorted-MNIST recipe.
@@ -230,6 +231,8 @@ def bench_steps(batch: int, size: int, repeat: int, compile: bool) -> dict:
         "st-cnn": dict(name="st-cnn"),
         "st-cnn, --loc-downsample 2": dict(name="st-cnn", loc_downsample=2),
         "2x st-cnn, --loc-downsample 2": dict(name="st-cnn", num_transformers=2, loc_downsample=2),
+        "tutorial-cnn": dict(name="tutorial-cnn"),
+        "tutorial-stn": dict(name="tutorial-stn"),
     }
     models, steps = {}, {}
     for label, spec in specs.items():

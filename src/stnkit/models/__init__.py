@@ -11,6 +11,12 @@ same number of parameters (Jaderberg et al. 2015, section 4.1):
   in parallel, outputs concatenated) in front of the FCN / CNN. The ST-FCN's
   localisation net is three fully connected layers of 32 units, the ST-CNN's two
   5x5 conv layers of 20 filters with max-pooling and a fully connected layer.
+
+A baseline users know: ``tutorial-cnn`` and ``tutorial-stn``, the network of the
+official PyTorch spatial transformer tutorial rebuilt from its published layer
+sizes (classifier: conv 10@5x5, max-pool, conv 20@5x5 with 2-D dropout, max-pool,
+FC 50 with dropout, FC 10; localisation: conv 8@7x7, max-pool, conv 10@5x5,
+max-pool, FC 32, then the identity-initialised head), for any input size.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ..geometry import get_transform
 from ..geometry._checks import check_image, check_size
 from ..nn import ParallelTransformers, SpatialTransformer, default_localization
 
-MODELS = ("fcn", "cnn", "st-fcn", "st-cnn")
+MODELS = ("fcn", "cnn", "st-fcn", "st-cnn", "tutorial-cnn", "tutorial-stn")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -118,6 +124,59 @@ def fc_localization(in_channels: int, in_size, width: int = 32) -> nn.Module:
     )
 
 
+def _tutorial_pooled(n: int, k1: int, k2: int) -> int:
+    """Side after conv k1 (no padding) -> max-pool 2 -> conv k2 -> max-pool 2."""
+    return ((n - k1 + 1) // 2 - k2 + 1) // 2
+
+
+class TutorialCNN(nn.Module):
+    """The PyTorch tutorial's classifier: conv 10@5x5 -> pool -> ReLU -> conv 20@5x5 -> 2-D dropout -> pool
+    -> ReLU -> FC 50 -> ReLU -> dropout -> FC (dropout 0.5 both times, as in the tutorial)."""
+
+    def __init__(self, in_channels: int, in_size, num_classes: int = 10):
+        super().__init__()
+        h, w = check_size("in_size", in_size)
+        ph, pw = _tutorial_pooled(h, 5, 5), _tutorial_pooled(w, 5, 5)
+        if ph < 1 or pw < 1:
+            raise ValueError(f"in_size must be at least (16, 16) for the tutorial network, got {(h, w)}")
+        self.in_shape = (in_channels, h, w)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 10, 5),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(10, 20, 5),
+            nn.Dropout2d(0.5),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(20 * ph * pw, 50), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(50, num_classes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(check_input(x, self.in_shape)))
+
+
+def tutorial_localization(in_channels: int, in_size) -> nn.Module:
+    """The tutorial's localisation net: conv 8@7x7 -> pool -> ReLU -> conv 10@5x5 -> pool -> ReLU -> FC 32 -> ReLU."""
+    h, w = check_size("in_size", in_size)
+    ph, pw = _tutorial_pooled(h, 7, 5), _tutorial_pooled(w, 7, 5)
+    if ph < 1 or pw < 1:
+        raise ValueError(f"in_size must be at least (20, 20) for the tutorial localisation net, got {(h, w)}")
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 7),
+        nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 10, 5),
+        nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(10 * ph * pw, 32),
+        nn.ReLU(inplace=True),
+    )
+
+
 class STClassifier(nn.Module):
     """Spatial transformer(s) followed by a classifier.
 
@@ -152,7 +211,7 @@ def create(
     tps_grid_size: int = 4,
     loc_downsample: int = 1,
 ) -> nn.Module:
-    """Build a model by name (``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``).
+    """Build a model by name (``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``, ``tutorial-cnn``, ``tutorial-stn``).
 
     Args:
         in_channels, in_size: the input images' channels and ``(H, W)`` (or an int).
@@ -184,6 +243,23 @@ def create(
     loc_size = (in_size[0] // loc_downsample, in_size[1] // loc_downsample)
     if min(loc_size) < 1:
         raise ValueError(f"loc_downsample must leave at least one pixel of in_size {in_size}, got {loc_downsample}")
+    if name.startswith("tutorial-"):
+        if num_transformers != 1:
+            raise ValueError(f"the tutorial network has one transformer, got num_transformers={num_transformers!r}")
+        if name == "tutorial-cnn":
+            return TutorialCNN(in_channels, in_size, num_classes)
+        classifier_size = in_size if st_size is None else check_size("st_size", st_size)
+        classifier = TutorialCNN(in_channels, classifier_size, num_classes)
+        st = SpatialTransformer(
+            tutorial_localization(in_channels, loc_size),
+            transform=get_transform(transform, grid_size=tps_grid_size) if transform == "tps" else transform,
+            out_size=classifier_size,
+            in_channels=in_channels,
+            in_size=in_size,
+            bounded=bounded,
+            loc_size=None if loc_downsample == 1 else loc_size,
+        )
+        return STClassifier(st, classifier)
     base = name.removeprefix("st-")
     if name.startswith("st-"):
         family = get_transform(transform, grid_size=tps_grid_size) if transform == "tps" else get_transform(transform)
@@ -216,4 +292,14 @@ def _classifier(base: str, in_channels: int, in_size, num_classes: int, hidden, 
     return FCN(in_channels, in_size, num_classes, hidden=hidden, dropout=dropout)
 
 
-__all__ = ["CNN", "FCN", "MODELS", "STClassifier", "count_parameters", "create", "fc_localization"]
+__all__ = [
+    "CNN",
+    "FCN",
+    "MODELS",
+    "STClassifier",
+    "TutorialCNN",
+    "count_parameters",
+    "create",
+    "fc_localization",
+    "tutorial_localization",
+]

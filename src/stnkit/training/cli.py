@@ -16,7 +16,7 @@ _HELP = {
     "train_size": "use only the first N training digits",
     "test_size": "evaluate on only the first N test digits",
     "test_seed": "seed of the fixed test distortions",
-    "model": "fcn, cnn, st-fcn or st-cnn",
+    "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn or tutorial-stn (the PyTorch tutorial's network)",
     "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
     "st_size": "transformer output size (smaller downsamples)",
