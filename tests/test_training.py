@@ -214,3 +214,39 @@ def test_cli_resume_continues_the_saved_run(tmp_path, capsys):
     assert res["global_step"] == 2 * first["global_step"]
     assert res["fit_seconds"] >= first["fit_seconds"]  # wall time adds up across resumes
     assert "test error" in capsys.readouterr().out
+
+
+class TestModelRecipes:
+    """Options left at their defaults take the chosen model's own recipe; given ones always win."""
+
+    @staticmethod
+    def parse(*argv):
+        from stnkit.cli import build_parser
+        from stnkit.training.cli import config_from_args, given_options
+
+        args = build_parser().parse_args(["train", *argv])
+        return config_from_args(args), given_options(args)
+
+    def test_tutorial_models_train_with_the_tutorial_recipe(self):
+        config, given = self.parse("--model", "tutorial-stn")
+        assert (config.optimizer, config.lr, config.batch_size, config.momentum) == ("sgd", 0.01, 64, 0.0)
+        assert (config.schedule, config.weight_decay, config.loc_lr_mult, config.epochs) == ("none", 0.0, 1.0, 20)
+        assert given == {"model": "tutorial-stn"}
+
+    def test_given_options_win_over_the_recipe(self):
+        config, given = self.parse("--model", "tutorial-cnn", "--lr", "0.05", "--epochs", "3")
+        assert (config.lr, config.epochs, config.optimizer) == (0.05, 3, "sgd")
+
+    def test_other_models_keep_the_defaults(self):
+        config, given = self.parse("--model", "st-cnn")
+        assert config == TrainConfig(model="st-cnn")
+        # a value equal to the default still counts as given (it overrides a resumed run's option)
+        _, given = self.parse("--lr", "0.001")
+        assert given == {"lr": 0.001}
+
+    def test_help_names_the_recipes(self, capsys):
+        from stnkit.cli import main
+
+        with pytest.raises(SystemExit):
+            main(["train", "--help"])
+        assert "tutorial-stn 0.01" in capsys.readouterr().out

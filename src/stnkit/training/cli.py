@@ -59,21 +59,38 @@ def _type_of(field) -> type:
     return str
 
 
+class _Default:
+    """An option's default, told apart from the same value given on the command line."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None, exclude=()) -> None:
     """One ``--option`` per :class:`TrainConfig` field (``--num-transformers`` for ``num_transformers``)."""
+    from .config import MODEL_RECIPES
+
     defaults = defaults or TrainConfig()
     parser.set_defaults(_config_defaults=defaults)
     for f in fields(TrainConfig):
         if f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
+        default = _Default(getattr(defaults, f.name))
+        own = sorted({m for m, recipe in MODEL_RECIPES.items() if f.name in recipe})
+        help_text = _HELP.get(f.name, "")
+        if own:
+            values = ", ".join(f"{m} {MODEL_RECIPES[m][f.name]}" for m in own)
+            help_text += f" (models with their own recipe: {values})"
         kind = _type_of(f)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP.get(f.name))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
             kind = _int_or_float if f.name.startswith("limit_") else kind
-            parser.add_argument(flag, type=kind, default=default, help=_HELP.get(f.name))
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def _int_or_float(text: str) -> int | float:
@@ -82,9 +99,21 @@ def _int_or_float(text: str) -> int | float:
     return int(value) if value.is_integer() and "." not in text else value
 
 
+def given_options(args: argparse.Namespace) -> dict:
+    """The training options written on the command line (not left at their defaults)."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if hasattr(args, f.name) and not isinstance(getattr(args, f.name), _Default)
+    }
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The defaults, then the chosen model's own recipe, then the options given."""
     defaults = getattr(args, "_config_defaults", TrainConfig())
-    return TrainConfig(**{f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in fields(TrainConfig)})
+    given = given_options(args)
+    model = given.pop("model", defaults.model)
+    return TrainConfig.for_model(model, defaults, **given)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -98,9 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume = False if path is None else str(path)
         if path is not None:
             # continue the saved run: its options, except those given on this command line
-            defaults = TrainConfig()
-            given = {k: v for k, v in config.to_dict().items() if v != getattr(defaults, k)}
-            config = checkpoint_config(path).replace(**given)
+            config = checkpoint_config(path).replace(**given_options(args))
     _validate(config)
     results = train(config, args.out, resume=resume, overwrite=args.overwrite)
     if results:

@@ -57,6 +57,12 @@ class TrainConfig:
     limit_train_batches: float | None = None
     limit_val_batches: float | None = None
 
+    @classmethod
+    def for_model(cls, model: str, base: TrainConfig | None = None, **options) -> TrainConfig:
+        """``base`` (default: the defaults) with ``model``'s own recipe (:data:`MODEL_RECIPES`), then ``options``."""
+        base = base or cls()
+        return base.replace(model=model, **MODEL_RECIPES.get(model, {})).replace(**options)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -71,3 +77,19 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+# Models trained with a recipe of their own unless an option says otherwise: the
+# PyTorch tutorial's network with the tutorial's recipe (plain SGD at 0.01, batch
+# 64, 20 epochs, no schedule, no weight decay, one learning rate for all layers).
+_TUTORIAL_RECIPE = {
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "momentum": 0.0,
+    "batch_size": 64,
+    "epochs": 20,
+    "schedule": "none",
+    "weight_decay": 0.0,
+    "loc_lr_mult": 1.0,
+}
+MODEL_RECIPES: dict[str, dict] = {"tutorial-cnn": _TUTORIAL_RECIPE, "tutorial-stn": _TUTORIAL_RECIPE}
