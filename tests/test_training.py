@@ -38,7 +38,13 @@ def _metrics(run) -> list[dict]:
 
 @pytest.mark.parametrize(
     "model,transform,dataset",
-    [("fcn", "affine", "mnist"), ("cnn", "affine", "rts"), ("st-fcn", "tps", "r"), ("st-cnn", "affine", "rts")],
+    [
+        ("fcn", "affine", "mnist"),
+        ("cnn", "affine", "rts"),
+        ("st-fcn", "tps", "r"),
+        ("st-cnn", "affine", "rts"),
+        ("tutorial-stn", "affine", "rts"),
+    ],
 )
 def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
     run = tmp_path / "run"
@@ -48,7 +54,7 @@ def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
     for name in ("model.safetensors", "results.json", "show.png", "confusion.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert json.loads((run / "results.json").read_text())["config"]["model"] == model
-    if model.startswith("st-"):
+    if "st" in model:
         assert set(res["pose_recovery"]) == {"spread_st_px", "spread_identity_px"}
     # eval and show from the command line, given only the checkpoint
     assert main(["eval", str(run / "model.safetensors"), "--out", str(tmp_path / "ev")]) == 0
@@ -250,3 +256,19 @@ class TestModelRecipes:
         with pytest.raises(SystemExit):
             main(["train", "--help"])
         assert "tutorial-stn 0.01" in capsys.readouterr().out
+
+
+def test_max_time_fits_the_epochs_to_the_budget(tmp_path):
+    run = tmp_path / "run"
+    res = train(_tiny(model="st-cnn", max_time=0.2, epochs=1000), run, quiet=True)
+    plan = res["budget"]
+    assert plan == json.loads((run / "budget.json").read_text()) | {k: plan[k] for k in ("epochs_run", "steps_run")}
+    # the plan replaces --epochs (so the schedule ends inside the budget) and is recorded
+    assert res["config"]["epochs"] == plan["planned_epochs"] < 1000
+    assert plan["planned_epochs"] * plan["estimated_epoch_seconds"] <= 0.9 * 12 or plan["planned_epochs"] == 1
+    assert plan["steps_run"] <= plan["planned_steps"] and plan["steps_per_epoch"] == 3
+
+
+def test_max_time_must_be_positive():
+    with pytest.raises(SystemExit, match="--max-time must be > 0 \\(minutes\\), got 0.0"):
+        main(["train", "--max-time", "0", "--out", "unused"])

@@ -46,6 +46,7 @@ class TrainConfig:
     consistency_weight: float = 0.0
     consistency_strength: float = 1.0
     patience: int | None = None
+    max_time: float | None = None  # minutes: the epochs (and schedule) are fitted to this budget, then a hard stop
     # run
     seed: int = 0
     deterministic: bool = False

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from .._io import atomic_write_text
-from ..models import count_parameters
+from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig
 from .evaluate import confusion_png, evaluate, pose_recovery
@@ -81,7 +81,9 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     earlier = [
-        out / n for n in ("checkpoints", "logs", "tb", "ddp", "results.json", "model.safetensors") if (out / n).exists()
+        out / n
+        for n in ("checkpoints", "logs", "tb", "ddp", "results.json", "model.safetensors", "budget.json")
+        if (out / n).exists()
     ]
     if earlier and not resume:
         if not overwrite:
@@ -94,9 +96,13 @@ def train(
     ckpt_path = resume_checkpoint(out, resume)
     if ckpt_path is not None:
         check_resumable(checkpoint_config(ckpt_path), config, ckpt_path)
+    data = DistortedMNISTDataModule(config)
+    budget = None
+    if config.max_time is not None:
+        budget = _budget_plan(config, data, out, resumed=ckpt_path is not None)
+        config = config.replace(epochs=budget["planned_epochs"])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = STNModule(config.to_dict())
-    data = DistortedMNISTDataModule(config)
     best_cb = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_error", mode="min", save_last=True
     )
@@ -115,6 +121,7 @@ def train(
         pass
     trainer = pl.Trainer(
         max_epochs=config.epochs,
+        max_time=None if config.max_time is None else {"seconds": round(config.max_time * 60.0)},
         accelerator=config.accelerator,
         devices=_devices(config.devices),
         num_nodes=config.num_nodes,
@@ -165,10 +172,30 @@ def train(
         "torch": torch.__version__,
         "config": config.to_dict(),
     }
-    if config.model.startswith("st-"):
+    if budget is not None:
+        results["budget"] = {**budget, "epochs_run": int(trainer.current_epoch), "steps_run": int(trainer.global_step)}
+    if isinstance(model, STClassifier):
         results["pose_recovery"] = pose_recovery(model, images[:500], test_set.params[:500], test_set.transform)
     _write_json(out / "results.json", results)
     return results
+
+
+def _budget_plan(config: TrainConfig, data, out: Path, resumed: bool) -> dict:
+    """The epochs that fit in ``--max-time``: planned once, kept in ``out/budget.json`` for resumes."""
+    from .budget import plan_epochs
+
+    path = out / "budget.json"
+    if resumed and path.is_file():
+        return json.loads(path.read_text())
+    data.setup("fit")
+    plan = plan_epochs(config, len(data.train_set), len(data.val_set))
+    if is_rank_zero():
+        _write_json(path, plan)
+    print(
+        f"budget {config.max_time:g} min: {plan['step_seconds'] * 1e3:.0f} ms per step, "
+        f"{plan['estimated_epoch_seconds']:.0f} s per epoch -> {plan['planned_epochs']} epochs"
+    )
+    return plan
 
 
 def is_rank_zero() -> bool:
