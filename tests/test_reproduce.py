@@ -117,3 +117,22 @@ def test_committed_readme_table_matches_committed_results():
     if not (root / "results" / "table1.json").is_file():
         pytest.skip("no results/table1.json in this checkout")
     assert rep.check_readme(root / "README.md", root / "results") == []
+
+
+def test_reproduce_budget_trains_each_model_for_the_budget(tmp_path, capsys):
+    from stnkit.cli import main
+
+    argv = ["reproduce", "budget", "--dataset", "mnist", "--minutes", "0.05", "--seeds", "1", "--out", str(tmp_path)]
+    argv += ["--train-size", "64", "--val-size", "32", "--test-size", "32"]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "budget_mnist.json").read_text())
+    assert set(summary["models"]) == {"cnn", "st-cnn", "tutorial-cnn", "tutorial-stn"}
+    for r in summary["runs"]:
+        assert r["budget"]["max_time_minutes"] == 0.05 and r["samples_seen"] == r["steps"] * r["recipe"]["batch_size"]
+    assert summary["models"]["tutorial-stn"]["recipe"]["optimizer"] == "sgd"
+    assert summary["models"]["st-cnn"]["recipe"]["optimizer"] == "adamw"
+    assert "| tutorial-stn |" in (tmp_path / "budget_mnist.md").read_text()
+    # a second call reuses the finished runs
+    mtime = (tmp_path / "runs" / "budget_mnist" / "cnn" / "seed0" / "results.json").stat().st_mtime
+    assert main(argv) == 0
+    assert (tmp_path / "runs" / "budget_mnist" / "cnn" / "seed0" / "results.json").stat().st_mtime == mtime

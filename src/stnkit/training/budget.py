@@ -83,3 +83,100 @@ def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 5) 
         "planned_epochs": epochs,
         "planned_steps": epochs * steps,
     }
+
+
+BUDGET_MODELS = ("cnn", "st-cnn", "tutorial-cnn", "tutorial-stn")
+
+
+def run_budget(
+    out,
+    dataset: str,
+    minutes: float,
+    base: TrainConfig | None = None,
+    seeds: int = 3,
+    models=BUDGET_MODELS,
+    quiet: bool = True,
+    **options,
+) -> dict:
+    """Train each model for ``minutes`` of fit per seed (``--max-time``), each with its own recipe
+    (``base``, then the model's recipe, then ``options``); write ``out/budget_DATASET.json`` and ``.md``.
+    Finished runs are reused, interrupted ones resumed."""
+    import json
+    from pathlib import Path
+
+    from .._io import atomic_write_text
+    from .checkpoint import checkpoint_config
+    from .run import HARDWARE_OPTIONS, check_resumable, git_commit, train
+
+    git_commit()
+    out = Path(out)
+    records = []
+    for model in models:
+        for seed in range(seeds):
+            run_dir = out / "runs" / f"budget_{dataset}" / model / f"seed{seed}"
+            config = TrainConfig.for_model(model, base, **{**options, "dataset": dataset, "seed": seed})
+            config = config.replace(max_time=minutes)
+            done = run_dir / "results.json"
+            if done.is_file():
+                saved = TrainConfig.from_dict(json.loads(done.read_text())["config"])
+                check_resumable(saved, config, run_dir, HARDWARE_OPTIONS | {"epochs"})
+            else:
+                last = run_dir / "checkpoints" / "last.ckpt"
+                if last.is_file():
+                    check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS | {"epochs"})
+                train(config, run_dir, resume=True, quiet=quiet)
+            r = json.loads(done.read_text())
+            records.append(
+                {
+                    "model": model,
+                    "seed": seed,
+                    "test_error": r["test_error"],
+                    "best_val_error": r["best_val_error"],
+                    "steps": r["global_step"],
+                    "samples_seen": r["global_step"] * r["config"]["batch_size"],
+                    "epochs": r["epochs"],
+                    "fit_seconds": r["fit_seconds"],
+                    "parameters": r["num_parameters"],
+                    "budget": r.get("budget"),
+                    "recipe": {
+                        k: r["config"][k]
+                        for k in ("optimizer", "lr", "batch_size", "schedule", "weight_decay", "loc_lr_mult")
+                    },
+                    "git_commit": r.get("git_commit"),
+                }
+            )
+    summary = {"dataset": dataset, "minutes": minutes, "seeds": seeds, "runs": records, "models": {}}
+    for model in models:
+        rs = [r for r in records if r["model"] == model]
+        errs = [r["test_error"] for r in rs]
+        summary["models"][model] = {
+            "test_error_mean": statistics.mean(errs),
+            "test_error_std": statistics.stdev(errs) if len(errs) > 1 else None,
+            "steps_mean": statistics.mean(r["steps"] for r in rs),
+            "samples_seen_mean": statistics.mean(r["samples_seen"] for r in rs),
+            "fit_seconds_mean": statistics.mean(r["fit_seconds"] for r in rs),
+            "parameters": rs[0]["parameters"],
+            "recipe": rs[0]["recipe"],
+        }
+    atomic_write_text(out / f"budget_{dataset}.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / f"budget_{dataset}.md", render_budget(summary))
+    return summary
+
+
+def render_budget(summary: dict) -> str:
+    lines = [
+        f"Equal budget on {summary['dataset']}: {summary['minutes']:g} min of fit per run, "
+        f"{summary['seeds']} seed(s), each model with its own recipe (`stnkit reproduce budget`).",
+        "",
+        "| model | test error % | steps | samples seen | fit time | parameters | recipe |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, m in summary["models"].items():
+        err = f"{m['test_error_mean']:.2f}" + (f" ± {m['test_error_std']:.2f}" if m["test_error_std"] else "")
+        rec = m["recipe"]
+        recipe = f"{rec['optimizer']} lr {rec['lr']:g}, batch {rec['batch_size']}, {rec['schedule']}"
+        lines.append(
+            f"| {model} | **{err}** | {m['steps_mean']:,.0f} | {m['samples_seen_mean']:,.0f} | "
+            f"{m['fit_seconds_mean'] / 60:.1f} min | {m['parameters']:,} | {recipe} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -265,6 +265,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import reproduce as rep
 
     out = Path(args.out)
+    if args.experiment == "budget":
+        return _reproduce_budget(args, out)
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -314,6 +316,25 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         rep.update_readme(Path(args.readme), out)
     print(rep.render_markdown(summary))
     print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
+    from ..data import DATASETS
+    from .budget import render_budget, run_budget
+
+    if args.dataset not in DATASETS:
+        raise SystemExit(f"stnkit reproduce: --dataset must be one of {', '.join(DATASETS)}, got {args.dataset!r}")
+    if not args.minutes > 0:
+        raise SystemExit(f"stnkit reproduce: --minutes must be > 0, got {args.minutes}")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    base = config_from_args(args)
+    _validate(base)
+    given = {k: v for k, v in given_options(args).items() if k not in ("model", "dataset", "seed")}
+    summary = run_budget(out, args.dataset, args.minutes, args._config_defaults, args.seeds, **given)
+    print(render_budget(summary), end="")
+    print(f"wrote {out / f'budget_{args.dataset}.json'} and {out / f'budget_{args.dataset}.md'}")
     return 0
 
 
@@ -416,8 +437,13 @@ def add_parsers(sub) -> None:
         "reproduce", help="reproduce the paper's results", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     rep.add_argument(
-        "experiment", choices=("table1",), help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC)"
+        "experiment",
+        choices=("table1", "budget"),
+        help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
+        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset",
     )
+    rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
+    rep.add_argument("--dataset", default="rts", help="budget: the dataset")
     rep.add_argument("--out", default="results", help="results directory")
     rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
     rep.add_argument("--readme", default="README.md", help="README holding the table block")
