@@ -231,6 +231,9 @@ def bench_steps(batch: int, size: int, repeat: int, compile: bool) -> dict:
         "st-cnn": dict(name="st-cnn"),
         "st-cnn, --loc-downsample 2": dict(name="st-cnn", loc_downsample=2),
         "2x st-cnn, --loc-downsample 2": dict(name="st-cnn", num_transformers=2, loc_downsample=2),
+        f"st-cnn, --loc-downsample 2 --st-size {size * 2 // 3}": dict(
+            name="st-cnn", loc_downsample=2, st_size=size * 2 // 3
+        ),
         "tutorial-cnn": dict(name="tutorial-cnn"),
         "tutorial-stn": dict(name="tutorial-stn"),
     }
