@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned to the local CPU wheel: an unpinned torch pulls gigabytes of CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run demo test lint format clean table1 bench
+.PHONY: setup run demo test lint format clean table1 bench experiments
 
 setup: $(VENV)/.stnkit-installed
 
@@ -16,15 +16,20 @@ $(VENV)/.stnkit-installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[all]"
 	touch $@
 
-# the main job: ST-CNN and CNN on rts from the bundled digits; the README's numbers and figure come from here
+# the main job: ST-CNN, CNN and the PyTorch tutorial's STN on rts from the bundled digits, 10 minutes of fit
+# each (--max-time fits each recipe's epochs and schedule into the budget); the README's numbers come from here
+MINUTES ?= 10
 run: setup
-	$(BIN)/stnkit train --dataset rts --model st-cnn --transform affine --out runs/main/st-cnn --overwrite
-	$(BIN)/stnkit train --dataset rts --model cnn --out runs/main/cnn --overwrite
+	$(BIN)/stnkit train --dataset rts --model st-cnn --transform affine --max-time $(MINUTES) --out runs/main/st-cnn --overwrite
+	$(BIN)/stnkit train --dataset rts --model cnn --max-time $(MINUTES) --out runs/main/cnn --overwrite
+	$(BIN)/stnkit train --dataset rts --model tutorial-stn --max-time $(MINUTES) --out runs/main/tutorial-stn --overwrite
 	mkdir -p docs/main
 	cp runs/main/st-cnn/show.png docs/main/st-cnn-rts.png
+	cp runs/main/tutorial-stn/show.png docs/main/tutorial-stn-rts.png
 	cp runs/main/st-cnn/results.json docs/main/st-cnn-rts.json
 	cp runs/main/cnn/results.json docs/main/cnn-rts.json
-	$(BIN)/stnkit summarize runs/main/st-cnn runs/main/cnn --out docs/main/summary.md
+	cp runs/main/tutorial-stn/results.json docs/main/tutorial-stn-rts.json
+	$(BIN)/stnkit summarize runs/main/st-cnn runs/main/cnn runs/main/tutorial-stn --out docs/main/summary.md
 
 demo: setup
 	$(BIN)/stnkit demo --out docs/demo.png
@@ -47,6 +52,10 @@ table1: setup
 # the speed suite (minutes on 2 CPU cores; run it on an otherwise idle machine)
 bench: setup
 	$(BIN)/stnkit bench --out benchmarks/results/bench.json
+
+# the recipe log, from the committed results files of every experiment run
+experiments: setup
+	$(BIN)/stnkit experiments docs/experiments/results --out docs/experiments/recipe.md --title "Recipe experiments"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -28,7 +28,7 @@ def test_groups_seeds_and_writes_the_command(tmp_path, capsys):
     write_run(tmp_path, "a", 0, 4.0, epochs=8)
     write_run(tmp_path, "a", 1, 6.0, epochs=8)
     write_run(tmp_path, "a", 2, 5.0, epochs=8, accelerator="cpu")  # where it ran is not part of the recipe
-    write_run(tmp_path, "b", 0, 3.0, fit=120.0, epochs=8, loc_downsample=2, bounded=True)
+    write_run(tmp_path, "b", 0, 3.0, fit=120.0, epochs=8, loc_downsample=1, bounded=True)
     out = tmp_path / "log" / "recipe.md"
     assert main(["experiments", str(tmp_path), "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())
@@ -37,10 +37,10 @@ def test_groups_seeds_and_writes_the_command(tmp_path, capsys):
     assert a["seeds"] == [0, 1, 2] and a["val_error_mean"] == 5.0 and a["val_error_std"] == 1.0
     assert a["command"] == "stnkit train --dataset rts --model st-cnn --epochs 8 --seed {0,1,2}"
     b = next(r for r in rows if r is not a)
-    assert b["change"] == "--bounded --loc-downsample 2 --epochs 8" and b["val_error_std"] is None
+    assert b["change"] == "--bounded --loc-downsample 1 --epochs 8" and b["val_error_std"] is None
     text = out.read_text()
     assert "| --epochs 8 | rts | st-cnn | 3 | 5.00 ± 1.00 | 1.0 min |" in text
-    assert "| --bounded --loc-downsample 2 --epochs 8 | rts | st-cnn | 1 | 3.00 | 2.0 min |" in text
+    assert "| --bounded --loc-downsample 1 --epochs 8 | rts | st-cnn | 1 | 3.00 | 2.0 min |" in text
     assert not any("test" in key for r in rows for key in r)  # no test error in the log
 
 
@@ -49,3 +49,12 @@ def test_missing_runs_are_one_line(tmp_path):
         main(["experiments", str(tmp_path)])
     with pytest.raises(SystemExit, match="is neither a results.json nor a directory"):
         main(["experiments", str(tmp_path / "nope")])
+
+
+def test_tutorial_rows_list_only_what_differs_from_the_tutorial_recipe(tmp_path):
+    from stnkit.training.config import MODEL_RECIPES
+
+    write_run(tmp_path, "t", 0, 2.0, model="tutorial-stn", **{**MODEL_RECIPES["tutorial-stn"], "epochs": 5})
+    assert main(["experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
+    (row,) = json.loads((tmp_path / "r.json").read_text())
+    assert row["change"] == "--epochs 5"

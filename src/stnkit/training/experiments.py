@@ -37,8 +37,8 @@ def find_results(paths: list[str | os.PathLike]) -> list[Path]:
 
 
 def _flags(config: dict, skip=("dataset", "model")) -> list[str]:
-    """The options of a run that differ from ``stnkit train``'s defaults, as command-line flags."""
-    defaults = TrainConfig()
+    """The options of a run that differ from what ``stnkit train --model M`` does by default, as flags."""
+    defaults = TrainConfig.for_model(config["model"])
     out = []
     for f in fields(TrainConfig):
         if f.name in _NOT_RECIPE or f.name in skip:

@@ -320,7 +320,7 @@ def summarize(run_dirs: list[str | os.PathLike]) -> str:
             raise FileNotFoundError(f"{f} does not exist: is {d} a finished stnkit train run?")
         r = json.loads(f.read_text())
         c = r["config"]
-        st = c["model"].startswith("st-")
+        st = "pose_recovery" in r  # a model with a transformer
         pr = r.get("pose_recovery")
         spread = f"{pr['spread_st_px']:.2f} / {pr['spread_identity_px']:.2f}" if pr else "–"
         lines.append(
