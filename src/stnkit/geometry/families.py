@@ -347,7 +347,8 @@ class Projective(MatrixFamily):
         den = m[:, 2] @ points  # (B, H*W)
         if is_tracing() or not _projective_is_tame(m):
             return finite_grid((num / _safe_denominator(den).unsqueeze(-1)).view(-1, h, w, 2))
-        return (num / den.unsqueeze(-1)).view(-1, h, w, 2)
+        # one reciprocal per point, then a product: its backward makes fewer full-size passes than a division's
+        return (num * den.reciprocal().unsqueeze(-1)).view(-1, h, w, 2)
 
 
 def _projective_is_tame(m: Tensor) -> bool:

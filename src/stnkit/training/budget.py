@@ -33,7 +33,7 @@ def _median_seconds(fn, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 5) -> dict:
+def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 7) -> dict:
     """Epochs of ``config`` that fit in ``config.max_time`` minutes, from timed steps of its model."""
     from ..data import get_generator
     from .module import build_model
@@ -59,7 +59,7 @@ def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 5) 
             model(x)
 
     model.train()
-    step_s = _median_seconds(step, repeat)
+    step_s = _median_seconds(step, repeat, warmup=3)
     model.eval()
     val_s = _median_seconds(evaluate, repeat)
     digits = torch.rand(min(n_train, 1024), 1, 28, 28, generator=g)

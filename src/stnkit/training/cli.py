@@ -36,6 +36,7 @@ _HELP = {
     "consistency_weight": "weight of the transformation-consistency loss (0: off)",
     "consistency_strength": "strength of the extra random distortion for the consistency loss",
     "patience": "early stopping: epochs without validation improvement",
+    "compile": "torch.compile the model (about 1.2x faster ST-CNN steps on 2 CPU cores after a compile of up to a minute)",
     "max_time": "training budget in minutes: time a few steps, fit the epochs and the schedule into the budget, stop at it",
     "seed": "random seed (model init, training distortions, shuffling)",
     "deterministic": "use deterministic algorithms",

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, fields
 
 # options added after the first release, with the value that runs recorded without them used
-_BEFORE_THE_OPTION = {"loc_downsample": 1}
+_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False}
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TrainConfig:
     consistency_weight: float = 0.0
     consistency_strength: float = 1.0
     patience: int | None = None
+    compile: bool = False  # torch.compile the model's parts (in place: checkpoints are unchanged)
     max_time: float | None = None  # minutes: the epochs (and schedule) are fitted to this budget, then a hard stop
     # run
     seed: int = 0

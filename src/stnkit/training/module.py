@@ -72,6 +72,11 @@ class STNModule(pl.LightningModule):
         self.save_hyperparameters({"config": config})
         self.config = TrainConfig.from_dict(config)
         self.model = build_model(self.config)
+        if self.config.compile:
+            # in place (nn.Module.compile): parameter names, and so checkpoints, stay as they are
+            parts = [self.model.transformer, self.model.classifier] if isinstance(self.model, STClassifier) else []
+            for part in parts or [self.model]:
+                part.compile()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

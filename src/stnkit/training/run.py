@@ -220,12 +220,23 @@ def resume_checkpoint(out: Path, resume: bool | str) -> Path | None:
 # options that may change when a run is resumed; any other change would silently
 # continue a different experiment
 RESUME_MAY_CHANGE = frozenset(
-    {"epochs", "patience", "accelerator", "devices", "num_nodes", "strategy", "num_workers", "test_size", "test_seed"}
+    {
+        "epochs",
+        "patience",
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "num_workers",
+        "test_size",
+        "test_seed",
+        "compile",
+    }
 )
 
 
 # where the hardware changes, the experiment stays the same
-HARDWARE_OPTIONS = frozenset({"accelerator", "devices", "num_nodes", "strategy", "num_workers"})
+HARDWARE_OPTIONS = frozenset({"accelerator", "devices", "num_nodes", "strategy", "num_workers", "compile"})
 
 
 def check_resumable(saved: TrainConfig, config: TrainConfig, path, may_change=RESUME_MAY_CHANGE) -> None:
