@@ -37,7 +37,7 @@ def test_bench_quick_reports_ratios(tmp_path):
     assert main(["bench", "--quick", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     ops = {(r["op"], r["mode"]) for r in report["warps"]}
-    assert ops == {(op, m) for op in ("affine", "projective", "tps4", "tps8") for m in stnkit.bench.MODES}
+    assert ops == {(op, m) for op in stnkit.bench.WARP_OPS for m in stnkit.bench.MODES}
     for r in report["warps"]:
         assert r["check"]["max_abs_difference"] <= 1e-4
         if "fastest_peer" in r:

@@ -7,7 +7,8 @@ same thing (1e-4 on the same sample points; kornia's matrices come from
 :func:`~stnkit.geometry.to_pixel_matrix`). Ratios are ``stnkit time /
 fastest peer time``: below 1 stnkit is faster.
 
-* **Warps** (``affine``, ``projective``, ``tps`` at 4x4 and 8x8 control points):
+* **Warps** (``affine``, ``projective``, ``tps`` at 4x4 and 8x8 control points,
+  and a 4x4 TPS warp against torch's affine warp for its cost):
   stnkit against ``F.affine_grid`` + ``F.grid_sample`` and kornia's
   ``warp_affine`` / ``warp_perspective`` / ``get_tps_transform`` +
   ``warp_image_tps`` (kornia is optional: ``pip install kornia``). Three modes:
@@ -123,6 +124,28 @@ def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[di
             ref = warp(x, params, family)
             worst = max(float((fn(x, p) - ref).abs().max()) for p, fn in contenders.values())
         check = {"max_abs_difference": worst, "compared": "outputs of every contender"}
+    elif op == "tps4 vs affine reference":
+        # the cost of a 4x4 TPS warp next to torch's affine warp (different transforms: cost only)
+        family = get_transform("tps", grid_size=4)
+        params = family.random(b, strength=0.5, generator=gen)
+        theta = get_transform("affine").random(b, strength=0.5, generator=gen).view(b, 2, 3)
+        contenders = {
+            "stnkit": (params, lambda x, p: warp(x, p, family)),
+            "F.affine_grid + F.grid_sample": (
+                theta,
+                lambda x, p: F.grid_sample(
+                    x, F.affine_grid(p, list(x.shape), align_corners=False), align_corners=False
+                ),
+            ),
+        }
+        with torch.no_grad():
+            ours = family.grid(params.double(), (h, w))
+            ref = _solved_tps_grid(family.targets(params.double()), family.control_points, (h, w))
+        worst = float((ours - ref).abs().max())
+        check = {
+            "max_abs_difference": worst,
+            "compared": "stnkit's grid vs the thin-plate system solved directly (the peer warps an affine transform)",
+        }
     else:
         grid_size = int(op.removeprefix("tps"))
         family = get_transform("tps", grid_size=grid_size)
@@ -169,7 +192,10 @@ def _mode_fn(mode: str, fn, x: torch.Tensor, leaf: torch.Tensor, upstream: torch
     return run_backward
 
 
-def bench_warps(sizes, repeat: int, ops=("affine", "projective", "tps4", "tps8")) -> list[dict]:
+WARP_OPS = ("affine", "projective", "tps4", "tps8", "tps4 vs affine reference")
+
+
+def bench_warps(sizes, repeat: int, ops=WARP_OPS) -> list[dict]:
     rows = []
     for b, c, s in sizes:
         gen = torch.Generator().manual_seed(0)
@@ -180,7 +206,7 @@ def bench_warps(sizes, repeat: int, ops=("affine", "projective", "tps4", "tps8")
             for mode in MODES:
                 fns = {name: _mode_fn(mode, fn, x, leaf, upstream) for name, (leaf, fn) in contenders.items()}
                 # kornia's TPS is tens of times slower: fewer rounds keep the suite short
-                reps = repeat if "tps" not in op or len(fns) == 1 else max(3, repeat // 3)
+                reps = repeat if "kornia" not in " ".join(fns) or "tps" not in op else max(5, repeat // 3)
                 timing = time_interleaved(fns, reps)
                 peers = {k: v for k, v in timing.items() if k != "stnkit"}
                 row = {
