@@ -93,6 +93,18 @@ def _solved_tps_grid(targets: torch.Tensor, ctrl: torch.Tensor, out_size: tuple[
     return (basis @ coef).view(b, *out_size, 2)
 
 
+def _tps_check(family, params: torch.Tensor, size: tuple[int, int], why: str) -> tuple[float, dict]:
+    """stnkit's TPS grid against the thin-plate system solved directly, in float64."""
+    with torch.no_grad():
+        ours = family.grid(params.double(), size)
+        ref = _solved_tps_grid(family.targets(params.double()), family.control_points, size)
+    worst = float((ours - ref).abs().max())
+    return worst, {
+        "max_abs_difference": worst,
+        "compared": f"stnkit's grid vs the thin-plate system solved directly ({why})",
+    }
+
+
 def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[dict, dict]:
     """``{name: (leaf parameters, fn(x, leaf) -> output)}`` for one warp, and the agreement check."""
     b, _, h, w = x.shape
@@ -138,14 +150,7 @@ def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[di
                 ),
             ),
         }
-        with torch.no_grad():
-            ours = family.grid(params.double(), (h, w))
-            ref = _solved_tps_grid(family.targets(params.double()), family.control_points, (h, w))
-        worst = float((ours - ref).abs().max())
-        check = {
-            "max_abs_difference": worst,
-            "compared": "stnkit's grid vs the thin-plate system solved directly (the peer warps an affine transform)",
-        }
+        worst, check = _tps_check(family, params, (h, w), "the peer warps an affine transform")
     else:
         grid_size = int(op.removeprefix("tps"))
         family = get_transform("tps", grid_size=grid_size)
@@ -160,14 +165,7 @@ def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[di
                 return kgt.warp_image_tps(x, ctrl.expand(b, -1, -1), kernel, affine, align_corners=False)
 
             contenders["kornia get_tps_transform + warp_image_tps"] = (targets.detach().clone(), kornia_tps)
-        with torch.no_grad():
-            ours = family.grid(params.double(), (h, w))
-            ref = _solved_tps_grid(family.targets(params.double()), family.control_points, (h, w))
-        worst = float((ours - ref).abs().max())
-        check = {
-            "max_abs_difference": worst,
-            "compared": "stnkit's grid vs the thin-plate system solved directly (kornia fits another spline)",
-        }
+        worst, check = _tps_check(family, params, (h, w), "kornia fits another spline")
     if worst > AGREE:
         raise RuntimeError(f"bench: contenders of {op} disagree by {worst:.3g} > {AGREE}")
     return contenders, check
