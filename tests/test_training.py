@@ -276,6 +276,17 @@ def test_max_time_must_be_positive():
         main(["train", "--max-time", "0", "--out", "unused"])
 
 
+def test_hidden_sets_the_fcn_width(tmp_path):
+    res = train(_tiny(model="st-fcn", hidden=12, train_size=32, val_size=16, test_size=16), tmp_path / "r", quiet=True)
+    model, config = load_model(tmp_path / "r" / "model.safetensors")
+    assert config.hidden == 12 and res["config"]["hidden"] == 12
+    assert model.classifier.hidden == 12
+    with pytest.raises(SystemExit, match="--hidden must be >= 1, got 0"):
+        main(["train", "--model", "fcn", "--hidden", "0", "--out", "unused"])
+    with pytest.raises(SystemExit, match="--model must be fcn or st-fcn, got 'cnn'"):
+        main(["train", "--model", "cnn", "--hidden", "64", "--out", "unused"])
+
+
 def test_compile_keeps_checkpoints_interchangeable(tmp_path):
     pytest.importorskip("torch._inductor")
     run = tmp_path / "run"

@@ -23,6 +23,7 @@ _HELP = {
     "loc_downsample": "the localisation nets see the input averaged over N x N blocks (1: full resolution)",
     "bounded": "squash transformer parameters into a safe range (tanh)",
     "dropout": "dropout before the classifier's last layer",
+    "hidden": "the FCN classifier's hidden width (default: matched to the CNN's parameter count on the same input)",
     "epochs": "maximum number of epochs",
     "batch_size": "batch size",
     "optimizer": "adamw or sgd",
@@ -172,12 +173,15 @@ def _validate(config: TrainConfig) -> None:
         ("--max-time", config.max_time, config.max_time is None or config.max_time > 0, "> 0 (minutes)"),
         ("--num-transformers", config.num_transformers, config.num_transformers >= 1, ">= 1"),
         ("--loc-downsample", config.loc_downsample, config.loc_downsample >= 1, ">= 1"),
+        ("--hidden", config.hidden, config.hidden is None or config.hidden >= 1, ">= 1"),
         ("--consistency-weight", config.consistency_weight, config.consistency_weight >= 0, ">= 0"),
         ("--train-size", config.train_size, config.train_size is None or config.train_size >= 1, ">= 1"),
         ("--test-size", config.test_size, config.test_size is None or config.test_size >= 1, ">= 1"),
     ):
         if not ok:
             raise SystemExit(f"stnkit: {name} must be {what}, got {value!r}")
+    if config.hidden is not None and config.model not in ("fcn", "st-fcn"):
+        raise SystemExit(f"stnkit: --hidden sets the FCN's width: --model must be fcn or st-fcn, got {config.model!r}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

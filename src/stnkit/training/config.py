@@ -34,6 +34,7 @@ class TrainConfig:
     # the cheaper transformer trains more epochs and ends lower (docs/experiments/recipe.md)
     loc_downsample: int = 2
     dropout: float = 0.0
+    hidden: int | None = None  # the FCN's hidden width (None: matched to the CNN's parameter count)
     # optimisation
     epochs: int = 30
     batch_size: int = 128

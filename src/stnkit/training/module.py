@@ -32,6 +32,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         bounded=config.bounded,
         loc_downsample=config.loc_downsample,
         dropout=config.dropout,
+        hidden=config.hidden,
     )
 
 
