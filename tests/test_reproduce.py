@@ -21,6 +21,14 @@ def test_plan_covers_the_table():
     assert (tc.model, tc.transform, tc.st_size) == ("st-cnn", "tps", 30)
 
 
+def test_cells_take_their_models_recipe_and_given_options_win(monkeypatch):
+    monkeypatch.setitem(rep.MODEL_RECIPES, "fcn", {"epochs": 77, "lr": 0.5})
+    fcn = rep.cell_config(rep.Cell("r", "fcn", 0), rep.TrainConfig(epochs=5), {"lr": 0.1})
+    assert (fcn.epochs, fcn.lr) == (77, 0.1)
+    cnn = rep.cell_config(rep.Cell("r", "cnn", 1), rep.TrainConfig(epochs=5), {"lr": 0.1})
+    assert (cnn.model, cnn.epochs, cnn.lr, cnn.seed) == ("cnn", 5, 0.1, 1)
+
+
 def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
     out = tmp_path / "results"
     args = ["reproduce", "table1", "--out", str(out), "--datasets", "r", "--models", "cnn,st-cnn-affine"]
@@ -40,6 +48,7 @@ def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
         "train_size",
     ):
         assert key in cell
+    assert set(summary["model_recipes"]) == {"fcn", "cnn", "st-fcn", "st-cnn"}
     assert summary["table"]["cnn"]["r"]["n"] == 2 and summary["table"]["cnn"]["r"]["std"] is not None
     md = (out / "table1.md").read_text()
     assert "| CNN |" in md and "(1.2)" in md and "32 test digits" in md

@@ -282,8 +282,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         if not problems:
             print(f"{args.readme} and {out / 'table1.md'} match {out / 'table1.json'}")
         return 1 if problems else 0
-    base = config_from_args(args)
-    _validate(base)
+    _validate(config_from_args(args))
+    # each cell: these defaults, its model's recipe, then the options given (reproduce.cell_config)
+    options = {k: v for k, v in given_options(args).items() if k not in ("model", "dataset", "seed")}
+    base = args._config_defaults.replace(**options)
     if args.update_readme and rep.README_START not in (
         Path(args.readme).read_text() if Path(args.readme).is_file() else ""
     ):
@@ -311,7 +313,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         summary = rep.summarise(out, base, args.seeds, previous.get("wall_seconds"))
         rep.write_outputs(out, summary)
     else:
-        summary = rep.run_table1(out, base, plan, args.seeds)
+        summary = rep.run_table1(out, base, plan, args.seeds, options=options)
     from .run import is_rank_zero
 
     if not is_rank_zero():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import atomic_write_text
-from .config import TrainConfig
+from .config import MODEL_RECIPES, TrainConfig
 
 # Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC)
 PAPER = {
@@ -68,16 +68,17 @@ def cells(datasets=DATASETS, rows=ROWS, seeds: int = 3) -> list[Cell]:
     return out
 
 
-def cell_config(cell: Cell, base: TrainConfig) -> TrainConfig:
-    """The training configuration of one cell: the base schedule, the cell's model and data.
+def cell_config(cell: Cell, base: TrainConfig, options: dict | None = None) -> TrainConfig:
+    """The training configuration of one cell: ``base``, the cell model's own recipe
+    (:data:`~stnkit.training.config.MODEL_RECIPES`), the ``options`` given on the command
+    line, then the cell's model and data.
 
     On the 60x60 cluttered canvas the transformers downsample to 30x30 before
     the classifier, as the paper did for its large inputs.
     """
     st_size = 30 if cell.dataset == "tc" and cell.model.startswith("st-") else None
-    return base.replace(
-        dataset=cell.dataset, model=cell.model, transform=cell.transform, seed=cell.seed, st_size=st_size
-    )
+    config = TrainConfig.for_model(cell.model, base, **(options or {}))
+    return config.replace(dataset=cell.dataset, transform=cell.transform, seed=cell.seed, st_size=st_size)
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float | None]:
@@ -132,6 +133,8 @@ def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float 
         "cells_done": len(records),
         "seeds": seeds,
         "base_config": base.to_dict(),
+        # each model's own recipe on top of base_config (every cell's full config is in its results.json)
+        "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(r.split()[0] for r in ROWS)},
         "data": [
             {"train_size": a, "val_size": b, "test_size": c, "source": d} for a, b, c, d in sorted(sizes, key=str)
         ],
@@ -223,8 +226,11 @@ def update_readme(readme: Path, out: Path) -> None:
     readme.write_text(re.sub(pattern, lambda _: block, text, flags=re.S))
 
 
-def run_table1(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, quiet_runs: bool = True) -> dict:
-    """Train every cell of ``plan`` not yet finished; returns the summary of the whole grid.
+def run_table1(
+    out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, quiet_runs: bool = True, options: dict | None = None
+) -> dict:
+    """Train every cell of ``plan`` not yet finished (:func:`cell_config` with ``options``);
+    returns the summary of the whole grid.
 
     Only rank 0 writes the tables (under DDP every rank runs this).
     """
@@ -243,7 +249,7 @@ def run_table1(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, q
     for cell in bar:
         run_dir = out / "runs" / cell.dirname
         bar.set_postfix_str(cell.dirname)
-        config = cell_config(cell, base)
+        config = cell_config(cell, base, options)
         if (run_dir / "results.json").is_file():
             # finished: never trained twice, but never mixed with other settings either
             saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
