@@ -107,15 +107,16 @@ def test_interrupted_cell_resumes_from_last_checkpoint(tmp_path, monkeypatch):
 def test_cells_with_other_settings_are_refused(tmp_path):
     out = tmp_path / "results"
     cell = rep.Cell("r", "fcn", 0)
-    base = rep.TrainConfig(train_size=64, val_size=32, test_size=32, batch_size=32, epochs=1)
-    rep.run_table1(out, base, [cell], seeds=1)
+    base = rep.TrainConfig(train_size=64, val_size=32, test_size=32, batch_size=32)
+    # --epochs given on the command line (it wins over the FCN's recipe)
+    rep.run_table1(out, base, [cell], seeds=1, options={"epochs": 1})
     # a finished cell trained for 1 epoch is not reused for a 2-epoch grid
     with pytest.raises(ValueError, match="epochs: 1 in the checkpoint, 2 now"):
-        rep.run_table1(out, base.replace(epochs=2), [cell], seeds=1)
+        rep.run_table1(out, base, [cell], seeds=1, options={"epochs": 2})
     # an interrupted one neither
     (out / "runs" / cell.dirname / "results.json").unlink()
     with pytest.raises(ValueError, match="epochs: 1 in the checkpoint, 2 now"):
-        rep.run_table1(out, base.replace(epochs=2), [cell], seeds=1)
+        rep.run_table1(out, base, [cell], seeds=1, options={"epochs": 2})
 
 
 def test_committed_readme_table_matches_committed_results():
