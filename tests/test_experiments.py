@@ -58,3 +58,11 @@ def test_tutorial_rows_list_only_what_differs_from_the_tutorial_recipe(tmp_path)
     assert main(["experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
     (row,) = json.loads((tmp_path / "r.json").read_text())
     assert row["change"] == "--epochs 5"
+
+
+def test_options_a_model_ignores_are_not_listed(tmp_path):
+    write_run(tmp_path, "c", 0, 2.0, model="cnn", loc_lr_mult=0.1, epochs=5)
+    write_run(tmp_path, "s", 0, 2.0, model="st-cnn", loc_lr_mult=0.1, epochs=5)
+    assert main(["experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
+    rows = {r["model"]: r["change"] for r in json.loads((tmp_path / "r.json").read_text())}
+    assert rows == {"cnn": "--epochs 5", "st-cnn": "--epochs 5 --loc-lr-mult 0.1"}

@@ -7,7 +7,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, options_unused_by
 
 _HELP = {
     "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc",
@@ -180,7 +180,7 @@ def _validate(config: TrainConfig) -> None:
     ):
         if not ok:
             raise SystemExit(f"stnkit: {name} must be {what}, got {value!r}")
-    if config.hidden is not None and config.model not in ("fcn", "st-fcn"):
+    if config.hidden is not None and "hidden" in options_unused_by(config.model):
         raise SystemExit(f"stnkit: --hidden sets the FCN's width: --model must be fcn or st-fcn, got {config.model!r}")
 
 

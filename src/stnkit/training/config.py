@@ -88,6 +88,24 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# options that only some models read
+_TRANSFORMER_OPTIONS = frozenset(
+    {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult"}
+    | {"consistency_weight", "consistency_strength"}
+)
+
+
+def options_unused_by(model: str) -> frozenset[str]:
+    """The training options that ``model`` ignores (the transformers' options for plain classifiers,
+    ``hidden`` for models without an FCN)."""
+    unused = set()
+    if not (model.startswith("st-") or model == "tutorial-stn"):
+        unused |= _TRANSFORMER_OPTIONS
+    if model not in ("fcn", "st-fcn"):
+        unused.add("hidden")
+    return frozenset(unused)
+
+
 # Models trained with a recipe of their own unless an option says otherwise: the
 # PyTorch tutorial's network with the tutorial's recipe (plain SGD at 0.01, batch
 # 64, 20 epochs, no schedule, no weight decay, one learning rate for all layers).

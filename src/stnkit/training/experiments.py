@@ -16,7 +16,7 @@ import statistics
 from dataclasses import fields
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, options_unused_by
 
 # options that say where or how a run executed, not what it learned
 _NOT_RECIPE = {"seed", "accelerator", "devices", "num_nodes", "strategy", "num_workers", "test_size", "test_seed"}
@@ -39,9 +39,10 @@ def find_results(paths: list[str | os.PathLike]) -> list[Path]:
 def _flags(config: dict, skip=("dataset", "model")) -> list[str]:
     """The options of a run that differ from what ``stnkit train --model M`` does by default, as flags."""
     defaults = TrainConfig.for_model(config["model"])
+    unused = options_unused_by(config["model"])  # e.g. --loc-lr-mult of a CNN: no effect, not shown
     out = []
     for f in fields(TrainConfig):
-        if f.name in _NOT_RECIPE or f.name in skip:
+        if f.name in _NOT_RECIPE or f.name in skip or f.name in unused:
             continue
         value = config.get(f.name, getattr(defaults, f.name))
         if value == getattr(defaults, f.name):
