@@ -374,8 +374,8 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
-# Table 1 keeps the paper's localisation nets, on the full input; 15 epochs for the CNNs (the FCNs
-# take their recipe's 100) keep the whole grid within about 3 hours on 2 CPU cores
+# Table 1 keeps the paper's localisation nets, on the full input; 15 epochs for the CNNs and ST-CNNs
+# (the FCNs take their recipe's 100)
 REPRODUCE_DEFAULTS = TrainConfig(epochs=15, patience=None, loc_downsample=1)
 
 
