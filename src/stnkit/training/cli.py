@@ -111,6 +111,11 @@ def given_options(args: argparse.Namespace) -> dict:
     }
 
 
+def _grid_options(args: argparse.Namespace) -> dict:
+    """The options given to ``stnkit reproduce``: applied to every run, which sets its own model, data and seed."""
+    return {k: v for k, v in given_options(args).items() if k not in ("model", "dataset", "seed")}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The defaults, then the chosen model's own recipe, then the options given."""
     defaults = getattr(args, "_config_defaults", TrainConfig())
@@ -284,7 +289,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     _validate(config_from_args(args))
     # each cell: these defaults, its model's recipe, then the options given (reproduce.cell_config)
-    options = {k: v for k, v in given_options(args).items() if k not in ("model", "dataset", "seed")}
+    options = _grid_options(args)
     base = args._config_defaults.replace(**options)
     if args.update_readme and rep.README_START not in (
         Path(args.readme).read_text() if Path(args.readme).is_file() else ""
@@ -338,8 +343,7 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
     base = config_from_args(args)
     _validate(base)
-    given = {k: v for k, v in given_options(args).items() if k not in ("model", "dataset", "seed")}
-    summary = run_budget(out, args.dataset, args.minutes, args._config_defaults, args.seeds, **given)
+    summary = run_budget(out, args.dataset, args.minutes, args._config_defaults, args.seeds, **_grid_options(args))
     print(render_budget(summary), end="")
     print(f"wrote {out / f'budget_{args.dataset}.json'} and {out / f'budget_{args.dataset}.md'}")
     return 0
