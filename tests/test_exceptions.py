@@ -131,9 +131,14 @@ class TestWarpOptions:
         with pytest.raises(ValueError, match="options can only be given with a transform name"):
             get_transform(get_transform("tps"), grid_size=3)
 
-    @pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+    @pytest.mark.parametrize("bad", [0, -1])
     def test_identity_batch_size(self, bad):
         with pytest.raises(ValueError, match=f"batch_size must be a positive int, got {bad!r}"):
+            get_transform("affine").identity(bad)
+
+    @pytest.mark.parametrize("bad", [2.0, True])
+    def test_identity_batch_size_type(self, bad):
+        with pytest.raises(TypeError, match=f"batch_size must be an int, got {type(bad).__name__} {bad!r}"):
             get_transform("affine").identity(bad)
 
 

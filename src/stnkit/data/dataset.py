@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._checks import check_int
 from .generators import DEFAULT_CHUNK, DIGIT_SIZE, Generator, check_digits, get_generator
 from .mnist import load_digits
 
@@ -23,12 +24,10 @@ def stream_seed(seed: int, epoch: int | None) -> int:
     ``e`` uses slot ``e + 1``: so a fixed test set never repeats the distortions
     of a training epoch with the same seed.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    check_int("seed", seed, low=0)
     if epoch is None:
         return seed * SEED_STRIDE
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCH:
-        raise ValueError(f"epoch must be an int in [0, {MAX_EPOCH}], got {epoch!r}")
+    check_int("epoch", epoch, low=0, high=MAX_EPOCH)
     return seed * SEED_STRIDE + epoch + 1
 
 
@@ -181,8 +180,7 @@ def load_distorted(
     """
     images, labels = load_digits(split, data_dir)
     if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= images.shape[0]:
-            raise ValueError(f"n must be an int in [1, {images.shape[0]}] (the size of the split), got {n!r}")
+        check_int("n", n, low=1, high=images.shape[0])
         images, labels = images[:n], labels[:n]
     fresh = split == "train" if fresh is None else fresh
     return DistortedMNIST(name, images, labels, seed=seed, fresh=fresh, **recipe_options)

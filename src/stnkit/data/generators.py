@@ -45,6 +45,7 @@ from torch import Tensor
 
 from ..geometry import get_transform, warp
 from ..geometry.coords import base_grid
+from .._checks import check_int, check_number, check_range
 
 DIGIT_SIZE = 28
 PX = 2.0 / DIGIT_SIZE  # one pixel of the 28x28 digit in normalised units
@@ -53,41 +54,6 @@ DEFAULT_CHUNK = 8192
 DATASETS: tuple[str, ...] = ("mnist", "r", "rts", "p", "e", "tc")
 
 _JACOBIAN_CACHE: dict = {}  # spline matrices per (grid size, reg[, frame size])
-
-
-# -- option checks ----------------------------------------------------------------------------
-def _number(name: str, value: object, *, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def _integer(name: str, value: object, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be an int in [{low}, {'inf' if high is None else high}], got {value}")
-    return value
-
-
-def _range(name: str, value: object, *, low: float, high: float | None = None, symmetric: bool = False):
-    """A ``(lo, hi)`` pair; a single number ``a`` means ``(-a, a)`` when ``symmetric``."""
-    if symmetric and isinstance(value, (int, float)) and not isinstance(value, bool):
-        a = _number(name, value, low=0.0, high=high)
-        return (-a, a)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        kind = "a number or a (low, high) pair" if symmetric else "a (low, high) pair"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    lo = _number(f"{name}[0]", value[0], low=-high if symmetric and high is not None else low, high=high)
-    hi = _number(f"{name}[1]", value[1], low=-high if symmetric and high is not None else low, high=high)
-    if lo > hi:
-        raise ValueError(f"{name} must have low <= high, got {tuple(value)}")
-    return (lo, hi)
 
 
 def _uniform(n: int, lo: float, hi: float, generator, shape=()) -> Tensor:
@@ -170,8 +136,7 @@ class Generator:
     # -- generation ------------------------------------------------------------------------------
     def draw(self, n: int, generator: torch.Generator | None = None, **kwargs) -> Draw:
         """All random numbers for ``n`` samples, drawn in a fixed order (params are float32)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_int("n", n)
         d = self._draw(n, generator, **kwargs)
         return Draw(d.params.float().contiguous(), d.extra)
 
@@ -211,7 +176,7 @@ class Generator:
             ``(N, num_params)`` ground truth in family ``self.transform``.
         """
         digits = check_digits(digits)
-        chunk_size = _integer("chunk_size", chunk_size, low=1)
+        chunk_size = check_int("chunk_size", chunk_size, low=1)
         n = digits.shape[0]
         draw = self.draw(n, generator, **self._draw_kwargs(digits, clutter_source, source_index))
         pool = self._pool(digits, clutter_source)
@@ -262,7 +227,7 @@ class Generator:
         window alike, so this measures only the ink that the canvas cut off.
         """
         digits = check_digits(digits)
-        factor = _integer("factor", factor, low=1)
+        factor = check_int("factor", factor, low=1)
         if factor % 2 == 0:
             raise ValueError(f"factor must be odd (centres stay aligned), got {factor}")
         s = self.canvas_size
@@ -333,7 +298,7 @@ class Rotation(Generator):
     defaults = {"angle": (-90.0, 90.0)}
 
     def _check_options(self):
-        self.options["angle"] = _range("angle", self.options["angle"], low=-180.0, high=180.0, symmetric=True)
+        self.options["angle"] = check_range("angle", self.options["angle"], low=-180.0, high=180.0, symmetric=True)
 
     def _draw(self, n, generator, **kwargs):
         lo, hi = (math.radians(a) for a in self.options["angle"])
@@ -357,9 +322,9 @@ class RotationScaleTranslation(Generator):
 
     def _check_options(self):
         o = self.options
-        o["angle"] = _range("angle", o["angle"], low=-180.0, high=180.0, symmetric=True)
-        o["canvas_size"] = _integer("canvas_size", o["canvas_size"], low=DIGIT_SIZE, high=4096)
-        o["scale"] = _range("scale", o["scale"], low=1e-3, high=o["canvas_size"] / DIGIT_SIZE)
+        o["angle"] = check_range("angle", o["angle"], low=-180.0, high=180.0, symmetric=True)
+        o["canvas_size"] = check_int("canvas_size", o["canvas_size"], low=DIGIT_SIZE, high=4096)
+        o["scale"] = check_range("scale", o["scale"], low=1e-3, high=o["canvas_size"] / DIGIT_SIZE)
 
     @property
     def canvas_size(self):
@@ -381,8 +346,8 @@ class RotationScaleTranslation(Generator):
 
 
 def _shrink_opts(o: dict) -> None:
-    o["scale"] = _range("scale", o["scale"], low=1e-3, high=1.0)
-    o["noise_std"] = _number("noise_std", o["noise_std"], low=0.0, high=DIGIT_SIZE)
+    o["scale"] = check_range("scale", o["scale"], low=1e-3, high=1.0)
+    o["noise_std"] = check_number("noise_std", o["noise_std"], low=0.0, high=DIGIT_SIZE)
 
 
 def _redraw(noise: Tensor, is_bad, std: float, generator, max_rounds: int) -> Tensor:
@@ -467,7 +432,7 @@ class Elastic(Generator):
 
     def _check_options(self):
         _shrink_opts(self.options)
-        self.options["grid_size"] = _integer("grid_size", self.options["grid_size"], low=2, high=32)
+        self.options["grid_size"] = check_int("grid_size", self.options["grid_size"], low=2, high=32)
 
     def _family_options(self):
         return {"grid_size": self.options["grid_size"]}
@@ -531,9 +496,9 @@ class TranslatedCluttered(Generator):
 
     def _check_options(self):
         o = self.options
-        o["canvas_size"] = _integer("canvas_size", o["canvas_size"], low=DIGIT_SIZE, high=4096)
-        o["n_clutter"] = _integer("n_clutter", o["n_clutter"], low=0, high=1000)
-        o["patch_size"] = _integer("patch_size", o["patch_size"], low=1, high=DIGIT_SIZE)
+        o["canvas_size"] = check_int("canvas_size", o["canvas_size"], low=DIGIT_SIZE, high=4096)
+        o["n_clutter"] = check_int("n_clutter", o["n_clutter"], low=0, high=1000)
+        o["patch_size"] = check_int("patch_size", o["patch_size"], low=1, high=DIGIT_SIZE)
 
     @property
     def canvas_size(self):

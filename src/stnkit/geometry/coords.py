@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_float_tensor, check_size, is_tracing
+from .._checks import check_float_tensor, check_size, is_tracing
 
 # Grid coordinates are clamped to this range so that degenerate transforms
 # (points at infinity, huge parameters) sample the padding instead of

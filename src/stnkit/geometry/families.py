@@ -24,7 +24,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from ._checks import check_finite, check_float_tensor, check_points, check_size, is_tracing
+from .._checks import check_finite, check_float_tensor, check_int, check_points, check_size, is_tracing
 from .coords import (
     GRID_LIMIT,
     affine_operator,
@@ -50,8 +50,7 @@ class TransformFamily:
     # -- parameters -----------------------------------------------------------------
     def identity(self, batch_size: int, *, device=None, dtype=None) -> Tensor:
         """Parameters of the identity transform, shape ``(batch_size, num_params)``."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         base = torch.tensor(self._identity_vector(), device=device, dtype=dtype or torch.get_default_dtype())
         return base.expand(batch_size, self.num_params).clone()
 
@@ -387,8 +386,7 @@ class ThinPlateSpline(TransformFamily):
     name = "tps"
 
     def __init__(self, grid_size: int = 4, reg: float = 0.0):
-        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
-            raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+        check_int("grid_size", grid_size, low=2)
         if not math.isfinite(reg) or reg < 0:
             raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
         self.grid_size = grid_size

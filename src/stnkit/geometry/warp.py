@@ -6,7 +6,7 @@ import torch  # noqa: F401  (doctest namespace)
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_choice, check_image, check_points, check_size
+from .._checks import check_choice, check_image, check_points, check_size
 from .coords import finite_grid
 from .families import TransformFamily, get_transform
 

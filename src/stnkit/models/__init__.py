@@ -27,7 +27,7 @@ import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor, nn
 
 from ..geometry import get_transform
-from ..geometry._checks import check_image, check_size
+from .._checks import check_image, check_int, check_size
 from ..nn import ParallelTransformers, SpatialTransformer, default_localization
 
 MODELS = ("fcn", "cnn", "st-fcn", "st-cnn", "tutorial-cnn", "tutorial-stn")
@@ -236,10 +236,8 @@ def create(
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
     in_size = check_size("in_size", in_size)
-    if isinstance(num_transformers, bool) or not isinstance(num_transformers, int) or num_transformers < 1:
-        raise ValueError(f"num_transformers must be a positive int, got {num_transformers!r}")
-    if isinstance(loc_downsample, bool) or not isinstance(loc_downsample, int) or loc_downsample < 1:
-        raise ValueError(f"loc_downsample must be a positive int, got {loc_downsample!r}")
+    check_int("num_transformers", num_transformers)
+    check_int("loc_downsample", loc_downsample)
     loc_size = (in_size[0] // loc_downsample, in_size[1] // loc_downsample)
     if min(loc_size) < 1:
         raise ValueError(f"loc_downsample must leave at least one pixel of in_size {in_size}, got {loc_downsample}")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..geometry import MODES, PADDING_MODES, TransformFamily, get_transform
-from ..geometry._checks import check_choice, check_image, check_size
+from .._checks import check_choice, check_image, check_int, check_size
 from ..geometry.warp import compose_grid, sample
 
 
@@ -42,8 +42,7 @@ def default_localization(in_channels: int, in_size) -> tuple[nn.Module, int]:
     -> FC 50 -> ReLU, the paper's ST-CNN localisation net; pooling is skipped on
     inputs too small for it. Returns the net and its number of output features.
     """
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    check_int("in_channels", in_channels)
     h, w = check_size("in_size", in_size)
     layers: list[nn.Module] = []
     c = in_channels

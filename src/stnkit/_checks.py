@@ -1,4 +1,4 @@
-"""Input validation shared by the geometry functions.
+"""Input validation shared by every layer of stnkit (geometry, nn, data, models, training).
 
 Every check raises ``TypeError`` (wrong kind of object or dtype) or
 ``ValueError`` (wrong shape or value) with a message that names the argument,
@@ -7,6 +7,7 @@ what was expected and what was got, so that bad input never reaches torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -80,3 +81,44 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_int(name: str, value: object, *, low: int = 1, high: int | None = None) -> int:
+    """An ``int`` (not a ``bool``) in ``[low, high]``; ``TypeError`` for another type, ``ValueError`` out of range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value > high):
+        if high is not None:
+            expected = f"an int in [{low}, {high}]"
+        else:
+            expected = "a positive int" if low == 1 else f"an int >= {low}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None) -> float:
+    """A finite real number (not a ``bool``) in ``[low, high]``, returned as ``float``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def check_range(name: str, value: object, *, low: float, high: float | None = None, symmetric: bool = False):
+    """A ``(lo, hi)`` pair within ``[low, high]``; a single number ``a`` means ``(-a, a)`` when ``symmetric``."""
+    if symmetric and isinstance(value, (int, float)) and not isinstance(value, bool):
+        a = check_number(name, value, low=0.0, high=high)
+        return (-a, a)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        kind = "a number or a (low, high) pair" if symmetric else "a (low, high) pair"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    bound = -high if symmetric and high is not None else low
+    lo = check_number(f"{name}[0]", value[0], low=bound, high=high)
+    hi = check_number(f"{name}[1]", value[1], low=bound, high=high)
+    if lo > hi:
+        raise ValueError(f"{name} must have low <= high, got {tuple(value)}")
+    return (lo, hi)
