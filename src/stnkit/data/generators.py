@@ -43,17 +43,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..geometry import get_transform, warp
-from ..geometry.coords import base_grid
 from .._checks import check_int, check_number, check_range
+from ..geometry import get_transform, quad_is_convex, warp
+from ..geometry.coords import base_grid
 
 DIGIT_SIZE = 28
 PX = 2.0 / DIGIT_SIZE  # one pixel of the 28x28 digit in normalised units
 DEFAULT_CHUNK = 8192
 
 DATASETS: tuple[str, ...] = ("mnist", "r", "rts", "p", "e", "tc")
-
-_JACOBIAN_CACHE: dict = {}  # spline matrices per (grid size, reg[, frame size])
 
 
 def _uniform(n: int, lo: float, hi: float, generator, shape=()) -> Tensor:
@@ -202,11 +200,11 @@ class Generator:
         """For each pixel of the digit's frame, where it lies in the sample: ``(N, H, W, 2)``.
 
         The inverse of the recorded warp; exact for the matrix families, solved by
-        Newton's method for ``tps`` (which has no closed-form inverse).
+        Newton's method for ``tps`` (:meth:`~stnkit.geometry.ThinPlateSpline.inverse_grid`).
         """
         if self.family.is_matrix:
             return self.family.grid(self.family.inverse(params), (out_size, out_size))
-        return _tps_inverse_grid(self.family, params, out_size)
+        return self.family.inverse_grid(params, out_size)
 
     def canonicalize(self, images: Tensor, params: Tensor, out_size: int = DIGIT_SIZE) -> Tensor:
         """Warp samples back onto the digit's 28x28 frame with the inverse of ``params``.
@@ -244,35 +242,6 @@ class Generator:
             inside = img[:, :, lo : lo + s, lo : lo + s].sum(dim=(1, 2, 3)).double()
             out.append(torch.where(total > 0, inside / total.clamp_min(1e-12), torch.ones_like(total)))
         return torch.cat(out).float()
-
-
-def _tps_inverse_grid(family, params: Tensor, out_size: int, iters: int = 7, chunk_size: int = 256) -> Tensor:
-    """Solve ``T(u) = v`` for every pixel centre ``v`` of an ``out_size`` frame (Newton, float64).
-
-    Converges to ~1e-6 (normalised) for the unfolded splines that ``e`` draws.
-    """
-    if params.shape[0] > chunk_size:
-        parts = [_tps_inverse_grid(family, p, out_size, iters, chunk_size) for p in params.split(chunk_size)]
-        return torch.cat(parts)
-    n = params.shape[0]
-    tgt = family.targets(params.double())  # (N, K, 2)
-    v = base_grid((out_size, out_size), False, dtype=torch.float64).view(1, -1, 2).expand(n, -1, -1)
-    # start from the inverse of the spline's affine part: T(u) ~ a0 + A u
-    _, a = family.coefficients(params.double())  # (N, 3, 2), rows 1, x, y
-    lin = a[:, 1:].transpose(1, 2)  # (N, 2, 2)
-    u = torch.linalg.solve(lin, (v - a[:, None, 0]).transpose(1, 2)).transpose(1, 2)
-    for _ in range(iters):
-        t = family.weights(u) @ tgt
-        wx, wy = family.weight_gradients(u)
-        jx, jy = wx @ tgt, wy @ tgt
-        # solve J step = T(u) - v by Cramer's rule (J has columns dT/dx, dT/dy)
-        r = t - v
-        det = jx[..., 0] * jy[..., 1] - jy[..., 0] * jx[..., 1]
-        det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
-        sx = (r[..., 0] * jy[..., 1] - jy[..., 0] * r[..., 1]) / det
-        sy = (jx[..., 0] * r[..., 1] - r[..., 0] * jx[..., 1]) / det
-        u = u - torch.stack([sx, sy], dim=-1).clamp(-0.5, 0.5)
-    return u.view(n, out_size, out_size, 2).float()
 
 
 # -- the recipes ----------------------------------------------------------------------------------
@@ -366,27 +335,6 @@ def _redraw(noise: Tensor, is_bad, std: float, generator, max_rounds: int) -> Te
     return noise
 
 
-def quad_is_convex(quad: Tensor) -> Tensor:
-    """``(N,)`` True where the quadrilateral ``(N, 4, 2)`` (corners TL, TR, BR, BL) is strictly convex
-    with the orientation of the image square (no fold, no mirror)."""
-    e = quad.roll(-1, dims=1) - quad  # edges k -> k+1
-    e2 = e.roll(-1, dims=1)
-    cross = e[..., 0] * e2[..., 1] - e[..., 1] * e2[..., 0]
-    return (cross > 0).all(dim=1)
-
-
-def homography_from_points(src: Tensor, dst: Tensor) -> Tensor:
-    """Projective params ``(N, 8)`` (``h33 = 1``) mapping 4 points ``src (N, 4, 2)`` to ``dst``."""
-    x, y = src[..., 0], src[..., 1]
-    xt, yt = dst[..., 0], dst[..., 1]
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    rows_x = torch.stack([x, y, one, zero, zero, zero, -x * xt, -y * xt], dim=-1)
-    rows_y = torch.stack([zero, zero, zero, x, y, one, -x * yt, -y * yt], dim=-1)
-    a = torch.cat([rows_x, rows_y], dim=1)  # (N, 8, 8)
-    b = torch.cat([xt, yt], dim=1)  # (N, 8)
-    return torch.linalg.solve(a, b)
-
-
 class Projective(Generator):
     """``p``: shrink about the centre by ``s ~ U(scale)``, then a random homography.
 
@@ -413,7 +361,7 @@ class Projective(Generator):
         noise = torch.randn((n, 4, 2), generator=generator, dtype=torch.float64) * std
         noise = _redraw(noise, lambda z: ~quad_is_convex(corners + z), std, generator, self.max_redraws)
         dst = (corners + noise) / s[:, None, None]
-        return Draw(homography_from_points(corners.expand(n, -1, -1), dst))
+        return Draw(self.family.from_points(corners.expand(n, -1, -1), dst))
 
 
 class Elastic(Generator):
@@ -445,34 +393,13 @@ class Elastic(Generator):
         k = c.shape[0]
         std = self.options["noise_std"] * PX
         noise = torch.randn((n, k, 2), generator=generator, dtype=torch.float64) * std
-        noise = _redraw(
-            noise, lambda z: tps_folds(self.family, z.reshape(z.shape[0], 2 * k)), std, generator, self.max_redraws
-        )
+
+        def folds(z: Tensor) -> Tensor:  # on the digit's 28x28 pixel centres
+            return self.family.folds(z.reshape(z.shape[0], 2 * k), DIGIT_SIZE)
+
+        noise = _redraw(noise, folds, std, generator, self.max_redraws)
         offsets = (c + noise) / s[:, None, None] - c
         return Draw(offsets.reshape(n, 2 * k))
-
-
-def _tps_derivative_weights(family, size: int) -> tuple[Tensor, Tensor]:
-    """``(M, K)`` weights giving dT/dx and dT/dy at the ``size x size`` pixel centres from the targets."""
-    key = (family.grid_size, family.reg, size)
-    if key not in _JACOBIAN_CACHE:
-        pts = base_grid((size, size), False, dtype=torch.float64).view(-1, 2)
-        _JACOBIAN_CACHE[key] = family.weight_gradients(pts)
-    return _JACOBIAN_CACHE[key]
-
-
-def tps_jacobian_det(family, params: Tensor, size: int = DIGIT_SIZE) -> Tensor:
-    """``(N, size * size)`` determinant of the spline's Jacobian at the pixel centres of a ``size`` frame."""
-    dwx, dwy = _tps_derivative_weights(family, size)
-    tgt = family.targets(params.double())  # (N, K, 2)
-    jx, jy = dwx @ tgt, dwy @ tgt  # (N, M, 2): dT/dx, dT/dy
-    return jx[..., 0] * jy[..., 1] - jx[..., 1] * jy[..., 0]
-
-
-def tps_folds(family, params: Tensor, size: int = DIGIT_SIZE, chunk_size: int = 2048) -> Tensor:
-    """``(N,)`` True where the spline folds the image (Jacobian determinant <= 0 at some pixel centre)."""
-    parts = [(tps_jacobian_det(family, p, size) <= 0).any(dim=1) for p in params.split(chunk_size)]
-    return torch.cat(parts)
 
 
 class TranslatedCluttered(Generator):
@@ -585,4 +512,4 @@ def get_generator(name: str, **options) -> Generator:
     return _GENERATORS[name](**options)
 
 
-__all__ = ["DATASETS", "DEFAULT_CHUNK", "Draw", "Generator", "check_digits", "get_generator", "homography_from_points"]
+__all__ = ["DATASETS", "DEFAULT_CHUNK", "Draw", "Generator", "check_digits", "get_generator"]

@@ -22,6 +22,7 @@ from .families import (
     Translation,
     get_transform,
 )
+from .polygon import quad_is_convex
 from .warp import MODES, PADDING_MODES, compose_grid, sample, warp
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "from_pixel_matrix",
     "get_transform",
     "normalization_matrix",
+    "quad_is_convex",
     "sample",
     "to_pixel_matrix",
     "warp",

@@ -196,8 +196,9 @@ def from_pixel_matrix(m: Tensor, in_size, out_size=None, align_corners: bool = F
     return n_in @ _solve("m", m, torch.linalg.inv(n_out).expand_as(m))
 
 
-def _solve(name: str, a: Tensor, b: Tensor) -> Tensor:
+def _solve(name: str, a: Tensor, b: Tensor, problem: str = "must be invertible, got a singular matrix") -> Tensor:
+    """``solve(a, b)``; ``ValueError(f"{name} {problem}")`` where ``a`` is singular."""
     out, info = torch.linalg.solve_ex(a, b)
     if bool((info != 0).any()) or not bool(torch.isfinite(out).all()):
-        raise ValueError(f"{name} must be invertible, got a singular matrix")
+        raise ValueError(f"{name} {problem}")
     return out

@@ -27,6 +27,7 @@ from torch import Tensor
 from .._checks import check_finite, check_float_tensor, check_int, check_points, check_size, is_tracing
 from .coords import (
     GRID_LIMIT,
+    _solve,
     affine_operator,
     base_grid,
     cached_operator,
@@ -38,6 +39,9 @@ from .coords import (
 _EPS = 1e-8
 # a homography whose denominator stays above this on the whole square needs no guard
 _TAME_MARGIN = 1e-3
+# samples per chunk of ThinPlateSpline.inverse_grid / .folds (bounds the (B, H*W, K) temporaries)
+_INVERSE_CHUNK = 256
+_FOLD_CHUNK = 2048
 
 
 class TransformFamily:
@@ -349,6 +353,63 @@ class Projective(MatrixFamily):
         # one reciprocal per point, then a product: its backward makes fewer full-size passes than a division's
         return (num * den.reciprocal().unsqueeze(-1)).view(-1, h, w, 2)
 
+    @classmethod
+    def from_points(cls, src: Tensor, dst: Tensor) -> Tensor:
+        """Parameters of the homography that maps four points ``src`` onto ``dst``.
+
+        Solves the 8x8 linear system of the direct linear transform with
+        ``h33 = 1``, so that ``T(src[:, i]) = dst[:, i]`` for ``i = 0..3``. In
+        stnkit's convention ``T`` maps **output** to **input** coordinates:
+        ``src`` are points of the output frame and ``dst`` the input points they
+        read, both normalised to ``[-1, 1]``, x before y (``F.affine_grid``'s
+        frame). Warping with the result moves the input's content at ``dst`` to
+        ``src``.
+
+        Args:
+            src: ``(B, 4, 2)`` floating points, no three of them collinear.
+            dst: ``(B, 4, 2)`` their images (the dtypes promote to a common one).
+
+        Returns:
+            ``(B, 8)`` parameters ``h11 h12 h13 h21 h22 h23 h31 h32`` of the
+            ``projective`` family, differentiable in ``src`` and ``dst``.
+
+        Raises:
+            TypeError: ``src`` or ``dst`` is not a floating tensor.
+            ValueError: a shape is not ``(B, 4, 2)``, the shapes differ, a value is
+                not finite, or the points are degenerate (the system is singular).
+
+        Example:
+            >>> square = torch.tensor([[[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]])
+            >>> params = Projective.from_points(square, 0.5 * square + 0.25)
+            >>> affine = torch.tensor([[0.5, 0.0, 0.25, 0.0, 0.5, 0.25, 0.0, 0.0]])  # T(p) = p / 2 + 1 / 4
+            >>> torch.allclose(params, affine, atol=1e-6)
+            True
+            >>> torch.allclose(get_transform("projective").transform_points(params, square), 0.5 * square + 0.25)
+            True
+
+        References:
+            R. Hartley and A. Zisserman, *Multiple View Geometry in Computer
+            Vision*, 2nd ed., 2004, section 4.1 (the direct linear transform).
+        """
+        src = check_points("src", src)
+        dst = check_points("dst", dst)
+        if src.shape[1] != 4:
+            raise ValueError(f"src must have shape (B, 4, 2), four points per sample, got shape {tuple(src.shape)}")
+        if dst.shape != src.shape:
+            raise ValueError(f"dst must have the shape of src {tuple(src.shape)}, got shape {tuple(dst.shape)}")
+        check_finite("src", src)
+        check_finite("dst", dst)
+        dtype = torch.promote_types(src.dtype, dst.dtype)
+        src, dst = src.to(dtype), dst.to(dtype)
+        x, y = src[..., 0], src[..., 1]
+        xt, yt = dst[..., 0], dst[..., 1]
+        one, zero = torch.ones_like(x), torch.zeros_like(x)
+        rows_x = torch.stack([x, y, one, zero, zero, zero, -x * xt, -y * xt], dim=-1)
+        rows_y = torch.stack([zero, zero, zero, x, y, one, -x * yt, -y * yt], dim=-1)
+        a = torch.cat([rows_x, rows_y], dim=1)  # (B, 8, 8)
+        b = torch.cat([xt, yt], dim=1)  # (B, 8)
+        return _solve("src and dst", a, b, "must be four points with no three collinear, got a singular system")
+
 
 def _projective_is_tame(m: Tensor) -> bool:
     """True when no point of ``[-1, 1]^2`` goes near infinity and the grid stays within ``GRID_LIMIT``.
@@ -492,6 +553,162 @@ class ThinPlateSpline(TransformFamily):
         points = check_points("points", points)
         _check_batch(params, points, "points")
         return self.weights(points) @ self.targets(params).to(points.dtype)
+
+    # -- the spline's inverse and its Jacobian ------------------------------------------
+    def inverse_grid(self, params: Tensor, out_size, align_corners: bool = False, *, iters: int = 7) -> Tensor:
+        """Sampling grid ``(B, H, W, 2)`` of the inverse spline, solved by Newton's method.
+
+        The spline ``T`` maps output points to input points (stnkit's
+        convention, as :meth:`grid`). This returns, for each pixel ``v`` of an
+        ``out_size`` frame in the *input*'s normalised coordinates (x before y,
+        ``F.affine_grid``'s frame), the output point ``u`` with ``T(u) = v``. So
+        ``sample(warp(x, params, tps), inverse_grid(params, x's size))`` brings a
+        warped image back onto ``x``'s frame (up to resampling blur and what
+        left the canvas). A thin-plate spline has no closed-form inverse.
+
+        Newton starts from the inverse of the spline's affine part and takes
+        ``iters`` steps in float64 (each clamped to 0.5); for splines that do not
+        fold (:meth:`folds`), with offsets of a few pixels, the residual
+        ``|T(u) - v|`` is ~1e-6 or less after the default 7 steps. Where the
+        spline folds, the inverse is not unique and the result is one of them,
+        or no solution.
+
+        Args:
+            params: ``(B, num_params)`` control-point offsets.
+            out_size: ``(H, W)`` or an int, the frame of the points ``v``.
+            align_corners: the frame's convention, see :mod:`stnkit.geometry.coords`.
+            iters: Newton steps (an int >= 1).
+
+        Returns:
+            ``(B, H, W, 2)`` in the dtype and on the device of ``params``;
+            differentiable in ``params`` (through the unrolled steps).
+
+        Example:
+            >>> tps = ThinPlateSpline(grid_size=3)
+            >>> params = 0.05 * torch.randn(2, 18, generator=torch.Generator().manual_seed(0))
+            >>> u = tps.inverse_grid(params, (5, 6))
+            >>> u.shape
+            torch.Size([2, 5, 6, 2])
+            >>> v = base_grid((5, 6)).expand(2, -1, -1, -1)
+            >>> bool((tps.transform_points(params, u.reshape(2, -1, 2)) - v.reshape(2, -1, 2)).abs().max() < 1e-5)
+            True
+
+        References:
+            F. L. Bookstein, "Principal warps: thin-plate splines and the
+            decomposition of deformations", IEEE TPAMI 11(6), 1989.
+        """
+        params = self.check_params(params)
+        h, w = check_size("out_size", out_size)
+        check_int("iters", iters)
+        parts = [self._newton_inverse(p, (h, w), align_corners, iters) for p in params.split(_INVERSE_CHUNK)]
+        return torch.cat(parts).to(params.dtype)
+
+    def _newton_inverse(self, params: Tensor, size: tuple[int, int], align_corners: bool, iters: int) -> Tensor:
+        n, (h, w) = params.shape[0], size
+        params = params.double()
+        tgt = self.targets(params)  # (N, K, 2)
+        v = base_grid((h, w), align_corners, device=params.device, dtype=torch.float64).view(1, -1, 2)
+        v = v.expand(n, -1, -1)
+        # start from the inverse of the spline's affine part: T(u) ~ a0 + A u
+        _, a = self.coefficients(params)  # (N, 3, 2), rows 1, x, y
+        lin = a[:, 1:].transpose(1, 2)  # (N, 2, 2)
+        u = torch.linalg.solve(lin, (v - a[:, None, 0]).transpose(1, 2)).transpose(1, 2)
+        for _ in range(iters):
+            t = self.weights(u) @ tgt
+            wx, wy = self.weight_gradients(u)
+            jx, jy = wx @ tgt, wy @ tgt
+            # solve J step = T(u) - v by Cramer's rule (J has columns dT/dx, dT/dy)
+            r = t - v
+            det = jx[..., 0] * jy[..., 1] - jy[..., 0] * jx[..., 1]
+            det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
+            sx = (r[..., 0] * jy[..., 1] - jy[..., 0] * r[..., 1]) / det
+            sy = (jx[..., 0] * r[..., 1] - r[..., 0] * jx[..., 1]) / det
+            u = u - torch.stack([sx, sy], dim=-1).clamp(-0.5, 0.5)
+        return u.view(n, h, w, 2)
+
+    def jacobian_det(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
+        """Determinant of the spline's Jacobian ``dT/du`` at the pixel centres of an output frame.
+
+        ``T`` maps output to input coordinates (both normalised to ``[-1, 1]``,
+        x before y); the Jacobian ``[dT/dx, dT/dy]`` is exact (the kernel's
+        derivative ``2 (log r^2 + 1) (u - c)``, not finite differences). A
+        determinant ``<= 0`` somewhere means the spline folds or mirrors the
+        image there (:meth:`folds`). The derivative weights of each frame are
+        computed once in float64 and cached per size, ``align_corners``,
+        device and dtype.
+
+        Args:
+            params: ``(B, num_params)`` control-point offsets.
+            out_size: ``(H, W)`` or an int, the output frame whose pixel centres are used.
+            align_corners: the frame's convention, see :mod:`stnkit.geometry.coords`.
+
+        Returns:
+            ``(B, H, W)`` in the dtype and on the device of ``params``
+            (differentiable in ``params``); 1 everywhere for the identity.
+
+        Example:
+            >>> tps = ThinPlateSpline(grid_size=3)
+            >>> det = tps.jacobian_det(tps.identity(2), (3, 4))
+            >>> det.shape, torch.allclose(det, torch.ones(2, 3, 4))
+            (torch.Size([2, 3, 4]), True)
+            >>> shrink = tps.control_points.float().view(1, 18) * -0.5  # T(u) = u / 2: det 1/4
+            >>> torch.allclose(tps.jacobian_det(shrink, 4), torch.full((1, 4, 4), 0.25), atol=1e-5)
+            True
+
+        References:
+            F. L. Bookstein, "Principal warps: thin-plate splines and the
+            decomposition of deformations", IEEE TPAMI 11(6), 1989.
+        """
+        params = self.check_params(params)
+        h, w = check_size("out_size", out_size)
+        return self._jacobian_det(params, (h, w), align_corners).view(-1, h, w)
+
+    def _jacobian_det(self, params: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+        """``(B, H*W)`` determinants on validated arguments."""
+        h, w = size
+        key = ("jacobian", h, w, bool(align_corners), str(params.device), params.dtype)
+        cached = self._grid_cache.get(key)
+        if cached is None:
+            pts = base_grid((h, w), align_corners, dtype=torch.float64).view(-1, 2)
+            cached = tuple(g.to(device=params.device, dtype=params.dtype) for g in self.weight_gradients(pts))
+            if not is_tracing():
+                self._grid_cache[key] = cached
+        dwx, dwy = cached  # (H*W, K) each
+        tgt = self.targets(params)  # (B, K, 2)
+        jx, jy = dwx @ tgt, dwy @ tgt  # (B, H*W, 2): dT/dx, dT/dy
+        return jx[..., 0] * jy[..., 1] - jx[..., 1] * jy[..., 0]
+
+    def folds(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
+        """``(B,)`` bool: True where the spline folds an output frame onto itself.
+
+        A fold is a pixel centre of the ``out_size`` frame where the Jacobian
+        determinant (:meth:`jacobian_det`) is ``<= 0``: there the spline is not
+        locally invertible (it folds or mirrors the image) and
+        :meth:`inverse_grid` is not unique. Checked in chunks of 2048 samples.
+
+        Args:
+            params: ``(B, num_params)`` control-point offsets.
+            out_size: ``(H, W)`` or an int, the output frame.
+            align_corners: the frame's convention, see :mod:`stnkit.geometry.coords`.
+
+        Returns:
+            ``(B,)`` bool on the device of ``params``.
+
+        Example:
+            >>> tps = ThinPlateSpline(grid_size=4)
+            >>> params = torch.zeros(2, 32)
+            >>> params[1, 10] = 1.2  # push an inner control point (index 5) past its right neighbour
+            >>> tps.folds(params, (28, 28))
+            tensor([False,  True])
+
+        References:
+            F. L. Bookstein, "Principal warps: thin-plate splines and the
+            decomposition of deformations", IEEE TPAMI 11(6), 1989.
+        """
+        params = self.check_params(params)
+        size = check_size("out_size", out_size)
+        parts = [(self._jacobian_det(p, size, align_corners) <= 0).any(dim=1) for p in params.split(_FOLD_CHUNK)]
+        return torch.cat(parts)
 
 
 TRANSFORMS: dict[str, type[TransformFamily]] = {
