@@ -6,7 +6,7 @@ For each family it generates ``--n`` samples (the bundled 8,000 digits, tiled)
 ``--repeat`` times with ``torch.set_num_threads(--threads)`` and reports the
 best wall time (the machine may be shared; the best run is the least disturbed).
 Then, on the 1,000 bundled test digits (fixed draw, seed 0), the fraction of
-each warped digit's ink that stays on the canvas (see ``Generator.ink_fraction``).
+each warped digit's ink that stays on the canvas (see ``stnkit.data.ink_fraction``).
 Writes ``benchmarks/results/data_gen.json`` and prints a markdown table.
 """
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from stnkit import get_transform, warp
-from stnkit.data import DATASETS, bundled_mnist, get_generator
+from stnkit.data import DATASETS, bundled_mnist, get_generator, ink_fraction
 from stnkit.data.generators import PX
 from stnkit.geometry import quad_is_convex
 
@@ -270,7 +270,7 @@ INK_MIN_MEAN = {"mnist": 0.999, "r": 0.99, "rts": 0.99, "p": 0.93, "e": 0.99, "t
 @pytest.mark.parametrize("name", DATASETS)
 def test_digits_stay_on_the_canvas(samples, digits, name):
     gen, _, params = samples[name]
-    frac = gen.ink_fraction(digits[:150], params[:150])
+    frac = ink_fraction(digits[:150], params[:150], gen.transform, gen.canvas_size, mode=gen.mode)
     print(f"ink kept [{name}]: mean {frac.mean():.4f}, 5th percentile {frac.quantile(0.05):.4f}, min {frac.min():.4f}")
     assert frac.max() <= 1.0 + 1e-6
     assert frac.mean() >= INK_MIN_MEAN[name]
@@ -284,10 +284,31 @@ def test_ink_fraction_measures_what_is_cut_off(digits):
     # tx = 1 (14 px): the canvas shows only the right half of the digit
     params = torch.tensor([[1.0, 0.0, 1.0, 0.0]]).expand(8, -1)
     expected = d[..., 14:].sum((1, 2, 3)) / d.sum((1, 2, 3))
-    assert torch.allclose(gen.ink_fraction(d, params), expected, atol=1e-4)
+    assert torch.allclose(ink_fraction(d, params, gen.transform, 28), expected, atol=1e-4)
     # shrinking keeps everything, whatever the change of area
     params = torch.tensor([[2.0, 0.3, 0.0, 0.0]]).expand(8, -1)
-    assert torch.allclose(gen.ink_fraction(d, params), torch.ones(8), atol=1e-5)
+    assert torch.allclose(ink_fraction(d, params, gen.family, 28), torch.ones(8), atol=1e-5)
+    # on a canvas twice as wide nothing is cut off
+    params = torch.tensor([[2.0, 0.0, 1.0, 0.0]]).expand(8, -1)  # the 56 canvas, digit shifted by 14 px
+    assert torch.allclose(ink_fraction(d, params, "similarity", 56), torch.ones(8), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"factor": 4}, ValueError, "factor must be odd"),
+        ({"factor": 0}, ValueError, "factor must be a positive int"),
+        ({"canvas_size": 2.5}, TypeError, "canvas_size must be an int"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be a positive int"),
+        ({"transform": "shear"}, ValueError, "unknown transform 'shear'"),
+        ({"digits": torch.zeros(2, 28, 28)}, ValueError, r"digits must have shape \(N, 1, 28, 28\)"),
+    ],
+)
+def test_ink_fraction_exceptions(digits, kwargs, exc, match):
+    args = {"digits": digits[:2], "params": torch.tensor([[1.0, 0.0, 0.0]] * 2), "transform": "attention"}
+    args = {**args, "canvas_size": 28, **kwargs}
+    with pytest.raises(exc, match=match):
+        ink_fraction(**args)
 
 
 # -- determinism -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnis
 from .export import load_dataset_dir, make_dataset, write_dataset
 from .generators import DATASETS, Generator, get_generator
 from .idx import IdxError, read_idx, write_idx
+from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "bundled_split_indices",
     "download_mnist",
     "get_generator",
+    "ink_fraction",
     "load_dataset_dir",
     "load_digits",
     "load_distorted",

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from .._checks import check_int
 from .generators import DEFAULT_CHUNK, DIGIT_SIZE, Generator, check_digits, get_generator
+from .ink import ink_fraction
 from .mnist import load_digits
 
 SEED_STRIDE = 1_000_003  # generator seed = seed * SEED_STRIDE + slot
@@ -156,7 +157,7 @@ class DistortedMNIST(Dataset):
 
     def ink_fraction(self) -> Tensor:
         """Per sample, the fraction of the warped digit's ink that lies on the canvas."""
-        return self.generator.ink_fraction(self.digits, self.params)
+        return ink_fraction(self.digits, self.params, self.generator.family, self.canvas_size, mode=self.generator.mode)
 
     def canonicalize(self, images: Tensor | None = None) -> Tensor:
         """The current samples (or ``images``) warped back onto the digits' frame with the ground truth."""

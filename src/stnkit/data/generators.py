@@ -45,7 +45,6 @@ from torch import Tensor
 
 from .._checks import check_int, check_number, check_range
 from ..geometry import get_transform, quad_is_convex, warp
-from ..geometry.coords import base_grid
 
 DIGIT_SIZE = 28
 PX = 2.0 / DIGIT_SIZE  # one pixel of the 28x28 digit in normalised units
@@ -214,34 +213,6 @@ class Generator:
         """
         grid = self.canonical_grid(params, out_size)
         return F.grid_sample(images, grid.to(images.dtype), mode=self.mode, padding_mode="zeros", align_corners=False)
-
-    def ink_fraction(self, digits: Tensor, params: Tensor, factor: int = 5, chunk_size: int = 64) -> Tensor:
-        """Per sample, the fraction of the warped digit's ink that lies on the canvas.
-
-        The digit is rendered with its recorded warp on a canvas ``factor`` times
-        wider with the same pixel size and the same centre; the fraction is the ink
-        (sum of pixel values) in the central ``S x S`` window over the ink on the
-        whole big canvas. Scaling changes the ink of the whole digit and of the
-        window alike, so this measures only the ink that the canvas cut off.
-        """
-        digits = check_digits(digits)
-        factor = check_int("factor", factor, low=1)
-        if factor % 2 == 0:
-            raise ValueError(f"factor must be odd (centres stay aligned), got {factor}")
-        s = self.canvas_size
-        big = factor * s
-        pts0 = factor * base_grid((big, big), False, dtype=torch.float64).view(1, -1, 2)
-        lo = (factor - 1) // 2 * s
-        out = []
-        for start in range(0, digits.shape[0], chunk_size):
-            p = params[start : start + chunk_size].double()
-            d = digits[start : start + chunk_size]
-            pts = self.family.transform_points(p, pts0.expand(p.shape[0], -1, -1))
-            img = F.grid_sample(d, pts.view(-1, big, big, 2).float(), mode=self.mode, align_corners=False)
-            total = img.sum(dim=(1, 2, 3)).double()
-            inside = img[:, :, lo : lo + s, lo : lo + s].sum(dim=(1, 2, 3)).double()
-            out.append(torch.where(total > 0, inside / total.clamp_min(1e-12), torch.ones_like(total)))
-        return torch.cat(out).float()
 
 
 # -- the recipes ----------------------------------------------------------------------------------
