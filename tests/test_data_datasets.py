@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from stnkit import warp
-from stnkit.data import DATASETS, DistortedMNIST, get_generator, load_digits, load_distorted
+from stnkit.data import DISTORTIONS, DistortedMNIST, get_distortion, load_digits, load_distorted
 from stnkit.data.dataset import stream_seed
 
 
@@ -18,13 +18,13 @@ def test_digits():
     return images[:200], labels[:200]
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", DISTORTIONS)
 def test_dataset_items(test_digits, name):
     images, labels = test_digits
     ds = DistortedMNIST(name, images, labels, seed=0)
-    s = get_generator(name).canvas_size
+    s = get_distortion(name).canvas_size
     assert len(ds) == 200 and ds.canvas_size == s and ds.name == name
-    assert ds.transform == get_generator(name).transform and ds.num_params == ds.params.shape[1]
+    assert ds.transform == get_distortion(name).transform and ds.num_params == ds.params.shape[1]
     x, y = ds[3]
     assert x.shape == (1, s, s) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     assert y.dtype == torch.int64 and y.ndim == 0 and int(y) == labels[3]
@@ -32,7 +32,7 @@ def test_dataset_items(test_digits, name):
     assert ds.params.shape == (200, ds.num_params) and ds.params.dtype == torch.float32
     assert torch.equal(ds.digits, torch.from_numpy(images).float().div(255).unsqueeze(1))
     if name != "tc":
-        again = warp(ds.digits, ds.params, ds.transform, out_size=s, mode=ds.generator.mode)
+        again = warp(ds.digits, ds.params, ds.transform, out_size=s, mode=ds.distortion.mode)
         assert (again - ds.images).abs().max() < 1e-5
 
 
@@ -103,7 +103,7 @@ def test_tc_clutter_source(test_digits):
     images, labels = test_digits
     pool = np.zeros((10, 28, 28), dtype=np.uint8)  # blank clutter: only the digit remains
     ds = DistortedMNIST("tc", images, labels, seed=0, clutter_source=pool)
-    assert torch.equal(ds.images, ds.generator.clean(ds.digits, ds.params))
+    assert torch.equal(ds.images, ds.distortion.clean(ds.digits, ds.params))
     busy = DistortedMNIST("tc", images, labels, seed=0)
     assert not torch.equal(busy.images, ds.images)
 

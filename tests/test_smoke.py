@@ -49,7 +49,7 @@ def test_bench_quick_reports_ratios(tmp_path):
     steps = {r["model"]: r for r in report["training_step"]["rows"]}
     assert steps["cnn"]["ratio_to_cnn"] == 1.0
     assert steps["st-cnn"]["saved_activations_bytes"] > steps["cnn"]["saved_activations_bytes"] > 0
-    assert {r["dataset"] for r in report["generators"]} == set(stnkit.data.DATASETS)
+    assert {r["dataset"] for r in report["generators"]} == set(stnkit.data.DISTORTIONS)
     md = out.with_suffix(".md").read_text()
     assert "| affine | 4x1x16 | forward |" in md and "ratio to CNN" in md
 

@@ -8,25 +8,25 @@
 """
 
 from .dataset import DistortedMNIST, load_distorted
+from .distortions import DISTORTIONS, Distortion, get_distortion
 from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnist
 from .export import load_dataset_dir, make_dataset, write_dataset
-from .generators import DATASETS, Generator, get_generator
 from .idx import IdxError, read_idx, write_idx
 from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
 
 __all__ = [
-    "DATASETS",
     "DEFAULT_MIRROR",
+    "DISTORTIONS",
     "MNIST_SHA256",
     "DistortedMNIST",
+    "Distortion",
     "DownloadError",
-    "Generator",
     "IdxError",
     "bundled_mnist",
     "bundled_split_indices",
     "download_mnist",
-    "get_generator",
+    "get_distortion",
     "ink_fraction",
     "load_dataset_dir",
     "load_digits",

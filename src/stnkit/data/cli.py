@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .generators import DATASETS
+from .distortions import DISTORTIONS
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -108,7 +108,7 @@ def _seed(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser, split_default: str | None) -> None:
-    p.add_argument("name", choices=DATASETS, help="dataset: " + ", ".join(DATASETS))
+    p.add_argument("name", choices=DISTORTIONS, help="dataset: " + ", ".join(DISTORTIONS))
     if split_default is None:
         p.add_argument("--split", choices=("train", "test"), required=True, help="which digits")
     else:

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._checks import check_int
-from .generators import DEFAULT_CHUNK, DIGIT_SIZE, Generator, check_digits, get_generator
+from .distortions import DEFAULT_CHUNK, DIGIT_SIZE, Distortion, check_digits, get_distortion
 from .ink import ink_fraction
 from .mnist import load_digits
 
@@ -53,7 +53,7 @@ class DistortedMNIST(Dataset):
     """Distorted digits from any source of 28x28 digits, with ground-truth parameters.
 
     Args:
-        name: one of :data:`~stnkit.data.DATASETS` (``mnist``, ``r``, ``rts``, ``p``, ``e``, ``tc``).
+        name: one of :data:`~stnkit.data.DISTORTIONS` (``mnist``, ``r``, ``rts``, ``p``, ``e``, ``tc``).
         images: ``(N, 28, 28)`` or ``(N, 1, 28, 28)`` digits, uint8 or float in
             ``[0, 1]``, numpy or torch (bundled, from a directory, or your own).
         labels: ``(N,)`` integer labels.
@@ -64,7 +64,7 @@ class DistortedMNIST(Dataset):
         clutter_source: for ``tc``, digits to cut clutter from (default: ``images``,
             each sample's clutter from the other digits).
         chunk_size: samples rendered at once (bounds memory; no effect on the result).
-        **recipe_options: override the recipe's defaults (see :func:`get_generator`).
+        **recipe_options: override the recipe's defaults (see :func:`~stnkit.data.get_distortion`).
 
     ``ds[i]`` is ``(image, label)``: float32 ``(1, S, S)`` in ``[0, 1]`` and an int64
     scalar. The current draw is ``ds.images`` ``(N, 1, S, S)`` with ground truth
@@ -90,7 +90,7 @@ class DistortedMNIST(Dataset):
         chunk_size: int = DEFAULT_CHUNK,
         **recipe_options,
     ):
-        self.generator: Generator = get_generator(name, **recipe_options)
+        self.distortion: Distortion = get_distortion(name, **recipe_options)
         self.digits = as_digits(images)
         if isinstance(labels, np.ndarray):
             labels = torch.from_numpy(labels)
@@ -114,19 +114,19 @@ class DistortedMNIST(Dataset):
     # -- description ---------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self.generator.name
+        return self.distortion.name
 
     @property
     def transform(self) -> str:
-        return self.generator.transform
+        return self.distortion.transform
 
     @property
     def canvas_size(self) -> int:
-        return self.generator.canvas_size
+        return self.distortion.canvas_size
 
     @property
     def num_params(self) -> int:
-        return self.generator.num_params
+        return self.distortion.num_params
 
     def __repr__(self) -> str:
         return (
@@ -137,7 +137,7 @@ class DistortedMNIST(Dataset):
     # -- draws -------------------------------------------------------------------------------------
     def _redraw(self, epoch: int | None) -> None:
         g = torch.Generator().manual_seed(stream_seed(self.seed, epoch))
-        self.images, self.params = self.generator(
+        self.images, self.params = self.distortion(
             self.digits, g, clutter_source=self.clutter_source, chunk_size=self.chunk_size
         )
         self.epoch = epoch
@@ -157,11 +157,13 @@ class DistortedMNIST(Dataset):
 
     def ink_fraction(self) -> Tensor:
         """Per sample, the fraction of the warped digit's ink that lies on the canvas."""
-        return ink_fraction(self.digits, self.params, self.generator.family, self.canvas_size, mode=self.generator.mode)
+        return ink_fraction(
+            self.digits, self.params, self.distortion.family, self.canvas_size, mode=self.distortion.mode
+        )
 
     def canonicalize(self, images: Tensor | None = None) -> Tensor:
         """The current samples (or ``images``) warped back onto the digits' frame with the ground truth."""
-        return self.generator.canonicalize(self.images if images is None else images, self.params)
+        return self.distortion.canonicalize(self.images if images is None else images, self.params)
 
 
 def load_distorted(

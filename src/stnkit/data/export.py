@@ -95,7 +95,7 @@ def write_dataset(ds: DistortedMNIST, out: str | os.PathLike, info: dict | None 
         "fresh": ds.fresh,
         "epoch": ds.epoch,
         "generator_seed": stream_seed(ds.seed, ds.epoch),
-        "recipe": ds.generator.recipe(),
+        "recipe": ds.distortion.recipe(),
         "count": len(ds),
         "class_counts": np.bincount(labels, minlength=10).tolist(),
         "image_shape": [ds.canvas_size, ds.canvas_size],

@@ -9,7 +9,7 @@ from torch import Tensor
 from .._checks import check_int
 from ..geometry import TransformFamily, get_transform
 from ..geometry.coords import base_grid
-from .generators import check_digits
+from .distortions import check_digits
 
 
 def ink_fraction(

@@ -153,12 +153,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _validate(config: TrainConfig) -> None:
-    from ..data import DATASETS
+    from ..data import DISTORTIONS
     from ..geometry import TRANSFORMS
     from ..models import MODELS
 
     for name, value, valid in (
-        ("--dataset", config.dataset, DATASETS),
+        ("--dataset", config.dataset, DISTORTIONS),
         ("--model", config.model, MODELS),
         ("--transform", config.transform, tuple(TRANSFORMS)),
         ("--optimizer", config.optimizer, ("adamw", "sgd")),
@@ -243,11 +243,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
     import torch.nn.functional as F
 
-    from ..data import get_generator
+    from ..data import get_distortion
     from .checkpoint import load_model
 
     model, config = load_model(args.checkpoint)
-    canvas = get_generator(config.dataset).canvas_size
+    canvas = get_distortion(config.dataset).canvas_size
     for path in args.images:
         x = torch.from_numpy(_read_grey_png(path)).unsqueeze(0).unsqueeze(0)
         if args.invert:
@@ -332,11 +332,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
-    from ..data import DATASETS
+    from ..data import DISTORTIONS
     from .budget import render_budget, run_budget
 
-    if args.dataset not in DATASETS:
-        raise SystemExit(f"stnkit reproduce: --dataset must be one of {', '.join(DATASETS)}, got {args.dataset!r}")
+    if args.dataset not in DISTORTIONS:
+        raise SystemExit(f"stnkit reproduce: --dataset must be one of {', '.join(DISTORTIONS)}, got {args.dataset!r}")
     if not args.minutes > 0:
         raise SystemExit(f"stnkit reproduce: --minutes must be > 0, got {args.minutes}")
     if args.seeds < 1:

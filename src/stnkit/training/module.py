@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..data import DistortedMNIST, get_generator, load_digits
+from ..data import DistortedMNIST, get_distortion, load_digits
 from ..geometry import warp
 from ..models import STClassifier, create
 from .config import TrainConfig
@@ -21,7 +21,7 @@ _SPLIT_SEED = 20_150_605  # the train/validation partition of the training digit
 
 def build_model(config: TrainConfig) -> nn.Module:
     """The model a config describes, sized for its dataset's canvas."""
-    canvas = get_generator(config.dataset).canvas_size
+    canvas = get_distortion(config.dataset).canvas_size
     return create(
         config.model,
         in_channels=1,

@@ -309,9 +309,9 @@ def load_eval_data(
 
 
 def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:
-    from ..data import get_generator
+    from ..data import get_distortion
 
-    canvas = get_generator(model_cfg.dataset).canvas_size
+    canvas = get_distortion(model_cfg.dataset).canvas_size
     if tuple(images.shape[-2:]) != (canvas, canvas):
         raise ValueError(
             f"the model takes {canvas}x{canvas} images (trained on {model_cfg.dataset!r}), "

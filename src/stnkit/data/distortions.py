@@ -1,16 +1,18 @@
 """The paper's distorted-MNIST family, made with stnkit's own warps, with ground truth.
 
-Every generator turns a batch of 28x28 digits into distorted samples and
+Every :class:`Distortion` (one per dataset name in :data:`DISTORTIONS`, made by
+:func:`get_distortion`) turns a batch of 28x28 digits into distorted samples and
 returns, for each sample, the parameters of the warp that made it, in stnkit's
 convention: the parameters map **output** (sample) coordinates to **input**
 (digit) coordinates, normalised to ``[-1, 1]`` over each image's own frame, x
 before y, ``align_corners=False``. So for every family except ``tc`` (whose
 clutter is pasted on top)::
 
-    images, params = gen(digits, generator=g)
-    images == stnkit.warp(digits, params, gen.transform, out_size=gen.canvas_size)
+    dist = get_distortion(name)
+    images, params = dist(digits, generator=g)  # g: a seeded torch.Generator
+    images == stnkit.warp(digits, params, dist.transform, out_size=dist.canvas_size)
 
-(up to float rounding), and ``gen.canonicalize(images, params)`` warps the
+(up to float rounding), and ``dist.canonicalize(images, params)`` warps the
 samples back onto the 28x28 frame of the digit.
 
 =======  =======  ============  =====================================================
@@ -50,7 +52,8 @@ DIGIT_SIZE = 28
 PX = 2.0 / DIGIT_SIZE  # one pixel of the 28x28 digit in normalised units
 DEFAULT_CHUNK = 8192
 
-DATASETS: tuple[str, ...] = ("mnist", "r", "rts", "p", "e", "tc")
+# the names of the distortion recipes: the plain digits and the paper's five distorted datasets
+DISTORTIONS: tuple[str, ...] = ("mnist", "r", "rts", "p", "e", "tc")
 
 
 def _uniform(n: int, lo: float, hi: float, generator, shape=()) -> Tensor:
@@ -83,8 +86,12 @@ class Draw:
         return Draw(self.params[start:stop], {k: v[start:stop] for k, v in self.extra.items()})
 
 
-class Generator:
-    """Base class of the distortion recipes. Subclasses set the class attributes and ``_draw``."""
+class Distortion:
+    """Base class of the distortion recipes. Subclasses set the class attributes and ``_draw``.
+
+    Recipe classes are named ``<Kind>Distortion`` (``ProjectiveDistortion`` draws the
+    ``p`` dataset and records :class:`stnkit.geometry.Projective` parameters).
+    """
 
     name: str = ""
     transform: str = ""
@@ -216,7 +223,7 @@ class Generator:
 
 
 # -- the recipes ----------------------------------------------------------------------------------
-class Identity(Generator):
+class IdentityDistortion(Distortion):
     """``mnist``: the undistorted 28x28 digit; ground truth the identity of ``attention``."""
 
     name = "mnist"
@@ -230,7 +237,7 @@ class Identity(Generator):
         return digits.clone()
 
 
-class Rotation(Generator):
+class RotationDistortion(Distortion):
     """``r``: rotation about the centre, angle uniform in ``angle`` degrees (28x28)."""
 
     name = "r"
@@ -247,7 +254,7 @@ class Rotation(Generator):
         return Draw(torch.stack([one, a, zero, zero], dim=1))
 
 
-class RotationScaleTranslation(Generator):
+class RotationScaleTranslationDistortion(Distortion):
     """``rts``: rotation, scale and a uniform random position on a larger canvas.
 
     The digit's 28x28 frame is scaled by ``s`` and rotated about its centre; its
@@ -306,7 +313,7 @@ def _redraw(noise: Tensor, is_bad, std: float, generator, max_rounds: int) -> Te
     return noise
 
 
-class Projective(Generator):
+class ProjectiveDistortion(Distortion):
     """``p``: shrink about the centre by ``s ~ U(scale)``, then a random homography.
 
     Stated in stnkit's (sampling) direction: the homography takes each corner
@@ -335,7 +342,7 @@ class Projective(Generator):
         return Draw(self.family.from_points(corners.expand(n, -1, -1), dst))
 
 
-class Elastic(Generator):
+class ElasticDistortion(Distortion):
     """``e``: shrink about the centre by ``s ~ U(scale)``, then a random thin-plate spline.
 
     Stated in stnkit's (sampling) direction: the spline takes each control point
@@ -373,7 +380,7 @@ class Elastic(Generator):
         return Draw(offsets.reshape(n, 2 * k))
 
 
-class TranslatedCluttered(Generator):
+class TranslatedClutteredDistortion(Distortion):
     """``tc``: the digit at a uniform integer position on the canvas, plus clutter.
 
     The digit's top-left corner is uniform over the ``canvas_size - 27`` integer
@@ -461,14 +468,22 @@ class TranslatedCluttered(Generator):
         return torch.maximum(out, clutter.view(n, 1, big, big))
 
 
-_GENERATORS: dict[str, type[Generator]] = {
-    cls.name: cls for cls in (Identity, Rotation, RotationScaleTranslation, Projective, Elastic, TranslatedCluttered)
+_DISTORTIONS: dict[str, type[Distortion]] = {
+    cls.name: cls
+    for cls in (
+        IdentityDistortion,
+        RotationDistortion,
+        RotationScaleTranslationDistortion,
+        ProjectiveDistortion,
+        ElasticDistortion,
+        TranslatedClutteredDistortion,
+    )
 }
-assert tuple(_GENERATORS) == DATASETS
+assert tuple(_DISTORTIONS) == DISTORTIONS
 
 
-def get_generator(name: str, **options) -> Generator:
-    """The generator of a distorted-MNIST dataset by name (one of :data:`DATASETS`).
+def get_distortion(name: str, **options) -> Distortion:
+    """The distortion recipe of a distorted-MNIST dataset by name (one of :data:`DISTORTIONS`).
 
     Options override the recipe's defaults (see each class and the README):
     ``r``: ``angle``; ``rts``: ``angle``, ``scale``, ``canvas_size``; ``p``:
@@ -477,10 +492,10 @@ def get_generator(name: str, **options) -> Generator:
     ``angle`` is a maximum in degrees (``45`` means ``[-45, 45]``) or a pair.
     """
     if not isinstance(name, str):
-        raise TypeError(f"name must be a str, one of {', '.join(DATASETS)}; got {type(name).__name__}")
-    if name not in _GENERATORS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    return _GENERATORS[name](**options)
+        raise TypeError(f"name must be a str, one of {', '.join(DISTORTIONS)}; got {type(name).__name__}")
+    if name not in _DISTORTIONS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DISTORTIONS)}")
+    return _DISTORTIONS[name](**options)
 
 
-__all__ = ["DATASETS", "DEFAULT_CHUNK", "Draw", "Generator", "check_digits", "get_generator"]
+__all__ = ["DISTORTIONS", "DEFAULT_CHUNK", "Draw", "Distortion", "check_digits", "get_distortion"]

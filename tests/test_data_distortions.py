@@ -1,4 +1,4 @@
-"""The distortion generators: shapes, ranges, recipes, ground truth, ink kept, determinism.
+"""The distortion recipes: shapes, ranges, recipes, ground truth, ink kept, determinism.
 
 Ground-truth tolerance (see the README's Data section). The forward direction is
 exact: a sample equals ``warp(digit, params)`` to float rounding (1e-5), clutter
@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from stnkit import get_transform, warp
-from stnkit.data import DATASETS, bundled_mnist, get_generator, ink_fraction
-from stnkit.data.generators import PX
+from stnkit.data import DISTORTIONS, bundled_mnist, get_distortion, ink_fraction
+from stnkit.data.distortions import PX
 from stnkit.geometry import quad_is_convex
 
 CANVAS = {"mnist": 28, "r": 28, "rts": 42, "p": 28, "e": 28, "tc": 60}
@@ -47,10 +47,10 @@ def digits():
 @pytest.fixture(scope="module")
 def samples(digits):
     out = {}
-    for name in DATASETS:
-        gen = get_generator(name)
-        images, params = gen(digits, torch.Generator().manual_seed(0))
-        out[name] = (gen, images, params)
+    for name in DISTORTIONS:
+        dist = get_distortion(name)
+        images, params = dist(digits, torch.Generator().manual_seed(0))
+        out[name] = (dist, images, params)
     return out
 
 
@@ -59,34 +59,34 @@ def sha(t: torch.Tensor) -> str:
 
 
 def test_names():
-    assert DATASETS == ("mnist", "r", "rts", "p", "e", "tc")
+    assert DISTORTIONS == ("mnist", "r", "rts", "p", "e", "tc")
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", DISTORTIONS)
 def test_shapes_and_ranges(samples, digits, name):
-    gen, images, params = samples[name]
+    dist, images, params = samples[name]
     s = CANVAS[name]
-    assert gen.name == name and gen.canvas_size == s and gen.transform == TRANSFORM[name]
-    assert gen.num_params == get_transform(gen.transform).num_params
+    assert dist.name == name and dist.canvas_size == s and dist.transform == TRANSFORM[name]
+    assert dist.num_params == get_transform(dist.transform).num_params
     assert images.shape == (digits.shape[0], 1, s, s) and images.dtype == torch.float32
-    assert params.shape == (digits.shape[0], gen.num_params) and params.dtype == torch.float32
+    assert params.shape == (digits.shape[0], dist.num_params) and params.dtype == torch.float32
     assert torch.isfinite(images).all() and torch.isfinite(params).all()
     assert images.min() >= 0.0 and images.max() <= 1.0
     assert images.max() > 0.9  # the digits are there
-    json.dumps(gen.recipe())
+    json.dumps(dist.recipe())
 
 
-@pytest.mark.parametrize("name", [n for n in DATASETS if n != "tc"])
+@pytest.mark.parametrize("name", [n for n in DISTORTIONS if n != "tc"])
 def test_forward_ground_truth_is_exact(samples, digits, name):
-    gen, images, params = samples[name]
-    again = warp(digits, params, gen.transform, out_size=gen.canvas_size)
+    dist, images, params = samples[name]
+    again = warp(digits, params, dist.transform, out_size=dist.canvas_size)
     assert (again - images).abs().max() < 1e-5
 
 
 def test_tc_is_the_warped_digit_plus_clutter(samples, digits):
-    gen, images, params = samples["tc"]
+    dist, images, params = samples["tc"]
     clean = warp(digits, params, "attention", out_size=60, mode="nearest")
-    assert torch.equal(clean, gen.clean(digits, params))
+    assert torch.equal(clean, dist.clean(digits, params))
     assert (clean - images).max() < 1e-5  # the digit is all there (maximum with the clutter)
     extra = ((images - clean) > 1e-5).flatten(1).sum(1)
     assert extra.max() <= 6 * 6 * 6  # what differs is at most 6 patches of 6x6
@@ -105,44 +105,44 @@ def test_tc_is_the_warped_digit_plus_clutter(samples, digits):
         assert not rest.any()  # nothing outside the block
 
 
-def _recovery_error(gen, images, params, digits):
-    back = gen.canonicalize(images, params)
-    visible = (gen.canonicalize(torch.ones_like(images), params) > 0.999).float()
+def _recovery_error(dist, images, params, digits):
+    back = dist.canonicalize(images, params)
+    visible = (dist.canonicalize(torch.ones_like(images), params) > 0.999).float()
     return ((back - digits).abs() * visible).sum((1, 2, 3)) / (digits * visible).sum((1, 2, 3)).clamp_min(1e-6)
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", DISTORTIONS)
 def test_inverse_ground_truth_recovers_the_digit(samples, digits, name):
-    gen, images, params = samples[name]
+    dist, images, params = samples[name]
     n = 120
     images, params, digits = images[:n], params[:n], digits[:n]
     if name == "tc":  # compare the digit, not the clutter that covers part of it
-        images = gen.clean(digits, params)
-    err = _recovery_error(gen, images, params, digits)
+        images = dist.clean(digits, params)
+    err = _recovery_error(dist, images, params, digits)
     if name in EXACT:
         assert err.max() < 1e-4
     else:
         assert err.median() <= 0.35, f"{name}: median relative L1 {err.median():.3f}"
         assert err.quantile(0.9) <= 0.5, f"{name}: 90th percentile {err.quantile(0.9):.3f}"
-    wrong = _recovery_error(gen, images, params.roll(1, 0), digits)
+    wrong = _recovery_error(dist, images, params.roll(1, 0), digits)
     if name != "mnist":  # mnist's parameters are all the identity
         assert wrong.median() >= 0.8, f"{name}: the control is too close ({wrong.median():.3f})"
 
 
 # -- the recipes ---------------------------------------------------------------------------------
 def test_r_recipe():
-    p = get_generator("r").draw(4000, torch.Generator().manual_seed(0)).params
+    p = get_distortion("r").draw(4000, torch.Generator().manual_seed(0)).params
     assert torch.equal(p[:, 0], torch.ones(4000)) and not p[:, 2:].any()
     assert p[:, 1].abs().max() <= math.pi / 2 + 1e-6
     assert p[:, 1].min() < -1.5 and p[:, 1].max() > 1.5  # spans the range
     assert abs(float(p[:, 1].std()) - math.pi / math.sqrt(12)) < 0.03  # uniform on [-pi/2, pi/2]
-    p = get_generator("r", angle=10).draw(500, torch.Generator().manual_seed(0)).params
+    p = get_distortion("r", angle=10).draw(500, torch.Generator().manual_seed(0)).params
     assert p[:, 1].abs().max() <= math.radians(10) + 1e-6
 
 
 def test_rts_recipe():
-    gen = get_generator("rts")
-    p = gen.draw(4000, torch.Generator().manual_seed(0)).params.double()
+    dist = get_distortion("rts")
+    p = dist.draw(4000, torch.Generator().manual_seed(0)).params.double()
     k, a = p[:, 0], p[:, 1]
     s = 1.5 / k  # the content's scale
     assert s.min() >= 0.7 - 1e-5 and s.max() <= 1.2 + 1e-5 and s.min() < 0.72 and s.max() > 1.18
@@ -156,8 +156,8 @@ def test_rts_recipe():
 
 
 def test_p_recipe_corner_noise():
-    gen = get_generator("p", scale=(1.0, 1.0))
-    p = gen.draw(4000, torch.Generator().manual_seed(0)).params.double()
+    dist = get_distortion("p", scale=(1.0, 1.0))
+    p = dist.draw(4000, torch.Generator().manual_seed(0)).params.double()
     corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
     moved = get_transform("projective").transform_points(p, corners.expand(4000, -1, -1))
     noise = (moved - corners) / PX
@@ -165,31 +165,31 @@ def test_p_recipe_corner_noise():
     assert 4.7 < float(noise.std()) < 5.2  # 5 px (folded draws, ~0.3%, are redrawn)
     assert quad_is_convex(moved).all()
     # with the shrink: the corners map to (c + n) / s with s in [0.75, 1]
-    p = get_generator("p").draw(2000, torch.Generator().manual_seed(1)).params.double()
+    p = get_distortion("p").draw(2000, torch.Generator().manual_seed(1)).params.double()
     moved = get_transform("projective").transform_points(p, corners.expand(2000, -1, -1))
     assert 1.0 < float(moved.abs().mean()) < 1.0 / 0.75
 
 
 def test_e_recipe_control_point_noise():
-    gen = get_generator("e", scale=(1.0, 1.0))
-    p = gen.draw(3000, torch.Generator().manual_seed(0)).params.double()
+    dist = get_distortion("e", scale=(1.0, 1.0))
+    p = dist.draw(3000, torch.Generator().manual_seed(0)).params.double()
     noise = p / PX  # offsets of the 16 control points, in pixels
     assert abs(float(noise.mean())) < 0.05
     assert 1.4 < float(noise.std()) < 1.6
-    assert not gen.family.folds(p, 28).any()
-    p = get_generator("e").draw(2000, torch.Generator().manual_seed(1)).params.double()
-    w, a = gen.family.coefficients(p)
+    assert not dist.family.folds(p, 28).any()
+    p = get_distortion("e").draw(2000, torch.Generator().manual_seed(1)).params.double()
+    w, a = dist.family.coefficients(p)
     scale = torch.linalg.det(a[:, 1:]).sqrt()  # the affine part ~ 1 / s with s ~ U[0.75, 1]
     assert abs(float(scale.mean()) - 4 * math.log(4 / 3)) < 0.02  # E[1 / s] = ln(4/3) / 0.25
-    assert not gen.family.folds(p, 28).any()
+    assert not dist.family.folds(p, 28).any()
 
 
 def test_tc_clutter_comes_from_other_digits():
     n = 40
     values = (torch.arange(n, dtype=torch.float32) + 1) / 64  # digit i is a flat square of value (i + 1) / 64
     digits = values.view(n, 1, 1, 1).expand(n, 1, 28, 28).contiguous()
-    gen = get_generator("tc", n_clutter=20)
-    images, params = gen(digits, torch.Generator().manual_seed(0))
+    dist = get_distortion("tc", n_clutter=20)
+    images, params = dist(digits, torch.Generator().manual_seed(0))
     pos = ((32 - 28 * params[:, 1:].double()) / 2).round().long()
     for i in range(n):
         outside = images[i, 0].clone()
@@ -201,24 +201,24 @@ def test_tc_clutter_comes_from_other_digits():
         assert seen <= set(values.tolist())
     # an explicit pool: clutter only from it
     pool = torch.full((3, 1, 28, 28), 1.0)
-    images, _ = gen(digits[:5] * 0, torch.Generator().manual_seed(0), clutter_source=pool)
+    images, _ = dist(digits[:5] * 0, torch.Generator().manual_seed(0), clutter_source=pool)
     assert set(images.unique().tolist()) <= {0.0, 1.0} and images.max() == 1.0
 
 
 def test_tc_without_clutter_is_the_plain_warp(digits):
-    gen = get_generator("tc", n_clutter=0)
-    images, params = gen(digits[:20], torch.Generator().manual_seed(0))
+    dist = get_distortion("tc", n_clutter=0)
+    images, params = dist(digits[:20], torch.Generator().manual_seed(0))
     assert torch.equal(images, warp(digits[:20], params, "attention", out_size=60, mode="nearest"))
 
 
 def test_options_take_effect(digits):
-    images, params = get_generator("r", angle=0)(digits[:10], torch.Generator().manual_seed(0))
+    images, params = get_distortion("r", angle=0)(digits[:10], torch.Generator().manual_seed(0))
     assert (images - digits[:10]).abs().max() < 1e-5
-    gen = get_generator("rts", angle=0, scale=(1.0, 1.0), canvas_size=56)
-    images, params = gen(digits[:10], torch.Generator().manual_seed(0))
+    dist = get_distortion("rts", angle=0, scale=(1.0, 1.0), canvas_size=56)
+    images, params = dist(digits[:10], torch.Generator().manual_seed(0))
     assert images.shape[-1] == 56 and torch.allclose(params[:, 0], torch.full((10,), 2.0)) and not params[:, 1].any()
-    assert get_generator("e", grid_size=3).num_params == 18
-    assert get_generator("tc", canvas_size=40).canvas_size == 40
+    assert get_distortion("e", grid_size=3).num_params == 18
+    assert get_distortion("tc", canvas_size=40).canvas_size == 40
 
 
 @pytest.mark.parametrize(
@@ -240,37 +240,37 @@ def test_options_take_effect(digits):
 )
 def test_bad_options(name, options, exc, match):
     with pytest.raises(exc, match=match):
-        get_generator(name, **options)
+        get_distortion(name, **options)
 
 
 def test_bad_names_and_digits(digits):
     with pytest.raises(ValueError, match="unknown dataset 'rst'; valid names: mnist, r, rts"):
-        get_generator("rst")
+        get_distortion("rst")
     with pytest.raises(TypeError, match="name must be a str"):
-        get_generator(3)
-    gen = get_generator("r")
+        get_distortion(3)
+    dist = get_distortion("r")
     with pytest.raises(TypeError, match="torch.Tensor"):
-        gen(digits.numpy())
+        dist(digits.numpy())
     with pytest.raises(TypeError, match="float32 in"):
-        gen((digits * 255).to(torch.uint8))
+        dist((digits * 255).to(torch.uint8))
     with pytest.raises(ValueError, match=r"shape \(N, 1, 28, 28\)"):
-        gen(digits[:, :, :20])
+        dist(digits[:, :, :20])
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        gen(digits * 255)
+        dist(digits * 255)
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        gen(digits.clone().fill_(float("nan")))
+        dist(digits.clone().fill_(float("nan")))
     with pytest.raises(ValueError, match="at least 2 digits"):
-        get_generator("tc")(digits[:1])
+        get_distortion("tc")(digits[:1])
 
 
 # -- ink kept on the canvas ------------------------------------------------------------------------
 INK_MIN_MEAN = {"mnist": 0.999, "r": 0.99, "rts": 0.99, "p": 0.93, "e": 0.99, "tc": 0.999}
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", DISTORTIONS)
 def test_digits_stay_on_the_canvas(samples, digits, name):
-    gen, _, params = samples[name]
-    frac = ink_fraction(digits[:150], params[:150], gen.transform, gen.canvas_size, mode=gen.mode)
+    dist, _, params = samples[name]
+    frac = ink_fraction(digits[:150], params[:150], dist.transform, dist.canvas_size, mode=dist.mode)
     print(f"ink kept [{name}]: mean {frac.mean():.4f}, 5th percentile {frac.quantile(0.05):.4f}, min {frac.min():.4f}")
     assert frac.max() <= 1.0 + 1e-6
     assert frac.mean() >= INK_MIN_MEAN[name]
@@ -279,15 +279,15 @@ def test_digits_stay_on_the_canvas(samples, digits, name):
 
 
 def test_ink_fraction_measures_what_is_cut_off(digits):
-    gen = get_generator("r")
+    dist = get_distortion("r")
     d = digits[:8]
     # tx = 1 (14 px): the canvas shows only the right half of the digit
     params = torch.tensor([[1.0, 0.0, 1.0, 0.0]]).expand(8, -1)
     expected = d[..., 14:].sum((1, 2, 3)) / d.sum((1, 2, 3))
-    assert torch.allclose(ink_fraction(d, params, gen.transform, 28), expected, atol=1e-4)
+    assert torch.allclose(ink_fraction(d, params, dist.transform, 28), expected, atol=1e-4)
     # shrinking keeps everything, whatever the change of area
     params = torch.tensor([[2.0, 0.3, 0.0, 0.0]]).expand(8, -1)
-    assert torch.allclose(ink_fraction(d, params, gen.family, 28), torch.ones(8), atol=1e-5)
+    assert torch.allclose(ink_fraction(d, params, dist.family, 28), torch.ones(8), atol=1e-5)
     # on a canvas twice as wide nothing is cut off
     params = torch.tensor([[2.0, 0.0, 1.0, 0.0]]).expand(8, -1)  # the 56 canvas, digit shifted by 14 px
     assert torch.allclose(ink_fraction(d, params, "similarity", 56), torch.ones(8), atol=1e-5)
@@ -312,13 +312,13 @@ def test_ink_fraction_exceptions(digits, kwargs, exc, match):
 
 
 # -- determinism -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", DISTORTIONS)
 def test_same_seed_same_bytes(samples, digits, name):
-    gen, images, params = samples[name]
-    again_images, again_params = get_generator(name)(digits, torch.Generator().manual_seed(0), chunk_size=37)
+    dist, images, params = samples[name]
+    again_images, again_params = get_distortion(name)(digits, torch.Generator().manual_seed(0), chunk_size=37)
     assert sha(images) == sha(again_images) and sha(params) == sha(again_params)
     if name != "mnist":
-        other, _ = gen(digits, torch.Generator().manual_seed(1))
+        other, _ = dist(digits, torch.Generator().manual_seed(1))
         assert sha(other) != sha(images)
 
 
@@ -328,13 +328,13 @@ def test_thread_count_does_not_change_the_bytes(digits):
         hashes = []
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            hashes.append([sha(get_generator(n)(digits, torch.Generator().manual_seed(3))[0]) for n in DATASETS])
+            hashes.append([sha(get_distortion(n)(digits, torch.Generator().manual_seed(3))[0]) for n in DISTORTIONS])
     finally:
         torch.set_num_threads(before)
     assert hashes[0] == hashes[1]
 
 
 def test_canonicalize_shape_and_size(samples):
-    gen, images, params = samples["rts"]
-    assert gen.canonicalize(images[:4], params[:4]).shape == (4, 1, 28, 28)
-    assert gen.canonicalize(images[:4], params[:4], out_size=14).shape == (4, 1, 14, 14)
+    dist, images, params = samples["rts"]
+    assert dist.canonicalize(images[:4], params[:4]).shape == (4, 1, 28, 28)
+    assert dist.canonicalize(images[:4], params[:4], out_size=14).shape == (4, 1, 14, 14)
