@@ -15,7 +15,7 @@ import pytest
 
 from stnkit.cli import main
 from stnkit.data import MNIST_SHA256, DownloadError, download_mnist, load_digits, read_idx
-from stnkit.data.download import read_checksums
+from stnkit.data.download import read_checksums, sha256_file
 
 NAMES = (
     "train-images-idx3-ubyte.gz",
@@ -215,6 +215,15 @@ def test_bad_arguments(tmp_path):
         download_mnist(tmp_path, "http://127.0.0.1:1/", checksums={"../a.gz": "0" * 64}, progress=False)
     with pytest.raises(ValueError, match="mirror must be"):
         download_mnist(tmp_path, "", progress=False)
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) + 7])  # empty, one short block, more than one 1 MiB block
+def test_sha256_file(tmp_path, size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(str(path)) == sha256_file(path)
 
 
 def test_canonical_checksums():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stnkit.data import IdxError, bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir, read_idx, write_idx
+from stnkit.data.idx import IMAGES_MAGIC, LABELS_MAGIC
 from stnkit.data.mnist import BUNDLED_DIR
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
@@ -33,6 +34,10 @@ def test_header_layout_is_mnists(tmp_path):
     raw = write_idx(tmp_path / "x", a).read_bytes()
     assert raw[:16] == struct.pack(">IIII", 2051, 2, 3, 4)
     assert raw[16:] == a.tobytes()
+    # the named constants are MNIST's: uint8 images (N, 28, 28) and uint8 labels (N,)
+    assert (IMAGES_MAGIC, LABELS_MAGIC) == (2051, 2049)
+    labels = write_idx(tmp_path / "y", np.zeros(5, dtype=np.uint8)).read_bytes()
+    assert struct.unpack(">I", labels[:4])[0] == LABELS_MAGIC
 
 
 def test_gzip_output_is_deterministic(tmp_path):

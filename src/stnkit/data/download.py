@@ -20,8 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .idx import IdxError, read_idx
-from .mnist import IMAGES_MAGIC, LABELS_MAGIC
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, IdxError, read_idx
 
 DEFAULT_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 DEFAULT_DIR = "data/mnist"
@@ -44,6 +43,7 @@ class DownloadError(OSError):
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes as lowercase hex, read in blocks of 1 MiB."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -15,7 +14,8 @@ import torch
 from .._io import atomic_path, atomic_write_text
 from ..viz import montage, save_png
 from .dataset import DistortedMNIST, load_distorted, stream_seed
-from .idx import read_idx, write_idx
+from .download import sha256_file
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, write_idx
 
 FORMAT = "stnkit-distorted-mnist/1"
 IMAGES_FILE = "images-idx3-ubyte.gz"
@@ -28,10 +28,6 @@ CONVENTION = (
     "each image's own frame, x before y, align_corners=False: "
     "sample = stnkit.warp(digit, params, transform, out_size=canvas_size)"
 )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
@@ -85,7 +81,7 @@ def write_dataset(ds: DistortedMNIST, out: str | os.PathLike, info: dict | None 
     files = {}
     for name in (IMAGES_FILE, LABELS_FILE, PARAMS_FILE, PREVIEW_FILE):
         p = out / name
-        files[name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        files[name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     from .. import __version__
 
     manifest = {
@@ -142,11 +138,11 @@ def load_dataset_dir(directory: str | os.PathLike, verify: bool = True) -> dict:
         raise ValueError(f"{directory}: manifest format must be {FORMAT!r}, got {manifest.get('format')!r}")
     if verify:
         for name, meta in manifest["files"].items():
-            got = _sha256(directory / name)
+            got = sha256_file(directory / name)
             if got != meta["sha256"]:
                 raise ValueError(f"{directory / name}: SHA-256 {got} does not match the manifest's {meta['sha256']}")
-    images = read_idx(directory / IMAGES_FILE, 2051)
-    labels = read_idx(directory / LABELS_FILE, 2049).astype(np.int64)
+    images = read_idx(directory / IMAGES_FILE, IMAGES_MAGIC)
+    labels = read_idx(directory / LABELS_FILE, LABELS_MAGIC).astype(np.int64)
     with np.load(directory / PARAMS_FILE, allow_pickle=False) as z:
         params, transform = z["params"], str(z["transform"])
     return {"images": images, "labels": labels, "params": params, "transform": transform, "manifest": manifest}

@@ -12,6 +12,11 @@ import numpy as np
 
 from .._io import atomic_write_bytes
 
+# The magic numbers of MNIST's files: 0x0000 then the type code (0x08, unsigned bytes) then
+# the number of dimensions: 3 for the images (N, 28, 28), 1 for the labels (N,).
+IMAGES_MAGIC = 0x00000803  # 2051
+LABELS_MAGIC = 0x00000801  # 2049
+
 # IDX type codes -> numpy dtypes (big-endian on disk)
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CODES = {np.dtype(v).newbyteorder("=").str.lstrip("<>|="): k for k, v in _DTYPES.items()}
@@ -32,8 +37,8 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
 
     Args:
         path: the file.
-        expect_magic: the magic number it must have (2051 for MNIST images,
-            2049 for labels); ``None`` accepts any valid one.
+        expect_magic: the magic number it must have (:data:`IMAGES_MAGIC` for
+            MNIST images, :data:`LABELS_MAGIC` for labels); ``None`` accepts any valid one.
 
     Raises:
         IdxError: bad magic number, unknown type code, or a length that does not

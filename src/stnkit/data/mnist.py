@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .idx import read_idx
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 BUNDLED_DIR = Path(__file__).parent / "mnist8k"
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
