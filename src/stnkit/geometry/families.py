@@ -441,7 +441,13 @@ class ThinPlateSpline(TransformFamily):
 
     The spline's linear system depends only on the control points, so its
     inverse is computed once; for each output size the grid weights are cached,
-    and a batch then costs one matrix product.
+    and a batch then costs one matrix product. :meth:`inverse_grid` inverts the
+    spline (Newton), :meth:`jacobian_det` and :meth:`folds` tell where it is not
+    locally invertible.
+
+    References:
+        F. L. Bookstein, "Principal warps: thin-plate splines and the
+        decomposition of deformations", IEEE TPAMI 11(6), 1989.
     """
 
     name = "tps"
@@ -592,10 +598,6 @@ class ThinPlateSpline(TransformFamily):
             >>> v = base_grid((5, 6)).expand(2, -1, -1, -1)
             >>> bool((tps.transform_points(params, u.reshape(2, -1, 2)) - v.reshape(2, -1, 2)).abs().max() < 1e-5)
             True
-
-        References:
-            F. L. Bookstein, "Principal warps: thin-plate splines and the
-            decomposition of deformations", IEEE TPAMI 11(6), 1989.
         """
         params = self.check_params(params)
         h, w = check_size("out_size", out_size)
@@ -656,8 +658,7 @@ class ThinPlateSpline(TransformFamily):
             True
 
         References:
-            F. L. Bookstein, "Principal warps: thin-plate splines and the
-            decomposition of deformations", IEEE TPAMI 11(6), 1989.
+            Bookstein 1989 (see :class:`ThinPlateSpline`).
         """
         params = self.check_params(params)
         h, w = check_size("out_size", out_size)
@@ -702,8 +703,7 @@ class ThinPlateSpline(TransformFamily):
             tensor([False,  True])
 
         References:
-            F. L. Bookstein, "Principal warps: thin-plate splines and the
-            decomposition of deformations", IEEE TPAMI 11(6), 1989.
+            Bookstein 1989 (see :class:`ThinPlateSpline`).
         """
         params = self.check_params(params)
         size = check_size("out_size", out_size)
