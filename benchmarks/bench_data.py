@@ -1,4 +1,4 @@
-"""Time the distorted-MNIST generators and measure the ink each recipe keeps on its canvas.
+"""Time the distorted-MNIST distortion recipes and measure the ink each recipe keeps on its canvas.
 
     .venv/bin/python benchmarks/bench_data.py            # 60,000 samples per family, 2 torch threads
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stnkit.data import DATASETS, DistortedMNIST, bundled_mnist, get_generator, load_digits
+from stnkit.data import DISTORTIONS, DistortedMNIST, bundled_mnist, get_distortion, load_digits
 
 RESULTS = Path(__file__).parent / "results" / "data_gen.json"
 
@@ -38,7 +38,7 @@ def cpu_name() -> str:
 
 
 def time_family(name: str, digits: torch.Tensor, repeat: int) -> list[float]:
-    gen = get_generator(name)
+    gen = get_distortion(name)
     gen(digits[:256], torch.Generator().manual_seed(0))  # warm-up (caches, allocator)
     times = []
     for _ in range(repeat):
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     digits = torch.from_numpy(np.tile(raw, (reps, 1, 1))[: args.n].astype(np.float32) / 255.0).unsqueeze(1)
 
     results = {}
-    for name in DATASETS:
-        gen = get_generator(name)
+    for name in DISTORTIONS:
+        gen = get_distortion(name)
         times = time_family(name, digits, args.repeat)
         best = min(times)
         results[name] = {
