@@ -294,3 +294,31 @@ def test_compile_keeps_checkpoints_interchangeable(tmp_path):
     assert res["config"]["compile"] is True
     model, config = load_model(run / "model.safetensors")  # same parameter names as an eager model
     assert set(model.state_dict()) == set(create("st-cnn", in_size=42, loc_downsample=2).state_dict())
+
+
+def test_loading_and_evaluating_a_model_never_imports_lightning(tmp_path):
+    """``stnkit.training.checkpoint`` and ``.evaluate`` work without Lightning (a fresh interpreter)."""
+    code = f"""
+import sys
+import torch
+from stnkit.models import create
+from stnkit.training.checkpoint import load_model, save_model
+from stnkit.training.config import TrainConfig
+from stnkit.training.evaluate import evaluate, pose_recovery
+
+config = TrainConfig(model="st-cnn", dataset="mnist")
+model = create("st-cnn", in_size=28, loc_downsample=config.loc_downsample)
+save_model({str(tmp_path / "m.safetensors")!r}, model, config)
+ckpt = {{"hyper_parameters": {{"config": config.to_dict()}},
+        "state_dict": {{"model." + k: v for k, v in model.state_dict().items()}}}}
+torch.save(ckpt, {str(tmp_path / "m.ckpt")!r})
+x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+for name in ("m.safetensors", "m.ckpt"):
+    loaded, _ = load_model({str(tmp_path)!r} + "/" + name)
+    assert evaluate(loaded, x, y)["n"] == 6
+    pose_recovery(loaded, x, torch.zeros(6, 4), "similarity")
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

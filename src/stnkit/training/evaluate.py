@@ -7,8 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..geometry import base_grid, get_transform
-from ..models import STClassifier
-from .module import transformer_families
+from ..models import STClassifier, transformer_families
 
 
 @torch.no_grad()

@@ -6,42 +6,18 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..data import DistortedMNIST, get_generator, load_digits
+from ..data import DistortedMNIST, load_digits
 from ..geometry import warp
-from ..models import STClassifier, create
+from ..models import STClassifier, transformer_families
+from .checkpoint import build_model
 from .config import TrainConfig
 
 # fixed seeds of the held-out draws: validation never shares the test's distortions
 _VAL_SEED_OFFSET = 1_000
 _SPLIT_SEED = 20_150_605  # the train/validation partition of the training digits
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    """The model a config describes, sized for its dataset's canvas."""
-    canvas = get_generator(config.dataset).canvas_size
-    return create(
-        config.model,
-        in_channels=1,
-        in_size=canvas,
-        transform=config.transform,
-        num_transformers=config.num_transformers,
-        st_size=config.st_size,
-        bounded=config.bounded,
-        loc_downsample=config.loc_downsample,
-        dropout=config.dropout,
-        hidden=config.hidden,
-    )
-
-
-def transformer_families(model: nn.Module) -> list:
-    """The transform family of each (parallel) transformer of an ST model."""
-    if not isinstance(model, STClassifier):
-        return []
-    st = model.transformer
-    return [t.family for t in getattr(st, "transformers", [st])]
 
 
 def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Tensor | None = None) -> Tensor:
