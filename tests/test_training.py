@@ -322,3 +322,16 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_validation_digits_are_unchanged():
+    """``VAL_SPLIT_SEED`` picks the validation digits; renaming it must not move them."""
+    import hashlib
+
+    from stnkit.training.module import VAL_SPLIT_SEED, split_train_val
+
+    train_idx, val_idx = split_train_val(7000, 500)
+    assert VAL_SPLIT_SEED == 20_150_605 and len(train_idx) == 6500
+    assert val_idx[:5].tolist() == [14, 19, 47, 58, 93]
+    digest = hashlib.sha256(val_idx.astype(np.int64).tobytes()).hexdigest()
+    assert digest == "1bd77b4226cb9079c5f6205935ebf583176435d599b175f23d86babed66ed96f"

@@ -17,7 +17,11 @@ from .config import TrainConfig
 
 # fixed seeds of the held-out draws: validation never shares the test's distortions
 _VAL_SEED_OFFSET = 1_000
-_SPLIT_SEED = 20_150_605  # the train/validation partition of the training digits
+# The seed of the permutation that picks which training digits become validation digits
+# (split_train_val): the first ``val_size`` of the permutation. Not the same idea as
+# stnkit.data.mnist.SPLIT_SEED (which bundled digits are test digits), though the same number;
+# any change here changes every run's training and validation digits.
+VAL_SPLIT_SEED = 20_150_605
 
 
 def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Tensor | None = None) -> Tensor:
@@ -125,10 +129,10 @@ class STNModule(pl.LightningModule):
 
 
 def split_train_val(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed partition of ``n`` training digits into (train, validation) indices."""
+    """A fixed partition of ``n`` training digits into (train, validation) indices (:data:`VAL_SPLIT_SEED`)."""
     if not 0 <= val_size < n:
         raise ValueError(f"val_size must be in [0, {n}), got {val_size}")
-    perm = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
