@@ -17,7 +17,7 @@ from stnkit.data import load_digits, write_idx  # noqa: E402
 from stnkit.models import create  # noqa: E402
 from stnkit.training import TrainConfig  # noqa: E402
 from stnkit.training.checkpoint import load_model  # noqa: E402
-from stnkit.training.evaluate import predict_logits  # noqa: E402
+from stnkit.training.evaluate import evaluate, load_test_set, predict_logits  # noqa: E402
 from stnkit.training.module import consistency_loss  # noqa: E402
 from stnkit.training.run import train  # noqa: E402
 
@@ -322,6 +322,35 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+class TestTestSet:
+    """``load_test_set``: the one loader of the fixed test distortions (training, eval, show, figures)."""
+
+    def test_training_reports_the_error_on_the_loaded_test_set(self, tmp_path):
+        run = tmp_path / "run"
+        res = train(_tiny(model="cnn", dataset="rts"), run, quiet=True)
+        model, config = load_model(run / "model.safetensors")
+        ds = load_test_set(config, size=config.test_size)
+        assert len(ds) == res["test_size"] == 48 and ds.name == "rts" and ds.seed == config.test_seed
+        assert evaluate(model, ds.images, ds.labels)["error"] == res["test_error"]
+        # stnkit eval: the whole test split under the same distortions
+        assert main(["eval", str(run / "model.safetensors"), "--out", str(tmp_path / "ev")]) == 0
+        full = load_test_set(config)  # (a draw for 1000 digits: not the 48-digit draw's distortions)
+        assert torch.equal(full.labels[:48], ds.labels)
+        ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+        assert ev["error"] == evaluate(model, full.images, full.labels)["error"] and ev["n"] == 1000
+
+    def test_arguments_override_the_config(self):
+        config = _tiny(dataset="r", test_seed=3)
+        assert len(load_test_set(config, size=10_000)) == 1000  # the split has fewer: all of it
+        other = load_test_set(config, dataset="p", split="train", seed=5, size=20)
+        assert (other.name, other.seed, len(other), other.fresh) == ("p", 5, 20, False)
+        images, labels = load_digits("train")
+        assert torch.equal(other.labels, torch.from_numpy(labels[:20]))
+        own = load_test_set(config, digits=(images[:7], labels[:7]))
+        assert (own.name, own.seed, len(own)) == ("r", 3, 7)
+        assert torch.equal(own.images, load_test_set(config, split="train", size=7).images)
 
 
 def test_validation_digits_are_unchanged():

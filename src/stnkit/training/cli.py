@@ -190,14 +190,23 @@ def _validate(config: TrainConfig) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     from .checkpoint import load_model
-    from .evaluate import confusion_png, evaluate
-    from .run import check_input_size, load_eval_data
+    from .evaluate import confusion_png, evaluate, load_test_set
+    from .run import check_input_size
 
     model, config = load_model(args.checkpoint)
-    images, labels, _ = load_eval_data(
-        config, args.dataset, args.split, args.seed, args.images, args.labels, args.data_dir
-    )
+    if args.images is not None and args.dataset is None:  # already distorted: evaluated as they are
+        images, labels = _read_labelled_idx(args.images, args.labels)
+        images, labels = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(labels)
+    else:
+        digits = None if args.images is None else _read_labelled_idx(args.images, args.labels)
+        ds = load_test_set(
+            config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir, digits=digits
+        )
+        images, labels = ds.images, ds.labels
     check_input_size(config, images)
     result = evaluate(model, images, labels)
     source = args.images or f"{args.dataset or config.dataset} {args.split}"
@@ -214,18 +223,36 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_labelled_idx(images_file, labels_file):
+    """``--images`` and ``--labels``: (N, H, W) uint8 images and (N,) int64 labels."""
+    import numpy as np
+
+    from ..data import read_idx
+
+    if labels_file is None:
+        raise ValueError("--images needs --labels")
+    images = read_idx(images_file)
+    labels = read_idx(labels_file).astype(np.int64)
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise ValueError(
+            f"--images must hold (N, H, W) images and --labels N labels, got {images.shape} and {labels.shape}"
+        )
+    return images, labels
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .evaluate import pose_recovery
-    from .run import check_input_size, load_eval_data
+    from .evaluate import load_test_set, pose_recovery
+    from .run import check_input_size
     from .show import show_figure
 
     model, config = load_model(args.checkpoint)
-    images, labels, ds = load_eval_data(config, args.dataset, args.split, args.seed, None, None, args.data_dir)
+    ds = load_test_set(config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir)
+    images, labels = ds.images, ds.labels
     check_input_size(config, images)
     family = f" ({config.transform})" if config.model.startswith("st-") else ""
     title = f"{config.model}{family} on {args.dataset or config.dataset} {args.split}"
-    if ds is not None and config.model.startswith("st-"):
+    if config.model.startswith("st-"):
         n = min(500, len(labels))
         pr = pose_recovery(model, images[:n], ds.params[:n], ds.transform)
         title += f": pose spread {pr['spread_st_px']:.2f} px (without ST {pr['spread_identity_px']:.2f} px)"

@@ -14,6 +14,7 @@ from ..geometry import warp
 from ..models import STClassifier, transformer_families
 from .checkpoint import build_model
 from .config import TrainConfig
+from .evaluate import load_test_set
 
 # fixed seeds of the held-out draws: validation never shares the test's distortions
 _VAL_SEED_OFFSET = 1_000
@@ -159,7 +160,7 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
                 cfg.dataset, images[val_idx], labels[val_idx], seed=cfg.test_seed + _VAL_SEED_OFFSET
             )
         if self.test_set is None and stage in (None, "test"):
-            self.test_set = make_test_set(cfg.dataset, cfg.data_dir, cfg.test_seed, cfg.test_size)
+            self.test_set = load_test_set(cfg, size=cfg.test_size)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -177,10 +178,3 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
-
-
-def make_test_set(dataset: str, data_dir: str | None, seed: int, size: int | None = None) -> DistortedMNIST:
-    images, labels = load_digits("test", data_dir)
-    if size is not None:
-        images, labels = images[:size], labels[:size]
-    return DistortedMNIST(dataset, images, labels, seed=seed)
