@@ -353,6 +353,21 @@ class TestTestSet:
         assert torch.equal(own.images, load_test_set(config, split="train", size=7).images)
 
 
+def test_eval_writes_beside_the_checkpoint_by_default(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(_tiny(model="cnn", dataset="mnist", test_size=16), run, quiet=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(run / "model.safetensors")]) == 0
+    assert (run / "eval" / "eval.json").is_file() and (run / "eval" / "confusion.png").is_file()
+    assert list(elsewhere.iterdir()) == []  # nothing in the current directory
+    assert main(["eval", str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert (run / "checkpoints" / "eval" / "eval.json").is_file()
+    assert main(["eval", str(run / "model.safetensors"), "--out", "mine"]) == 0  # --out wins
+    assert (elsewhere / "mine" / "eval.json").is_file()
+
+
 def test_validation_digits_are_unchanged():
     """``VAL_SPLIT_SEED`` picks the validation digits; renaming it must not move them."""
     import hashlib

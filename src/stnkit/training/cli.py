@@ -213,7 +213,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result.update({"checkpoint": str(args.checkpoint), "data": str(source)})
     print(f"error: {result['error']:.2f}% on {result['n']} images ({source})")
     print("per-class error %: " + ", ".join(f"{k}: {v}" for k, v in result["per_class_error"].items()))
-    out = Path(args.out)
+    out = Path(args.checkpoint).parent / "eval" if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     confusion_png(
@@ -444,7 +444,9 @@ def add_parsers(sub) -> None:
 
     ev = sub.add_parser("eval", help="error %%, per-class errors and confusion matrix of a trained model")
     data_args(ev, with_files=True)
-    ev.add_argument("--out", default="eval", help="directory for eval.json and confusion.png")
+    ev.add_argument(
+        "--out", default=None, help="directory for eval.json and confusion.png (default: eval/ beside the checkpoint)"
+    )
     ev.set_defaults(func=_cmd_eval)
 
     show = sub.add_parser("show", help="draw what the transformer does to a batch")
