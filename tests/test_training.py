@@ -281,7 +281,7 @@ def test_hidden_sets_the_fcn_width(tmp_path):
     model, config = load_model(tmp_path / "r" / "model.safetensors")
     assert config.hidden == 12 and res["config"]["hidden"] == 12
     assert model.classifier.hidden == 12
-    with pytest.raises(SystemExit, match="--hidden must be >= 1, got 0"):
+    with pytest.raises(SystemExit, match="--hidden must be a positive int, got 0"):
         main(["train", "--model", "fcn", "--hidden", "0", "--out", "unused"])
     with pytest.raises(SystemExit, match="--model must be fcn or st-fcn, got 'cnn'"):
         main(["train", "--model", "cnn", "--hidden", "64", "--out", "unused"])
@@ -366,6 +366,66 @@ def test_eval_writes_beside_the_checkpoint_by_default(tmp_path, monkeypatch):
     assert (run / "checkpoints" / "eval" / "eval.json").is_file()
     assert main(["eval", str(run / "model.safetensors"), "--out", "mine"]) == 0  # --out wins
     assert (elsewhere / "mine" / "eval.json").is_file()
+
+
+class TestConfigValidation:
+    """``TrainConfig`` refuses a bad option when it is made, whatever the entry point."""
+
+    @pytest.mark.parametrize(
+        "options,error,message",
+        [
+            ({"optimizer": "adam"}, ValueError, "optimizer must be one of 'adamw', 'sgd', got 'adam'"),
+            ({"schedule": "linear"}, ValueError, "schedule must be one of 'cosine', 'step', 'none', got 'linear'"),
+            ({"model": "resnet"}, ValueError, "model must be one of 'fcn', .*, got 'resnet'"),
+            ({"dataset": "svhn"}, ValueError, "dataset must be one of 'mnist', .*, got 'svhn'"),
+            ({"transform": "spline"}, ValueError, "transform must be one of 'translation', .*, got 'spline'"),
+            ({"epochs": 0}, ValueError, "epochs must be a positive int, got 0"),
+            ({"epochs": 2.0}, TypeError, "epochs must be an int, got float 2.0"),
+            ({"batch_size": True}, TypeError, "batch_size must be an int, got bool True"),
+            ({"lr": -0.1}, ValueError, "lr must be a finite number in \\[0.0, inf\\], got -0.1"),
+            ({"lr": float("nan")}, ValueError, "lr must be a finite number in \\[0.0, inf\\], got nan"),
+            ({"dropout": 1.0}, ValueError, "dropout must be in \\[0, 1\\), got 1.0"),
+            ({"max_time": 0.0}, ValueError, "max_time must be > 0 \\(minutes\\), got 0.0"),
+            ({"patience": -1}, ValueError, "patience must be an int >= 0, got -1"),
+            ({"hidden": 0}, ValueError, "hidden must be a positive int, got 0"),
+            ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
+            ({"test_size": 0}, ValueError, "test_size must be a positive int, got 0"),
+            ({"devices": 2}, TypeError, "devices must be a str, got int 2"),
+            ({"compile": "yes"}, TypeError, "compile must be a bool, got str 'yes'"),
+        ],
+    )
+    def test_every_entry_point_refuses_a_bad_option(self, options, error, message):
+        with pytest.raises(error, match=f"^{message}$"):
+            TrainConfig(**options)
+        with pytest.raises(error, match=f"^{message}$"):
+            TrainConfig().replace(**options)
+        with pytest.raises(error, match=f"^{message}$"):
+            TrainConfig.from_dict({**TrainConfig().to_dict(), **options})  # a checkpoint's record
+
+    def test_optional_options_accept_none_and_paths_become_strings(self, tmp_path):
+        config = TrainConfig(train_size=None, test_size=None, patience=None, max_time=None, hidden=None)
+        assert config == TrainConfig()
+        assert TrainConfig(data_dir=tmp_path).data_dir == str(tmp_path)
+
+    def test_every_committed_record_still_loads(self):
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        records = [json.loads(f.read_text()) for f in sorted((root / "docs").rglob("*.json"))]
+        configs = [r["config"] for r in records if isinstance(r, dict) and "config" in r]
+        assert configs  # results.json files of the documented runs
+        for config in configs:
+            TrainConfig.from_dict(config)
+
+    def test_the_command_line_gives_one_line(self, tmp_path):
+        with pytest.raises(SystemExit, match="^stnkit: --optimizer must be one of 'adamw', 'sgd', got 'adam'$"):
+            main(["train", "--optimizer", "adam", "--out", str(tmp_path / "unused")])
+        with pytest.raises(SystemExit, match="^stnkit: --loc-lr-mult must be a finite number in"):
+            main(["reproduce", "table1", "--loc-lr-mult", "-1", "--out", str(tmp_path / "unused")])
+        cmd = [sys.executable, "-m", "stnkit", "train", "--batch-size", "0", "--out", str(tmp_path / "unused")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and proc.stderr == "stnkit: --batch-size must be a positive int, got 0\n"
+        assert not (tmp_path / "unused").exists()
 
 
 def test_validation_digits_are_unchanged():

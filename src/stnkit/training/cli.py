@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -117,11 +118,28 @@ def _grid_options(args: argparse.Namespace) -> dict:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The defaults, then the chosen model's own recipe, then the options given."""
+    """The defaults, then the chosen model's own recipe, then the options given.
+
+    An option :class:`TrainConfig` refuses ends the command with a one-line error.
+    """
     defaults = getattr(args, "_config_defaults", TrainConfig())
     given = given_options(args)
     model = given.pop("model", defaults.model)
-    return TrainConfig.for_model(model, defaults, **given)
+    with option_errors():
+        return TrainConfig.for_model(model, defaults, **given)
+
+
+@contextlib.contextmanager
+def option_errors():
+    """Turn the ``TypeError``/``ValueError`` of a refused :class:`TrainConfig` option into
+    ``SystemExit("stnkit: --option must be ..., got ...")``: one line, no traceback."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        name, _, rest = str(err).partition(" ")
+        if name in {f.name for f in fields(TrainConfig)}:
+            raise SystemExit(f"stnkit: --{name.replace('_', '-')} {rest}") from None
+        raise SystemExit(f"stnkit: {err}") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -135,8 +153,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume = False if path is None else str(path)
         if path is not None:
             # continue the saved run: its options, except those given on this command line
-            config = checkpoint_config(path).replace(**given_options(args))
-    _validate(config)
+            with option_errors():
+                config = checkpoint_config(path).replace(**given_options(args))
+    _validate(config, given_options(args))
     results = train(config, args.out, resume=resume, overwrite=args.overwrite)
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
@@ -152,40 +171,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(config: TrainConfig) -> None:
-    from ..data import DATASETS
-    from ..geometry import TRANSFORMS
-    from ..models import MODELS
+def _validate(config: TrainConfig, given=()) -> None:
+    """Refuse an option that ``config``'s model ignores (given on the command line, or not at its default).
 
-    for name, value, valid in (
-        ("--dataset", config.dataset, DATASETS),
-        ("--model", config.model, MODELS),
-        ("--transform", config.transform, tuple(TRANSFORMS)),
-        ("--optimizer", config.optimizer, ("adamw", "sgd")),
-        ("--schedule", config.schedule, ("cosine", "step", "none")),
-    ):
-        if value not in valid:
-            raise SystemExit(f"stnkit: {name} must be one of {', '.join(valid)}, got {value!r}")
-    for name, value, ok, what in (
-        ("--epochs", config.epochs, config.epochs >= 1, ">= 1"),
-        ("--batch-size", config.batch_size, config.batch_size >= 1, ">= 1"),
-        ("--lr", config.lr, config.lr >= 0, ">= 0"),
-        ("--loc-lr-mult", config.loc_lr_mult, config.loc_lr_mult >= 0, ">= 0"),
-        ("--weight-decay", config.weight_decay, config.weight_decay >= 0, ">= 0"),
-        ("--dropout", config.dropout, 0 <= config.dropout < 1, "in [0, 1)"),
-        ("--val-size", config.val_size, config.val_size >= 1, ">= 1"),
-        ("--patience", config.patience, config.patience is None or config.patience >= 0, ">= 0"),
-        ("--max-time", config.max_time, config.max_time is None or config.max_time > 0, "> 0 (minutes)"),
-        ("--num-transformers", config.num_transformers, config.num_transformers >= 1, ">= 1"),
-        ("--loc-downsample", config.loc_downsample, config.loc_downsample >= 1, ">= 1"),
-        ("--hidden", config.hidden, config.hidden is None or config.hidden >= 1, ">= 1"),
-        ("--consistency-weight", config.consistency_weight, config.consistency_weight >= 0, ">= 0"),
-        ("--train-size", config.train_size, config.train_size is None or config.train_size >= 1, ">= 1"),
-        ("--test-size", config.test_size, config.test_size is None or config.test_size >= 1, ">= 1"),
-    ):
-        if not ok:
-            raise SystemExit(f"stnkit: {name} must be {what}, got {value!r}")
-    if config.hidden is not None and "hidden" in options_unused_by(config.model):
+    Each option on its own is checked by :class:`TrainConfig` itself.
+    """
+    unused = options_unused_by(config.model)
+    defaults = TrainConfig()
+
+    def is_set(name: str) -> bool:
+        return name in given or getattr(config, name) != getattr(defaults, name)
+
+    if is_set("hidden") and "hidden" in unused:
         raise SystemExit(f"stnkit: --hidden sets the FCN's width: --model must be fcn or st-fcn, got {config.model!r}")
 
 
