@@ -388,6 +388,7 @@ class TestConfigValidation:
             ({"max_time": 0.0}, ValueError, "max_time must be > 0 \\(minutes\\), got 0.0"),
             ({"patience": -1}, ValueError, "patience must be an int >= 0, got -1"),
             ({"hidden": 0}, ValueError, "hidden must be a positive int, got 0"),
+            ({"tps_grid_size": 1}, ValueError, "tps_grid_size must be an int >= 2, got 1"),
             ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
             ({"test_size": 0}, ValueError, "test_size must be a positive int, got 0"),
             ({"devices": 2}, TypeError, "devices must be a str, got int 2"),
@@ -426,6 +427,52 @@ class TestConfigValidation:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0 and proc.stderr == "stnkit: --batch-size must be a positive int, got 0\n"
         assert not (tmp_path / "unused").exists()
+
+
+class TestTpsGridSize:
+    def test_default_is_the_models_so_runs_without_it_are_unchanged(self):
+        import inspect
+
+        from stnkit.training.checkpoint import build_model
+
+        assert TrainConfig().tps_grid_size == inspect.signature(create).parameters["tps_grid_size"].default
+        model = build_model(TrainConfig(model="st-cnn", transform="tps", dataset="mnist"))
+        reference = create("st-cnn", in_size=28, transform="tps", loc_downsample=2)
+        assert {k: v.shape for k, v in model.state_dict().items()} == {
+            k: v.shape for k, v in reference.state_dict().items()
+        }
+        # a record written before the option existed ran with the models' default
+        old = {k: v for k, v in TrainConfig(transform="tps", tps_grid_size=3).to_dict().items() if k != "tps_grid_size"}
+        assert TrainConfig.from_dict(old).tps_grid_size == 4
+
+    def test_command_line_sets_it_and_the_checkpoint_keeps_it(self, tmp_path):
+        from stnkit.cli import build_parser
+        from stnkit.training.cli import config_from_args
+
+        args = build_parser().parse_args(
+            ["train", "--model", "tutorial-stn", "--transform", "tps", "--tps-grid-size", "3"]
+        )
+        assert config_from_args(args).tps_grid_size == 3
+        run = tmp_path / "run"
+        argv = ["train", "--model", "st-fcn", "--transform", "tps", "--tps-grid-size", "3", "--dataset", "mnist"]
+        argv += ["--train-size", "32", "--val-size", "16", "--test-size", "16", "--epochs", "1", "--out", str(run)]
+        assert main(argv) == 0
+        model, config = load_model(run / "model.safetensors")
+        assert config.tps_grid_size == 3
+        assert model.transformer.family.grid_size == 3 and model.transformer.head.out_features == 2 * 3 * 3
+
+    @pytest.mark.parametrize(
+        "argv,message",
+        [
+            (["--tps-grid-size", "3"], "--transform must be tps, got 'affine'"),
+            (["--transform", "projective", "--tps-grid-size", "4"], "--transform must be tps, got 'projective'"),
+            (["--model", "cnn", "--transform", "tps", "--tps-grid-size", "3"], "--model must have a transformer"),
+            (["--transform", "tps", "--tps-grid-size", "1"], "--tps-grid-size must be an int >= 2, got 1"),
+        ],
+    )
+    def test_refused_where_no_tps_reads_it(self, argv, message):
+        with pytest.raises(SystemExit, match=message):
+            main(["train", *argv, "--out", "unused"])
 
 
 def test_validation_digits_are_unchanged():

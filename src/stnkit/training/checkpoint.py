@@ -39,6 +39,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         loc_downsample=config.loc_downsample,
         dropout=config.dropout,
         hidden=config.hidden,
+        tps_grid_size=config.tps_grid_size,
     )
 
 

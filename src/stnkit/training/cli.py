@@ -25,6 +25,7 @@ _HELP = {
     "bounded": "squash transformer parameters into a safe range (tanh)",
     "dropout": "dropout before the classifier's last layer",
     "hidden": "the FCN classifier's hidden width (default: matched to the CNN's parameter count on the same input)",
+    "tps_grid_size": "with --transform tps: control points per side of the thin-plate spline's grid",
     "epochs": "maximum number of epochs",
     "batch_size": "batch size",
     "optimizer": "adamw or sgd",
@@ -176,7 +177,7 @@ def _validate(config: TrainConfig, given=()) -> None:
 
     Each option on its own is checked by :class:`TrainConfig` itself.
     """
-    unused = options_unused_by(config.model)
+    unused = options_unused_by(config.model, config.transform)
     defaults = TrainConfig()
 
     def is_set(name: str) -> bool:
@@ -184,6 +185,15 @@ def _validate(config: TrainConfig, given=()) -> None:
 
     if is_set("hidden") and "hidden" in unused:
         raise SystemExit(f"stnkit: --hidden sets the FCN's width: --model must be fcn or st-fcn, got {config.model!r}")
+    if is_set("tps_grid_size") and "tps_grid_size" in unused:
+        if config.transform != "tps":
+            raise SystemExit(
+                f"stnkit: --tps-grid-size sets the TPS control grid: --transform must be tps, got {config.transform!r}"
+            )
+        raise SystemExit(
+            "stnkit: --tps-grid-size sets the TPS control grid: --model must have a transformer "
+            f"(st-fcn, st-cnn or tutorial-stn), got {config.model!r}"
+        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -499,6 +509,8 @@ def add_parsers(sub) -> None:
         "--report-only", action="store_true", help="train nothing: rewrite the tables and figures from finished cells"
     )
     add_config_arguments(
-        rep, REPRODUCE_DEFAULTS, exclude=("dataset", "model", "transform", "num_transformers", "st_size", "seed")
+        rep,
+        REPRODUCE_DEFAULTS,
+        exclude=("dataset", "model", "transform", "num_transformers", "st_size", "tps_grid_size", "seed"),
     )
     rep.set_defaults(func=_cmd_reproduce)

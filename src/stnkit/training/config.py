@@ -12,7 +12,7 @@ from ..geometry import TRANSFORMS
 from ..models import MODELS
 
 # options added after the first release, with the value that runs recorded without them used
-_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False}
+_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
 
@@ -52,6 +52,7 @@ class TrainConfig:
     loc_downsample: int = 2
     dropout: float = 0.0
     hidden: int | None = None  # the FCN's hidden width (None: matched to the CNN's parameter count)
+    tps_grid_size: int = 4  # control points per side of the transformers' TPS (transform "tps"; models.create's)
     # optimisation
     epochs: int = 30
     # at a fixed number of epochs smaller batches (more steps) train better on CPU at about the
@@ -103,6 +104,7 @@ class TrainConfig:
         if check_number("dropout", self.dropout, low=0.0, high=1.0) == 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         _optional(check_int, "hidden", self.hidden)
+        check_int("tps_grid_size", self.tps_grid_size, low=2)
         check_int("epochs", self.epochs)
         check_int("batch_size", self.batch_size)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -157,19 +159,21 @@ def _optional(check, name: str, value, **bounds):
 
 # options that only some models read
 _TRANSFORMER_OPTIONS = frozenset(
-    {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult"}
+    {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult", "tps_grid_size"}
     | {"consistency_weight", "consistency_strength"}
 )
 
 
-def options_unused_by(model: str) -> frozenset[str]:
+def options_unused_by(model: str, transform: str | None = None) -> frozenset[str]:
     """The training options that ``model`` ignores (the transformers' options for plain classifiers,
-    ``hidden`` for models without an FCN)."""
+    ``hidden`` for models without an FCN) and, given its ``transform``, ``tps_grid_size`` unless that is tps."""
     unused = set()
     if not (model.startswith("st-") or model == "tutorial-stn"):
         unused |= _TRANSFORMER_OPTIONS
     if model not in ("fcn", "st-fcn"):
         unused.add("hidden")
+    if transform is not None and transform != "tps":
+        unused.add("tps_grid_size")
     return frozenset(unused)
 
 
