@@ -309,6 +309,21 @@ class TestSeries:
         assert out.shape == (2, 1, 8, 8)
         torch.testing.assert_close(out, F.avg_pool2d(x, 2), atol=1e-6, rtol=0)
 
+    def test_mixed_align_corners_are_refused(self):
+        stages = [SpatialTransformer(in_channels=1, in_size=10, align_corners=ac) for ac in (False, True, False)]
+        with pytest.raises(ValueError, match=r"share one align_corners, got \[False, True, False\]"):
+            SeriesTransformers(*stages)
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_shared_align_corners_is_used(self, align_corners):
+        a, b = (
+            SpatialTransformer(transform="affine", in_channels=1, in_size=9, align_corners=align_corners) for _ in "ab"
+        )
+        perturb_head(a, 0.05, seed=0)
+        ser = SeriesTransformers(a, b)  # b is the identity: the chain is stage a alone
+        x = torch.rand(2, 1, 9, 9)
+        torch.testing.assert_close(ser(x), a(x), atol=1e-5, rtol=0)
+
 
 class TestLocSize:
     """The localisation net reads a downsampled copy; the sampler reads the full input."""

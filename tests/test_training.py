@@ -17,7 +17,7 @@ from stnkit.data import load_digits, write_idx  # noqa: E402
 from stnkit.models import create  # noqa: E402
 from stnkit.training import TrainConfig  # noqa: E402
 from stnkit.training.checkpoint import load_model  # noqa: E402
-from stnkit.training.evaluate import predict_logits  # noqa: E402
+from stnkit.training.evaluate import evaluate, load_test_set, predict_logits  # noqa: E402
 from stnkit.training.module import consistency_loss  # noqa: E402
 from stnkit.training.run import train  # noqa: E402
 
@@ -281,7 +281,7 @@ def test_hidden_sets_the_fcn_width(tmp_path):
     model, config = load_model(tmp_path / "r" / "model.safetensors")
     assert config.hidden == 12 and res["config"]["hidden"] == 12
     assert model.classifier.hidden == 12
-    with pytest.raises(SystemExit, match="--hidden must be >= 1, got 0"):
+    with pytest.raises(SystemExit, match="--hidden must be a positive int, got 0"):
         main(["train", "--model", "fcn", "--hidden", "0", "--out", "unused"])
     with pytest.raises(SystemExit, match="--model must be fcn or st-fcn, got 'cnn'"):
         main(["train", "--model", "cnn", "--hidden", "64", "--out", "unused"])
@@ -294,3 +294,195 @@ def test_compile_keeps_checkpoints_interchangeable(tmp_path):
     assert res["config"]["compile"] is True
     model, config = load_model(run / "model.safetensors")  # same parameter names as an eager model
     assert set(model.state_dict()) == set(create("st-cnn", in_size=42, loc_downsample=2).state_dict())
+
+
+def test_loading_and_evaluating_a_model_never_imports_lightning(tmp_path):
+    """``stnkit.training.checkpoint`` and ``.evaluate`` work without Lightning (a fresh interpreter)."""
+    code = f"""
+import sys
+import torch
+from stnkit.models import create
+from stnkit.training.checkpoint import load_model, save_model
+from stnkit.training.config import TrainConfig
+from stnkit.training.evaluate import evaluate, pose_recovery
+
+config = TrainConfig(model="st-cnn", dataset="mnist")
+model = create("st-cnn", in_size=28, loc_downsample=config.loc_downsample)
+save_model({str(tmp_path / "m.safetensors")!r}, model, config)
+ckpt = {{"hyper_parameters": {{"config": config.to_dict()}},
+        "state_dict": {{"model." + k: v for k, v in model.state_dict().items()}}}}
+torch.save(ckpt, {str(tmp_path / "m.ckpt")!r})
+x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+for name in ("m.safetensors", "m.ckpt"):
+    loaded, _ = load_model({str(tmp_path)!r} + "/" + name)
+    assert evaluate(loaded, x, y)["n"] == 6
+    pose_recovery(loaded, x, torch.zeros(6, 4), "similarity")
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+class TestTestSet:
+    """``load_test_set``: the one loader of the fixed test distortions (training, eval, show, figures)."""
+
+    def test_training_reports_the_error_on_the_loaded_test_set(self, tmp_path):
+        run = tmp_path / "run"
+        res = train(_tiny(model="cnn", dataset="rts"), run, quiet=True)
+        model, config = load_model(run / "model.safetensors")
+        ds = load_test_set(config, size=config.test_size)
+        assert len(ds) == res["test_size"] == 48 and ds.name == "rts" and ds.seed == config.test_seed
+        assert evaluate(model, ds.images, ds.labels)["error"] == res["test_error"]
+        # stnkit eval: the whole test split under the same distortions
+        assert main(["eval", str(run / "model.safetensors"), "--out", str(tmp_path / "ev")]) == 0
+        full = load_test_set(config)  # (a draw for 1000 digits: not the 48-digit draw's distortions)
+        assert torch.equal(full.labels[:48], ds.labels)
+        ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+        assert ev["error"] == evaluate(model, full.images, full.labels)["error"] and ev["n"] == 1000
+
+    def test_arguments_override_the_config(self):
+        config = _tiny(dataset="r", test_seed=3)
+        assert len(load_test_set(config, size=10_000)) == 1000  # the split has fewer: all of it
+        other = load_test_set(config, dataset="p", split="train", seed=5, size=20)
+        assert (other.name, other.seed, len(other), other.fresh) == ("p", 5, 20, False)
+        images, labels = load_digits("train")
+        assert torch.equal(other.labels, torch.from_numpy(labels[:20]))
+        own = load_test_set(config, digits=(images[:7], labels[:7]))
+        assert (own.name, own.seed, len(own)) == ("r", 3, 7)
+        assert torch.equal(own.images, load_test_set(config, split="train", size=7).images)
+
+
+def test_eval_writes_beside_the_checkpoint_by_default(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(_tiny(model="cnn", dataset="mnist", test_size=16), run, quiet=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(run / "model.safetensors")]) == 0
+    assert (run / "eval" / "eval.json").is_file() and (run / "eval" / "confusion.png").is_file()
+    assert list(elsewhere.iterdir()) == []  # nothing in the current directory
+    assert main(["eval", str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert (run / "checkpoints" / "eval" / "eval.json").is_file()
+    assert main(["eval", str(run / "model.safetensors"), "--out", "mine"]) == 0  # --out wins
+    assert (elsewhere / "mine" / "eval.json").is_file()
+
+
+class TestConfigValidation:
+    """``TrainConfig`` refuses a bad option when it is made, whatever the entry point."""
+
+    @pytest.mark.parametrize(
+        "options,error,message",
+        [
+            ({"optimizer": "adam"}, ValueError, "optimizer must be one of 'adamw', 'sgd', got 'adam'"),
+            ({"schedule": "linear"}, ValueError, "schedule must be one of 'cosine', 'step', 'none', got 'linear'"),
+            ({"model": "resnet"}, ValueError, "model must be one of 'fcn', .*, got 'resnet'"),
+            ({"dataset": "svhn"}, ValueError, "dataset must be one of 'mnist', .*, got 'svhn'"),
+            ({"transform": "spline"}, ValueError, "transform must be one of 'translation', .*, got 'spline'"),
+            ({"epochs": 0}, ValueError, "epochs must be a positive int, got 0"),
+            ({"epochs": 2.0}, TypeError, "epochs must be an int, got float 2.0"),
+            ({"batch_size": True}, TypeError, "batch_size must be an int, got bool True"),
+            ({"lr": -0.1}, ValueError, "lr must be a finite number in \\[0.0, inf\\], got -0.1"),
+            ({"lr": float("nan")}, ValueError, "lr must be a finite number in \\[0.0, inf\\], got nan"),
+            ({"dropout": 1.0}, ValueError, "dropout must be in \\[0, 1\\), got 1.0"),
+            ({"max_time": 0.0}, ValueError, "max_time must be > 0 \\(minutes\\), got 0.0"),
+            ({"patience": -1}, ValueError, "patience must be an int >= 0, got -1"),
+            ({"hidden": 0}, ValueError, "hidden must be a positive int, got 0"),
+            ({"tps_grid_size": 1}, ValueError, "tps_grid_size must be an int >= 2, got 1"),
+            ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
+            ({"test_size": 0}, ValueError, "test_size must be a positive int, got 0"),
+            ({"devices": 2}, TypeError, "devices must be a str, got int 2"),
+            ({"compile": "yes"}, TypeError, "compile must be a bool, got str 'yes'"),
+        ],
+    )
+    def test_every_entry_point_refuses_a_bad_option(self, options, error, message):
+        with pytest.raises(error, match=f"^{message}$"):
+            TrainConfig(**options)
+        with pytest.raises(error, match=f"^{message}$"):
+            TrainConfig().replace(**options)
+        with pytest.raises(error, match=f"^{message}$"):
+            TrainConfig.from_dict({**TrainConfig().to_dict(), **options})  # a checkpoint's record
+
+    def test_optional_options_accept_none_and_paths_become_strings(self, tmp_path):
+        config = TrainConfig(train_size=None, test_size=None, patience=None, max_time=None, hidden=None)
+        assert config == TrainConfig()
+        assert TrainConfig(data_dir=tmp_path).data_dir == str(tmp_path)
+
+    def test_every_committed_record_still_loads(self):
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        records = [json.loads(f.read_text()) for f in sorted((root / "docs").rglob("*.json"))]
+        configs = [r["config"] for r in records if isinstance(r, dict) and "config" in r]
+        assert configs  # results.json files of the documented runs
+        for config in configs:
+            TrainConfig.from_dict(config)
+
+    def test_the_command_line_gives_one_line(self, tmp_path):
+        with pytest.raises(SystemExit, match="^stnkit: --optimizer must be one of 'adamw', 'sgd', got 'adam'$"):
+            main(["train", "--optimizer", "adam", "--out", str(tmp_path / "unused")])
+        with pytest.raises(SystemExit, match="^stnkit: --loc-lr-mult must be a finite number in"):
+            main(["reproduce", "table1", "--loc-lr-mult", "-1", "--out", str(tmp_path / "unused")])
+        cmd = [sys.executable, "-m", "stnkit", "train", "--batch-size", "0", "--out", str(tmp_path / "unused")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and proc.stderr == "stnkit: --batch-size must be a positive int, got 0\n"
+        assert not (tmp_path / "unused").exists()
+
+
+class TestTpsGridSize:
+    def test_default_is_the_models_so_runs_without_it_are_unchanged(self):
+        import inspect
+
+        from stnkit.training.checkpoint import build_model
+
+        assert TrainConfig().tps_grid_size == inspect.signature(create).parameters["tps_grid_size"].default
+        model = build_model(TrainConfig(model="st-cnn", transform="tps", dataset="mnist"))
+        reference = create("st-cnn", in_size=28, transform="tps", loc_downsample=2)
+        assert {k: v.shape for k, v in model.state_dict().items()} == {
+            k: v.shape for k, v in reference.state_dict().items()
+        }
+        # a record written before the option existed ran with the models' default
+        old = {k: v for k, v in TrainConfig(transform="tps", tps_grid_size=3).to_dict().items() if k != "tps_grid_size"}
+        assert TrainConfig.from_dict(old).tps_grid_size == 4
+
+    def test_command_line_sets_it_and_the_checkpoint_keeps_it(self, tmp_path):
+        from stnkit.cli import build_parser
+        from stnkit.training.cli import config_from_args
+
+        args = build_parser().parse_args(
+            ["train", "--model", "tutorial-stn", "--transform", "tps", "--tps-grid-size", "3"]
+        )
+        assert config_from_args(args).tps_grid_size == 3
+        run = tmp_path / "run"
+        argv = ["train", "--model", "st-fcn", "--transform", "tps", "--tps-grid-size", "3", "--dataset", "mnist"]
+        argv += ["--train-size", "32", "--val-size", "16", "--test-size", "16", "--epochs", "1", "--out", str(run)]
+        assert main(argv) == 0
+        model, config = load_model(run / "model.safetensors")
+        assert config.tps_grid_size == 3
+        assert model.transformer.family.grid_size == 3 and model.transformer.head.out_features == 2 * 3 * 3
+
+    @pytest.mark.parametrize(
+        "argv,message",
+        [
+            (["--tps-grid-size", "3"], "--transform must be tps, got 'affine'"),
+            (["--transform", "projective", "--tps-grid-size", "4"], "--transform must be tps, got 'projective'"),
+            (["--model", "cnn", "--transform", "tps", "--tps-grid-size", "3"], "--model must have a transformer"),
+            (["--transform", "tps", "--tps-grid-size", "1"], "--tps-grid-size must be an int >= 2, got 1"),
+        ],
+    )
+    def test_refused_where_no_tps_reads_it(self, argv, message):
+        with pytest.raises(SystemExit, match=message):
+            main(["train", *argv, "--out", "unused"])
+
+
+def test_validation_digits_are_unchanged():
+    """``VAL_SPLIT_SEED`` picks the validation digits; renaming it must not move them."""
+    import hashlib
+
+    from stnkit.training.module import VAL_SPLIT_SEED, split_train_val
+
+    train_idx, val_idx = split_train_val(7000, 500)
+    assert VAL_SPLIT_SEED == 20_150_605 and len(train_idx) == 6500
+    assert val_idx[:5].tolist() == [14, 19, 47, 58, 93]
+    digest = hashlib.sha256(val_idx.astype(np.int64).tobytes()).hexdigest()
+    assert digest == "1bd77b4226cb9079c5f6205935ebf583176435d599b175f23d86babed66ed96f"

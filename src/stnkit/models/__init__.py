@@ -26,8 +26,8 @@ import math
 import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor, nn
 
-from ..geometry import get_transform
 from .._checks import check_image, check_int, check_size
+from ..geometry import TransformFamily, get_transform
 from ..nn import ParallelTransformers, SpatialTransformer, default_localization
 
 MODELS = ("fcn", "cnn", "st-fcn", "st-cnn", "tutorial-cnn", "tutorial-stn")
@@ -197,6 +197,21 @@ class STClassifier(nn.Module):
         return self.classifier(self.transformer(x))
 
 
+def transformer_families(model: nn.Module) -> list[TransformFamily]:
+    """The transform family of each (parallel) transformer of an ST model; ``[]`` for a plain classifier.
+
+    Example:
+        >>> [f.name for f in transformer_families(create("st-cnn", num_transformers=2, transform="tps"))]
+        ['tps', 'tps']
+        >>> transformer_families(create("cnn"))
+        []
+    """
+    if not isinstance(model, STClassifier):
+        return []
+    st = model.transformer
+    return [t.family for t in getattr(st, "transformers", [st])]
+
+
 def create(
     name: str,
     in_channels: int = 1,
@@ -299,5 +314,6 @@ __all__ = [
     "count_parameters",
     "create",
     "fc_localization",
+    "transformer_families",
     "tutorial_localization",
 ]

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..geometry import MODES, PADDING_MODES, TransformFamily, get_transform
 from .._checks import check_choice, check_image, check_int, check_size
+from ..geometry import MODES, PADDING_MODES, TransformFamily, get_transform
 from ..geometry.warp import compose_grid, sample
 
 
@@ -255,11 +255,20 @@ class SeriesTransformers(nn.Module):
     final output is sampled from the original input through the composed
     transform ``T_1 o T_2 o ... o T_n`` (exact for every family, as point maps
     compose), so interpolation blur does not accumulate.
+
+    Every stage must share one ``align_corners``: the composed transform is
+    built and sampled in a single frame convention (mixed settings are refused).
     """
 
     def __init__(self, *transformers: SpatialTransformer):
         super().__init__()
         _check_transformers("SeriesTransformers", transformers)
+        corners = [t.align_corners for t in transformers]
+        if len(set(corners)) > 1:
+            raise ValueError(
+                "SeriesTransformers samples the composed transform once, so every stage must share one "
+                f"align_corners, got {corners} (stage by stage)"
+            )
         self.transformers = nn.ModuleList(transformers)
 
     def forward(self, x: Tensor, return_params: bool = False):

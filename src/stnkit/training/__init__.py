@@ -1,4 +1,5 @@
-"""Training and evaluation with PyTorch Lightning (needs ``stnkit[train]``)."""
+"""Training with PyTorch Lightning (needs ``stnkit[train]``); loading and evaluating a trained
+model (:mod:`.checkpoint`, :mod:`.evaluate`) needs no Lightning."""
 
 from .config import TrainConfig
 

@@ -36,7 +36,7 @@ def _median_seconds(fn, repeat: int, warmup: int = 2) -> float:
 def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 7) -> dict:
     """Epochs of ``config`` that fit in ``config.max_time`` minutes, from timed steps of its model."""
     from ..data import get_distortion
-    from .module import build_model
+    from .checkpoint import build_model
 
     if config.max_time is None:
         raise ValueError("plan_epochs needs config.max_time (minutes)")

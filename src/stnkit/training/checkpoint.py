@@ -1,6 +1,6 @@
-"""Saving and loading trained models safely (no unpickling of untrusted files).
+"""Building, saving and loading trained models, without Lightning (no unpickling of untrusted files).
 
-Two formats load:
+:func:`build_model` makes the model a :class:`TrainConfig` describes. Two formats load:
 
 * ``.safetensors`` written by :func:`save_model`: the weights plus the training
   configuration as JSON metadata.
@@ -18,10 +18,29 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
+from ..data import get_distortion
+from ..models import create
 from .config import TrainConfig
-from .module import build_model
 
 _META_KEY = "stnkit_config"
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The model a config describes, sized for its dataset's canvas (freshly initialised)."""
+    canvas = get_distortion(config.dataset).canvas_size
+    return create(
+        config.model,
+        in_channels=1,
+        in_size=canvas,
+        transform=config.transform,
+        num_transformers=config.num_transformers,
+        st_size=config.st_size,
+        bounded=config.bounded,
+        loc_downsample=config.loc_downsample,
+        dropout=config.dropout,
+        hidden=config.hidden,
+        tps_grid_size=config.tps_grid_size,
+    )
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, config: TrainConfig) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -24,6 +25,7 @@ _HELP = {
     "bounded": "squash transformer parameters into a safe range (tanh)",
     "dropout": "dropout before the classifier's last layer",
     "hidden": "the FCN classifier's hidden width (default: matched to the CNN's parameter count on the same input)",
+    "tps_grid_size": "with --transform tps: control points per side of the thin-plate spline's grid",
     "epochs": "maximum number of epochs",
     "batch_size": "batch size",
     "optimizer": "adamw or sgd",
@@ -117,11 +119,28 @@ def _grid_options(args: argparse.Namespace) -> dict:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The defaults, then the chosen model's own recipe, then the options given."""
+    """The defaults, then the chosen model's own recipe, then the options given.
+
+    An option :class:`TrainConfig` refuses ends the command with a one-line error.
+    """
     defaults = getattr(args, "_config_defaults", TrainConfig())
     given = given_options(args)
     model = given.pop("model", defaults.model)
-    return TrainConfig.for_model(model, defaults, **given)
+    with option_errors():
+        return TrainConfig.for_model(model, defaults, **given)
+
+
+@contextlib.contextmanager
+def option_errors():
+    """Turn the ``TypeError``/``ValueError`` of a refused :class:`TrainConfig` option into
+    ``SystemExit("stnkit: --option must be ..., got ...")``: one line, no traceback."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        name, _, rest = str(err).partition(" ")
+        if name in {f.name for f in fields(TrainConfig)}:
+            raise SystemExit(f"stnkit: --{name.replace('_', '-')} {rest}") from None
+        raise SystemExit(f"stnkit: {err}") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -135,8 +154,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume = False if path is None else str(path)
         if path is not None:
             # continue the saved run: its options, except those given on this command line
-            config = checkpoint_config(path).replace(**given_options(args))
-    _validate(config)
+            with option_errors():
+                config = checkpoint_config(path).replace(**given_options(args))
+    _validate(config, given_options(args))
     results = train(config, args.out, resume=resume, overwrite=args.overwrite)
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
@@ -152,59 +172,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(config: TrainConfig) -> None:
-    from ..data import DISTORTIONS
-    from ..geometry import TRANSFORMS
-    from ..models import MODELS
+def _validate(config: TrainConfig, given=()) -> None:
+    """Refuse an option that ``config``'s model ignores (given on the command line, or not at its default).
 
-    for name, value, valid in (
-        ("--dataset", config.dataset, DISTORTIONS),
-        ("--model", config.model, MODELS),
-        ("--transform", config.transform, tuple(TRANSFORMS)),
-        ("--optimizer", config.optimizer, ("adamw", "sgd")),
-        ("--schedule", config.schedule, ("cosine", "step", "none")),
-    ):
-        if value not in valid:
-            raise SystemExit(f"stnkit: {name} must be one of {', '.join(valid)}, got {value!r}")
-    for name, value, ok, what in (
-        ("--epochs", config.epochs, config.epochs >= 1, ">= 1"),
-        ("--batch-size", config.batch_size, config.batch_size >= 1, ">= 1"),
-        ("--lr", config.lr, config.lr >= 0, ">= 0"),
-        ("--loc-lr-mult", config.loc_lr_mult, config.loc_lr_mult >= 0, ">= 0"),
-        ("--weight-decay", config.weight_decay, config.weight_decay >= 0, ">= 0"),
-        ("--dropout", config.dropout, 0 <= config.dropout < 1, "in [0, 1)"),
-        ("--val-size", config.val_size, config.val_size >= 1, ">= 1"),
-        ("--patience", config.patience, config.patience is None or config.patience >= 0, ">= 0"),
-        ("--max-time", config.max_time, config.max_time is None or config.max_time > 0, "> 0 (minutes)"),
-        ("--num-transformers", config.num_transformers, config.num_transformers >= 1, ">= 1"),
-        ("--loc-downsample", config.loc_downsample, config.loc_downsample >= 1, ">= 1"),
-        ("--hidden", config.hidden, config.hidden is None or config.hidden >= 1, ">= 1"),
-        ("--consistency-weight", config.consistency_weight, config.consistency_weight >= 0, ">= 0"),
-        ("--train-size", config.train_size, config.train_size is None or config.train_size >= 1, ">= 1"),
-        ("--test-size", config.test_size, config.test_size is None or config.test_size >= 1, ">= 1"),
-    ):
-        if not ok:
-            raise SystemExit(f"stnkit: {name} must be {what}, got {value!r}")
-    if config.hidden is not None and "hidden" in options_unused_by(config.model):
+    Each option on its own is checked by :class:`TrainConfig` itself.
+    """
+    unused = options_unused_by(config.model, config.transform)
+    defaults = TrainConfig()
+
+    def is_set(name: str) -> bool:
+        return name in given or getattr(config, name) != getattr(defaults, name)
+
+    if is_set("hidden") and "hidden" in unused:
         raise SystemExit(f"stnkit: --hidden sets the FCN's width: --model must be fcn or st-fcn, got {config.model!r}")
+    if is_set("tps_grid_size") and "tps_grid_size" in unused:
+        if config.transform != "tps":
+            raise SystemExit(
+                f"stnkit: --tps-grid-size sets the TPS control grid: --transform must be tps, got {config.transform!r}"
+            )
+        raise SystemExit(
+            "stnkit: --tps-grid-size sets the TPS control grid: --model must have a transformer "
+            f"(st-fcn, st-cnn or tutorial-stn), got {config.model!r}"
+        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     from .checkpoint import load_model
-    from .evaluate import confusion_png, evaluate
-    from .run import check_input_size, load_eval_data
+    from .evaluate import confusion_png, evaluate, load_test_set
+    from .run import check_input_size
 
     model, config = load_model(args.checkpoint)
-    images, labels, _ = load_eval_data(
-        config, args.dataset, args.split, args.seed, args.images, args.labels, args.data_dir
-    )
+    if args.images is not None and args.dataset is None:  # already distorted: evaluated as they are
+        images, labels = _read_labelled_idx(args.images, args.labels)
+        images, labels = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(labels)
+    else:
+        digits = None if args.images is None else _read_labelled_idx(args.images, args.labels)
+        ds = load_test_set(
+            config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir, digits=digits
+        )
+        images, labels = ds.images, ds.labels
     check_input_size(config, images)
     result = evaluate(model, images, labels)
     source = args.images or f"{args.dataset or config.dataset} {args.split}"
     result.update({"checkpoint": str(args.checkpoint), "data": str(source)})
     print(f"error: {result['error']:.2f}% on {result['n']} images ({source})")
     print("per-class error %: " + ", ".join(f"{k}: {v}" for k, v in result["per_class_error"].items()))
-    out = Path(args.out)
+    out = Path(args.checkpoint).parent / "eval" if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     confusion_png(
@@ -214,18 +230,36 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_labelled_idx(images_file, labels_file):
+    """``--images`` and ``--labels``: (N, H, W) uint8 images and (N,) int64 labels."""
+    import numpy as np
+
+    from ..data import read_idx
+
+    if labels_file is None:
+        raise ValueError("--images needs --labels")
+    images = read_idx(images_file)
+    labels = read_idx(labels_file).astype(np.int64)
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise ValueError(
+            f"--images must hold (N, H, W) images and --labels N labels, got {images.shape} and {labels.shape}"
+        )
+    return images, labels
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .evaluate import pose_recovery
-    from .run import check_input_size, load_eval_data
+    from .evaluate import load_test_set, pose_recovery
+    from .run import check_input_size
     from .show import show_figure
 
     model, config = load_model(args.checkpoint)
-    images, labels, ds = load_eval_data(config, args.dataset, args.split, args.seed, None, None, args.data_dir)
+    ds = load_test_set(config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir)
+    images, labels = ds.images, ds.labels
     check_input_size(config, images)
     family = f" ({config.transform})" if config.model.startswith("st-") else ""
     title = f"{config.model}{family} on {args.dataset or config.dataset} {args.split}"
-    if ds is not None and config.model.startswith("st-"):
+    if config.model.startswith("st-"):
         n = min(500, len(labels))
         pr = pose_recovery(model, images[:n], ds.params[:n], ds.transform)
         title += f": pose spread {pr['spread_st_px']:.2f} px (without ST {pr['spread_identity_px']:.2f} px)"
@@ -417,7 +451,9 @@ def add_parsers(sub) -> None:
 
     ev = sub.add_parser("eval", help="error %%, per-class errors and confusion matrix of a trained model")
     data_args(ev, with_files=True)
-    ev.add_argument("--out", default="eval", help="directory for eval.json and confusion.png")
+    ev.add_argument(
+        "--out", default=None, help="directory for eval.json and confusion.png (default: eval/ beside the checkpoint)"
+    )
     ev.set_defaults(func=_cmd_eval)
 
     show = sub.add_parser("show", help="draw what the transformer does to a batch")
@@ -473,6 +509,8 @@ def add_parsers(sub) -> None:
         "--report-only", action="store_true", help="train nothing: rewrite the tables and figures from finished cells"
     )
     add_config_arguments(
-        rep, REPRODUCE_DEFAULTS, exclude=("dataset", "model", "transform", "num_transformers", "st_size", "seed")
+        rep,
+        REPRODUCE_DEFAULTS,
+        exclude=("dataset", "model", "transform", "num_transformers", "st_size", "tps_grid_size", "seed"),
     )
     rep.set_defaults(func=_cmd_reproduce)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import asdict, dataclass, fields
 
+from .._checks import check_choice, check_int, check_number
+from ..data import DISTORTIONS
+from ..geometry import TRANSFORMS
+from ..models import MODELS
+
 # options added after the first release, with the value that runs recorded without them used
-_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False}
+_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4}
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "none")
 
 
 @dataclass
@@ -15,6 +23,15 @@ class TrainConfig:
 
     Defaults train the ST-CNN on ``rts`` from the bundled digits in about ten
     minutes on two CPU cores.
+
+    Every option is checked when a config is made (directly, by :meth:`replace`,
+    :meth:`from_dict` or the command line): a bad one raises ``TypeError`` or
+    ``ValueError`` naming the option, what it must be and what it got.
+
+    >>> TrainConfig(optimizer="adam")
+    Traceback (most recent call last):
+    ...
+    ValueError: optimizer must be one of 'adamw', 'sgd', got 'adam'
     """
 
     # data
@@ -35,19 +52,20 @@ class TrainConfig:
     loc_downsample: int = 2
     dropout: float = 0.0
     hidden: int | None = None  # the FCN's hidden width (None: matched to the CNN's parameter count)
+    tps_grid_size: int = 4  # control points per side of the transformers' TPS (transform "tps"; models.create's)
     # optimisation
     epochs: int = 30
     # at a fixed number of epochs smaller batches (more steps) train better on CPU at about the
     # same cost: TC ST-CNN validation 13.5 % (128) -> 9.6 % (64) (docs/experiments/recipe.md)
     batch_size: int = 64
-    optimizer: str = "adamw"  # or "sgd"
+    optimizer: str = "adamw"  # or "sgd" (OPTIMIZERS)
     lr: float = 1e-3
     # learning-rate multiplier of the localisation nets: at 0.1 the TC transformer barely leaves
     # the identity (validation 19.7 % vs 13.5 % at 1.0; docs/experiments/recipe.md)
     loc_lr_mult: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # "cosine", "step" or "none"
+    schedule: str = "cosine"  # "cosine", "step" or "none" (SCHEDULES)
     step_epochs: int = 10  # "step": divide the learning rate by 10 every step_epochs
     grad_clip: float | None = None
     consistency_weight: float = 0.0
@@ -65,6 +83,52 @@ class TrainConfig:
     strategy: str = "auto"
     limit_train_batches: float | None = None
     limit_val_batches: float | None = None
+
+    def __post_init__(self) -> None:
+        # each option on its own; which options a model ignores is the command line's concern
+        # (options_unused_by), so that configs can be built up step by step (for_model, replace)
+        check_choice("dataset", self.dataset, DISTORTIONS)
+        if self.data_dir is not None:
+            if not isinstance(self.data_dir, (str, os.PathLike)):
+                raise TypeError(f"data_dir must be a directory path or None, got {type(self.data_dir).__name__}")
+            self.data_dir = os.fspath(self.data_dir)  # JSON-serialisable
+        check_int("val_size", self.val_size)
+        _optional(check_int, "train_size", self.train_size)
+        _optional(check_int, "test_size", self.test_size)
+        check_int("test_seed", self.test_seed, low=0)
+        check_choice("model", self.model, MODELS)
+        check_choice("transform", self.transform, tuple(TRANSFORMS))
+        check_int("num_transformers", self.num_transformers)
+        _optional(check_int, "st_size", self.st_size)
+        check_int("loc_downsample", self.loc_downsample)
+        if check_number("dropout", self.dropout, low=0.0, high=1.0) == 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        _optional(check_int, "hidden", self.hidden)
+        check_int("tps_grid_size", self.tps_grid_size, low=2)
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("lr", "loc_lr_mult", "momentum", "weight_decay", "consistency_weight", "consistency_strength"):
+            check_number(name, getattr(self, name), low=0.0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("step_epochs", self.step_epochs)
+        _optional(check_number, "grad_clip", self.grad_clip, low=0.0)
+        _optional(check_int, "patience", self.patience, low=0)
+        if _optional(check_number, "max_time", self.max_time, low=0.0) == 0.0:
+            raise ValueError(f"max_time must be > 0 (minutes), got {self.max_time!r}")
+        check_int("seed", self.seed, low=0)
+        check_int("num_workers", self.num_workers, low=0)
+        check_int("num_nodes", self.num_nodes)
+        for name in ("limit_train_batches", "limit_val_batches"):
+            _optional(check_number, name, getattr(self, name), low=0.0)
+        for names, kind in (
+            (("bounded", "compile", "deterministic"), bool),
+            (("accelerator", "devices", "strategy"), str),
+        ):
+            for name in names:
+                value = getattr(self, name)
+                if not isinstance(value, kind):
+                    raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
 
     @classmethod
     def for_model(cls, model: str, base: TrainConfig | None = None, **options) -> TrainConfig:
@@ -88,21 +152,28 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _optional(check, name: str, value, **bounds):
+    """``check(name, value, **bounds)`` unless ``value`` is ``None`` (the option's "not set")."""
+    return None if value is None else check(name, value, **bounds)
+
+
 # options that only some models read
 _TRANSFORMER_OPTIONS = frozenset(
-    {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult"}
+    {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult", "tps_grid_size"}
     | {"consistency_weight", "consistency_strength"}
 )
 
 
-def options_unused_by(model: str) -> frozenset[str]:
+def options_unused_by(model: str, transform: str | None = None) -> frozenset[str]:
     """The training options that ``model`` ignores (the transformers' options for plain classifiers,
-    ``hidden`` for models without an FCN)."""
+    ``hidden`` for models without an FCN) and, given its ``transform``, ``tps_grid_size`` unless that is tps."""
     unused = set()
     if not (model.startswith("st-") or model == "tutorial-stn"):
         unused |= _TRANSFORMER_OPTIONS
     if model not in ("fcn", "st-fcn"):
         unused.add("hidden")
+    if transform is not None and transform != "tps":
+        unused.add("tps_grid_size")
     return frozenset(unused)
 
 

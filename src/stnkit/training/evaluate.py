@@ -1,14 +1,44 @@
-"""Evaluation: error rates, confusion matrices, and how well a transformer recovers pose."""
+"""Evaluation: the test set, error rates, confusion matrices, and how well a transformer recovers pose."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data import DistortedMNIST, load_digits
 from ..geometry import base_grid, get_transform
-from ..models import STClassifier
-from .module import transformer_families
+from ..models import STClassifier, transformer_families
+from .config import TrainConfig
+
+
+def load_test_set(
+    config: TrainConfig,
+    *,
+    dataset: str | None = None,
+    split: str = "test",
+    seed: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    size: int | None = None,
+    digits: tuple[np.ndarray, np.ndarray] | None = None,
+) -> DistortedMNIST:
+    """The fixed distorted digits a model trained with ``config`` is tested on.
+
+    Every argument left out comes from ``config``: its ``dataset``, ``test_seed``
+    and ``data_dir`` (``split="train"`` distorts the training digits the same way).
+    ``size`` keeps the first ``size`` digits (all of them when ``None`` or when the
+    split has fewer); ``digits`` (images, labels) replaces the split by your own
+    28x28 digits. Training (``config.test_size``), ``stnkit eval``, ``stnkit show``
+    and the reproduction figures all load their test digits here.
+    """
+    if digits is None:
+        digits = load_digits(split, config.data_dir if data_dir is None else data_dir)
+    images, labels = digits
+    if size is not None:
+        images, labels = images[:size], labels[:size]
+    return DistortedMNIST(dataset or config.dataset, images, labels, seed=config.test_seed if seed is None else seed)
 
 
 @torch.no_grad()

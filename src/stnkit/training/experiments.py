@@ -39,7 +39,7 @@ def find_results(paths: list[str | os.PathLike]) -> list[Path]:
 def _flags(config: dict, skip=("dataset", "model")) -> list[str]:
     """The options of a run that differ from what ``stnkit train --model M`` does by default, as flags."""
     defaults = TrainConfig.for_model(config["model"])
-    unused = options_unused_by(config["model"])  # e.g. --loc-lr-mult of a CNN: no effect, not shown
+    unused = options_unused_by(config["model"], config.get("transform"))  # e.g. a CNN's --loc-lr-mult: not shown
     out = []
     for f in fields(TrainConfig):
         if f.name in _NOT_RECIPE or f.name in skip or f.name in unused:

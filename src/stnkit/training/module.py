@@ -6,42 +6,23 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..data import DistortedMNIST, get_distortion, load_digits
+from ..data import DistortedMNIST, load_digits
 from ..geometry import warp
-from ..models import STClassifier, create
+from ..models import STClassifier, transformer_families
+from .checkpoint import build_model
 from .config import TrainConfig
+from .evaluate import load_test_set
 
 # fixed seeds of the held-out draws: validation never shares the test's distortions
 _VAL_SEED_OFFSET = 1_000
-_SPLIT_SEED = 20_150_605  # the train/validation partition of the training digits
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    """The model a config describes, sized for its dataset's canvas."""
-    canvas = get_distortion(config.dataset).canvas_size
-    return create(
-        config.model,
-        in_channels=1,
-        in_size=canvas,
-        transform=config.transform,
-        num_transformers=config.num_transformers,
-        st_size=config.st_size,
-        bounded=config.bounded,
-        loc_downsample=config.loc_downsample,
-        dropout=config.dropout,
-        hidden=config.hidden,
-    )
-
-
-def transformer_families(model: nn.Module) -> list:
-    """The transform family of each (parallel) transformer of an ST model."""
-    if not isinstance(model, STClassifier):
-        return []
-    st = model.transformer
-    return [t.family for t in getattr(st, "transformers", [st])]
+# The seed of the permutation that picks which training digits become validation digits
+# (split_train_val): the first ``val_size`` of the permutation. Not the same idea as
+# stnkit.data.mnist.SPLIT_SEED (which bundled digits are test digits), though the same number;
+# any change here changes every run's training and validation digits.
+VAL_SPLIT_SEED = 20_150_605
 
 
 def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Tensor | None = None) -> Tensor:
@@ -149,10 +130,10 @@ class STNModule(pl.LightningModule):
 
 
 def split_train_val(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed partition of ``n`` training digits into (train, validation) indices."""
+    """A fixed partition of ``n`` training digits into (train, validation) indices (:data:`VAL_SPLIT_SEED`)."""
     if not 0 <= val_size < n:
         raise ValueError(f"val_size must be in [0, {n}), got {val_size}")
-    perm = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
@@ -179,7 +160,7 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
                 cfg.dataset, images[val_idx], labels[val_idx], seed=cfg.test_seed + _VAL_SEED_OFFSET
             )
         if self.test_set is None and stage in (None, "test"):
-            self.test_set = make_test_set(cfg.dataset, cfg.data_dir, cfg.test_seed, cfg.test_size)
+            self.test_set = load_test_set(cfg, size=cfg.test_size)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -197,10 +178,3 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
-
-
-def make_test_set(dataset: str, data_dir: str | None, seed: int, size: int | None = None) -> DistortedMNIST:
-    images, labels = load_digits("test", data_dir)
-    if size is not None:
-        images, labels = images[:size], labels[:size]
-    return DistortedMNIST(dataset, images, labels, seed=seed)

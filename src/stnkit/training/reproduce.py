@@ -277,7 +277,7 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
     import numpy as np
 
     from .checkpoint import load_model
-    from .module import make_test_set
+    from .evaluate import load_test_set
 
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +287,7 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
         if not model_file.is_file():
             continue
         model, cfg = load_model(model_file)
-        ds = make_test_set(d, cfg.data_dir, cfg.test_seed, n)
+        ds = load_test_set(cfg, dataset=d, size=n)
         x = ds.images[:n]
         y, _ = model.transform(x)
         fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)

@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -20,7 +19,7 @@ from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig
 from .evaluate import confusion_png, evaluate, pose_recovery
-from .module import DistortedMNISTDataModule, STNModule, make_test_set
+from .module import DistortedMNISTDataModule, STNModule
 from .show import show_figure
 
 
@@ -149,7 +148,8 @@ def train(
     best_path = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
     model, _ = load_model(best_path)
     save_model(out / "model.safetensors", model, config)
-    test_set = make_test_set(config.dataset, config.data_dir, config.test_seed, config.test_size)
+    data.setup("test")  # the test set: the config's test_size digits (evaluate.load_test_set)
+    test_set = data.test_set
     images, labels = test_set.images, test_set.labels
     result = evaluate(model, images, labels)
     confusion_png(result["confusion"], out / "confusion.png", f"{config.model} {config.transform} on {config.dataset}")
@@ -280,32 +280,6 @@ def _float(x) -> float | None:
 def _title(config: TrainConfig, error: float) -> str:
     t = f" ({config.transform})" if config.model.startswith("st-") else ""
     return f"{config.model}{t} on {config.dataset}: test error {error:.2f}%"
-
-
-def load_eval_data(
-    config: TrainConfig, dataset: str | None, split: str, seed: int | None, images_file, labels_file, data_dir
-):
-    """Images (N, 1, H, W) float in [0, 1] and labels for evaluation, plus the dataset (or None)."""
-    from ..data import DistortedMNIST, load_digits, read_idx
-
-    name = dataset or config.dataset
-    seed = config.test_seed if seed is None else seed
-    if images_file is not None:
-        if labels_file is None:
-            raise ValueError("--images needs --labels")
-        raw = read_idx(images_file)
-        labels = read_idx(labels_file).astype(np.int64)
-        if raw.ndim != 3 or labels.shape != (raw.shape[0],):
-            raise ValueError(
-                f"--images must hold (N, H, W) images and --labels N labels, got {raw.shape} and {labels.shape}"
-            )
-        if dataset is None:  # already distorted: evaluate as they are
-            return torch.from_numpy(raw.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(labels), None
-        ds = DistortedMNIST(name, raw, labels, seed=seed)
-    else:
-        digits, labels = load_digits(split, data_dir if data_dir is not None else config.data_dir)
-        ds = DistortedMNIST(name, digits, labels, seed=seed)
-    return ds.images, ds.labels, ds
 
 
 def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:

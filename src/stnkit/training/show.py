@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..models import STClassifier
+from ..models import STClassifier, transformer_families
 from .evaluate import predict_logits
-from .module import transformer_families
 
 
 def _grid_lines(family, params: Tensor, lines: int = 5, steps: int = 25) -> list[Tensor]:
