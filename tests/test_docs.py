@@ -18,7 +18,9 @@ import stnkit.geometry
 import stnkit.nn
 
 PACKAGES = (stnkit.geometry, stnkit.nn)
-MODULES = [importlib.import_module(f"{p.__name__}.{m.name}") for p in PACKAGES for m in pkgutil.iter_modules(p.__path__)]
+MODULES = [
+    importlib.import_module(f"{p.__name__}.{m.name}") for p in PACKAGES for m in pkgutil.iter_modules(p.__path__)
+]
 PUBLIC = {f"{p.__name__}.{name}": getattr(p, name) for p in PACKAGES for name in p.__all__}
 CALLABLES = {k: v for k, v in PUBLIC.items() if inspect.isclass(v) or inspect.isfunction(v)}
 SIZE_ARGUMENTS = ("size", "in_size", "out_size", "loc_size")
