@@ -7,6 +7,7 @@ and the server is shut down after each test.
 import gzip
 import hashlib
 import http.server
+import re
 import socket
 import threading
 
@@ -226,9 +227,15 @@ def test_sha256_file(tmp_path, size):
     assert sha256_file(str(path)) == sha256_file(path)
 
 
-def test_canonical_checksums():
+def test_canonical_checksums(tmp_path, serve):
     assert tuple(MNIST_SHA256) == NAMES
-    assert all(len(v) == 64 and int(v, 16) >= 0 for v in MNIST_SHA256.values())
+    # lowercase hex as hashlib writes it (int(v, 16) would also take "0x", "_", spaces and a sign)
+    assert all(re.fullmatch("[0-9a-f]{64}", v) for v in MNIST_SHA256.values()) and len(set(MNIST_SHA256.values())) == 4
+    # and they are the default: files that are not MNIST fail against the first one
+    srv = serve(make_files())
+    with pytest.raises(DownloadError, match=f"SHA-256 mismatch .*expected {MNIST_SHA256[NAMES[0]]}"):
+        download_mnist(tmp_path, srv.url, timeout=5, progress=False, log=quiet)
+    assert srv.requests == [NAMES[0]] and not list(tmp_path.iterdir())
 
 
 def test_cli_download(tmp_path, serve, capsys):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import statistics
 
 import pytest
 
@@ -29,6 +30,20 @@ def test_cells_take_their_models_recipe_and_given_options_win(monkeypatch):
     assert (cnn.model, cnn.epochs, cnn.lr, cnn.seed) == ("cnn", 5, 0.1, 1)
 
 
+def test_table_takes_mean_and_sample_std_over_seeds(tmp_path):
+    # two finished seeds with known errors: mean 12, sample std sqrt(8) = 2.828 (the population std is 2)
+    for seed, err in enumerate([10.0, 14.0]):
+        d = tmp_path / "runs" / rep.Cell("r", "cnn", seed).dirname
+        d.mkdir(parents=True)
+        sizes = {"train_size": 64, "val_size": 32, "test_size": 32, "data_source": "bundled mnist8k"}
+        (d / "results.json").write_text(
+            json.dumps({"test_error": err, "epochs": 1, "fit_seconds": 1.0, "num_parameters": 10, **sizes})
+        )
+    summary = rep.summarise(tmp_path, rep.TrainConfig(), seeds=2)
+    assert summary["cells_done"] == 2
+    assert summary["table"] == {"cnn": {"r": {"mean": 12.0, "std": 2.828, "n": 2}}}
+
+
 def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
     out = tmp_path / "results"
     args = ["reproduce", "table1", "--out", str(out), "--datasets", "r", "--models", "cnn,st-cnn-affine"]
@@ -49,7 +64,12 @@ def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
     ):
         assert key in cell
     assert set(summary["model_recipes"]) == {"fcn", "cnn", "st-fcn", "st-cnn"}
-    assert summary["table"]["cnn"]["r"]["n"] == 2 and summary["table"]["cnn"]["r"]["std"] is not None
+    # mean and sample standard deviation (n - 1) of the two seeds' test errors
+    errs = [c["test_error"] for c in summary["cells"] if c["model"] == "cnn" and c["dataset"] == "r"]
+    cnn_r = summary["table"]["cnn"]["r"]
+    assert cnn_r["n"] == len(errs) == 2
+    assert cnn_r["mean"] == pytest.approx(statistics.mean(errs), abs=1e-3)
+    assert cnn_r["std"] == pytest.approx(statistics.stdev(errs), abs=1e-3)
     md = (out / "table1.md").read_text()
     assert "| CNN |" in md and "(1.2)" in md and "32 test digits" in md
     assert (out / "figures" / "r_st-cnn.png").is_file() and (out / "figures" / "errors.png").is_file()

@@ -49,7 +49,10 @@ def _metrics(run) -> list[dict]:
 def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
     run = tmp_path / "run"
     res = train(_tiny(model=model, transform=transform, dataset=dataset), run, quiet=True)
-    assert 0.0 <= res["test_error"] <= 100.0
+    # the error is the percentage of test digits off the confusion matrix's diagonal
+    conf = np.array(res["confusion"])
+    assert conf.shape == (10, 10) and conf.sum() == res["test_size"]
+    assert res["test_error"] == pytest.approx(100.0 * (1.0 - np.trace(conf) / conf.sum()), abs=1e-3)
     assert res["test_size"] == 48 and res["train_size"] == 96 and res["val_size"] == 48
     for name in ("model.safetensors", "results.json", "show.png", "confusion.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name

@@ -17,6 +17,11 @@ OpenCV (``cv2.warpAffine``) and kornia (``warp_affine``) instead describe a
 warp by a matrix ``M`` in *pixel* coordinates mapping **source to
 destination** (``dst = M @ src``). :func:`to_pixel_matrix` and
 :func:`from_pixel_matrix` convert between the two.
+
+References:
+    M. Jaderberg, K. Simonyan, A. Zisserman, K. Kavukcuoglu, "Spatial
+    Transformer Networks", NeurIPS 2015 (arXiv:1506.02025): section 3.2, the
+    grid generator in normalised coordinates and the inverse mapping.
 """
 
 from __future__ import annotations
@@ -77,7 +82,13 @@ def interleave_xy(basis: Tensor, params_outer: bool) -> Tensor:
     return op.reshape(2 * n, 2 * npts)
 
 
-def affine_operator(out_size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
+def affine_operator(
+    out_size: int | tuple[int, int],
+    align_corners: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
     """The cached ``(6, H*W*2)`` operator with ``theta.view(B, 6) @ op == F.affine_grid(theta, ...).view(B, -1)``
     (to float rounding).
 
@@ -96,14 +107,22 @@ def affine_operator(out_size, align_corners: bool = False, *, device=None, dtype
     return cached_operator(("affine", h, w, bool(align_corners), str(device), dtype), make)
 
 
-def homogeneous_points(out_size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
+def homogeneous_points(
+    out_size: int | tuple[int, int],
+    align_corners: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
     """The identity grid's points as rows ``(x, y, 1)`` stacked column-wise: ``(3, H*W)``, float64 unless told."""
     pts = base_grid(out_size, align_corners, dtype=torch.float64).view(-1, 2)
     rows = torch.cat([pts.T, torch.ones(1, pts.shape[0], dtype=torch.float64)], 0)
     return rows.to(device=device, dtype=dtype or torch.float64)
 
 
-def linspace_coords(n: int, align_corners: bool, *, device=None, dtype=None) -> Tensor:
+def linspace_coords(
+    n: int, align_corners: bool, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
     """Normalised coordinates of the centres of ``n`` pixels along one axis."""
     idx = torch.arange(n, device=device, dtype=dtype or torch.get_default_dtype())
     if align_corners:
@@ -111,12 +130,41 @@ def linspace_coords(n: int, align_corners: bool, *, device=None, dtype=None) -> 
     return (2.0 * idx + 1.0) / n - 1.0
 
 
-def base_grid(out_size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
-    """The identity sampling grid, shape ``(H, W, 2)``, x before y.
+def base_grid(
+    out_size: int | tuple[int, int],
+    align_corners: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """The identity sampling grid: the normalised coordinates of every output pixel centre.
+
+    ``grid[i, j] = (x_j, y_i)``, x before y, with ``x_j = (2 j + 1) / W - 1``
+    (``align_corners=False``: -1 and +1 are the outer edges of the border
+    pixels) or ``x_j = 2 j / (W - 1) - 1`` (``align_corners=True``: they are the
+    border pixels' centres); the same for y along the height. This is
+    ``F.affine_grid`` of the identity matrix, and every family's grid at its
+    identity parameters.
+
+    Args:
+        out_size: ``(H, W)``, or an int for a square.
+        align_corners: the frame, as in ``F.affine_grid``.
+        device: of the result.
+        dtype: of the result; torch's default dtype when ``None``.
+
+    Returns:
+        ``(H, W, 2)``.
 
     Example:
-        >>> base_grid((2, 3))[0, :, 0]
+        >>> g = base_grid((2, 3))
+        >>> g.shape
+        torch.Size([2, 3, 2])
+        >>> g[0, :, 0]  # x of the three column centres
         tensor([-0.6667,  0.0000,  0.6667])
+        >>> g[:, 0, 1]  # y of the two row centres: y points down
+        tensor([-0.5000,  0.5000])
+        >>> base_grid((2, 3), align_corners=True)[0, :, 0]
+        tensor([-1.,  0.,  1.])
     """
     h, w = check_size("out_size", out_size)
     ys = linspace_coords(h, align_corners, device=device, dtype=dtype)
@@ -125,10 +173,35 @@ def base_grid(out_size, align_corners: bool = False, *, device=None, dtype=None)
     return torch.stack([gx, gy], dim=-1)
 
 
-def normalization_matrix(size, align_corners: bool = False, *, device=None, dtype=None) -> Tensor:
-    """The (3, 3) matrix taking pixel coordinates ``(x, y, 1)`` to normalised ones.
+def normalization_matrix(
+    size: int | tuple[int, int],
+    align_corners: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """The ``(3, 3)`` matrix taking pixel coordinates ``(x, y, 1)`` to normalised ones.
 
-    Pixel coordinates are OpenCV's: the centre of pixel (row i, column j) is (x=j, y=i).
+    Pixel coordinates are OpenCV's: the centre of pixel (row i, column j) is
+    ``(x=j, y=i)``. Normalised coordinates are stnkit's (x before y, ``[-1, 1]``
+    over the image, see the module docstring); its inverse goes back.
+
+    Args:
+        size: ``(H, W)`` of the image, or an int for a square; at least
+            ``(2, 2)`` with ``align_corners=True``.
+        align_corners: the normalised frame, as in ``F.affine_grid``.
+        device: of the result.
+        dtype: of the result; float64 when ``None``.
+
+    Returns:
+        ``(3, 3)``, affine (last row ``(0, 0, 1)``).
+
+    Example:
+        >>> n = normalization_matrix((4, 8))
+        >>> n @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # centre of pixel (row 0, column 0)
+        tensor([-0.8750, -0.7500,  1.0000], dtype=torch.float64)
+        >>> normalization_matrix((4, 8), align_corners=True) @ torch.tensor([7.0, 3.0, 1.0], dtype=torch.float64)
+        tensor([1., 1., 1.], dtype=torch.float64)
     """
     h, w = check_size("size", size)
     dtype = dtype or torch.float64
@@ -151,8 +224,18 @@ def _as_3x3(name: str, m: object) -> Tensor:
     return m
 
 
-def to_pixel_matrix(theta: Tensor, in_size, out_size=None, align_corners: bool = False) -> Tensor:
+def to_pixel_matrix(
+    theta: Tensor,
+    in_size: int | tuple[int, int],
+    out_size: int | tuple[int, int] | None = None,
+    align_corners: bool = False,
+) -> Tensor:
     """Convert stnkit matrices to OpenCV/kornia matrices.
+
+    stnkit's ``theta`` maps **output** points to **input** points in normalised
+    coordinates; the result maps **input** (source) pixels to **output**
+    (destination) pixels, ``dst = M @ src``, with pixel centres at integer
+    ``(x=column, y=row)``. :func:`from_pixel_matrix` is its inverse.
 
     Args:
         theta: ``(B, 2, 3)`` or ``(B, 3, 3)``, normalised, mapping output to input
@@ -164,7 +247,10 @@ def to_pixel_matrix(theta: Tensor, in_size, out_size=None, align_corners: bool =
     Returns:
         ``(B, 3, 3)`` matrices ``M`` in pixel coordinates mapping source (input)
         to destination (output), as ``cv2.warpAffine(src, M[:2], (W, H))`` or
-        ``cv2.warpPerspective(src, M, (W, H))`` expect.
+        ``cv2.warpPerspective(src, M, (W, H))`` expect, in ``theta``'s dtype.
+
+    Raises:
+        ValueError: ``theta`` has another shape or is singular (no inverse).
 
     Example:
         >>> theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])
@@ -180,12 +266,37 @@ def to_pixel_matrix(theta: Tensor, in_size, out_size=None, align_corners: bool =
     return torch.linalg.inv(n_out) @ _solve("theta", theta, n_in.expand_as(theta))
 
 
-def from_pixel_matrix(m: Tensor, in_size, out_size=None, align_corners: bool = False) -> Tensor:
+def from_pixel_matrix(
+    m: Tensor,
+    in_size: int | tuple[int, int],
+    out_size: int | tuple[int, int] | None = None,
+    align_corners: bool = False,
+) -> Tensor:
     """Convert OpenCV/kornia matrices (pixel, source to destination) to stnkit's.
 
-    The inverse of :func:`to_pixel_matrix`; returns ``(B, 3, 3)`` normalised
-    matrices mapping output to input. Use ``[:, :2]`` for ``F.affine_grid``, or
-    ``get_transform(name).from_matrix`` for a family's parameters.
+    The inverse of :func:`to_pixel_matrix`.
+
+    Args:
+        m: ``(B, 2, 3)`` or ``(B, 3, 3)`` matrices in pixel coordinates (pixel
+            centres at integer ``(x=column, y=row)``) mapping source (input) to
+            destination (output), as ``cv2.warpAffine``/``cv2.warpPerspective``
+            take them.
+        in_size: ``(H, W)`` of the input image.
+        out_size: ``(H, W)`` of the output image; defaults to ``in_size``.
+        align_corners: the ``align_corners`` of the normalised frame wanted.
+
+    Returns:
+        ``(B, 3, 3)`` normalised matrices mapping output to input (stnkit's
+        convention). Use ``[:, :2]`` for ``F.affine_grid``, or
+        ``get_transform(name).from_matrix`` for a family's parameters.
+
+    Raises:
+        ValueError: ``m`` has another shape or is singular (no inverse).
+
+    Example:
+        >>> m = torch.tensor([[[1.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # content 1 px left
+        >>> from_pixel_matrix(m, (4, 4))[0, 0, 2]  # read 1 px = 2/4 to the right
+        tensor(0.5000)
     """
     m = _as_3x3("m", m)
     in_size = check_size("in_size", in_size)

@@ -14,6 +14,19 @@ affine         6           the 2x3 matrix, row-major, ``F.affine_grid`` layout
 projective     8           ``h11 h12 h13 h21 h22 h23 h31 h32`` (``h33 = 1``)
 tps            2 k^2       x, y offsets of a k x k grid of control points
 =============  ==========  ==============================================
+
+A family turns ``params (B, num_params)`` into a sampling grid
+``(B, H, W, 2)`` (:meth:`TransformFamily.grid`) or maps points ``(B, N, 2)``
+(:meth:`TransformFamily.transform_points`); :func:`get_transform` looks one up
+by name.
+
+References:
+    M. Jaderberg, K. Simonyan, A. Zisserman, K. Kavukcuoglu, "Spatial
+    Transformer Networks", NeurIPS 2015 (arXiv:1506.02025): the affine,
+    attention, projective and thin-plate-spline transformers.
+
+    F. L. Bookstein, "Principal warps: thin-plate splines and the
+    decomposition of deformations", IEEE TPAMI 11(6), 1989: the thin-plate spline.
 """
 
 from __future__ import annotations
@@ -45,15 +58,39 @@ _FOLD_CHUNK = 2048
 
 
 class TransformFamily:
-    """Base class of a transform family. Subclasses set ``name`` and ``num_params``."""
+    """Base class of a transform family. Subclasses set ``name`` and ``num_params``.
+
+    Every family follows one convention: parameters ``(B, num_params)`` map
+    **output** points to **input** points, normalised to ``[-1, 1]``, x before
+    y, in the frame of ``F.affine_grid`` (``align_corners`` as given to
+    :meth:`grid`, ``False`` by default).
+
+    Example:
+        >>> fam = get_transform("similarity")
+        >>> fam.name, fam.num_params
+        ('similarity', 4)
+        >>> p = fam.identity(2)
+        >>> p
+        tensor([[1., 0., 0., 0.],
+                [1., 0., 0., 0.]])
+        >>> fam.grid(p, (3, 5)).shape
+        torch.Size([2, 3, 5, 2])
+    """
 
     name: str = ""
     num_params: int = 0
     is_matrix: bool = False
 
     # -- parameters -----------------------------------------------------------------
-    def identity(self, batch_size: int, *, device=None, dtype=None) -> Tensor:
-        """Parameters of the identity transform, shape ``(batch_size, num_params)``."""
+    def identity(
+        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """Parameters of the identity transform, shape ``(batch_size, num_params)``.
+
+        Example:
+            >>> get_transform("attention").identity(1)
+            tensor([[1., 0., 0.]])
+        """
         check_int("batch_size", batch_size)
         base = torch.tensor(self._identity_vector(), device=device, dtype=dtype or torch.get_default_dtype())
         return base.expand(batch_size, self.num_params).clone()
@@ -62,7 +99,16 @@ class TransformFamily:
         raise NotImplementedError
 
     def check_params(self, params: object, name: str = "params") -> Tensor:
-        """Validate ``params`` (B, num_params); returns it unchanged."""
+        """Validate ``params`` ``(B, num_params)`` (floating, finite, ``B > 0``); returns it unchanged.
+
+        Raises ``TypeError``/``ValueError`` with a message naming ``name``.
+
+        Example:
+            >>> get_transform("translation").check_params(torch.zeros(1, 3))
+            Traceback (most recent call last):
+            ...
+            ValueError: params for transform 'translation' must have shape (B, 2), got shape (1, 3)
+        """
         params = check_float_tensor(name, params)
         if params.ndim != 2 or params.shape[1] != self.num_params:
             raise ValueError(
@@ -78,16 +124,42 @@ class TransformFamily:
         """Squash unconstrained values into a safe range; ``raw = 0`` gives the identity.
 
         Used by ``SpatialTransformer(bounded=True)``: the default keeps every
-        parameter within 1 of its identity value.
+        parameter within 1 of its identity value. ``raw`` and the result are
+        ``(B, num_params)``.
+
+        Example:
+            >>> fam = get_transform("affine")
+            >>> torch.equal(fam.bound(torch.zeros(2, 6)), fam.identity(2))
+            True
+            >>> bool((fam.bound(torch.full((1, 6), 1e9)) - fam.identity(1)).abs().max() <= 1)
+            True
         """
         ident = torch.tensor(self._identity_vector(), device=raw.device, dtype=raw.dtype)
         return ident + torch.tanh(raw)
 
-    def random(self, batch_size: int, strength: float = 1.0, *, generator=None, device=None, dtype=None) -> Tensor:
+    def random(
+        self,
+        batch_size: int,
+        strength: float = 1.0,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
         """Random parameters around the identity: ``identity + strength * std * N(0, 1)``.
 
         ``std`` is a per-family default giving a visible but moderate warp at
         ``strength=1`` (used by the demo and the transformation-consistency loss).
+        Returns ``(batch_size, num_params)``; the noise is drawn on the CPU from
+        ``generator``, so a seed gives the same parameters on every device.
+
+        Example:
+            >>> fam = get_transform("projective")
+            >>> p = fam.random(4, generator=torch.Generator().manual_seed(0))
+            >>> p.shape
+            torch.Size([4, 8])
+            >>> torch.equal(fam.random(4, 0.0), fam.identity(4))
+            True
         """
         ident = self.identity(batch_size, device=device, dtype=dtype)
         std = torch.tensor(self._random_std(), device=ident.device, dtype=ident.dtype)
@@ -98,11 +170,27 @@ class TransformFamily:
         return [0.1] * self.num_params
 
     # -- geometry ---------------------------------------------------------------------
-    def grid(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
+    def grid(self, params: Tensor, out_size: int | tuple[int, int], align_corners: bool = False) -> Tensor:
         """Sampling grid ``(B, H, W, 2)``: for each output pixel, the input point to read.
 
-        Finite and within ``GRID_LIMIT`` for any finite parameters (degenerate
-        transforms read the padding, never NaN).
+        ``grid[b, i, j] = T_params[b](base_grid[i, j])``: the output pixel centre,
+        normalised (x before y, ``align_corners`` as in ``F.affine_grid``), mapped
+        to the input. Feed it to :func:`~stnkit.geometry.sample` (or
+        ``F.grid_sample``) with the same ``align_corners``. Finite and within
+        ``GRID_LIMIT`` for any finite parameters (degenerate transforms read the
+        padding, never NaN).
+
+        Args:
+            params: ``(B, num_params)``.
+            out_size: ``(H, W)`` of the output, or an int.
+            align_corners: the frame of the grid.
+
+        Example:
+            >>> fam = get_transform("affine")
+            >>> theta = torch.tensor([[0.5, 0.0, 0.2, 0.0, 0.5, 0.0]])
+            >>> ref = torch.nn.functional.affine_grid(theta.view(1, 2, 3), [1, 1, 4, 6], align_corners=False)
+            >>> torch.allclose(fam.grid(theta, (4, 6)), ref)
+            True
         """
         return self._grid(self.check_params(params), check_size("out_size", out_size), align_corners)
 
@@ -111,7 +199,17 @@ class TransformFamily:
         raise NotImplementedError
 
     def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
-        """Map points ``(B, N, 2)`` from output to input coordinates (normalised, x before y)."""
+        """Map points ``(B, N, 2)`` from output to input coordinates (normalised, x before y).
+
+        The map the grid samples with: ``transform_points(params, base_grid)``
+        equals ``grid(params)`` point for point. Returns ``(B, N, 2)``.
+
+        Example:
+            >>> fam = get_transform("translation")
+            >>> fam.transform_points(torch.tensor([[0.5, -0.25]]), torch.tensor([[[0.0, 0.0], [1.0, 1.0]]]))
+            tensor([[[ 0.5000, -0.2500],
+                     [ 1.5000,  0.7500]]])
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -119,13 +217,33 @@ class TransformFamily:
 
 
 class MatrixFamily(TransformFamily):
-    """Families that are 3x3 matrices acting on homogeneous coordinates."""
+    """Families that are 3x3 matrices acting on homogeneous coordinates.
+
+    ``matrix(params)`` is ``(B, 3, 3)`` and maps output to input:
+    ``[x_in, y_in, w] = M @ [x_out, y_out, 1]`` in normalised coordinates, then
+    ``(x_in, y_in) / w``; ``M[:, :2]`` is ``F.affine_grid``'s theta for the
+    affine families. Parameters compose (:meth:`compose`) and invert
+    (:meth:`inverse`) through the matrices.
+
+    Example:
+        >>> fam = get_transform("attention")
+        >>> fam.matrix(torch.tensor([[0.5, 0.1, -0.2]]))
+        tensor([[[ 0.5000,  0.0000,  0.1000],
+                 [ 0.0000,  0.5000, -0.2000],
+                 [ 0.0000,  0.0000,  1.0000]]])
+    """
 
     is_matrix = True
     is_affine = True  # the last row is (0, 0, 1)
 
     def matrix(self, params: Tensor) -> Tensor:
-        """The ``(B, 3, 3)`` matrix mapping output to input (homogeneous, normalised)."""
+        """The ``(B, 3, 3)`` matrix mapping output to input (homogeneous, normalised).
+
+        Example:
+            >>> get_transform("translation").matrix(torch.tensor([[0.5, 0.0]]))[0, :2]
+            tensor([[1.0000, 0.0000, 0.5000],
+                    [0.0000, 1.0000, 0.0000]])
+        """
         params = self.check_params(params)
         return self._matrix(params)
 
@@ -133,7 +251,17 @@ class MatrixFamily(TransformFamily):
         raise NotImplementedError
 
     def from_matrix(self, m: Tensor) -> Tensor:
-        """Parameters of this family from ``(B, 3, 3)`` matrices (which must lie in the family)."""
+        """Parameters ``(B, num_params)`` of this family from ``(B, 3, 3)`` matrices (which must lie in the family).
+
+        The inverse of :meth:`matrix`; a matrix outside the family is not checked
+        and gives the parameters of some nearby member.
+
+        Example:
+            >>> fam = get_transform("similarity")
+            >>> p = torch.tensor([[0.8, 0.3, 0.1, -0.2]])
+            >>> torch.allclose(fam.from_matrix(fam.matrix(p)), p)
+            True
+        """
         m = check_float_tensor("m", m)
         if m.ndim != 3 or m.shape[-2:] != (3, 3):
             raise ValueError(f"m must have shape (B, 3, 3), got shape {tuple(m.shape)}")
@@ -147,13 +275,27 @@ class MatrixFamily(TransformFamily):
 
         Warping ``x`` by ``a`` and the result by ``b`` equals warping ``x`` once by
         ``compose(a, b)`` (the grids chain from the last warp back to the input).
+        ``a``, ``b`` and the result are ``(B, num_params)``; the matrix of the
+        result is ``matrix(a) @ matrix(b)``.
+
+        Example:
+            >>> fam = get_transform("translation")
+            >>> fam.compose(torch.tensor([[0.5, 0.0]]), torch.tensor([[0.0, 0.25]]))
+            tensor([[0.5000, 0.2500]])
         """
         a = self.check_params(a, "a")
         b = self.check_params(b, "b")
         return self._from_matrix(self._matrix(a) @ self._matrix(b))
 
     def inverse(self, params: Tensor) -> Tensor:
-        """Parameters of the inverse transform; ``ValueError`` if a matrix is singular."""
+        """Parameters ``(B, num_params)`` of the inverse transform; ``ValueError`` if a matrix is singular.
+
+        ``compose(p, inverse(p))`` is the identity.
+
+        Example:
+            >>> get_transform("attention").inverse(torch.tensor([[2.0, 0.5, 0.0]]))
+            tensor([[ 0.5000, -0.2500,  0.0000]])
+        """
         m = self.matrix(params)
         inv, info = torch.linalg.inv_ex(m)
         # info only flags exactly-zero pivots; a numerically singular matrix
@@ -200,7 +342,18 @@ def _apply_matrix(m: Tensor, points: Tensor, affine: bool) -> Tensor:
 
 
 class Translation(MatrixFamily):
-    """``tx, ty``: the output pixel at ``p`` reads the input at ``p + t``."""
+    """``tx, ty``: the output pixel at ``p`` reads the input at ``p + t``.
+
+    Normalised units: ``tx = 2 / W`` is one pixel (``align_corners=False``), and
+    a positive ``tx`` moves the content to the left.
+
+    Example:
+        >>> row = torch.arange(4.0).view(1, 1, 1, 4)
+        >>> fam = Translation()
+        >>> grid = fam.grid(torch.tensor([[0.5, 0.0]]), (1, 4))
+        >>> torch.nn.functional.grid_sample(row, grid, mode="nearest", align_corners=False)
+        tensor([[[[1., 2., 3., 0.]]]])
+    """
 
     name = "translation"
     num_params = 2
@@ -225,6 +378,15 @@ class Attention(MatrixFamily):
 
     The paper's attention transformer: ``s < 1`` zooms in on a window of the
     input centred at ``t``.
+
+    Example:
+        >>> fam = Attention()
+        >>> fam.transform_points(torch.tensor([[0.5, 0.2, 0.0]]), torch.tensor([[[-1.0, -1.0], [1.0, 1.0]]]))
+        tensor([[[-0.3000, -0.5000],
+                 [ 0.7000,  0.5000]]])
+
+    References:
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, section 3.2.
     """
 
     name = "attention"
@@ -251,7 +413,14 @@ class Similarity(MatrixFamily):
 
     ``angle`` is in radians. With y pointing down, a positive angle turns the
     sampling grid clockwise on screen, so the output shows the input's content
-    turned counter-clockwise.
+    turned counter-clockwise: a quarter turn equals ``torch.rot90(x, 1, dims=(-2, -1))``.
+
+    Example:
+        >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+        >>> quarter = torch.tensor([[1.0, math.pi / 2, 0.0, 0.0]])
+        >>> out = torch.nn.functional.grid_sample(x, Similarity().grid(quarter, (2, 2)), align_corners=False)
+        >>> torch.allclose(out, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-6)
+        True
     """
 
     name = "similarity"
@@ -280,7 +449,20 @@ class Similarity(MatrixFamily):
 
 
 class Affine(MatrixFamily):
-    """The 2x3 matrix ``[[a, b, tx], [c, d, ty]]`` flattened row-major: ``F.affine_grid``'s theta."""
+    """The 2x3 matrix ``[[a, b, tx], [c, d, ty]]`` flattened row-major: ``F.affine_grid``'s theta.
+
+    ``(B, 6)``, or ``(B, 2, 3)`` as ``F.affine_grid`` takes it; its grid equals
+    ``F.affine_grid(theta.view(B, 2, 3), ...)`` with the same ``align_corners``.
+
+    Example:
+        >>> theta = torch.tensor([[[0.8, -0.2, 0.1], [0.3, 0.9, 0.0]]])
+        >>> ref = torch.nn.functional.affine_grid(theta, [1, 1, 5, 7], align_corners=True)
+        >>> torch.allclose(Affine().grid(theta, (5, 7), align_corners=True), ref, atol=1e-6)
+        True
+
+    References:
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, section 3.2, eq. (1).
+    """
 
     name = "affine"
     num_params = 6
@@ -308,7 +490,14 @@ class Affine(MatrixFamily):
 class Projective(MatrixFamily):
     """A homography with ``h33 = 1``: ``T(p) = (H [p; 1])_{xy} / (H [p; 1])_z``.
 
-    Output points that ``H`` sends to infinity (``z ~ 0``) read the padding.
+    ``h = (h11, h12, h13, h21, h22, h23, h31, h32)`` row-major, ``p`` normalised
+    (x before y). Output points that ``H`` sends to infinity (``z ~ 0``) read the
+    padding. With ``h31 = h32 = 0`` this is the affine family.
+
+    Example:
+        >>> h = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.0]])
+        >>> Projective().transform_points(h, torch.tensor([[[1.0, 1.0]]]))  # z = 0.5 * 1 + 1
+        tensor([[[0.6667, 0.6667]]])
     """
 
     name = "projective"
@@ -445,9 +634,24 @@ class ThinPlateSpline(TransformFamily):
     spline (Newton), :meth:`jacobian_det` and :meth:`folds` tell where it is not
     locally invertible.
 
+    Args:
+        grid_size: ``k``, the control points per side (at least 2).
+        reg: ``>= 0``; added to the kernel's diagonal (0: exact interpolation).
+
+    Example:
+        >>> fam = ThinPlateSpline(grid_size=3)
+        >>> fam.num_params, fam.control_points.shape
+        (18, torch.Size([9, 2]))
+        >>> offsets = torch.zeros(1, 18)
+        >>> offsets[0, 8:10] = torch.tensor([0.1, -0.2])  # move the centre control point
+        >>> fam.transform_points(offsets, torch.tensor([[[0.0, 0.0]]]))
+        tensor([[[ 0.1000, -0.2000]]])
+
     References:
         F. L. Bookstein, "Principal warps: thin-plate splines and the
         decomposition of deformations", IEEE TPAMI 11(6), 1989.
+
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, section 3.2.
     """
 
     name = "tps"
@@ -481,7 +685,16 @@ class ThinPlateSpline(TransformFamily):
         return [0.3 / (self.grid_size - 1)] * self.num_params
 
     def weights(self, points: Tensor) -> Tensor:
-        """Weights ``(..., N, K)`` with ``T(points) = weights @ targets`` (targets = control points + offsets)."""
+        """Weights ``(..., N, K)`` with ``T(points) = weights @ targets`` (targets = control points + offsets).
+
+        ``points`` is ``(..., N, 2)``, normalised, x before y; each row of weights sums to 1.
+
+        Example:
+            >>> fam = ThinPlateSpline(grid_size=2)
+            >>> w = fam.weights(fam.control_points)  # each control point is its own target
+            >>> torch.allclose(w, torch.eye(4, dtype=torch.float64))
+            True
+        """
         c = self.control_points.to(device=points.device, dtype=points.dtype)
         l_inv = self._l_inv.to(device=points.device, dtype=points.dtype)
         r2 = (points.unsqueeze(-2) - c).pow(2).sum(-1)  # (..., N, K)
@@ -491,7 +704,16 @@ class ThinPlateSpline(TransformFamily):
 
     def weight_gradients(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """``d weights / dx`` and ``d weights / dy``, each ``(..., N, K)``: the spline's Jacobian
-        at ``points`` is ``[wx @ targets, wy @ targets]`` (columns dT/dx, dT/dy)."""
+        at ``points`` is ``[wx @ targets, wy @ targets]`` (columns dT/dx, dT/dy).
+
+        Example:
+            >>> fam = ThinPlateSpline(grid_size=3)
+            >>> pts = torch.tensor([[0.3, -0.4]], dtype=torch.float64)
+            >>> wx, wy = fam.weight_gradients(pts)
+            >>> targets = fam.control_points  # zero offsets: the identity, whose Jacobian is I
+            >>> torch.allclose(torch.stack([wx @ targets, wy @ targets], -1), torch.eye(2, dtype=torch.float64))
+            True
+        """
         c = self.control_points.to(device=points.device, dtype=points.dtype)
         l_inv = self._l_inv.to(device=points.device, dtype=points.dtype)
         d = points.unsqueeze(-2) - c  # (..., N, K, 2)
@@ -503,16 +725,35 @@ class ThinPlateSpline(TransformFamily):
         by = torch.cat([g * d[..., 1], zeros, zeros, ones], dim=-1)
         return bx @ l_inv, by @ l_inv
 
-    def grid_weights(self, out_size, align_corners: bool = False, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:
+    def grid_weights(
+        self,
+        out_size: int | tuple[int, int],
+        align_corners: bool = False,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """The cached identity grid ``(H*W, 2)`` and weights ``(H*W, K)`` for an output size.
 
         Computed once in float64. Since the spline reproduces affine maps, the
         grid is ``identity + weights @ offsets``, which keeps the identity exact.
+
+        Example:
+            >>> ident, w = ThinPlateSpline(grid_size=3).grid_weights((4, 5))
+            >>> ident.shape, w.shape
+            (torch.Size([20, 2]), torch.Size([20, 9]))
         """
         ident, weights, _, _ = self._grid_operator(out_size, align_corners, device=device, dtype=dtype)
         return ident, weights
 
-    def _grid_operator(self, out_size, align_corners: bool = False, *, device=None, dtype=None):
+    def _grid_operator(
+        self,
+        out_size: int | tuple[int, int],
+        align_corners: bool = False,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         """``(ident, weights, operator, reach)``: the grid is ``ident + params @ operator`` (one
         matrix product, :func:`~stnkit.geometry.coords.interleave_xy`), and no point moves
         further than ``reach * max|params|`` from the identity."""
@@ -534,14 +775,33 @@ class ThinPlateSpline(TransformFamily):
 
     def coefficients(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """The spline ``T(u) = sum_i w_i U(|u - c_i|) + a_0 + a_xy u``: kernel weights
-        ``(B, K, 2)`` and affine part ``(B, 3, 2)`` (rows 1, x, y), from the precomputed inverse."""
+        ``(B, K, 2)`` and affine part ``(B, 3, 2)`` (rows 1, x, y), from the precomputed inverse.
+
+        ``U(r) = r^2 log r^2`` (Bookstein's kernel up to a factor of 2).
+
+        Example:
+            >>> w, a = ThinPlateSpline(grid_size=3).coefficients(torch.zeros(1, 18, dtype=torch.float64))
+            >>> w.shape, a.shape
+            (torch.Size([1, 9, 2]), torch.Size([1, 3, 2]))
+            >>> ident = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+            >>> bool(w.abs().max() < 1e-12), torch.allclose(a[0], ident)  # the identity: no bending, affine part [0, I]
+            (True, True)
+        """
         params = self.check_params(params)
         coef = self._l_inv.to(device=params.device, dtype=params.dtype) @ self.targets(params)
         k = self.control_points.shape[0]
         return coef[:, :k], coef[:, k:]
 
     def targets(self, params: Tensor) -> Tensor:
-        """Where the control points map in the input: ``(B, K, 2)``."""
+        """Where the control points map in the input: ``(B, K, 2)``, control points plus offsets.
+
+        Example:
+            >>> ThinPlateSpline(grid_size=2).targets(torch.zeros(1, 8))
+            tensor([[[-1., -1.],
+                     [ 1., -1.],
+                     [-1.,  1.],
+                     [ 1.,  1.]]])
+        """
         c = self.control_points.to(device=params.device, dtype=params.dtype)
         return c + params.view(params.shape[0], -1, 2)
 
@@ -561,7 +821,9 @@ class ThinPlateSpline(TransformFamily):
         return self.weights(points) @ self.targets(params).to(points.dtype)
 
     # -- the spline's inverse and its Jacobian ------------------------------------------
-    def inverse_grid(self, params: Tensor, out_size, align_corners: bool = False, *, iters: int = 7) -> Tensor:
+    def inverse_grid(
+        self, params: Tensor, out_size: int | tuple[int, int], align_corners: bool = False, *, iters: int = 7
+    ) -> Tensor:
         """Sampling grid ``(B, H, W, 2)`` of the inverse spline, solved by Newton's method.
 
         The spline ``T`` maps output points to input points (stnkit's
@@ -628,7 +890,7 @@ class ThinPlateSpline(TransformFamily):
             u = u - torch.stack([sx, sy], dim=-1).clamp(-0.5, 0.5)
         return u.view(n, h, w, 2)
 
-    def jacobian_det(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
+    def jacobian_det(self, params: Tensor, out_size: int | tuple[int, int], align_corners: bool = False) -> Tensor:
         """Determinant of the spline's Jacobian ``dT/du`` at the pixel centres of an output frame.
 
         ``T`` maps output to input coordinates (both normalised to ``[-1, 1]``,
@@ -679,7 +941,7 @@ class ThinPlateSpline(TransformFamily):
         jx, jy = dwx @ tgt, dwy @ tgt  # (B, H*W, 2): dT/dx, dT/dy
         return jx[..., 0] * jy[..., 1] - jx[..., 1] * jy[..., 0]
 
-    def folds(self, params: Tensor, out_size, align_corners: bool = False) -> Tensor:
+    def folds(self, params: Tensor, out_size: int | tuple[int, int], align_corners: bool = False) -> Tensor:
         """``(B,)`` bool: True where the spline folds an output frame onto itself.
 
         A fold is a pixel centre of the ``out_size`` frame where the Jacobian
@@ -711,6 +973,7 @@ class ThinPlateSpline(TransformFamily):
         return torch.cat(parts)
 
 
+# name -> family class, in the order of the table above
 TRANSFORMS: dict[str, type[TransformFamily]] = {
     cls.name: cls for cls in (Translation, Attention, Similarity, Affine, Projective, ThinPlateSpline)
 }
@@ -726,6 +989,23 @@ def get_transform(transform: str | TransformFamily, **options) -> TransformFamil
 
     Options go to the family's constructor (``get_transform("tps", grid_size=3)``).
     Instances are cached, so the TPS precomputation is shared between calls.
+
+    Args:
+        transform: a name of :data:`TRANSFORMS` or a ``TransformFamily`` (returned as is).
+        **options: the family's constructor arguments, with a name only.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones), or
+            options with a ``TransformFamily``.
+        TypeError: ``transform`` of another type, or options the family does not take.
+
+    Example:
+        >>> get_transform("tps", grid_size=3)
+        ThinPlateSpline(grid_size=3, reg=0.0)
+        >>> get_transform("tps", grid_size=3) is get_transform("tps", grid_size=3)
+        True
+        >>> get_transform("affine").num_params
+        6
     """
     if isinstance(transform, TransformFamily):
         if options:

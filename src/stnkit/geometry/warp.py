@@ -1,4 +1,10 @@
-"""The sampler: warp an image batch with a transform family's grid."""
+"""The sampler: warp an image batch with a transform family's grid.
+
+References:
+    M. Jaderberg, K. Simonyan, A. Zisserman, K. Kavukcuoglu, "Spatial
+    Transformer Networks", NeurIPS 2015 (arXiv:1506.02025): section 3.3, the
+    differentiable image sampling.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from .._checks import check_choice, check_image, check_points, check_size
 from .coords import finite_grid
 from .families import TransformFamily, get_transform
 
+# the interpolations and paddings of F.grid_sample that every warp accepts
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
 
@@ -21,10 +28,29 @@ def sample(
     padding_mode: str = "zeros",
     align_corners: bool = False,
 ) -> Tensor:
-    """Sample ``x`` (B, C, H, W) at a grid (B, H_out, W_out, 2) of normalised input points.
+    """Sample ``x`` at a grid of normalised input points: ``F.grid_sample`` with checked input.
 
-    Every channel is sampled at the same points; points outside the image read
-    the padding.
+    ``grid[b, i, j]`` is the point ``(x, y)`` of the input, normalised to
+    ``[-1, 1]`` with x before y, that output pixel ``(i, j)`` reads: the grid
+    already holds the output -> input map (a family's :meth:`~stnkit.geometry.TransformFamily.grid`,
+    :func:`compose_grid` or ``F.affine_grid`` make one). Every channel is
+    sampled at the same points; points outside the image read the padding.
+
+    Args:
+        x: ``(B, C, H, W)`` floating tensor.
+        grid: ``(B, H_out, W_out, 2)``; cast to ``x``'s dtype.
+        mode: ``bilinear``, ``nearest`` or ``bicubic``.
+        padding_mode: ``zeros``, ``border`` or ``reflection``.
+        align_corners: the frame the grid was made in (see :mod:`stnkit.geometry.coords`).
+
+    Returns:
+        ``(B, C, H_out, W_out)`` in ``x``'s dtype.
+
+    Example:
+        >>> x = torch.arange(6.0).view(1, 1, 2, 3)  # rows [0, 1, 2] and [3, 4, 5]
+        >>> grid = torch.tensor([[[[2 / 3, -0.5]]]])  # (x, y) of the centre of row 0, column 2
+        >>> sample(x, grid, mode="nearest")
+        tensor([[[[2.]]]])
     """
     x = check_image("x", x)
     check_choice("mode", mode, MODES)
@@ -39,16 +65,17 @@ def warp(
     x: Tensor,
     params: Tensor,
     transform: str | TransformFamily = "affine",
-    out_size=None,
+    out_size: int | tuple[int, int] | None = None,
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     align_corners: bool = False,
 ) -> Tensor:
-    """Warp an image batch with a spatial transform.
+    """Warp an image batch with a spatial transform: the grid generator and the sampler in one call.
 
     Convention: ``params`` map **output** coordinates to **input** coordinates,
     normalised to ``[-1, 1]``, x before y (``F.affine_grid``'s convention), so the
-    output pixel at ``p`` reads the input at ``T_params(p)``.
+    output pixel at ``p`` reads the input at ``T_params(p)``. A positive ``tx``
+    therefore moves the content to the left.
 
     Args:
         x: ``(B, C, H, W)`` floating tensor, any number of channels.
@@ -62,14 +89,24 @@ def warp(
         align_corners: see :mod:`stnkit.geometry.coords`.
 
     Returns:
-        ``(B, C, H_out, W_out)``. For ``affine`` this equals
+        ``(B, C, H_out, W_out)`` in ``x``'s dtype. For ``affine`` this equals
         ``F.grid_sample(x, F.affine_grid(theta, ...))`` with the same settings.
+
+    Raises:
+        TypeError, ValueError: a message naming the argument, for input of the
+            wrong type, shape, batch size, device or value.
 
     Example:
         >>> x = torch.rand(2, 3, 8, 8)
         >>> ident = get_transform("similarity").identity(2)
         >>> torch.allclose(warp(x, ident, "similarity"), x, atol=1e-6)
         True
+        >>> row = torch.arange(4.0).view(1, 1, 1, 4)
+        >>> warp(row, torch.tensor([[0.5, 0.0]]), "translation", mode="nearest")  # tx = 1 px (2/4)
+        tensor([[[[1., 2., 3., 0.]]]])
+
+    References:
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015.
     """
     family = get_transform(transform)
     x = check_image("x", x)
@@ -88,13 +125,34 @@ def warp(
 def compose_grid(
     params: list[Tensor],
     transforms: list[str | TransformFamily],
-    out_size,
+    out_size: int | tuple[int, int],
     align_corners: bool = False,
 ) -> Tensor:
     """The single grid of several warps applied in series, of any families.
 
     ``params[0]`` warps the input first, ``params[-1]`` last; the returned grid
-    samples the original input once: ``T_0(T_1(...T_n(p)))``.
+    samples the original input once: output point ``p`` reads the input at
+    ``T_0(T_1(...T_n(p)))`` (each ``T`` maps output to input, normalised, x
+    before y). So ``sample(x, compose_grid(...))`` equals the warps done one
+    after the other, without the blur of sampling several times.
+
+    Args:
+        params: one ``(B, num_params)`` tensor per stage, the same ``B`` for all.
+        transforms: one family name or ``TransformFamily`` per stage.
+        out_size: ``(H_out, W_out)`` of the last stage, or an int.
+        align_corners: the frame of the grid (see :mod:`stnkit.geometry.coords`).
+
+    Returns:
+        ``(B, H_out, W_out, 2)``, finite: points sent to infinity read the padding.
+
+    Example:
+        >>> t = torch.tensor([[0.25, 0.0]])
+        >>> g = compose_grid([t, t], ["translation", "translation"], (2, 4))
+        >>> torch.allclose(g, get_transform("translation").grid(2 * t, (2, 4)))
+        True
+        >>> s, b = get_transform("similarity").identity(1), get_transform("tps").identity(1)
+        >>> compose_grid([s, b], ["similarity", "tps"], 8).shape
+        torch.Size([1, 8, 8, 2])
     """
     if not isinstance(params, (list, tuple)) or not isinstance(transforms, (list, tuple)):
         raise TypeError(

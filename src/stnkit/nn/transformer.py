@@ -1,4 +1,13 @@
-"""Spatial transformer modules built on :mod:`stnkit.geometry`."""
+"""Spatial transformer modules built on :mod:`stnkit.geometry`.
+
+Every module follows the geometry's convention: the predicted parameters map
+**output** points to **input** points, normalised to ``[-1, 1]``, x before y
+(as ``F.affine_grid``), with the ``align_corners`` given at construction.
+
+References:
+    M. Jaderberg, K. Simonyan, A. Zisserman, K. Kavukcuoglu, "Spatial
+    Transformer Networks", NeurIPS 2015 (arXiv:1506.02025).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,18 @@ class IdentityHead(nn.Linear):
     The transformer therefore starts as the identity, whatever the features are
     (the paper's initialisation, and the usual cure for transformers that
     collapse early in training).
+
+    Args:
+        in_features: the size of the features ``(B, in_features)``.
+        family: the transform family; the output is ``(B, family.num_params)``.
+        bounded: the output goes through ``family.bound`` afterwards, whose
+            identity is at zero, so the bias is zero.
+
+    Example:
+        >>> head = IdentityHead(5, get_transform("affine"))
+        >>> with torch.no_grad():
+        ...     torch.equal(head(torch.randn(2, 5)), get_transform("affine").identity(2))
+        True
     """
 
     def __init__(self, in_features: int, family: TransformFamily, bounded: bool = False):
@@ -35,12 +56,21 @@ def _identity_bias(family: TransformFamily, bounded: bool) -> Tensor:
     return torch.zeros(family.num_params) if bounded else family.identity(1)[0]
 
 
-def default_localization(in_channels: int, in_size) -> tuple[nn.Module, int]:
+def default_localization(in_channels: int, in_size: int | tuple[int, int]) -> tuple[nn.Module, int]:
     """A small conv localisation net for ``(in_channels, *in_size)`` inputs.
 
     conv 5x5 (20) -> [max-pool 2] -> ReLU -> conv 5x5 (20) -> [max-pool 2] -> ReLU
     -> FC 50 -> ReLU, the paper's ST-CNN localisation net; pooling is skipped on
-    inputs too small for it. Returns the net and its number of output features.
+    inputs too small for it. Returns the net, mapping ``(B, in_channels, H, W)``
+    to ``(B, 50)``, and its number of output features (50).
+
+    Example:
+        >>> net, features = default_localization(1, (28, 28))
+        >>> features, net(torch.rand(2, 1, 28, 28)).shape
+        (50, torch.Size([2, 50]))
+
+    References:
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, appendix (distorted MNIST).
     """
     check_int("in_channels", in_channels)
     h, w = check_size("in_size", in_size)
@@ -63,6 +93,9 @@ class SpatialTransformer(nn.Module):
     Convention: the predicted parameters map **output** coordinates to
     **input** coordinates, normalised to ``[-1, 1]``, x before y (as
     ``F.affine_grid``), ``align_corners=False`` by default.
+
+    Shapes: input ``(B, C, H, W)``; output ``(B, C, H_out, W_out)`` (every
+    channel sampled at the same points); parameters ``(B, num_params)``.
 
     Args:
         localization: any module mapping the input ``(B, C, H, W)`` to features
@@ -92,20 +125,26 @@ class SpatialTransformer(nn.Module):
         (torch.Size([4, 1, 28, 28]), torch.Size([4, 6]))
         >>> torch.allclose(y, x, atol=1e-5)  # identity at initialisation (float32 rounding ~2e-6)
         True
+        >>> st = SpatialTransformer(transform="tps", in_channels=3, in_size=32, out_size=(16, 24))
+        >>> st(torch.rand(2, 3, 32, 32)).shape  # a smaller out_size downsamples
+        torch.Size([2, 3, 16, 24])
+
+    References:
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015.
     """
 
     def __init__(
         self,
         localization: nn.Module | None = None,
         transform: str | TransformFamily = "affine",
-        out_size=None,
+        out_size: int | tuple[int, int] | None = None,
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         align_corners: bool = False,
         in_channels: int | None = None,
-        in_size=None,
+        in_size: int | tuple[int, int] | None = None,
         bounded: bool = False,
-        loc_size=None,
+        loc_size: int | tuple[int, int] | None = None,
     ):
         super().__init__()
         self.family = get_transform(transform)
@@ -153,7 +192,14 @@ class SpatialTransformer(nn.Module):
         return self.family.num_params
 
     def check_input(self, x: object) -> Tensor:
-        """``x`` as an image batch that fits the channels and size given at construction."""
+        """``x`` as an image batch ``(B, C, H, W)`` that fits the channels and size given at construction.
+
+        Example:
+            >>> SpatialTransformer(in_channels=1, in_size=8).check_input(torch.rand(1, 3, 8, 8))
+            Traceback (most recent call last):
+            ...
+            ValueError: x must have shape (B, 1, 8, 8) for this transformer, got shape (1, 3, 8, 8)
+        """
         x = check_image("x", x)
         c, size = self.in_channels, self.in_size
         if (c is not None and x.shape[1] != c) or (size is not None and tuple(x.shape[-2:]) != size):
@@ -162,13 +208,26 @@ class SpatialTransformer(nn.Module):
         return x
 
     def predict_params(self, x: Tensor) -> Tensor:
-        """The transform parameters ``(B, num_params)`` for an input batch."""
+        """The transform parameters ``(B, num_params)`` for an input batch ``(B, C, H, W)``.
+
+        Example:
+            >>> st = SpatialTransformer(transform="attention", in_channels=1, in_size=8)
+            >>> st.predict_params(torch.rand(2, 1, 8, 8))
+            tensor([[1., 0., 0.],
+                    [1., 0., 0.]], grad_fn=<AddmmBackward0>)
+        """
         feats = self.localization(self.loc_input(x))
         raw = self.head(feats.reshape(feats.shape[0], -1))
         return self.family.bound(raw) if self.bounded else raw
 
     def loc_input(self, x: Tensor) -> Tensor:
-        """What the localisation net sees: ``x``, or its area-downsampled copy at ``loc_size``."""
+        """What the localisation net sees: ``x``, or its area-downsampled copy ``(B, C, *loc_size)``.
+
+        Example:
+            >>> st = SpatialTransformer(in_channels=1, in_size=8, loc_size=4)
+            >>> st.loc_input(torch.rand(2, 1, 8, 8)).shape
+            torch.Size([2, 1, 4, 4])
+        """
         if self.loc_size is None or tuple(x.shape[-2:]) == self.loc_size:
             return x
         h, w = x.shape[-2:]
@@ -179,12 +238,22 @@ class SpatialTransformer(nn.Module):
             return F.avg_pool2d(x, (h // lh, w // lw))
         return F.adaptive_avg_pool2d(x, self.loc_size)
 
-    def grid(self, params: Tensor, in_size) -> Tensor:
+    def grid(self, params: Tensor, in_size: int | tuple[int, int]) -> Tensor:
+        """The sampling grid ``(B, H_out, W_out, 2)`` of ``params`` ``(B, num_params)``.
+
+        ``H_out, W_out`` is ``out_size``, or ``in_size`` (the input's ``(H, W)``)
+        when ``out_size`` is ``None``; the grid is in this module's ``align_corners``.
+
+        Example:
+            >>> st = SpatialTransformer(in_channels=1, in_size=8, out_size=(4, 6))
+            >>> st.grid(st.family.identity(2), (8, 8)).shape
+            torch.Size([2, 4, 6, 2])
+        """
         size = self.out_size or check_size("in_size", in_size)
         return self.family.grid(params, size, self.align_corners)
 
     def forward(self, x: Tensor, return_params: bool = False):
-        """Warp ``x`` (B, C, H, W); returns the output, or ``(output, params)``."""
+        """Warp ``x`` ``(B, C, H, W)``; returns the output ``(B, C, H_out, W_out)``, or ``(output, params)``."""
         x = self.check_input(x)
         params = self.predict_params(x)
         out = sample(x, self.grid(params, x.shape[-2:]), self.mode, self.padding_mode, self.align_corners)
@@ -230,6 +299,21 @@ class ParallelTransformers(nn.Module):
     The paper's 2x/4x ST-CNN: each transformer can learn to attend to a
     different part. ``forward(x, return_params=True)`` also returns the list of
     parameters.
+
+    Shapes: input ``(B, C, H, W)``; output ``(B, n C, H_out, W_out)`` with the
+    channels of transformer ``k`` at ``[k C, (k + 1) C)``; all transformers must
+    share ``out_size``. Each uses its own family, sampler options and
+    ``align_corners``.
+
+    Example:
+        >>> a = SpatialTransformer(transform="affine", in_channels=1, in_size=16, out_size=8)
+        >>> b = SpatialTransformer(transform="tps", in_channels=1, in_size=16, out_size=8)
+        >>> out, params = ParallelTransformers(a, b)(torch.rand(2, 1, 16, 16), return_params=True)
+        >>> out.shape, [p.shape for p in params]
+        (torch.Size([2, 2, 8, 8]), [torch.Size([2, 6]), torch.Size([2, 32])])
+
+    References:
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, sections 3.4 and 4.3 (2x/4x ST-CNN).
     """
 
     def __init__(self, *transformers: SpatialTransformer):
@@ -254,10 +338,28 @@ class SeriesTransformers(nn.Module):
     Each stage's localisation net sees the previous stage's output, and the
     final output is sampled from the original input through the composed
     transform ``T_1 o T_2 o ... o T_n`` (exact for every family, as point maps
-    compose), so interpolation blur does not accumulate.
+    compose), so interpolation blur does not accumulate: the output point ``p``
+    reads the input at ``T_1(T_2(...T_n(p)))`` (:func:`~stnkit.geometry.compose_grid`).
 
-    Every stage must share one ``align_corners``: the composed transform is
-    built and sampled in a single frame convention (mixed settings are refused).
+    Shapes: input ``(B, C, H, W)``; output ``(B, C, H_out, W_out)`` with the last
+    stage's ``out_size`` (or the size before it); ``return_params=True`` also
+    gives the list of each stage's ``(B, num_params)``. The output of stage
+    ``i`` is sampled with stage ``i``'s ``mode``, ``padding_mode`` and
+    ``align_corners``. Every stage must share one ``align_corners``: the composed
+    transform is built in a single frame convention (mixed settings are refused).
+
+    Example:
+        >>> a = SpatialTransformer(transform="attention", in_channels=1, in_size=16, out_size=8)
+        >>> b = SpatialTransformer(transform="tps", in_channels=1, in_size=8)
+        >>> x = torch.rand(2, 1, 16, 16)
+        >>> out = SeriesTransformers(a, b)(x)
+        >>> out.shape
+        torch.Size([2, 1, 8, 8])
+        >>> torch.allclose(out, F.avg_pool2d(x, 2), atol=1e-6)  # identity at init, half size
+        True
+
+    References:
+        Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, section 3.4.
     """
 
     def __init__(self, *transformers: SpatialTransformer):
