@@ -634,14 +634,14 @@ class TestWarp:
         torch.testing.assert_close(traced(x, p), fn(x, p))
 
     @pytest.mark.filterwarnings(*TRACE_WARNINGS)
-    @pytest.mark.xfail(
-        strict=True,
-        raises=TypeError,
-        reason="known bug: under jit.trace tuple(x.shape[-2:]) holds 0-dim tensors, which check_size refuses",
-    )
     def test_trace_without_out_size(self):
+        # regression: under jit.trace x.shape holds 0-dim tensors; the output keeps the input's size
         fam = get_transform("affine")
-        torch.jit.trace(lambda x, p: warp(x, p, fam), (torch.rand(1, 1, 4, 4), fam.identity(1)))
+        traced = torch.jit.trace(lambda x, p: warp(x, p, fam), (rand(1, 1, 4, 6), rand_params("affine", 1, 0.5)))
+        x, p = rand(1, 1, 4, 6, seed=3), rand_params("affine", 1, 0.5, seed=3)
+        out = traced(x, p)
+        assert out.shape == (1, 1, 4, 6)
+        torch.testing.assert_close(out, warp(x, p, fam))
 
     @pytest.mark.parametrize("name", ["projective", "tps"])
     def test_compile_fullgraph(self, name):

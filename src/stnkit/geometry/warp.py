@@ -117,7 +117,7 @@ def warp(
         raise ValueError(f"params must have the same batch size as x ({x.shape[0]}), got {params.shape[0]}")
     if params.device != x.device:
         raise ValueError(f"params must be on the device of x ({x.device}), got {params.device}")
-    size = tuple(x.shape[-2:]) if out_size is None else check_size("out_size", out_size)
+    size = check_size("out_size", x.shape[-2:] if out_size is None else out_size)  # torch.Size: traceable
     grid = family._grid(params, size, align_corners)
     return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
 
