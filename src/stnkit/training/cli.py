@@ -8,7 +8,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from .config import TrainConfig, options_unused_by
+from .config import TrainConfig, options_unused_by, row_key
+from .reproduce import ROWS, TABLE1_DATASETS
 
 _HELP = {
     "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc",
@@ -257,8 +258,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     ds = load_test_set(config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir)
     images, labels = ds.images, ds.labels
     check_input_size(config, images)
-    family = f" ({config.transform})" if config.model.startswith("st-") else ""
-    title = f"{config.model}{family} on {args.dataset or config.dataset} {args.split}"
+    title = f"{row_key(config.model, config.transform)} on {args.dataset or config.dataset} {args.split}"
     if config.model.startswith("st-"):
         n = min(500, len(labels))
         pr = pose_recovery(model, images[:n], ds.params[:n], ds.transform)
@@ -331,17 +331,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise SystemExit(f"stnkit reproduce: {args.readme} has no {rep.README_START} block for --update-readme")
     datasets = args.datasets.split(",")
     for d in datasets:
-        if d not in rep.DATASETS:
-            raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.DATASETS)}")
-    rows = [
-        r.replace("-affine", " affine").replace("-projective", " projective").replace("-tps", " tps")
-        for r in args.models.split(",")
-    ]
+        if d not in rep.TABLE1_DATASETS:
+            raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.TABLE1_DATASETS)}")
+    rows = args.models.split(",")
     for r in rows:
         if r not in rep.ROWS:
-            raise SystemExit(
-                f"stnkit reproduce: unknown model {r!r}; valid: {', '.join(x.replace(' ', '-') for x in rep.ROWS)}"
-            )
+            raise SystemExit(f"stnkit reproduce: unknown row {r!r}; valid: {', '.join(rep.ROWS)}")
     plan = rep.cells(datasets, rows, args.seeds)
     if args.dry_run:
         for cell in plan:
@@ -497,11 +492,9 @@ def add_parsers(sub) -> None:
     rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
     rep.add_argument("--readme", default="README.md", help="README holding the table block")
     rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
-    rep.add_argument("--datasets", default="r,rts,p,e,tc", help="comma-separated datasets")
+    rep.add_argument("--datasets", default=",".join(TABLE1_DATASETS), help="comma-separated datasets")
     rep.add_argument(
-        "--models",
-        default="fcn,cnn,st-fcn-affine,st-fcn-projective,st-fcn-tps,st-cnn-affine,st-cnn-projective,st-cnn-tps",
-        help="comma-separated table rows",
+        "--models", default=",".join(ROWS), help="comma-separated table rows (model-family, e.g. st-cnn-affine)"
     )
     rep.add_argument("--seeds", type=int, default=3, help="seeds for CNN and ST-CNN affine")
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")

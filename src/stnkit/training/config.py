@@ -157,6 +157,49 @@ def _optional(check, name: str, value, **bounds):
     return None if value is None else check(name, value, **bounds)
 
 
+# the models with a spatial transformer in front of their classifier
+TRANSFORMER_MODELS = ("st-fcn", "st-cnn", "tutorial-stn")
+
+
+def row_key(model: str, transform: str | None = None) -> str:
+    """The one name of a (model, transform) pair: a Table 1 row, a run directory, a title.
+
+    A model with a transformer is named with its family, a plain classifier alone:
+
+    >>> row_key("st-cnn", "affine"), row_key("cnn", "affine"), row_key("cnn")
+    ('st-cnn-affine', 'cnn', 'cnn')
+    """
+    if model in TRANSFORMER_MODELS:
+        if transform is None:
+            raise ValueError(f"row_key: model {model!r} has a transformer, so it needs a transform family")
+        return f"{model}-{transform}"
+    return model
+
+
+def split_row_key(key: str) -> tuple[str, str | None]:
+    """``(model, transform)`` of a :func:`row_key` (``transform`` is ``None`` for a plain classifier).
+
+    >>> split_row_key("st-cnn-affine"), split_row_key("cnn")
+    (('st-cnn', 'affine'), ('cnn', None))
+    """
+    for model in TRANSFORMER_MODELS:
+        family = key.removeprefix(model + "-")
+        if family != key and family in TRANSFORMS:
+            return model, family
+    if key in MODELS and key not in TRANSFORMER_MODELS:
+        return key, None
+    raise ValueError(
+        f"unknown row {key!r}: a model ({', '.join(m for m in MODELS if m not in TRANSFORMER_MODELS)}) "
+        f"or a model with a transformer and its family ({', '.join(TRANSFORMER_MODELS)}, e.g. st-cnn-affine)"
+    )
+
+
+def row_label(key: str) -> str:
+    """How a table shows a :func:`row_key`: ``"ST-CNN AFFINE"``, ``"CNN"``."""
+    model, transform = split_row_key(key)
+    return model.upper() if transform is None else f"{model.upper()} {transform.upper()}"
+
+
 # options that only some models read
 _TRANSFORMER_OPTIONS = frozenset(
     {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult", "tps_grid_size"}
@@ -168,7 +211,7 @@ def options_unused_by(model: str, transform: str | None = None) -> frozenset[str
     """The training options that ``model`` ignores (the transformers' options for plain classifiers,
     ``hidden`` for models without an FCN) and, given its ``transform``, ``tps_grid_size`` unless that is tps."""
     unused = set()
-    if not (model.startswith("st-") or model == "tutorial-stn"):
+    if model not in TRANSFORMER_MODELS:
         unused |= _TRANSFORMER_OPTIONS
     if model not in ("fcn", "st-fcn"):
         unused.add("hidden")

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from .._io import atomic_write_text
 from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
-from .config import TrainConfig
+from .config import TrainConfig, row_key
 from .evaluate import confusion_png, evaluate, pose_recovery
 from .module import DistortedMNISTDataModule, STNModule
 from .show import show_figure
@@ -152,7 +152,7 @@ def train(
     test_set = data.test_set
     images, labels = test_set.images, test_set.labels
     result = evaluate(model, images, labels)
-    confusion_png(result["confusion"], out / "confusion.png", f"{config.model} {config.transform} on {config.dataset}")
+    confusion_png(result["confusion"], out / "confusion.png", f"{_row(config)} on {config.dataset}")
     show_figure(model, images, labels, out / "show.png", _title(config, result["error"]))
     results = {
         "test_error": result["error"],
@@ -277,9 +277,12 @@ def _float(x) -> float | None:
     return None if x is None else round(float(x), 3)
 
 
+def _row(config: TrainConfig) -> str:
+    return row_key(config.model, config.transform)
+
+
 def _title(config: TrainConfig, error: float) -> str:
-    t = f" ({config.transform})" if config.model.startswith("st-") else ""
-    return f"{config.model}{t} on {config.dataset}: test error {error:.2f}%"
+    return f"{_row(config)} on {config.dataset}: test error {error:.2f}%"
 
 
 def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:
