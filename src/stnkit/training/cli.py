@@ -146,7 +146,8 @@ def option_errors():
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import checkpoint_config
-    from .run import resume_checkpoint, train
+    from .resume import resume_checkpoint
+    from .run import train
 
     config = config_from_args(args)
     resume = args.resume
@@ -202,8 +203,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
-    from .evaluate import confusion_png, evaluate, load_test_set
-    from .run import check_input_size
+    from .evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
     model, config = load_model(args.checkpoint)
     if args.images is not None and args.dataset is None:  # already distorted: evaluated as they are
@@ -250,8 +250,7 @@ def _read_labelled_idx(images_file, labels_file):
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .evaluate import load_test_set, pose_recovery
-    from .run import check_input_size
+    from .evaluate import check_input_size, load_test_set, pose_recovery
     from .show import show_figure
 
     model, config = load_model(args.checkpoint)
@@ -379,7 +378,7 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    from .run import summarize
+    from .report import summarize
 
     text = summarize(args.runs)
     print(text, end="")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data import DistortedMNIST, load_digits
+from ..data import DistortedMNIST, get_distortion, load_digits
 from ..geometry import base_grid, get_transform
 from ..models import STClassifier, transformer_families
 from .config import TrainConfig
@@ -39,6 +39,16 @@ def load_test_set(
     if size is not None:
         images, labels = images[:size], labels[:size]
     return DistortedMNIST(dataset or config.dataset, images, labels, seed=config.test_seed if seed is None else seed)
+
+
+def check_input_size(config: TrainConfig, images: Tensor) -> None:
+    """Refuse ``images`` whose size is not the canvas of the dataset a model was trained on (``config``)."""
+    canvas = get_distortion(config.dataset).canvas_size
+    if tuple(images.shape[-2:]) != (canvas, canvas):
+        raise ValueError(
+            f"the model takes {canvas}x{canvas} images (trained on {config.dataset!r}), "
+            f"got {images.shape[-2]}x{images.shape[-1]}; pass --dataset NAME to distort source digits"
+        )
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
-"""Lightning modules: the classifier being trained and the distorted-MNIST data."""
+"""Lightning modules: the classifier being trained, the distorted-MNIST data, and the wall clock."""
 
 from __future__ import annotations
+
+import time
 
 import lightning.pytorch as pl
 import numpy as np
@@ -178,3 +180,27 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+class WallClock(pl.Callback):
+    """Training wall time, carried in checkpoints so that it adds up across resumes."""
+
+    def __init__(self):
+        self.before = 0.0  # seconds of earlier segments, restored from the checkpoint
+        self.start: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return self.before + (time.time() - self.start if self.start is not None else 0.0)
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = time.time()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.before, self.start = self.elapsed, None
+
+    def state_dict(self):
+        return {"elapsed": self.elapsed}
+
+    def load_state_dict(self, state_dict):
+        self.before = float(state_dict["elapsed"])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from .config import MODEL_RECIPES, TrainConfig, row_key, row_label, split_row_key
+from .report import markdown_table
 
 # Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC), by row_key
 PAPER = {
@@ -160,10 +161,7 @@ def _paper(row: str, dataset: str) -> float | None:
 
 def render_markdown(summary: dict) -> str:
     """table1.md: our % test error beside the paper's, cell by cell."""
-    lines = [
-        "| model | " + " | ".join(d.upper() for d in TABLE1_DATASETS) + " |",
-        "|---|" + "---|" * len(TABLE1_DATASETS),
-    ]
+    rows = []
     for row in ROWS:
         cells_md = []
         for d in TABLE1_DATASETS:
@@ -177,7 +175,8 @@ def render_markdown(summary: dict) -> str:
                 txt = f"**{ours['mean']:.2f}**"
             txt += f" ({paper})" if paper is not None else " (–)"
             cells_md.append(txt)
-        lines.append(f"| {row_label(row)} | " + " | ".join(cells_md) + " |")
+        rows.append([row_label(row), *cells_md])
+    lines = markdown_table(["model", *(d.upper() for d in TABLE1_DATASETS)], rows)
     data = summary["data"]
     if data:
         sizes = "; ".join(
@@ -261,7 +260,9 @@ def run_table1(
     from tqdm.auto import tqdm
 
     from .checkpoint import checkpoint_config
-    from .run import HARDWARE_OPTIONS, check_resumable, git_commit, is_rank_zero, train
+    from .provenance import git_commit
+    from .resume import HARDWARE_OPTIONS, check_resumable
+    from .run import is_rank_zero, train
 
     git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
