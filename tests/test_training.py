@@ -168,6 +168,55 @@ def test_predict_png(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'd.png'}: {expected} ")
 
 
+class TestPredictImages:
+    """``stnkit.data.read_grey_png`` and ``fit_to_canvas``: an image file as a model's input batch."""
+
+    def test_a_png_reads_as_grey_levels_in_0_1(self, tmp_path):
+        from PIL import Image
+
+        from stnkit.data import read_grey_png
+
+        images, _ = load_digits("test")
+        Image.fromarray(images[0]).save(tmp_path / "d.png")
+        grey = read_grey_png(tmp_path / "d.png")
+        assert grey.dtype == np.float32 and np.array_equal(grey, images[0] / np.float32(255.0))
+        rgb = np.stack([images[0]] * 3, -1)  # a colour file: its luminance
+        Image.fromarray(rgb).save(tmp_path / "rgb.png")
+        assert np.allclose(read_grey_png(tmp_path / "rgb.png"), grey, atol=1 / 255)
+
+    def test_fit_to_canvas_keeps_resizes_and_inverts(self):
+        from stnkit.data import fit_to_canvas
+
+        image = np.random.default_rng(0).random((28, 28), dtype=np.float32)
+        kept = fit_to_canvas(image, 28)
+        assert kept.shape == (1, 1, 28, 28) and torch.equal(kept[0, 0], torch.from_numpy(image))
+        assert torch.equal(fit_to_canvas(image, 28, invert=True), 1.0 - kept)
+        resized = fit_to_canvas(np.ones((20, 30), np.float32), 42)
+        assert resized.shape == (1, 1, 42, 42) and torch.allclose(resized, torch.ones_like(resized))
+        with pytest.raises(ValueError, match=r"image must have shape \(H, W\), got shape \(1, 28, 28\)"):
+            fit_to_canvas(image[None], 28)
+
+
+def test_cli_option_types_come_from_the_config_annotations():
+    import argparse
+    import typing
+    from dataclasses import fields
+
+    from stnkit.training.cli import _argument_type, add_config_arguments
+
+    kinds = {f.name: _argument_type(f.name) for f in fields(TrainConfig)}
+    assert (kinds["epochs"], kinds["lr"], kinds["data_dir"], kinds["bounded"]) == (int, float, str, bool)
+    assert kinds["st_size"] is int and kinds["grad_clip"] is float  # X | None: X
+    hints = typing.get_type_hints(TrainConfig)
+    for name, kind in kinds.items():  # the annotation's own type (int | float: either, as Lightning's limits)
+        assert kind in (hints[name], *typing.get_args(hints[name])) or typing.get_args(hints[name])[:2] == (int, float)
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--limit-train-batches", "3", "--limit-val-batches", "0.5", "--no-bounded"])
+    assert (args.limit_train_batches, args.limit_val_batches, args.bounded) == (3, 0.5, False)
+    assert type(args.limit_train_batches) is int
+
+
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -304,7 +353,7 @@ import torch
 from stnkit.models import create
 from stnkit.training.checkpoint import load_model, save_model
 from stnkit.training.config import TrainConfig
-from stnkit.training.evaluate import evaluate, pose_recovery
+from stnkit.training.evaluate import check_input_size, evaluate, pose_recovery
 
 config = TrainConfig(model="st-cnn", dataset="mnist")
 model = create("st-cnn", in_size=28, loc_downsample=config.loc_downsample)
@@ -316,6 +365,7 @@ x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
 for name in ("m.safetensors", "m.ckpt"):
     loaded, _ = load_model({str(tmp_path)!r} + "/" + name)
     assert evaluate(loaded, x, y)["n"] == 6
+    check_input_size(config, x)
     pose_recovery(loaded, x, torch.zeros(6, 4), "similarity")
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")))
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -54,15 +55,19 @@ _HELP = {
 }
 
 
-def _type_of(field) -> type:
-    t = str(field.type)
-    if "bool" in t:
-        return bool
-    if "int" in t:
-        return int
-    if "float" in t:
-        return float
-    return str
+def _argument_type(name: str):
+    """The command-line type of a :class:`TrainConfig` option, from its annotation.
+
+    ``X | None`` reads as ``X`` (``None`` is the default, not something to type);
+    ``int | float`` as :func:`_int_or_float`; ``bool`` becomes ``--flag/--no-flag``.
+    """
+    hint = typing.get_type_hints(TrainConfig)[name]
+    kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
+    if kinds == {int, float}:
+        return _int_or_float
+    if len(kinds) == 1 and (kind := kinds.pop()) in (bool, int, float, str):
+        return kind
+    raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
 
 
 class _Default:
@@ -91,11 +96,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig 
         if own:
             values = ", ".join(f"{m} {MODEL_RECIPES[m][f.name]}" for m in own)
             help_text += f" (models with their own recipe: {values})"
-        kind = _type_of(f)
+        kind = _argument_type(f.name)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            kind = _int_or_float if f.name.startswith("limit_") else kind
             parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
@@ -274,19 +278,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
-    from ..data import get_distortion
+    from ..data import fit_to_canvas, get_distortion, read_grey_png
     from .checkpoint import load_model
 
     model, config = load_model(args.checkpoint)
     canvas = get_distortion(config.dataset).canvas_size
     for path in args.images:
-        x = torch.from_numpy(_read_grey_png(path)).unsqueeze(0).unsqueeze(0)
-        if args.invert:
-            x = 1.0 - x
-        if tuple(x.shape[-2:]) != (canvas, canvas):
-            x = F.interpolate(x, size=(canvas, canvas), mode="bilinear", align_corners=False, antialias=True)
+        x = fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)
         with torch.no_grad():
             prob = torch.softmax(model(x), dim=1)[0]
         k = int(prob.argmax())
@@ -294,14 +293,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         alts = ", ".join(f"{int(c)}: {float(prob[c]):.3f}" for c in top)
         print(f"{path}: {k} (p={float(prob[k]):.3f}; top 3 {alts})")
     return 0
-
-
-def _read_grey_png(path):
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:

@@ -81,8 +81,9 @@ class TrainConfig:
     devices: str = "1"
     num_nodes: int = 1
     strategy: str = "auto"
-    limit_train_batches: float | None = None
-    limit_val_batches: float | None = None
+    # Lightning's limits: an int is a number of batches, a float a fraction
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
 
     def __post_init__(self) -> None:
         # each option on its own; which options a model ignores is the command line's concern
