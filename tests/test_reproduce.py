@@ -40,7 +40,7 @@ def test_table1_json_with_the_old_row_spelling_still_reads(tmp_path):
     old = {
         "table": {"st-cnn affine": {"tc": {"mean": 9.9, "std": None, "n": 1}}},
         "paper": {"st-cnn affine": {"r": 0.7}},
-        "cells": [{"dataset": "tc", "model": "st-cnn affine", "seed": 0, "test_error": 9.9}],
+        "cells": [{"dataset": "tc", "model": "st-cnn affine", "seed": 0, "test_error": 9.9, "pose_recovery": None}],
         "cells_done": 1,
         "cells_planned": 60,
         "data": [],
@@ -49,6 +49,7 @@ def test_table1_json_with_the_old_row_spelling_still_reads(tmp_path):
     summary = rep.read_summary(tmp_path)
     assert list(summary["table"]) == list(summary["paper"]) == ["st-cnn-affine"]
     assert summary["cells"][0]["row"] == "st-cnn-affine" and "model" not in summary["cells"][0]
+    assert summary["cells"][0]["pose_spread"] is None and "pose_recovery" not in summary["cells"][0]
     assert "| ST-CNN AFFINE | – (0.7) | – (0.5) | – (0.8) | – (1.2) | **9.90** (1.7) |" in rep.render_markdown(summary)
 
 

@@ -55,7 +55,7 @@ def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
         assert (run / name).is_file(), name
     assert json.loads((run / "results.json").read_text())["config"]["model"] == model
     if "st" in model:
-        assert set(res["pose_recovery"]) == {"spread_st_px", "spread_identity_px"}
+        assert set(res["pose_spread"]) == {"spread_st_px", "spread_identity_px"}
     # eval and show from the command line, given only the checkpoint
     assert main(["eval", str(run / "model.safetensors"), "--out", str(tmp_path / "ev")]) == 0
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
@@ -65,6 +65,25 @@ def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
     assert main(["summarize", str(run), "--out", str(tmp_path / "summary.md")]) == 0
     row = (tmp_path / "summary.md").read_text().splitlines()[2]
     assert row.startswith(f"| {model} |") and f"**{res['test_error']:.2f}**" in row
+
+
+def test_summarize_reads_committed_runs_with_the_old_pose_key(tmp_path):
+    """docs/consistency holds results.json files written with ``pose_recovery``: the table is unchanged."""
+    import shutil
+    from pathlib import Path
+
+    from stnkit.training.report import read_pose_spread, summarize
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "consistency"
+    runs = []
+    for name in ("st-cnn-rts-w0", "st-cnn-rts-w0.1", "st-cnn-rts-w1"):
+        (tmp_path / name).mkdir()
+        shutil.copy(docs / f"{name}.json", tmp_path / name / "results.json")
+        runs.append(tmp_path / name)
+    old = json.loads((runs[0] / "results.json").read_text())
+    assert "pose_recovery" in old and "pose_spread" not in old
+    assert read_pose_spread(old) == old["pose_recovery"] and read_pose_spread({"pose_spread": 1}) == 1
+    assert summarize(runs) == (docs / "summary.md").read_text()
 
 
 def test_checkpoint_reloads_to_same_predictions(tmp_path):
@@ -353,7 +372,7 @@ import torch
 from stnkit.models import create
 from stnkit.training.checkpoint import load_model, save_model
 from stnkit.training.config import TrainConfig
-from stnkit.training.evaluate import check_input_size, evaluate, pose_recovery
+from stnkit.training.evaluate import check_input_size, evaluate, pose_spread
 
 config = TrainConfig(model="st-cnn", dataset="mnist")
 model = create("st-cnn", in_size=28, loc_downsample=config.loc_downsample)
@@ -366,7 +385,7 @@ for name in ("m.safetensors", "m.ckpt"):
     loaded, _ = load_model({str(tmp_path)!r} + "/" + name)
     assert evaluate(loaded, x, y)["n"] == 6
     check_input_size(config, x)
-    pose_recovery(loaded, x, torch.zeros(6, 4), "similarity")
+    pose_spread(loaded, x, torch.zeros(6, 4), "similarity")
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -22,7 +22,7 @@ _HELP = {
     "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn or tutorial-stn (the PyTorch tutorial's network)",
     "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
-    "st_size": "transformer output size (smaller downsamples)",
+    "st_size": "the transformers' output size (SpatialTransformer's out_size; smaller downsamples)",
     "loc_downsample": "the localisation nets see the input averaged over N x N blocks (1: full resolution)",
     "bounded": "squash transformer parameters into a safe range (tanh)",
     "dropout": "dropout before the classifier's last layer",
@@ -167,8 +167,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
-        if "pose_recovery" in results:
-            pr = results["pose_recovery"]
+        if "pose_spread" in results:
+            pr = results["pose_spread"]
             print(
                 f"pose spread: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
             )
@@ -254,7 +254,7 @@ def _read_labelled_idx(images_file, labels_file):
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .evaluate import check_input_size, load_test_set, pose_recovery
+    from .evaluate import check_input_size, load_test_set, pose_spread
     from .show import show_figure
 
     model, config = load_model(args.checkpoint)
@@ -264,7 +264,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     title = f"{row_key(config.model, config.transform)} on {args.dataset or config.dataset} {args.split}"
     if config.model.startswith("st-"):
         n = min(500, len(labels))
-        pr = pose_recovery(model, images[:n], ds.params[:n], ds.transform)
+        pr = pose_spread(model, images[:n], ds.params[:n], ds.transform)
         title += f": pose spread {pr['spread_st_px']:.2f} px (without ST {pr['spread_identity_px']:.2f} px)"
         print(
             f"pose spread over {n} samples: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
@@ -334,7 +334,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if args.report_only:
         previous = json.loads((out / "table1.json").read_text()) if (out / "table1.json").is_file() else {}
-        summary = rep.summarise(out, base, args.seeds, previous.get("wall_seconds"))
+        summary = rep.summarize_grid(out, base, args.seeds, previous.get("wall_seconds"))
         rep.write_outputs(out, summary)
     else:
         summary = rep.run_table1(out, base, plan, args.seeds, options=options)

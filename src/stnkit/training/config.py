@@ -24,6 +24,10 @@ class TrainConfig:
     Defaults train the ST-CNN on ``rts`` from the bundled digits in about ten
     minutes on two CPU cores.
 
+    Names that differ from the modules they configure: ``st_size`` is the
+    transformers' ``out_size`` (:class:`~stnkit.nn.SpatialTransformer`), ``transform``
+    their family (:func:`~stnkit.geometry.get_transform`).
+
     Every option is checked when a config is made (directly, by :meth:`replace`,
     :meth:`from_dict` or the command line): a bad one raises ``TypeError`` or
     ``ValueError`` naming the option, what it must be and what it got.
@@ -45,6 +49,8 @@ class TrainConfig:
     model: str = "st-cnn"
     transform: str = "affine"
     num_transformers: int = 1
+    # the transformers' output size: SpatialTransformer's out_size (models.create's st_size);
+    # None keeps the input size, smaller downsamples before the classifier
     st_size: int | None = None
     bounded: bool = False
     # the localisation nets see the input averaged over N x N blocks: at an equal budget on RTS

@@ -83,8 +83,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, num_classes: int 
 
 
 @torch.no_grad()
-def pose_recovery(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transform: str, grid: int = 7) -> dict:
-    """How consistently the transformer brings digits to one canonical pose.
+def pose_spread(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transform: str, grid: int = 7) -> dict:
+    """The pose spread: how consistently the transformer brings digits to one canonical pose.
 
     The transformer's output point ``p`` reads the canvas at ``T_st(p)``, which
     shows the source digit at ``T_gt(T_st(p))`` (ground truth from the
@@ -93,13 +93,18 @@ def pose_recovery(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transf
     across samples, averaged over a ``grid x grid`` set of output points, in
     pixels of the 28x28 source digit, and the same spread without the
     transformer (``T_gt(p)``: the raw variability of the distortion).
+
+    Returns ``{"spread_st_px": ..., "spread_identity_px": ...}``, kept under the
+    key ``"pose_spread"`` of a run's ``results.json`` (``"pose_recovery"`` in runs
+    written before the name was unified; :func:`~stnkit.training.report.read_pose_spread`
+    reads both).
     """
     families = transformer_families(model)
     if not families:
-        raise ValueError("pose recovery needs a model with a spatial transformer (st-fcn or st-cnn)")
+        raise ValueError("pose spread needs a model with a spatial transformer (st-fcn or st-cnn)")
     assert isinstance(model, STClassifier)
     model.eval()
-    _, params = model.transform(images)
+    _, params = model.warp_input(images)
     gt_family = get_transform(gt_transform)
     pts = base_grid((grid, grid), dtype=images.dtype).view(1, -1, 2).expand(images.shape[0], -1, -1)
     gt_params = gt_params.to(images.dtype)

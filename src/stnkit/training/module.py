@@ -38,9 +38,9 @@ def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Te
     """
     family = transformer_families(model)[0]
     if out is None:
-        out, _ = model.transform(x)
+        out, _ = model.warp_input(x)
     x_distorted = warp(x, distortion, family)
-    out_distorted, _ = model.transform(x_distorted)
+    out_distorted, _ = model.warp_input(x_distorted)
     return F.mse_loss(out_distorted, out)
 
 
@@ -69,7 +69,7 @@ class STNModule(pl.LightningModule):
         x, y = batch
         consistency = None
         if isinstance(self.model, STClassifier):
-            out, _ = self.model.transform(x)
+            out, _ = self.model.warp_input(x)
             logits = self.model.classifier(out)
             if stage == "train" and self.config.consistency_weight > 0:
                 family = transformer_families(self.model)[0]

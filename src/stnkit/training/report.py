@@ -25,6 +25,15 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> list[str]
     return lines
 
 
+# a results.json's pose spread (evaluate.pose_spread): its key, then the key of runs written before the one name
+POSE_SPREAD_KEYS = ("pose_spread", "pose_recovery")
+
+
+def read_pose_spread(results: dict) -> dict | None:
+    """The pose spread of a run's ``results.json`` (``None`` for a model without a transformer), under either key."""
+    return next((results[k] for k in POSE_SPREAD_KEYS if k in results), None)
+
+
 def summarize(run_dirs: list[str | os.PathLike]) -> str:
     """A markdown table of finished runs, read from their ``results.json``."""
     header = [
@@ -46,8 +55,8 @@ def summarize(run_dirs: list[str | os.PathLike]) -> str:
             raise FileNotFoundError(f"{f} does not exist: is {d} a finished stnkit train run?")
         r = json.loads(f.read_text())
         c = r["config"]
-        st = "pose_recovery" in r  # a model with a transformer
-        pr = r.get("pose_recovery")
+        st = any(k in r for k in POSE_SPREAD_KEYS)  # a model with a transformer
+        pr = read_pose_spread(r)
         spread = f"{pr['spread_st_px']:.2f} / {pr['spread_identity_px']:.2f}" if pr else "–"
         rows.append(
             [

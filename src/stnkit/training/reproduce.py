@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from .config import MODEL_RECIPES, TrainConfig, row_key, row_label, split_row_key
-from .report import markdown_table
+from .report import markdown_table, read_pose_spread
 
 # Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC), by row_key
 PAPER = {
@@ -92,7 +92,7 @@ def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
+def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
     """Collect every finished cell of the full grid under ``out/runs`` into one record."""
     records = []
     plan = cells(TABLE1_DATASETS, ROWS, seeds)
@@ -116,7 +116,7 @@ def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float 
                 "train_size": r["train_size"],
                 "val_size": r["val_size"],
                 "test_size": r["test_size"],
-                "pose_recovery": r.get("pose_recovery"),
+                "pose_spread": read_pose_spread(r),
             }
         )
     table: dict[str, dict[str, dict]] = {}
@@ -211,6 +211,7 @@ def read_summary(out: Path) -> dict:
 
     Files written before the one row key name rows ``"st-cnn affine"`` (in ``table``,
     ``paper`` and each cell's ``model``); they read as ``"st-cnn-affine"`` (each cell's ``row``).
+    Their cells' ``pose_recovery`` reads as ``pose_spread``.
     """
     summary = json.loads((out / "table1.json").read_text())
     for name in ("table", "paper"):
@@ -219,6 +220,8 @@ def read_summary(out: Path) -> dict:
     for cell in summary.get("cells", []):
         if "row" not in cell and "model" in cell:
             cell["row"] = _legacy_row(cell.pop("model"))
+        if "pose_spread" not in cell and "pose_recovery" in cell:
+            cell["pose_spread"] = cell.pop("pose_recovery")
     return summary
 
 
@@ -285,8 +288,8 @@ def run_table1(
             check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS)
         train(config, run_dir, resume=True, quiet=quiet_runs)
         if is_rank_zero():
-            write_outputs(out, summarise(out, base, seeds, round(previous + time.time() - start, 1)))
-    summary = summarise(out, base, seeds, round(previous + time.time() - start, 1))
+            write_outputs(out, summarize_grid(out, base, seeds, round(previous + time.time() - start, 1)))
+    summary = summarize_grid(out, base, seeds, round(previous + time.time() - start, 1))
     if is_rank_zero():
         write_outputs(out, summary)
     return summary
@@ -314,7 +317,7 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
         model, cfg = load_model(model_file)
         ds = load_test_set(cfg, dataset=d, size=n)
         x = ds.images[:n]
-        y, _ = model.transform(x)
+        y, _ = model.warp_input(x)
         fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
         for j in range(n):
             for r, img in enumerate((x[j, 0], y[j, 0])):

@@ -17,7 +17,7 @@ from .._io import atomic_write_text
 from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig, row_key
-from .evaluate import confusion_png, evaluate, pose_recovery
+from .evaluate import confusion_png, evaluate, pose_spread
 from .module import DistortedMNISTDataModule, STNModule, WallClock
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
@@ -152,7 +152,7 @@ def train(
     if budget is not None:
         results["budget"] = {**budget, "epochs_run": int(trainer.current_epoch), "steps_run": int(trainer.global_step)}
     if isinstance(model, STClassifier):
-        results["pose_recovery"] = pose_recovery(model, images[:500], test_set.params[:500], test_set.transform)
+        results["pose_spread"] = pose_spread(model, images[:500], test_set.params[:500], test_set.transform)
     _write_json(out / "results.json", results)
     return results
 
