@@ -437,6 +437,21 @@ def test_eval_writes_beside_the_checkpoint_by_default(tmp_path, monkeypatch):
     assert (elsewhere / "mine" / "eval.json").is_file()
 
 
+def test_show_writes_beside_the_checkpoint_by_default(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(_tiny(model="st-cnn", dataset="mnist", test_size=16), run, quiet=True)
+    trained = (run / "show.png").read_bytes()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["show", str(run / "model.safetensors"), "--n", "2"]) == 0
+    assert (run / "show" / "show.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "show.png").read_bytes() == trained  # training's figure is left alone
+    assert list(elsewhere.iterdir()) == []
+    assert main(["show", str(run / "model.safetensors"), "--n", "2", "--out", "mine.png"]) == 0  # --out wins
+    assert (elsewhere / "mine.png").is_file()
+
+
 class TestConfigValidation:
     """``TrainConfig`` refuses a bad option when it is made, whatever the entry point."""
 

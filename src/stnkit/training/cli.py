@@ -269,9 +269,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(
             f"pose spread over {n} samples: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    show_figure(model, images, labels, args.out, title, n=args.n)
-    print(f"wrote {args.out}")
+    # beside the checkpoint (in show/, not over the show.png that training wrote) unless --out says
+    out = Path(args.checkpoint).parent / "show" / "show.png" if args.out is None else Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    show_figure(model, images, labels, out, title, n=args.n)
+    print(f"wrote {out}")
     return 0
 
 
@@ -444,7 +446,7 @@ def add_parsers(sub) -> None:
     show = sub.add_parser("show", help="draw what the transformer does to a batch")
     data_args(show, with_files=False)
     show.add_argument("--n", type=int, default=8, help="number of samples")
-    show.add_argument("--out", default="show.png", help="output PNG")
+    show.add_argument("--out", default=None, help="output PNG (default: show/show.png beside the checkpoint)")
     show.set_defaults(func=_cmd_show)
 
     pred = sub.add_parser("predict", help="classify PNG images")
