@@ -27,13 +27,13 @@ class TestCreate:
         model = create(base, in_size=28, transform=transform)
         assert isinstance(model, STClassifier)
         x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
-        out, params = model.double().transform(x)
+        out, params = model.double().warp_input(x)
         assert torch.allclose(out, x, atol=1e-6)
         assert len(params) == 1
 
     def test_parallel_transformers_and_downsampling(self):
         model = create("st-cnn", in_size=60, num_transformers=2, st_size=30)
-        out, params = model.transform(torch.rand(2, 1, 60, 60))
+        out, params = model.warp_input(torch.rand(2, 1, 60, 60))
         assert out.shape == (2, 2, 30, 30) and len(params) == 2
         assert model(torch.rand(2, 1, 60, 60)).shape == (2, 10)
 
@@ -67,7 +67,7 @@ class TestTutorial:
     def test_identity_at_init_and_dropout_only_in_training(self, size):
         stn = create("tutorial-stn", in_size=size).eval()
         x = torch.rand(2, 1, size, size)
-        out, params = stn.transform(x)
+        out, params = stn.warp_input(x)
         torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
         assert torch.equal(stn(x), stn(x))  # eval: no dropout
         stn.train()

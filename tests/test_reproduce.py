@@ -18,8 +18,47 @@ def test_plan_covers_the_table():
     plan = rep.cells()
     assert len(plan) == 5 * (8 + 2 + 2)  # 8 rows per dataset, CNN and ST-CNN affine with 3 seeds
     assert {c.dataset for c in plan} == {"r", "rts", "p", "e", "tc"}
-    tc = rep.cell_config(rep.Cell("tc", "st-cnn tps", 0), rep.TrainConfig())
+    tc = rep.cell_config(rep.Cell("tc", "st-cnn-tps", 0), rep.TrainConfig())
     assert (tc.model, tc.transform, tc.st_size) == ("st-cnn", "tps", 30)
+
+
+def test_row_key_is_the_one_name_of_a_row():
+    from stnkit.training.config import row_key, row_label, split_row_key
+
+    for row in rep.ROWS:
+        model, transform = split_row_key(row)
+        assert row_key(model, transform) == row
+        cell = rep.Cell("r", row, 0)
+        assert cell.dirname == f"r/{row}/seed0" and cell.model == model
+    assert rep.ROWS[5] == "st-cnn-affine" and row_label("st-cnn-affine") == "ST-CNN AFFINE"
+    assert split_row_key("tutorial-stn-tps") == ("tutorial-stn", "tps")
+    for bad in ("st-cnn affine", "st-cnn", "cnn-affine", "st-cnn-shear"):
+        with pytest.raises(ValueError, match="unknown row"):
+            split_row_key(bad)
+
+
+def test_table1_json_with_the_old_row_spelling_still_reads(tmp_path):
+    old = {
+        "table": {"st-cnn affine": {"tc": {"mean": 9.9, "std": None, "n": 1}}},
+        "paper": {"st-cnn affine": {"r": 0.7}},
+        "cells": [{"dataset": "tc", "model": "st-cnn affine", "seed": 0, "test_error": 9.9, "pose_recovery": None}],
+        "cells_done": 1,
+        "cells_planned": 60,
+        "data": [],
+    }
+    (tmp_path / "table1.json").write_text(json.dumps(old))
+    summary = rep.read_summary(tmp_path)
+    assert list(summary["table"]) == list(summary["paper"]) == ["st-cnn-affine"]
+    assert summary["cells"][0]["row"] == "st-cnn-affine" and "model" not in summary["cells"][0]
+    assert summary["cells"][0]["pose_spread"] is None and "pose_recovery" not in summary["cells"][0]
+    assert "| ST-CNN AFFINE | – (0.7) | – (0.5) | – (0.8) | – (1.2) | **9.90** (1.7) |" in rep.render_markdown(summary)
+
+
+def test_unknown_rows_and_datasets_are_refused():
+    with pytest.raises(SystemExit, match="unknown row 'st-cnn affine'; valid: fcn, cnn, st-fcn-affine"):
+        main(["reproduce", "table1", "--models", "st-cnn affine", "--dry-run"])
+    with pytest.raises(SystemExit, match="unknown dataset 'mnist'; valid: r, rts, p, e, tc"):
+        main(["reproduce", "table1", "--datasets", "mnist", "--dry-run"])
 
 
 def test_cells_take_their_models_recipe_and_given_options_win(monkeypatch):

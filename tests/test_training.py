@@ -58,7 +58,7 @@ def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
         assert (run / name).is_file(), name
     assert json.loads((run / "results.json").read_text())["config"]["model"] == model
     if "st" in model:
-        assert set(res["pose_recovery"]) == {"spread_st_px", "spread_identity_px"}
+        assert set(res["pose_spread"]) == {"spread_st_px", "spread_identity_px"}
     # eval and show from the command line, given only the checkpoint
     assert main(["eval", str(run / "model.safetensors"), "--out", str(tmp_path / "ev")]) == 0
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
@@ -68,6 +68,25 @@ def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
     assert main(["summarize", str(run), "--out", str(tmp_path / "summary.md")]) == 0
     row = (tmp_path / "summary.md").read_text().splitlines()[2]
     assert row.startswith(f"| {model} |") and f"**{res['test_error']:.2f}**" in row
+
+
+def test_summarize_reads_committed_runs_with_the_old_pose_key(tmp_path):
+    """docs/consistency holds results.json files written with ``pose_recovery``: the table is unchanged."""
+    import shutil
+    from pathlib import Path
+
+    from stnkit.training.report import read_pose_spread, summarize
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "consistency"
+    runs = []
+    for name in ("st-cnn-rts-w0", "st-cnn-rts-w0.1", "st-cnn-rts-w1"):
+        (tmp_path / name).mkdir()
+        shutil.copy(docs / f"{name}.json", tmp_path / name / "results.json")
+        runs.append(tmp_path / name)
+    old = json.loads((runs[0] / "results.json").read_text())
+    assert "pose_recovery" in old and "pose_spread" not in old
+    assert read_pose_spread(old) == old["pose_recovery"] and read_pose_spread({"pose_spread": 1}) == 1
+    assert summarize(runs) == (docs / "summary.md").read_text()
 
 
 def test_checkpoint_reloads_to_same_predictions(tmp_path):
@@ -169,6 +188,55 @@ def test_predict_png(tmp_path, capsys):
     model, _ = load_model(run / "model.safetensors")
     expected = int(predict_logits(model, torch.from_numpy(images[:1].astype(np.float32) / 255.0).unsqueeze(1)).argmax())
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'd.png'}: {expected} ")
+
+
+class TestPredictImages:
+    """``stnkit.data.read_grey_png`` and ``fit_to_canvas``: an image file as a model's input batch."""
+
+    def test_a_png_reads_as_grey_levels_in_0_1(self, tmp_path):
+        from PIL import Image
+
+        from stnkit.data import read_grey_png
+
+        images, _ = load_digits("test")
+        Image.fromarray(images[0]).save(tmp_path / "d.png")
+        grey = read_grey_png(tmp_path / "d.png")
+        assert grey.dtype == np.float32 and np.array_equal(grey, images[0] / np.float32(255.0))
+        rgb = np.stack([images[0]] * 3, -1)  # a colour file: its luminance
+        Image.fromarray(rgb).save(tmp_path / "rgb.png")
+        assert np.allclose(read_grey_png(tmp_path / "rgb.png"), grey, atol=1 / 255)
+
+    def test_fit_to_canvas_keeps_resizes_and_inverts(self):
+        from stnkit.data import fit_to_canvas
+
+        image = np.random.default_rng(0).random((28, 28), dtype=np.float32)
+        kept = fit_to_canvas(image, 28)
+        assert kept.shape == (1, 1, 28, 28) and torch.equal(kept[0, 0], torch.from_numpy(image))
+        assert torch.equal(fit_to_canvas(image, 28, invert=True), 1.0 - kept)
+        resized = fit_to_canvas(np.ones((20, 30), np.float32), 42)
+        assert resized.shape == (1, 1, 42, 42) and torch.allclose(resized, torch.ones_like(resized))
+        with pytest.raises(ValueError, match=r"image must have shape \(H, W\), got shape \(1, 28, 28\)"):
+            fit_to_canvas(image[None], 28)
+
+
+def test_cli_option_types_come_from_the_config_annotations():
+    import argparse
+    import typing
+    from dataclasses import fields
+
+    from stnkit.training.cli import _argument_type, add_config_arguments
+
+    kinds = {f.name: _argument_type(f.name) for f in fields(TrainConfig)}
+    assert (kinds["epochs"], kinds["lr"], kinds["data_dir"], kinds["bounded"]) == (int, float, str, bool)
+    assert kinds["st_size"] is int and kinds["grad_clip"] is float  # X | None: X
+    hints = typing.get_type_hints(TrainConfig)
+    for name, kind in kinds.items():  # the annotation's own type (int | float: either, as Lightning's limits)
+        assert kind in (hints[name], *typing.get_args(hints[name])) or typing.get_args(hints[name])[:2] == (int, float)
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--limit-train-batches", "3", "--limit-val-batches", "0.5", "--no-bounded"])
+    assert (args.limit_train_batches, args.limit_val_batches, args.bounded) == (3, 0.5, False)
+    assert type(args.limit_train_batches) is int
 
 
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):
@@ -307,7 +375,7 @@ import torch
 from stnkit.models import create
 from stnkit.training.checkpoint import load_model, save_model
 from stnkit.training.config import TrainConfig
-from stnkit.training.evaluate import evaluate, pose_recovery
+from stnkit.training.evaluate import check_input_size, evaluate, pose_spread
 
 config = TrainConfig(model="st-cnn", dataset="mnist")
 model = create("st-cnn", in_size=28, loc_downsample=config.loc_downsample)
@@ -319,7 +387,8 @@ x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
 for name in ("m.safetensors", "m.ckpt"):
     loaded, _ = load_model({str(tmp_path)!r} + "/" + name)
     assert evaluate(loaded, x, y)["n"] == 6
-    pose_recovery(loaded, x, torch.zeros(6, 4), "similarity")
+    check_input_size(config, x)
+    pose_spread(loaded, x, torch.zeros(6, 4), "similarity")
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -369,6 +438,21 @@ def test_eval_writes_beside_the_checkpoint_by_default(tmp_path, monkeypatch):
     assert (run / "checkpoints" / "eval" / "eval.json").is_file()
     assert main(["eval", str(run / "model.safetensors"), "--out", "mine"]) == 0  # --out wins
     assert (elsewhere / "mine" / "eval.json").is_file()
+
+
+def test_show_writes_beside_the_checkpoint_by_default(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(_tiny(model="st-cnn", dataset="mnist", test_size=16), run, quiet=True)
+    trained = (run / "show.png").read_bytes()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["show", str(run / "model.safetensors"), "--n", "2"]) == 0
+    assert (run / "show" / "show.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "show.png").read_bytes() == trained  # training's figure is left alone
+    assert list(elsewhere.iterdir()) == []
+    assert main(["show", str(run / "model.safetensors"), "--n", "2", "--out", "mine.png"]) == 0  # --out wins
+    assert (elsewhere / "mine.png").is_file()
 
 
 class TestConfigValidation:

@@ -12,6 +12,7 @@ from .distortions import DISTORTIONS, Distortion, get_distortion
 from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnist
 from .export import load_dataset_dir, make_dataset, write_dataset
 from .idx import IdxError, read_idx, write_idx
+from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
 
@@ -26,6 +27,7 @@ __all__ = [
     "bundled_mnist",
     "bundled_split_indices",
     "download_mnist",
+    "fit_to_canvas",
     "get_distortion",
     "ink_fraction",
     "load_dataset_dir",
@@ -33,6 +35,7 @@ __all__ = [
     "load_distorted",
     "load_mnist_dir",
     "make_dataset",
+    "read_grey_png",
     "read_idx",
     "write_dataset",
     "write_idx",

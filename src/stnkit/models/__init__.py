@@ -180,8 +180,9 @@ def tutorial_localization(in_channels: int, in_size) -> nn.Module:
 class STClassifier(nn.Module):
     """Spatial transformer(s) followed by a classifier.
 
-    ``forward(x)`` returns logits; ``transform(x)`` returns the transformer's
-    output and parameters (a list, one entry per parallel transformer).
+    ``forward(x)`` returns logits; ``warp_input(x)`` returns the transformer's
+    output (the warped input the classifier sees) and parameters (a list, one
+    entry per parallel transformer).
     """
 
     def __init__(self, transformer: nn.Module, classifier: nn.Module):
@@ -189,7 +190,7 @@ class STClassifier(nn.Module):
         self.transformer = transformer
         self.classifier = classifier
 
-    def transform(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def warp_input(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         out, params = self.transformer(x, return_params=True)
         return out, params if isinstance(params, list) else [params]
 
@@ -233,7 +234,8 @@ def create(
         num_classes: number of output classes.
         transform: the transformers' family (ST models).
         num_transformers: transformers in parallel (the paper's 2x/4x ST-CNN).
-        st_size: the transformers' output size; ``None`` keeps the input size,
+        st_size: the transformers' output size (each :class:`~stnkit.nn.SpatialTransformer`'s
+            ``out_size``, and so the classifier's input size); ``None`` keeps the input size,
             smaller downsamples (the paper did this on large canvases).
         bounded: squash the transformers' parameters (``SpatialTransformer(bounded=True)``).
         dropout: dropout before the classifiers' last layers.

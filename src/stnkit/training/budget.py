@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig
+from .report import markdown_table
 
 # the share of the budget the plan fills; the rest absorbs the noise of the estimate
 BUDGET_FILL = 0.9
@@ -106,7 +107,9 @@ def run_budget(
 
     from .._io import atomic_write_text
     from .checkpoint import checkpoint_config
-    from .run import HARDWARE_OPTIONS, check_resumable, git_commit, train
+    from .provenance import git_commit
+    from .resume import HARDWARE_OPTIONS, check_resumable
+    from .run import train
 
     git_commit()
     out = Path(out)
@@ -168,15 +171,23 @@ def render_budget(summary: dict) -> str:
         f"Equal budget on {summary['dataset']}: {summary['minutes']:g} min of fit per run, "
         f"{summary['seeds']} seed(s), each model with its own recipe (`stnkit reproduce budget`).",
         "",
-        "| model | test error % | steps | samples seen | fit time | parameters | recipe |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for model, m in summary["models"].items():
         err = f"{m['test_error_mean']:.2f}" + (f" ± {m['test_error_std']:.2f}" if m["test_error_std"] else "")
         rec = m["recipe"]
         recipe = f"{rec['optimizer']} lr {rec['lr']:g}, batch {rec['batch_size']}, {rec['schedule']}"
-        lines.append(
-            f"| {model} | **{err}** | {m['steps_mean']:,.0f} | {m['samples_seen_mean']:,.0f} | "
-            f"{m['fit_seconds_mean'] / 60:.1f} min | {m['parameters']:,} | {recipe} |"
+        rows.append(
+            [
+                model,
+                f"**{err}**",
+                f"{m['steps_mean']:,.0f}",
+                f"{m['samples_seen_mean']:,.0f}",
+                f"{m['fit_seconds_mean'] / 60:.1f} min",
+                f"{m['parameters']:,}",
+                recipe,
+            ]
         )
+    header = ["model", "test error %", "steps", "samples seen", "fit time", "parameters", "recipe"]
+    lines += markdown_table(header, rows)
     return "\n".join(lines) + "\n"

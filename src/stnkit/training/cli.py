@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import typing
 from dataclasses import fields
 from pathlib import Path
 
-from .config import TrainConfig, options_unused_by
+from .config import TrainConfig, options_unused_by, row_key
+from .reproduce import ROWS, TABLE1_DATASETS
 
 _HELP = {
     "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc",
@@ -20,7 +22,7 @@ _HELP = {
     "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn or tutorial-stn (the PyTorch tutorial's network)",
     "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
-    "st_size": "transformer output size (smaller downsamples)",
+    "st_size": "the transformers' output size (SpatialTransformer's out_size; smaller downsamples)",
     "loc_downsample": "the localisation nets see the input averaged over N x N blocks (1: full resolution)",
     "bounded": "squash transformer parameters into a safe range (tanh)",
     "dropout": "dropout before the classifier's last layer",
@@ -53,15 +55,19 @@ _HELP = {
 }
 
 
-def _type_of(field) -> type:
-    t = str(field.type)
-    if "bool" in t:
-        return bool
-    if "int" in t:
-        return int
-    if "float" in t:
-        return float
-    return str
+def _argument_type(name: str):
+    """The command-line type of a :class:`TrainConfig` option, from its annotation.
+
+    ``X | None`` reads as ``X`` (``None`` is the default, not something to type);
+    ``int | float`` as :func:`_int_or_float`; ``bool`` becomes ``--flag/--no-flag``.
+    """
+    hint = typing.get_type_hints(TrainConfig)[name]
+    kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
+    if kinds == {int, float}:
+        return _int_or_float
+    if len(kinds) == 1 and (kind := kinds.pop()) in (bool, int, float, str):
+        return kind
+    raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
 
 
 class _Default:
@@ -90,11 +96,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig 
         if own:
             values = ", ".join(f"{m} {MODEL_RECIPES[m][f.name]}" for m in own)
             help_text += f" (models with their own recipe: {values})"
-        kind = _type_of(f)
+        kind = _argument_type(f.name)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            kind = _int_or_float if f.name.startswith("limit_") else kind
             parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
@@ -145,7 +150,8 @@ def option_errors():
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import checkpoint_config
-    from .run import resume_checkpoint, train
+    from .resume import resume_checkpoint
+    from .run import train
 
     config = config_from_args(args)
     resume = args.resume
@@ -161,8 +167,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
-        if "pose_recovery" in results:
-            pr = results["pose_recovery"]
+        if "pose_spread" in results:
+            pr = results["pose_spread"]
             print(
                 f"pose spread: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
             )
@@ -201,8 +207,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
-    from .evaluate import confusion_png, evaluate, load_test_set
-    from .run import check_input_size
+    from .evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
     model, config = load_model(args.checkpoint)
     if args.images is not None and args.dataset is None:  # already distorted: evaluated as they are
@@ -249,45 +254,40 @@ def _read_labelled_idx(images_file, labels_file):
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .evaluate import load_test_set, pose_recovery
-    from .run import check_input_size
+    from .evaluate import check_input_size, load_test_set, pose_spread
     from .show import show_figure
 
     model, config = load_model(args.checkpoint)
     ds = load_test_set(config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir)
     images, labels = ds.images, ds.labels
     check_input_size(config, images)
-    family = f" ({config.transform})" if config.model.startswith("st-") else ""
-    title = f"{config.model}{family} on {args.dataset or config.dataset} {args.split}"
+    title = f"{row_key(config.model, config.transform)} on {args.dataset or config.dataset} {args.split}"
     if config.model.startswith("st-"):
         n = min(500, len(labels))
-        pr = pose_recovery(model, images[:n], ds.params[:n], ds.transform)
+        pr = pose_spread(model, images[:n], ds.params[:n], ds.transform)
         title += f": pose spread {pr['spread_st_px']:.2f} px (without ST {pr['spread_identity_px']:.2f} px)"
         print(
             f"pose spread over {n} samples: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    show_figure(model, images, labels, args.out, title, n=args.n)
-    print(f"wrote {args.out}")
+    # beside the checkpoint (in show/, not over the show.png that training wrote) unless --out says
+    out = Path(args.checkpoint).parent / "show" / "show.png" if args.out is None else Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    show_figure(model, images, labels, out, title, n=args.n)
+    print(f"wrote {out}")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
-    from ..data import get_distortion
+    from ..data import fit_to_canvas, get_distortion, read_grey_png
     from .checkpoint import load_model
 
     model, config = load_model(args.checkpoint)
     canvas = get_distortion(config.dataset).canvas_size
     for path in args.images:
-        x = torch.from_numpy(_read_grey_png(path)).unsqueeze(0).unsqueeze(0)
-        if args.invert:
-            x = 1.0 - x
-        if tuple(x.shape[-2:]) != (canvas, canvas):
-            x = F.interpolate(x, size=(canvas, canvas), mode="bilinear", align_corners=False, antialias=True)
+        x = fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)
         with torch.no_grad():
             prob = torch.softmax(model(x), dim=1)[0]
         k = int(prob.argmax())
@@ -295,14 +295,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         alts = ", ".join(f"{int(c)}: {float(prob[c]):.3f}" for c in top)
         print(f"{path}: {k} (p={float(prob[k]):.3f}; top 3 {alts})")
     return 0
-
-
-def _read_grey_png(path):
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -331,17 +323,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise SystemExit(f"stnkit reproduce: {args.readme} has no {rep.README_START} block for --update-readme")
     datasets = args.datasets.split(",")
     for d in datasets:
-        if d not in rep.DATASETS:
-            raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.DATASETS)}")
-    rows = [
-        r.replace("-affine", " affine").replace("-projective", " projective").replace("-tps", " tps")
-        for r in args.models.split(",")
-    ]
+        if d not in rep.TABLE1_DATASETS:
+            raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.TABLE1_DATASETS)}")
+    rows = args.models.split(",")
     for r in rows:
         if r not in rep.ROWS:
-            raise SystemExit(
-                f"stnkit reproduce: unknown model {r!r}; valid: {', '.join(x.replace(' ', '-') for x in rep.ROWS)}"
-            )
+            raise SystemExit(f"stnkit reproduce: unknown row {r!r}; valid: {', '.join(rep.ROWS)}")
     plan = rep.cells(datasets, rows, args.seeds)
     if args.dry_run:
         for cell in plan:
@@ -349,7 +336,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if args.report_only:
         previous = json.loads((out / "table1.json").read_text()) if (out / "table1.json").is_file() else {}
-        summary = rep.summarise(out, base, args.seeds, previous.get("wall_seconds"))
+        summary = rep.summarize_grid(out, base, args.seeds, previous.get("wall_seconds"))
         rep.write_outputs(out, summary)
     else:
         summary = rep.run_table1(out, base, plan, args.seeds, options=options)
@@ -384,7 +371,7 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    from .run import summarize
+    from .report import summarize
 
     text = summarize(args.runs)
     print(text, end="")
@@ -459,7 +446,7 @@ def add_parsers(sub) -> None:
     show = sub.add_parser("show", help="draw what the transformer does to a batch")
     data_args(show, with_files=False)
     show.add_argument("--n", type=int, default=8, help="number of samples")
-    show.add_argument("--out", default="show.png", help="output PNG")
+    show.add_argument("--out", default=None, help="output PNG (default: show/show.png beside the checkpoint)")
     show.set_defaults(func=_cmd_show)
 
     pred = sub.add_parser("predict", help="classify PNG images")
@@ -497,11 +484,9 @@ def add_parsers(sub) -> None:
     rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
     rep.add_argument("--readme", default="README.md", help="README holding the table block")
     rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
-    rep.add_argument("--datasets", default="r,rts,p,e,tc", help="comma-separated datasets")
+    rep.add_argument("--datasets", default=",".join(TABLE1_DATASETS), help="comma-separated datasets")
     rep.add_argument(
-        "--models",
-        default="fcn,cnn,st-fcn-affine,st-fcn-projective,st-fcn-tps,st-cnn-affine,st-cnn-projective,st-cnn-tps",
-        help="comma-separated table rows",
+        "--models", default=",".join(ROWS), help="comma-separated table rows (model-family, e.g. st-cnn-affine)"
     )
     rep.add_argument("--seeds", type=int, default=3, help="seeds for CNN and ST-CNN affine")
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")

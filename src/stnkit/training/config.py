@@ -24,6 +24,10 @@ class TrainConfig:
     Defaults train the ST-CNN on ``rts`` from the bundled digits in about ten
     minutes on two CPU cores.
 
+    Names that differ from the modules they configure: ``st_size`` is the
+    transformers' ``out_size`` (:class:`~stnkit.nn.SpatialTransformer`), ``transform``
+    their family (:func:`~stnkit.geometry.get_transform`).
+
     Every option is checked when a config is made (directly, by :meth:`replace`,
     :meth:`from_dict` or the command line): a bad one raises ``TypeError`` or
     ``ValueError`` naming the option, what it must be and what it got.
@@ -45,6 +49,8 @@ class TrainConfig:
     model: str = "st-cnn"
     transform: str = "affine"
     num_transformers: int = 1
+    # the transformers' output size: SpatialTransformer's out_size (models.create's st_size);
+    # None keeps the input size, smaller downsamples before the classifier
     st_size: int | None = None
     bounded: bool = False
     # the localisation nets see the input averaged over N x N blocks: at an equal budget on RTS
@@ -81,8 +87,9 @@ class TrainConfig:
     devices: str = "1"
     num_nodes: int = 1
     strategy: str = "auto"
-    limit_train_batches: float | None = None
-    limit_val_batches: float | None = None
+    # Lightning's limits: an int is a number of batches, a float a fraction
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
 
     def __post_init__(self) -> None:
         # each option on its own; which options a model ignores is the command line's concern
@@ -157,6 +164,49 @@ def _optional(check, name: str, value, **bounds):
     return None if value is None else check(name, value, **bounds)
 
 
+# the models with a spatial transformer in front of their classifier
+TRANSFORMER_MODELS = ("st-fcn", "st-cnn", "tutorial-stn")
+
+
+def row_key(model: str, transform: str | None = None) -> str:
+    """The one name of a (model, transform) pair: a Table 1 row, a run directory, a title.
+
+    A model with a transformer is named with its family, a plain classifier alone:
+
+    >>> row_key("st-cnn", "affine"), row_key("cnn", "affine"), row_key("cnn")
+    ('st-cnn-affine', 'cnn', 'cnn')
+    """
+    if model in TRANSFORMER_MODELS:
+        if transform is None:
+            raise ValueError(f"row_key: model {model!r} has a transformer, so it needs a transform family")
+        return f"{model}-{transform}"
+    return model
+
+
+def split_row_key(key: str) -> tuple[str, str | None]:
+    """``(model, transform)`` of a :func:`row_key` (``transform`` is ``None`` for a plain classifier).
+
+    >>> split_row_key("st-cnn-affine"), split_row_key("cnn")
+    (('st-cnn', 'affine'), ('cnn', None))
+    """
+    for model in TRANSFORMER_MODELS:
+        family = key.removeprefix(model + "-")
+        if family != key and family in TRANSFORMS:
+            return model, family
+    if key in MODELS and key not in TRANSFORMER_MODELS:
+        return key, None
+    raise ValueError(
+        f"unknown row {key!r}: a model ({', '.join(m for m in MODELS if m not in TRANSFORMER_MODELS)}) "
+        f"or a model with a transformer and its family ({', '.join(TRANSFORMER_MODELS)}, e.g. st-cnn-affine)"
+    )
+
+
+def row_label(key: str) -> str:
+    """How a table shows a :func:`row_key`: ``"ST-CNN AFFINE"``, ``"CNN"``."""
+    model, transform = split_row_key(key)
+    return model.upper() if transform is None else f"{model.upper()} {transform.upper()}"
+
+
 # options that only some models read
 _TRANSFORMER_OPTIONS = frozenset(
     {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult", "tps_grid_size"}
@@ -168,7 +218,7 @@ def options_unused_by(model: str, transform: str | None = None) -> frozenset[str
     """The training options that ``model`` ignores (the transformers' options for plain classifiers,
     ``hidden`` for models without an FCN) and, given its ``transform``, ``tps_grid_size`` unless that is tps."""
     unused = set()
-    if not (model.startswith("st-") or model == "tutorial-stn"):
+    if model not in TRANSFORMER_MODELS:
         unused |= _TRANSFORMER_OPTIONS
     if model not in ("fcn", "st-fcn"):
         unused.add("hidden")

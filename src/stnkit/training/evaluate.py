@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data import DistortedMNIST, load_digits
+from ..data import DistortedMNIST, get_distortion, load_digits
 from ..geometry import base_grid, get_transform
 from ..models import STClassifier, transformer_families
 from .config import TrainConfig
@@ -39,6 +39,16 @@ def load_test_set(
     if size is not None:
         images, labels = images[:size], labels[:size]
     return DistortedMNIST(dataset or config.dataset, images, labels, seed=config.test_seed if seed is None else seed)
+
+
+def check_input_size(config: TrainConfig, images: Tensor) -> None:
+    """Refuse ``images`` whose size is not the canvas of the dataset a model was trained on (``config``)."""
+    canvas = get_distortion(config.dataset).canvas_size
+    if tuple(images.shape[-2:]) != (canvas, canvas):
+        raise ValueError(
+            f"the model takes {canvas}x{canvas} images (trained on {config.dataset!r}), "
+            f"got {images.shape[-2]}x{images.shape[-1]}; pass --dataset NAME to distort source digits"
+        )
 
 
 @torch.no_grad()
@@ -73,8 +83,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, num_classes: int 
 
 
 @torch.no_grad()
-def pose_recovery(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transform: str, grid: int = 7) -> dict:
-    """How consistently the transformer brings digits to one canonical pose.
+def pose_spread(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transform: str, grid: int = 7) -> dict:
+    """The pose spread: how consistently the transformer brings digits to one canonical pose.
 
     The transformer's output point ``p`` reads the canvas at ``T_st(p)``, which
     shows the source digit at ``T_gt(T_st(p))`` (ground truth from the
@@ -83,13 +93,18 @@ def pose_recovery(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transf
     across samples, averaged over a ``grid x grid`` set of output points, in
     pixels of the 28x28 source digit, and the same spread without the
     transformer (``T_gt(p)``: the raw variability of the distortion).
+
+    Returns ``{"spread_st_px": ..., "spread_identity_px": ...}``, kept under the
+    key ``"pose_spread"`` of a run's ``results.json`` (``"pose_recovery"`` in runs
+    written before the name was unified; :func:`~stnkit.training.report.read_pose_spread`
+    reads both).
     """
     families = transformer_families(model)
     if not families:
-        raise ValueError("pose recovery needs a model with a spatial transformer (st-fcn or st-cnn)")
+        raise ValueError("pose spread needs a model with a spatial transformer (st-fcn or st-cnn)")
     assert isinstance(model, STClassifier)
     model.eval()
-    _, params = model.transform(images)
+    _, params = model.warp_input(images)
     gt_family = get_transform(gt_transform)
     pts = base_grid((grid, grid), dtype=images.dtype).view(1, -1, 2).expand(images.shape[0], -1, -1)
     gt_params = gt_params.to(images.dtype)

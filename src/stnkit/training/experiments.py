@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import TrainConfig, options_unused_by
+from .report import markdown_table
 
 # options that say where or how a run executed, not what it learned
 _NOT_RECIPE = {"seed", "accelerator", "devices", "num_nodes", "strategy", "num_workers", "test_size", "test_seed"}
@@ -107,13 +108,21 @@ def render_log(rows: list[dict], title: str = "Experiment log") -> str:
         "Validation error = the best epoch's error on the validation digits carved from the training split "
         "(mean ± sample std over seeds); the test split plays no part in any choice.",
         "",
-        "| change (vs `stnkit train` defaults) | dataset | model | seeds | val error % | fit time | command |",
-        "|---|---|---|---|---|---|---|",
     ]
+    header = ["change (vs `stnkit train` defaults)", "dataset", "model", "seeds", "val error %", "fit time", "command"]
+    table = []
     for r in rows:
         err = f"{r['val_error_mean']:.2f}" + (f" ± {r['val_error_std']:.2f}" if r["val_error_std"] is not None else "")
-        lines.append(
-            f"| {r['change']} | {r['dataset']} | {r['model']} | {len(r['seeds'])} | {err} | "
-            f"{r['fit_seconds_mean'] / 60:.1f} min | `{r['command']}` |"
+        table.append(
+            [
+                r["change"],
+                r["dataset"],
+                r["model"],
+                len(r["seeds"]),
+                err,
+                f"{r['fit_seconds_mean'] / 60:.1f} min",
+                f"`{r['command']}`",
+            ]
         )
+    lines += markdown_table(header, table)
     return "\n".join(lines) + "\n"

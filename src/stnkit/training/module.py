@@ -1,6 +1,8 @@
-"""Lightning modules: the classifier being trained and the distorted-MNIST data."""
+"""Lightning modules: the classifier being trained, the distorted-MNIST data, and the wall clock."""
 
 from __future__ import annotations
+
+import time
 
 import lightning.pytorch as pl
 import numpy as np
@@ -36,9 +38,9 @@ def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Te
     """
     family = transformer_families(model)[0]
     if out is None:
-        out, _ = model.transform(x)
+        out, _ = model.warp_input(x)
     x_distorted = warp(x, distortion, family)
-    out_distorted, _ = model.transform(x_distorted)
+    out_distorted, _ = model.warp_input(x_distorted)
     return F.mse_loss(out_distorted, out)
 
 
@@ -67,7 +69,7 @@ class STNModule(pl.LightningModule):
         x, y = batch
         consistency = None
         if isinstance(self.model, STClassifier):
-            out, _ = self.model.transform(x)
+            out, _ = self.model.warp_input(x)
             logits = self.model.classifier(out)
             if stage == "train" and self.config.consistency_weight > 0:
                 family = transformer_families(self.model)[0]
@@ -178,3 +180,27 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+class WallClock(pl.Callback):
+    """Training wall time, carried in checkpoints so that it adds up across resumes."""
+
+    def __init__(self):
+        self.before = 0.0  # seconds of earlier segments, restored from the checkpoint
+        self.start: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return self.before + (time.time() - self.start if self.start is not None else 0.0)
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = time.time()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.before, self.start = self.elapsed, None
+
+    def state_dict(self):
+        return {"elapsed": self.elapsed}
+
+    def load_state_dict(self, state_dict):
+        self.before = float(state_dict["elapsed"])

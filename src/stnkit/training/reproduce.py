@@ -1,6 +1,7 @@
 """``stnkit reproduce table1``: the paper's Table 1 (and cluttered MNIST) on our data.
 
-Every cell is one ``stnkit train`` run in ``OUT/runs/DATASET/MODEL/seedS``. A
+Every cell is one ``stnkit train`` run in ``OUT/runs/DATASET/ROW/seedS``, ``ROW`` the
+row's :func:`~stnkit.training.config.row_key` (``cnn``, ``st-cnn-affine``, ...). A
 cell whose ``results.json`` exists is never trained again; an interrupted
 cell resumes from its ``last.ckpt``. After each cell ``table1.json`` and
 ``table1.md`` are rewritten, so partial results are always on disk.
@@ -18,48 +19,51 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import atomic_write_text
-from .config import MODEL_RECIPES, TrainConfig
+from .config import MODEL_RECIPES, TrainConfig, row_key, row_label, split_row_key
+from .report import markdown_table, read_pose_spread
 
-# Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC)
+# Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC), by row_key
 PAPER = {
     "fcn": {"r": 2.1, "rts": 5.2, "p": 3.1, "e": 3.2, "tc": 13.2},
     "cnn": {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 1.4, "tc": 3.5},
-    "st-fcn affine": {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 2.7},
-    "st-fcn projective": {"r": 1.3, "rts": 0.9, "p": 1.4, "e": 2.6},
-    "st-fcn tps": {"r": 1.1, "rts": 0.8, "p": 1.4, "e": 2.4},
-    "st-cnn affine": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.2},
-    "st-cnn projective": {"r": 0.8, "rts": 0.6, "p": 0.8, "e": 1.3},
-    "st-cnn tps": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.1},
+    "st-fcn-affine": {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 2.7},
+    "st-fcn-projective": {"r": 1.3, "rts": 0.9, "p": 1.4, "e": 2.6},
+    "st-fcn-tps": {"r": 1.1, "rts": 0.8, "p": 1.4, "e": 2.4},
+    "st-cnn-affine": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.2},
+    "st-cnn-projective": {"r": 0.8, "rts": 0.6, "p": 0.8, "e": 1.3},
+    "st-cnn-tps": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.1},
 }
 # the paper reports one ST-FCN and one ST-CNN number for TC, without the family
 PAPER_TC_ST = {"st-fcn": 2.0, "st-cnn": 1.7}
-DATASETS = ("r", "rts", "p", "e", "tc")
+TABLE1_DATASETS = ("r", "rts", "p", "e", "tc")
 ROWS = tuple(PAPER)
-MULTI_SEED_ROWS = ("cnn", "st-cnn affine")
+MULTI_SEED_ROWS = ("cnn", "st-cnn-affine")
+# the row whose transformer outputs make_figures draws
+FIGURE_ROW = row_key("st-cnn", "affine")
 README_START, README_END = "<!-- table1:start -->", "<!-- table1:end -->"
 
 
 @dataclass(frozen=True)
 class Cell:
     dataset: str
-    row: str  # "cnn", "st-cnn affine", ...
+    row: str  # a row_key: "cnn", "st-cnn-affine", ...
     seed: int
 
     @property
     def model(self) -> str:
-        return self.row.split()[0]
+        return split_row_key(self.row)[0]
 
     @property
     def transform(self) -> str:
-        parts = self.row.split()
-        return parts[1] if len(parts) > 1 else "affine"
+        """The row's family (``"affine"``, the default, for a plain classifier: it reads none)."""
+        return split_row_key(self.row)[1] or "affine"
 
     @property
     def dirname(self) -> str:
-        return f"{self.dataset}/{self.row.replace(' ', '-')}/seed{self.seed}"
+        return f"{self.dataset}/{self.row}/seed{self.seed}"
 
 
-def cells(datasets=DATASETS, rows=ROWS, seeds: int = 3) -> list[Cell]:
+def cells(datasets=TABLE1_DATASETS, rows=ROWS, seeds: int = 3) -> list[Cell]:
     out = []
     for d in datasets:
         for r in rows:
@@ -88,10 +92,10 @@ def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
+def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
     """Collect every finished cell of the full grid under ``out/runs`` into one record."""
     records = []
-    plan = cells(DATASETS, ROWS, seeds)
+    plan = cells(TABLE1_DATASETS, ROWS, seeds)
     for cell in plan:
         f = out / "runs" / cell.dirname / "results.json"
         if not f.is_file():
@@ -100,7 +104,7 @@ def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float 
         records.append(
             {
                 "dataset": cell.dataset,
-                "model": cell.row,
+                "row": cell.row,
                 "seed": cell.seed,
                 "test_error": r["test_error"],
                 "best_val_error": r.get("best_val_error"),
@@ -112,13 +116,13 @@ def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float 
                 "train_size": r["train_size"],
                 "val_size": r["val_size"],
                 "test_size": r["test_size"],
-                "pose_recovery": r.get("pose_recovery"),
+                "pose_spread": read_pose_spread(r),
             }
         )
     table: dict[str, dict[str, dict]] = {}
     for row in ROWS:
-        for d in DATASETS:
-            errs = [c["test_error"] for c in records if c["model"] == row and c["dataset"] == d]
+        for d in TABLE1_DATASETS:
+            errs = [c["test_error"] for c in records if c["row"] == row and c["dataset"] == d]
             if errs:
                 m, s = _mean_std(errs)
                 table.setdefault(row, {})[d] = {
@@ -134,7 +138,7 @@ def summarise(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float 
         "seeds": seeds,
         "base_config": base.to_dict(),
         # each model's own recipe on top of base_config (every cell's full config is in its results.json)
-        "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(r.split()[0] for r in ROWS)},
+        "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(split_row_key(r)[0] for r in ROWS)},
         "data": [
             {"train_size": a, "val_size": b, "test_size": c, "source": d} for a, b, c, d in sorted(sizes, key=str)
         ],
@@ -151,19 +155,16 @@ def _paper(row: str, dataset: str) -> float | None:
     if row in PAPER and dataset in PAPER[row]:
         return PAPER[row][dataset]
     if dataset == "tc":
-        return PAPER_TC_ST.get(row.split()[0])
+        return PAPER_TC_ST.get(split_row_key(row)[0])
     return None
 
 
 def render_markdown(summary: dict) -> str:
     """table1.md: our % test error beside the paper's, cell by cell."""
-    lines = [
-        "| model | " + " | ".join(d.upper() for d in DATASETS) + " |",
-        "|---|" + "---|" * len(DATASETS),
-    ]
+    rows = []
     for row in ROWS:
         cells_md = []
-        for d in DATASETS:
+        for d in TABLE1_DATASETS:
             ours = summary["table"].get(row, {}).get(d)
             paper = _paper(row, d)
             if ours is None:
@@ -174,7 +175,8 @@ def render_markdown(summary: dict) -> str:
                 txt = f"**{ours['mean']:.2f}**"
             txt += f" ({paper})" if paper is not None else " (–)"
             cells_md.append(txt)
-        lines.append(f"| {row.upper()} | " + " | ".join(cells_md) + " |")
+        rows.append([row_label(row), *cells_md])
+    lines = markdown_table(["model", *(d.upper() for d in TABLE1_DATASETS)], rows)
     data = summary["data"]
     if data:
         sizes = "; ".join(
@@ -199,10 +201,34 @@ def write_outputs(out: Path, summary: dict) -> None:
         atomic_write_text(out / name, text)
 
 
+def _legacy_row(key: str) -> str:
+    """A row as table1.json files written before the one row key spelt it (``"st-cnn affine"``) -> its row key."""
+    return key.replace(" ", "-")
+
+
+def read_summary(out: Path) -> dict:
+    """``out/table1.json``, with rows by :func:`~stnkit.training.config.row_key` whichever spelling it was written with.
+
+    Files written before the one row key name rows ``"st-cnn affine"`` (in ``table``,
+    ``paper`` and each cell's ``model``); they read as ``"st-cnn-affine"`` (each cell's ``row``).
+    Their cells' ``pose_recovery`` reads as ``pose_spread``.
+    """
+    summary = json.loads((out / "table1.json").read_text())
+    for name in ("table", "paper"):
+        if name in summary:
+            summary[name] = {_legacy_row(k): v for k, v in summary[name].items()}
+    for cell in summary.get("cells", []):
+        if "row" not in cell and "model" in cell:
+            cell["row"] = _legacy_row(cell.pop("model"))
+        if "pose_spread" not in cell and "pose_recovery" in cell:
+            cell["pose_spread"] = cell.pop("pose_recovery")
+    return summary
+
+
 def check_readme(readme: Path, out: Path) -> list[str]:
     """Problems found comparing README's table block and table1.md with table1.json (empty: all agree)."""
     problems = []
-    summary = json.loads((out / "table1.json").read_text())
+    summary = read_summary(out)
     expected = render_markdown(summary)
     md = out / "table1.md"
     if not md.is_file() or md.read_text() != expected:
@@ -217,7 +243,7 @@ def check_readme(readme: Path, out: Path) -> list[str]:
 
 
 def update_readme(readme: Path, out: Path) -> None:
-    summary = json.loads((out / "table1.json").read_text())
+    summary = read_summary(out)
     text = readme.read_text()
     block = f"{README_START}\n{render_markdown(summary)}{README_END}"
     pattern = re.escape(README_START) + r"\n.*?" + re.escape(README_END)
@@ -237,14 +263,16 @@ def run_table1(
     from tqdm.auto import tqdm
 
     from .checkpoint import checkpoint_config
-    from .run import HARDWARE_OPTIONS, check_resumable, git_commit, is_rank_zero, train
+    from .provenance import git_commit
+    from .resume import HARDWARE_OPTIONS, check_resumable
+    from .run import is_rank_zero, train
 
     git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
     start = time.time()
     previous = 0.0
     if (out / "table1.json").is_file():
-        previous = json.loads((out / "table1.json").read_text()).get("wall_seconds") or 0.0
+        previous = read_summary(out).get("wall_seconds") or 0.0
     bar = tqdm(plan, desc="table1 cells", unit="cell")
     for cell in bar:
         run_dir = out / "runs" / cell.dirname
@@ -260,8 +288,8 @@ def run_table1(
             check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS)
         train(config, run_dir, resume=True, quiet=quiet_runs)
         if is_rank_zero():
-            write_outputs(out, summarise(out, base, seeds, round(previous + time.time() - start, 1)))
-    summary = summarise(out, base, seeds, round(previous + time.time() - start, 1))
+            write_outputs(out, summarize_grid(out, base, seeds, round(previous + time.time() - start, 1)))
+    summary = summarize_grid(out, base, seeds, round(previous + time.time() - start, 1))
     if is_rank_zero():
         write_outputs(out, summary)
     return summary
@@ -282,14 +310,14 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for d in DATASETS:
-        model_file = out / "runs" / d / "st-cnn-affine" / "seed0" / "model.safetensors"
+    for d in TABLE1_DATASETS:
+        model_file = out / "runs" / Cell(d, FIGURE_ROW, 0).dirname / "model.safetensors"
         if not model_file.is_file():
             continue
         model, cfg = load_model(model_file)
         ds = load_test_set(cfg, dataset=d, size=n)
         x = ds.images[:n]
-        y, _ = model.transform(x)
+        y, _ = model.warp_input(x)
         fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
         for j in range(n):
             for r, img in enumerate((x[j, 0], y[j, 0])):
@@ -298,7 +326,7 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
                 axes[r, j].set_yticks([])
         axes[0, 0].set_ylabel("input", fontsize=8)
         axes[1, 0].set_ylabel("ST output", fontsize=8)
-        fig.suptitle(f"{d.upper()}: test inputs and the ST-CNN (affine) outputs", fontsize=9)
+        fig.suptitle(f"{d.upper()}: test inputs and the {row_label(FIGURE_ROW)} outputs", fontsize=9)
         fig.tight_layout()
         path = fig_dir / f"{d}_st-cnn.png"
         fig.savefig(path, dpi=100)
@@ -309,11 +337,11 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
         fig, ax = plt.subplots(figsize=(9, 3.8))
         width = 0.8 / len(ROWS)
         for i, row in enumerate(ROWS):
-            means = [table.get(row, {}).get(d, {}).get("mean", np.nan) for d in DATASETS]
-            stds = [table.get(row, {}).get(d, {}).get("std") or 0.0 for d in DATASETS]
-            ax.bar(np.arange(len(DATASETS)) + i * width, means, width, yerr=stds, label=row.upper())
-        ax.set_xticks(np.arange(len(DATASETS)) + 0.4 - width / 2)
-        ax.set_xticklabels([d.upper() for d in DATASETS])
+            means = [table.get(row, {}).get(d, {}).get("mean", np.nan) for d in TABLE1_DATASETS]
+            stds = [table.get(row, {}).get(d, {}).get("std") or 0.0 for d in TABLE1_DATASETS]
+            ax.bar(np.arange(len(TABLE1_DATASETS)) + i * width, means, width, yerr=stds, label=row_label(row))
+        ax.set_xticks(np.arange(len(TABLE1_DATASETS)) + 0.4 - width / 2)
+        ax.set_xticklabels([d.upper() for d in TABLE1_DATASETS])
         ax.set_ylabel("% test error")
         ax.set_title("stnkit reproduce table1: test error per model and dataset")
         ax.legend(fontsize=7, ncol=4)

@@ -1,42 +1,27 @@
-"""Train, evaluate, show, predict: the work behind the command line."""
+"""``train()``: fit a model with Lightning, then evaluate it and write the run directory.
+
+The pieces it relies on live by concern: the resume policy in :mod:`.resume`,
+provenance (commit, weight digest) in :mod:`.provenance`, the wall clock in
+:mod:`.module`, the tables of finished runs in :mod:`.report`."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from .._io import atomic_write_text
 from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
-from .config import TrainConfig
-from .evaluate import confusion_png, evaluate, pose_recovery
-from .module import DistortedMNISTDataModule, STNModule
+from .config import TrainConfig, row_key
+from .evaluate import confusion_png, evaluate, pose_spread
+from .module import DistortedMNISTDataModule, STNModule, WallClock
+from .provenance import git_commit, param_digest
+from .resume import check_resumable, resume_checkpoint
 from .show import show_figure
-
-
-@functools.cache
-def git_commit() -> str | None:
-    """The commit of the code this process runs (read once, at first use; ``-dirty`` if modified)."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _devices(value: str):
@@ -45,14 +30,6 @@ def _devices(value: str):
 
 def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def param_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def train(
@@ -152,7 +129,7 @@ def train(
     test_set = data.test_set
     images, labels = test_set.images, test_set.labels
     result = evaluate(model, images, labels)
-    confusion_png(result["confusion"], out / "confusion.png", f"{config.model} {config.transform} on {config.dataset}")
+    confusion_png(result["confusion"], out / "confusion.png", f"{_row(config)} on {config.dataset}")
     show_figure(model, images, labels, out / "show.png", _title(config, result["error"]))
     results = {
         "test_error": result["error"],
@@ -175,7 +152,7 @@ def train(
     if budget is not None:
         results["budget"] = {**budget, "epochs_run": int(trainer.current_epoch), "steps_run": int(trainer.global_step)}
     if isinstance(model, STClassifier):
-        results["pose_recovery"] = pose_recovery(model, images[:500], test_set.params[:500], test_set.transform)
+        results["pose_spread"] = pose_spread(model, images[:500], test_set.params[:500], test_set.transform)
     _write_json(out / "results.json", results)
     return results
 
@@ -204,119 +181,13 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def resume_checkpoint(out: Path, resume: bool | str) -> Path | None:
-    """The checkpoint to resume from: ``resume`` itself if a path, else ``out/checkpoints/last.ckpt`` if any."""
-    if not resume:
-        return None
-    path = Path(resume) if isinstance(resume, str) else out / "checkpoints" / "last.ckpt"
-    if path.is_file():
-        return path
-    if isinstance(resume, str):
-        raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
-    print(f"no checkpoint at {path}: starting from scratch")
-    return None
-
-
-# options that may change when a run is resumed; any other change would silently
-# continue a different experiment
-RESUME_MAY_CHANGE = frozenset(
-    {
-        "epochs",
-        "patience",
-        "accelerator",
-        "devices",
-        "num_nodes",
-        "strategy",
-        "num_workers",
-        "test_size",
-        "test_seed",
-        "compile",
-    }
-)
-
-
-# where the hardware changes, the experiment stays the same
-HARDWARE_OPTIONS = frozenset({"accelerator", "devices", "num_nodes", "strategy", "num_workers", "compile"})
-
-
-def check_resumable(saved: TrainConfig, config: TrainConfig, path, may_change=RESUME_MAY_CHANGE) -> None:
-    diffs = [
-        f"{k}: {v!r} in the checkpoint, {getattr(config, k)!r} now"
-        for k, v in saved.to_dict().items()
-        if k not in may_change and getattr(config, k) != v
-    ]
-    if diffs:
-        raise ValueError(f"cannot resume {path} with different options ({'; '.join(diffs)}); use a new --out")
-
-
-class WallClock(Callback):
-    """Training wall time, carried in checkpoints so that it adds up across resumes."""
-
-    def __init__(self):
-        self.before = 0.0  # seconds of earlier segments, restored from the checkpoint
-        self.start: float | None = None
-
-    @property
-    def elapsed(self) -> float:
-        return self.before + (time.time() - self.start if self.start is not None else 0.0)
-
-    def on_fit_start(self, trainer, pl_module):
-        self.start = time.time()
-
-    def on_fit_end(self, trainer, pl_module):
-        self.before, self.start = self.elapsed, None
-
-    def state_dict(self):
-        return {"elapsed": self.elapsed}
-
-    def load_state_dict(self, state_dict):
-        self.before = float(state_dict["elapsed"])
-
-
 def _float(x) -> float | None:
     return None if x is None else round(float(x), 3)
 
 
+def _row(config: TrainConfig) -> str:
+    return row_key(config.model, config.transform)
+
+
 def _title(config: TrainConfig, error: float) -> str:
-    t = f" ({config.transform})" if config.model.startswith("st-") else ""
-    return f"{config.model}{t} on {config.dataset}: test error {error:.2f}%"
-
-
-def check_input_size(model_cfg: TrainConfig, images: torch.Tensor) -> None:
-    from ..data import get_distortion
-
-    canvas = get_distortion(model_cfg.dataset).canvas_size
-    if tuple(images.shape[-2:]) != (canvas, canvas):
-        raise ValueError(
-            f"the model takes {canvas}x{canvas} images (trained on {model_cfg.dataset!r}), "
-            f"got {images.shape[-2]}x{images.shape[-1]}; pass --dataset NAME to distort source digits"
-        )
-
-
-def summarize(run_dirs: list[str | os.PathLike]) -> str:
-    """A markdown table of finished runs, read from their ``results.json``."""
-    lines = [
-        "| model | transform | dataset | consistency weight | test error % | best val error % | epochs | fit time | parameters | pose spread px (ST / none) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for d in run_dirs:
-        f = Path(d) / "results.json"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} does not exist: is {d} a finished stnkit train run?")
-        r = json.loads(f.read_text())
-        c = r["config"]
-        st = "pose_recovery" in r  # a model with a transformer
-        pr = r.get("pose_recovery")
-        spread = f"{pr['spread_st_px']:.2f} / {pr['spread_identity_px']:.2f}" if pr else "–"
-        lines.append(
-            f"| {c['model']} | {c['transform'] if st else '–'} | {c['dataset']} | {c['consistency_weight'] if st else '–'} | **{r['test_error']:.2f}** | "
-            f"{r['best_val_error']:.2f} | {r['epochs']} | {r['fit_seconds'] / 60:.1f} min | {r['num_parameters']:,} | {spread} |"
-        )
-    first = json.loads((Path(run_dirs[0]) / "results.json").read_text())
-    lines += [
-        "",
-        f"Test: {first['test_size']} digits, fixed distortions (seed {first['config']['test_seed']}); "
-        f"training: {first['train_size']} digits ({first['data_source']}), validation {first['val_size']}; "
-        f"torch {first['torch']}, commit {str(first['git_commit'])[:10]}.",
-    ]
-    return "\n".join(lines) + "\n"
+    return f"{_row(config)} on {config.dataset}: test error {error:.2f}%"

@@ -33,7 +33,7 @@ def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: s
     rows = [("input", images)]
     grids = None
     if isinstance(model, STClassifier):
-        out, params = model.transform(images)
+        out, params = model.warp_input(images)
         family = transformer_families(model)[0]
         grids = _grid_lines(family, params[0])
         k = len(params)
