@@ -78,7 +78,7 @@ def test_table_takes_mean_and_sample_std_over_seeds(tmp_path):
         (d / "results.json").write_text(
             json.dumps({"test_error": err, "epochs": 1, "fit_seconds": 1.0, "num_parameters": 10, **sizes})
         )
-    summary = rep.summarise(tmp_path, rep.TrainConfig(), seeds=2)
+    summary = rep.summarize_grid(tmp_path, rep.TrainConfig(), seeds=2)
     assert summary["cells_done"] == 2
     assert summary["table"] == {"cnn": {"r": {"mean": 12.0, "std": 2.828, "n": 2}}}
 
@@ -104,7 +104,7 @@ def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
         assert key in cell
     assert set(summary["model_recipes"]) == {"fcn", "cnn", "st-fcn", "st-cnn"}
     # mean and sample standard deviation (n - 1) of the two seeds' test errors
-    errs = [c["test_error"] for c in summary["cells"] if c["model"] == "cnn" and c["dataset"] == "r"]
+    errs = [c["test_error"] for c in summary["cells"] if c["row"] == "cnn" and c["dataset"] == "r"]
     cnn_r = summary["table"]["cnn"]["r"]
     assert cnn_r["n"] == len(errs) == 2
     assert cnn_r["mean"] == pytest.approx(statistics.mean(errs), abs=1e-3)
