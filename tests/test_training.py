@@ -158,23 +158,24 @@ def test_eval_on_external_idx_files(tmp_path):
     assert ev["n"] == 100 and ev["error"] == pytest.approx(expected, abs=1e-3)
 
 
-def test_external_images_of_wrong_size_are_refused(tmp_path):
+def test_external_images_of_wrong_size_are_refused(tmp_path, capsys):
     run = tmp_path / "run"
     train(_tiny(model="cnn", dataset="rts"), run, quiet=True)
     images, labels = load_digits("test")
     write_idx(tmp_path / "i.gz", images[:10])
     write_idx(tmp_path / "l.gz", labels[:10].astype(np.uint8))
+    argv = [
+        "eval",
+        str(run / "model.safetensors"),
+        "--images",
+        str(tmp_path / "i.gz"),
+        "--labels",
+        str(tmp_path / "l.gz"),
+    ]
+    assert main(argv) == 1  # one line, no traceback
+    assert capsys.readouterr().err.startswith("stnkit: the model takes 42x42 images")
     with pytest.raises(ValueError, match="the model takes 42x42 images"):
-        main(
-            [
-                "eval",
-                str(run / "model.safetensors"),
-                "--images",
-                str(tmp_path / "i.gz"),
-                "--labels",
-                str(tmp_path / "l.gz"),
-            ]
-        )
+        main(["--debug", *argv])
 
 
 def test_predict_png(tmp_path, capsys):
@@ -560,7 +561,7 @@ class TestConfigValidation:
             main(["reproduce", "table1", "--loc-lr-mult", "-1", "--out", str(tmp_path / "unused")])
         cmd = [sys.executable, "-m", "stnkit", "train", "--batch-size", "0", "--out", str(tmp_path / "unused")]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode != 0 and proc.stderr == "stnkit: --batch-size must be a positive int, got 0\n"
+        assert proc.returncode != 0 and proc.stderr == "stnkit: --batch-size must be an int in [1, 65536], got 0\n"
         assert not (tmp_path / "unused").exists()
 
 
