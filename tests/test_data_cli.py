@@ -168,3 +168,30 @@ def test_readme_data_section_matches_the_benchmark_and_montages():
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["results"]["rts"]["seconds"] < 10  # the speed target
     assert "60,000" in section and "7,000 train" in section
+
+
+def test_dataset_dir_refuses_pickles_and_inconsistent_files(tmp_path):
+    from stnkit.data import DatasetError
+
+    out = tmp_path / "d"
+    assert main(["data", "make", "r", "--split", "test", "--n", "4", "--out", str(out)]) == 0
+    good = (out / "params.npz").read_bytes()
+    # an object array in params.npz: np.load(allow_pickle=False) refuses it, nothing is unpickled
+    np.savez(out / "params.npz", params=np.array([object()] * 4, dtype=object), transform=np.array("similarity"))
+    with pytest.raises(DatasetError, match="without pickles"):
+        load_dataset_dir(out, verify=False)
+    np.savez(out / "params.npz", params=np.zeros((3, 4), np.float32), transform=np.array("similarity"))
+    with pytest.raises(DatasetError, match=r"params must be floats of shape \(4, P\)"):
+        load_dataset_dir(out, verify=False)
+    np.savez(out / "params.npz", params=np.zeros((4, 4), np.float32), transform=np.array("warp9"))
+    with pytest.raises(DatasetError, match="transform must name one of"):
+        load_dataset_dir(out, verify=False)
+    (out / "params.npz").write_bytes(good)
+    write_idx(out / "labels-idx1-ubyte.gz", np.array([1, 2, 3, 12], np.uint8))
+    with pytest.raises(DatasetError, match="SHA-256"):
+        load_dataset_dir(out)
+    with pytest.raises(DatasetError, match=r"labels must lie in 0\.\.9"):
+        load_dataset_dir(out, verify=False)
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        load_dataset_dir(out)

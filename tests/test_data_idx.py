@@ -3,11 +3,23 @@
 import gzip
 import hashlib
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from stnkit.data import IdxError, bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir, read_idx, write_idx
+from stnkit.data import (
+    DatasetError,
+    IdxError,
+    bundled_mnist,
+    bundled_split_indices,
+    load_digits,
+    load_mnist_dir,
+    read_idx,
+    write_idx,
+)
 from stnkit.data.idx import IMAGES_MAGIC, LABELS_MAGIC
 from stnkit.data.mnist import BUNDLED_DIR
 
@@ -201,3 +213,97 @@ def test_directory_errors(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros(12, dtype=np.uint8))
     with pytest.raises(IdxError, match="expected magic number 2051"):
         load_digits("train", data_dir=tmp_path)
+
+
+# -- hostile files: stnkit's own error, no allocation of the declared size, no hang ---------------
+
+
+_FUZZ = settings(
+    max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True
+)
+
+
+def _read_bounded(path, budget=8 << 20):
+    """read_idx(path): IdxError or an array; never more than ``budget`` bytes of peak allocation."""
+    tracemalloc.start()
+    try:
+        try:
+            result = read_idx(path)
+        except IdxError:
+            result = None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < budget, f"read_idx allocated {peak} bytes"
+    return result
+
+
+@_FUZZ
+@given(data=st.binary(max_size=512), gz=st.booleans())
+def test_fuzz_random_bytes(tmp_path, data, gz):
+    path = tmp_path / "f.idx"
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    arr = _read_bounded(path)
+    if arr is not None:  # it parsed: then it is exactly what its header declares
+        assert arr.nbytes + 4 + 4 * arr.ndim == len(data)
+
+
+@_FUZZ
+@given(
+    dims=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=6),
+    code=st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]),
+    body=st.binary(max_size=256),
+    gz=st.booleans(),
+)
+def test_fuzz_headers_declaring_huge_sizes(tmp_path, dims, code, body, gz):
+    raw = struct.pack(">HBB", 0, code, len(dims)) + struct.pack(f">{len(dims)}I", *dims) + body
+    path = tmp_path / "h.idx"
+    path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
+    _read_bounded(path)
+
+
+@_FUZZ
+@given(cut=st.integers(0, 4 * 28 * 28 + 15), gz=st.booleans())
+def test_fuzz_truncations(tmp_path, cut, gz):
+    raw = write_idx(tmp_path / "full", np.ones((4, 28, 28), dtype=np.uint8)).read_bytes()
+    data = raw[:cut]
+    path = tmp_path / "t.idx"
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    with pytest.raises(IdxError):
+        read_idx(path)
+
+
+def test_gzip_bomb_declaring_terabytes_is_refused_before_reading(tmp_path):
+    # 1 TB declared; the stream itself would decompress to 64 MB of zeros
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 1 << 20, 1 << 10, 1 << 10)
+    path = tmp_path / "bomb.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(header)
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    assert _read_bounded(path) is None  # refused, with a few bytes read
+    with pytest.raises(IdxError, match="declare 1,099,511,627,776 bytes, more than"):
+        read_idx(path)
+    with pytest.raises(IdxError):
+        read_idx(tmp_path, IMAGES_MAGIC)  # a directory
+
+
+def test_idx_errors_are_dataset_errors_and_value_errors():
+    assert issubclass(IdxError, DatasetError) and issubclass(DatasetError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "images,labels,match",
+    [
+        (np.zeros((3, 28, 28), np.uint8), np.array([0, 1, 10], np.uint8), r"labels must lie in 0\.\.9"),
+        (np.zeros((3, 28, 28), np.uint8), np.array([0, 1], np.uint8), r"labels must have shape \(3,\)"),
+        (np.zeros((3, 28, 28), np.float32), np.array([0, 1, 2], np.uint8), "images must be uint8"),
+    ],
+)
+def test_directory_contents_are_validated(tmp_path, images, labels, match):
+    write_mnist_dir(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    # float images have another magic number: refused as IDX of the wrong kind
+    with pytest.raises(DatasetError, match=match if images.dtype == np.uint8 else "expected magic number 2051"):
+        load_mnist_dir(tmp_path, "test")

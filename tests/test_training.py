@@ -158,23 +158,24 @@ def test_eval_on_external_idx_files(tmp_path):
     assert ev["n"] == 100 and ev["error"] == pytest.approx(expected, abs=1e-3)
 
 
-def test_external_images_of_wrong_size_are_refused(tmp_path):
+def test_external_images_of_wrong_size_are_refused(tmp_path, capsys):
     run = tmp_path / "run"
     train(_tiny(model="cnn", dataset="rts"), run, quiet=True)
     images, labels = load_digits("test")
     write_idx(tmp_path / "i.gz", images[:10])
     write_idx(tmp_path / "l.gz", labels[:10].astype(np.uint8))
+    argv = [
+        "eval",
+        str(run / "model.safetensors"),
+        "--images",
+        str(tmp_path / "i.gz"),
+        "--labels",
+        str(tmp_path / "l.gz"),
+    ]
+    assert main(argv) == 1  # one line, no traceback
+    assert capsys.readouterr().err.startswith("stnkit: the model takes 42x42 images")
     with pytest.raises(ValueError, match="the model takes 42x42 images"):
-        main(
-            [
-                "eval",
-                str(run / "model.safetensors"),
-                "--images",
-                str(tmp_path / "i.gz"),
-                "--labels",
-                str(tmp_path / "l.gz"),
-            ]
-        )
+        main(["--debug", *argv])
 
 
 def test_predict_png(tmp_path, capsys):
@@ -239,14 +240,62 @@ def test_cli_option_types_come_from_the_config_annotations():
     assert type(args.limit_train_batches) is int
 
 
-def test_checkpoint_with_pickled_object_is_refused(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
+class _Evil:
+    """Unpickling this runs a shell command that creates a marker file."""
 
-    torch.save({"hyper_parameters": {"config": {}}, "state_dict": {}, "x": Evil()}, tmp_path / "evil.ckpt")
-    with pytest.raises(Exception, match="(?i)weights.only|unsupported|global"):
-        load_model(tmp_path / "evil.ckpt")
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    from stnkit.training.checkpoint import CheckpointError, checkpoint_config
+
+    marker = tmp_path / "pwned"
+    torch.save({"hyper_parameters": {"config": {}}, "state_dict": {}, "x": _Evil(marker)}, tmp_path / "evil.ckpt")
+    for load in (load_model, checkpoint_config):
+        with pytest.raises(CheckpointError) as err:
+            load(tmp_path / "evil.ckpt")
+        assert "stnkit will not unpickle it" in str(err.value) and "weights_only=False" not in str(err.value)
+        assert err.value.__cause__ is None and err.value.__suppress_context__  # torch's advice is not chained
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "is not a stnkit checkpoint"),
+        (os.urandom(4096), "is not a stnkit checkpoint"),
+        ("truncated", "is not a stnkit checkpoint"),
+        ("other-object", "not a checkpoint written by stnkit train"),
+        ("bad-safetensors", "is not a readable safetensors file"),
+        ("other-model", "weights do not fit the cnn model"),
+        ("dir", "is a directory, not a file"),
+    ],
+)
+def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path, content, match):
+    from stnkit.training.checkpoint import CheckpointError, save_model
+
+    path = tmp_path / ("model.safetensors" if content in ("bad-safetensors", "other-model") else "model.ckpt")
+    if content == "truncated":
+        torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    elif content == "other-object":
+        torch.save([1, 2, 3], path)
+    elif content == "bad-safetensors":
+        path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    elif content == "other-model":  # an FCN's weights under a CNN's config
+        save_model(path, create("fcn", in_channels=1, in_size=28), _tiny(model="cnn", dataset="mnist"))
+    elif content == "dir":
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_model(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "missing.ckpt")
 
 
 @pytest.mark.slow
@@ -512,7 +561,7 @@ class TestConfigValidation:
             main(["reproduce", "table1", "--loc-lr-mult", "-1", "--out", str(tmp_path / "unused")])
         cmd = [sys.executable, "-m", "stnkit", "train", "--batch-size", "0", "--out", str(tmp_path / "unused")]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode != 0 and proc.stderr == "stnkit: --batch-size must be a positive int, got 0\n"
+        assert proc.returncode != 0 and proc.stderr == "stnkit: --batch-size must be an int in [1, 65536], got 0\n"
         assert not (tmp_path / "unused").exists()
 
 

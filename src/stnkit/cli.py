@@ -11,6 +11,9 @@ from . import __version__
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if not 1 <= args.n <= 64:
+        raise SystemExit(f"stnkit: --n must be an int in [1, 64] (digits drawn), got {args.n}")
+
     path = run_demo(args.out, n=args.n, seed=args.seed)
     print(f"wrote {path}")
     return 0
@@ -27,12 +30,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (subcommands' parsers are of the same class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stnkit",
         description="Spatial transformer networks for PyTorch: warps, distorted-MNIST data, training.",
     )
     parser.add_argument("--version", action="version", version=f"stnkit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show the Python traceback instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="warp the bundled digits with every transform family and write a PNG")
@@ -68,13 +81,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(err: BaseException) -> str:
+    """An error as one line: an ``OSError`` as ``FILE: reason``, anything else as its message."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; an error ends it with one line on stderr (``--debug``: the traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    from .data import DatasetError, DownloadError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DatasetError, DownloadError, OSError, ValueError, TypeError) as err:
+        # bad input: a missing, unreadable or refused file, a value out of range (stnkit's own errors
+        # are ValueError or OSError subclasses)
+        if args.debug:
+            raise
+        print(f"stnkit: {_message(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if args.debug:
+            raise
+        print(
+            f"stnkit: unexpected {type(err).__name__}: {_message(err)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from .dataset import DistortedMNIST, load_distorted
 from .distortions import DISTORTIONS, Distortion, get_distortion
 from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnist
 from .export import load_dataset_dir, make_dataset, write_dataset
-from .idx import IdxError, read_idx, write_idx
+from .idx import DatasetError, IdxError, read_idx, write_idx
 from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
@@ -19,6 +19,7 @@ from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist
 __all__ = [
     "DEFAULT_MIRROR",
     "DISTORTIONS",
+    "DatasetError",
     "MNIST_SHA256",
     "DistortedMNIST",
     "Distortion",

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from .._io import atomic_path, atomic_write_text
+from ..geometry import TRANSFORMS
 from ..viz import montage, save_png
 from .dataset import DistortedMNIST, load_distorted, stream_seed
 from .download import sha256_file
-from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, write_idx
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, DatasetError, read_idx, write_idx
+from .mnist import check_labelled
 
 FORMAT = "stnkit-distorted-mnist/1"
 IMAGES_FILE = "images-idx3-ubyte.gz"
@@ -130,22 +132,58 @@ def load_dataset_dir(directory: str | os.PathLike, verify: bool = True) -> dict:
 
     Returns a dict with ``images`` (uint8 ``(N, S, S)``), ``labels`` (int64),
     ``params`` (float32 ``(N, P)``), ``transform`` and ``manifest``. With ``verify``
-    every file's SHA-256 is checked against the manifest (``ValueError`` if not).
+    every file's SHA-256 is checked against the manifest. A file that is
+    missing a part, corrupt, or inconsistent (counts, dtypes, label range, an npz
+    holding pickles) raises :class:`~stnkit.data.DatasetError`.
     """
     directory = Path(directory)
-    manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{directory}: manifest format must be {FORMAT!r}, got {manifest.get('format')!r}")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"dataset directory {directory} does not exist or is not a directory")
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{directory / MANIFEST_FILE}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise DatasetError(f"{directory}: manifest format must be {FORMAT!r}, got {got!r}")
     if verify:
-        for name, meta in manifest["files"].items():
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            raise DatasetError(f"{directory / MANIFEST_FILE}: no 'files' table of SHA-256 digests")
+        for name, meta in files.items():
+            if Path(name).name != name:
+                raise DatasetError(f"{directory / MANIFEST_FILE}: file names must be plain names, got {name!r}")
             got = sha256_file(directory / name)
-            if got != meta["sha256"]:
-                raise ValueError(f"{directory / name}: SHA-256 {got} does not match the manifest's {meta['sha256']}")
+            if not isinstance(meta, dict) or got != meta.get("sha256"):
+                want = meta.get("sha256") if isinstance(meta, dict) else meta
+                raise DatasetError(f"{directory / name}: SHA-256 {got} does not match the manifest's {want}")
     images = read_idx(directory / IMAGES_FILE, IMAGES_MAGIC)
-    labels = read_idx(directory / LABELS_FILE, LABELS_MAGIC).astype(np.int64)
-    with np.load(directory / PARAMS_FILE, allow_pickle=False) as z:
-        params, transform = z["params"], str(z["transform"])
-    return {"images": images, "labels": labels, "params": params, "transform": transform, "manifest": manifest}
+    labels = read_idx(directory / LABELS_FILE, LABELS_MAGIC)
+    check_labelled(images, labels, str(directory))
+    params, transform = _read_params(directory / PARAMS_FILE, images.shape[0])
+    return {
+        "images": images,
+        "labels": labels.astype(np.int64),
+        "params": params,
+        "transform": transform,
+        "manifest": manifest,
+    }
+
+
+def _read_params(path: Path, n: int) -> tuple[np.ndarray, str]:
+    """``params.npz``: float ``(n, P)`` parameters of a known transform family (no pickles)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            params, transform = z["params"], z["transform"]
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise DatasetError(f"{path}: not an npz of 'params' and 'transform' without pickles ({err})") from None
+    if params.ndim != 2 or params.shape[0] != n or not np.issubdtype(params.dtype, np.floating):
+        raise DatasetError(f"{path}: params must be floats of shape ({n}, P), got {params.dtype} {params.shape}")
+    if transform.ndim != 0 or transform.dtype.kind != "U" or str(transform) not in TRANSFORMS:
+        raise DatasetError(f"{path}: transform must name one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    return params, str(transform)
 
 
 __all__ = ["load_dataset_dir", "make_dataset", "write_dataset", "write_npz"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -22,37 +23,73 @@ _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E
 _CODES = {np.dtype(v).newbyteorder("=").str.lstrip("<>|="): k for k, v in _DTYPES.items()}
 
 
-class IdxError(ValueError):
+# the most an IDX file may hold once decompressed (full MNIST: 47 MB); a header that
+# declares more is refused before anything is read, so a hostile file cannot exhaust memory
+MAX_IDX_BYTES = 1 << 32
+_CHUNK = 1 << 20
+
+
+class DatasetError(ValueError):
+    """A dataset file (IDX, npz, manifest) that is not what stnkit reads: corrupt, truncated, of the wrong kind."""
+
+
+class IdxError(DatasetError):
     """A file that is not a valid IDX file (truncated, corrupt, wrong kind)."""
 
 
 def _open(path: Path):
     with open(path, "rb") as f:
         gz = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+    return (gzip.open(path, "rb") if gz else open(path, "rb")), gz
 
 
-def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
+def _read_exactly(f, n: int) -> bytes:
+    """Up to ``n`` bytes of ``f``, read in chunks (so a short stream never allocates ``n``)."""
+    parts, got = [], 0
+    while got < n:
+        block = f.read(min(_CHUNK, n - got))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
+
+
+def read_idx(path: str | os.PathLike, expect_magic: int | None = None, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (gzip detected from its content) into a numpy array.
 
     Args:
         path: the file.
         expect_magic: the magic number it must have (:data:`IMAGES_MAGIC` for
             MNIST images, :data:`LABELS_MAGIC` for labels); ``None`` accepts any valid one.
+        max_bytes: refuse a header that declares more data than this (default 4 GiB).
+
+    The header is checked before the data are read: a plain file's length against
+    the declared dimensions, a gzip file read in chunks up to the declared length,
+    so a corrupt or hostile header never makes it allocate what it declares.
 
     Raises:
-        IdxError: bad magic number, unknown type code, or a length that does not
-            match the dimensions in the header (truncated or padded file).
+        IdxError: bad magic number, unknown type code, a length that does not
+            match the dimensions in the header (truncated or padded file), a
+            corrupt gzip stream, or a directory.
         FileNotFoundError: no such file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IdxError(f"{path} is a directory, not an IDX file")
     try:
-        with _open(path) as f:
-            data = f.read()
-    except (OSError, EOFError, zlib.error) as err:
-        if isinstance(err, FileNotFoundError):
+        f, gz = _open(path)
+        with f:
+            arr = _parse(f, path, gz, expect_magic, max_bytes)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        if isinstance(err, (FileNotFoundError, PermissionError)):
             raise
         raise IdxError(f"{path}: cannot be read as IDX (corrupt gzip?): {err}") from None
+    return arr
+
+
+def _parse(f, path: Path, gz: bool, expect_magic: int | None, max_bytes: int) -> np.ndarray:
+    data = _read_exactly(f, 4)
     if len(data) < 4:
         raise IdxError(f"{path}: too short for an IDX header ({len(data)} bytes)")
     zero, code, ndim = struct.unpack(">HBB", data[:4])
@@ -62,15 +99,26 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
     if expect_magic is not None and magic != expect_magic:
         raise IdxError(f"{path}: expected magic number {expect_magic}, got {magic}")
     header = 4 + 4 * ndim
+    data += _read_exactly(f, 4 * ndim)
     if len(data) < header:
         raise IdxError(f"{path}: truncated header: needs {header} bytes, got {len(data)}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(_DTYPES[code])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        kind = "truncated" if len(data) < expected else "has trailing bytes"
-        raise IdxError(f"{path}: file {kind}: dimensions {dims} need {expected} bytes, got {len(data)}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    body = math.prod(dims) * dtype.itemsize  # a Python int: no overflow
+    expected = header + body
+    if body > max_bytes:
+        raise IdxError(f"{path}: dimensions {dims} declare {body:,} bytes, more than the {max_bytes:,} stnkit reads")
+    if not gz:  # the file's size tells before anything is allocated
+        size = os.fstat(f.fileno()).st_size
+        if size != expected:
+            kind = "truncated" if size < expected else "has trailing bytes"
+            raise IdxError(f"{path}: file {kind}: dimensions {dims} need {expected} bytes, got {size}")
+    payload = _read_exactly(f, body + 1)  # one more byte tells trailing bytes
+    got = header + len(payload)
+    if got != expected:
+        kind = "truncated" if got < expected else "has trailing bytes"
+        raise IdxError(f"{path}: file {kind}: dimensions {dims} need {expected} bytes, got {got}")
+    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))
 
 

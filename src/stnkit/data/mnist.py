@@ -9,16 +9,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, DatasetError, read_idx
 
 BUNDLED_DIR = Path(__file__).parent / "mnist8k"
 
 
-def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    if images.ndim != 3:
-        raise ValueError(f"{where}: images must have shape (N, H, W), got {images.shape}")
+def check_labelled(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Refuse digits that are not ``(N, H, W)`` uint8 images with ``N`` integer labels in 0..9 (:class:`DatasetError`)."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DatasetError(f"{where}: images must be uint8 of shape (N, H, W), got {images.dtype} {images.shape}")
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"{where}: labels must have shape ({images.shape[0]},), got {labels.shape}")
+        raise DatasetError(
+            f"{where}: labels must have shape ({images.shape[0]},) to match {images.shape[0]} images, "
+            f"got shape {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{where}: labels must be integers, got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DatasetError(f"{where}: labels must lie in 0..9, got range [{labels.min()}, {labels.max()}]")
     return images, labels
 
 
@@ -26,7 +34,7 @@ def bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The 8,000 real MNIST training digits shipped with stnkit: (N, 28, 28) uint8 and (N,) labels."""
     images = read_idx(BUNDLED_DIR / "images-idx3-ubyte.gz", IMAGES_MAGIC)
     labels = read_idx(BUNDLED_DIR / "labels-idx1-ubyte.gz", LABELS_MAGIC)
-    return _check_pair(images, labels, "bundled mnist8k")
+    return check_labelled(images, labels, "bundled mnist8k")
 
 
 MNIST_FILES = {
@@ -40,16 +48,18 @@ def load_mnist_dir(directory: str | os.PathLike, split: str = "train") -> tuple[
     if split not in MNIST_FILES:
         raise ValueError(f"split must be one of 'train', 'test', got {split!r}")
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"--data-dir {directory} is a file; a directory of MNIST IDX files is needed")
     found = []
     for stem in MNIST_FILES[split]:
         candidates = [directory / stem, directory / f"{stem}.gz"]
-        path = next((p for p in candidates if p.exists()), None)
+        path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise FileNotFoundError(f"{directory}: neither {stem} nor {stem}.gz found")
         found.append(path)
     images = read_idx(found[0], IMAGES_MAGIC)
     labels = read_idx(found[1], LABELS_MAGIC)
-    return _check_pair(images, labels, str(directory))
+    return check_labelled(images, labels, str(directory))
 
 
 # -- the fixed split of the bundled digits ----------------------------------------------------
@@ -106,7 +116,5 @@ def load_digits(split: str = "train", data_dir: str | os.PathLike | None = None)
     else:
         images, labels = load_mnist_dir(data_dir, split)
     if images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise ValueError(f"digits must be (N, 28, 28) uint8, got {images.shape} {images.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"labels must lie in 0..9, got range [{labels.min()}, {labels.max()}]")
+        raise DatasetError(f"digits must be (N, 28, 28) uint8, got {images.shape} {images.dtype}")
     return np.ascontiguousarray(images), labels.astype(np.int64)

@@ -239,17 +239,15 @@ def _read_labelled_idx(images_file, labels_file):
     """``--images`` and ``--labels``: (N, H, W) uint8 images and (N,) int64 labels."""
     import numpy as np
 
-    from ..data import read_idx
+    from ..data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+    from ..data.mnist import check_labelled
 
     if labels_file is None:
         raise ValueError("--images needs --labels")
-    images = read_idx(images_file)
-    labels = read_idx(labels_file).astype(np.int64)
-    if images.ndim != 3 or labels.shape != (images.shape[0],):
-        raise ValueError(
-            f"--images must hold (N, H, W) images and --labels N labels, got {images.shape} and {labels.shape}"
-        )
-    return images, labels
+    images = read_idx(images_file, IMAGES_MAGIC)
+    labels = read_idx(labels_file, LABELS_MAGIC)
+    check_labelled(images, labels, f"--images {images_file} and --labels {labels_file}")
+    return images, labels.astype(np.int64)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -257,6 +255,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from .evaluate import check_input_size, load_test_set, pose_spread
     from .show import show_figure
 
+    if not 1 <= args.n <= 64:
+        raise ValueError(f"--n must be an int in [1, 64] (samples drawn), got {args.n}")
     model, config = load_model(args.checkpoint)
     ds = load_test_set(config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir)
     images, labels = ds.images, ds.labels
@@ -286,8 +286,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     model, config = load_model(args.checkpoint)
     canvas = get_distortion(config.dataset).canvas_size
-    for path in args.images:
-        x = fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)
+    # every image read (and refused) before any answer is printed
+    batch = [(path, fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)) for path in args.images]
+    for path, x in batch:
         with torch.no_grad():
             prob = torch.softmax(model(x), dim=1)[0]
         k = int(prob.argmax())

@@ -17,6 +17,10 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
 
 
+# a batch beyond this is a typo, not a request (it would need gigabytes per step): refused up front
+MAX_BATCH_SIZE = 1 << 16
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; stored in every checkpoint.
@@ -113,7 +117,7 @@ class TrainConfig:
         _optional(check_int, "hidden", self.hidden)
         check_int("tps_grid_size", self.tps_grid_size, low=2)
         check_int("epochs", self.epochs)
-        check_int("batch_size", self.batch_size)
+        check_int("batch_size", self.batch_size, high=MAX_BATCH_SIZE)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("lr", "loc_lr_mult", "momentum", "weight_decay", "consistency_weight", "consistency_strength"):
             check_number(name, getattr(self, name), low=0.0)

@@ -54,7 +54,6 @@ def train(
     from lightning.pytorch.loggers import CSVLogger
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     earlier = [
         out / n
@@ -72,6 +71,9 @@ def train(
     ckpt_path = resume_checkpoint(out, resume)
     if ckpt_path is not None:
         check_resumable(checkpoint_config(ckpt_path), config, ckpt_path)
+    if config.data_dir is not None and not Path(config.data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {config.data_dir} is not a directory of MNIST IDX files")
+    out.mkdir(parents=True, exist_ok=True)  # only once the run is known to start (no partial output on refusal)
     data = DistortedMNISTDataModule(config)
     budget = None
     if config.max_time is not None:

@@ -1,0 +1,260 @@
+"""Bad input at the real command line: one line naming the problem, exit status != 0, no traceback, no output.
+
+Each case runs ``python -m stnkit ...`` in its own process (two at a time) in a directory of
+prepared files: a good model, hostile and broken checkpoints, broken datasets and images.
+"""
+
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("safetensors")
+PIL = pytest.importorskip("PIL")
+
+from PIL import Image  # noqa: E402
+
+from stnkit.cli import main  # noqa: E402
+from stnkit.data import write_idx  # noqa: E402
+from stnkit.training import TrainConfig  # noqa: E402
+from stnkit.training.checkpoint import build_model, save_model  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+class _Evil:
+    """Unpickling this would create the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _files(root: Path) -> None:
+    """The inputs every case reads: written once, never changed by a case."""
+    config = TrainConfig(model="cnn", dataset="mnist")
+    model = build_model(config)
+    save_model(root / "good.safetensors", model, config)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"hyper_parameters": {"config": config.to_dict()}, "state_dict": state}, root / "cnn.ckpt")
+    torch.save({"state_dict": {}, "payload": _Evil(root / "pwned")}, root / "evil.ckpt")
+    (root / "random.ckpt").write_bytes(np.random.default_rng(0).bytes(2048))
+    (root / "trunc.safetensors").write_bytes((root / "good.safetensors").read_bytes()[:300])
+    (root / "ckptdir.ckpt").mkdir()
+    (root / "afile").write_text("a regular file\n")
+    digits = np.random.default_rng(1).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    write_idx(root / "imgs.idx", digits)
+    write_idx(root / "labels5.idx", np.array([0, 1, 2, 3, 4], np.uint8))
+    write_idx(root / "labels4.idx", np.array([0, 1, 2, 3], np.uint8))
+    write_idx(root / "labels_bad.idx", np.array([0, 1, 2, 3, 12], np.uint8))
+    (root / "trunc.idx").write_bytes((root / "imgs.idx").read_bytes()[:1000])
+    huge = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 1 << 30, 1 << 12, 1 << 12)
+    (root / "huge.idx").write_bytes(huge + bytes(64))
+    Image.fromarray(digits[0]).save(root / "digit.png")
+    png = (root / "digit.png").read_bytes()
+    (root / "corrupt.png").write_bytes(png[:40] + b"\x00garbage" * 20)
+    Image.new("L", (2, 2)).save(root / "tiny.png")
+    Image.new("CMYK", (28, 28)).save(root / "cmyk.jpg")
+
+
+G, E, C = "fx/good.safetensors", "fx/evil.ckpt", "fx/cnn.ckpt"
+T = ["--epochs", "1", "--train-size", "64", "--val-size", "32", "--test-size", "32", "--limit-train-batches", "1"]
+
+# (id, arguments after `stnkit`, regex the one line on stderr must match)
+CASES = [
+    # checkpoints: missing, a directory, hostile, corrupt, of another kind
+    ("eval-missing-ckpt", ["eval", "fx/nope.ckpt"], r"checkpoint fx/nope.ckpt does not exist"),
+    ("eval-dir-ckpt", ["eval", "fx/ckptdir.ckpt"], r"fx/ckptdir.ckpt is a directory"),
+    ("eval-evil", ["eval", E], r"evil.ckpt is not a stnkit checkpoint .*will not unpickle it"),
+    ("eval-random", ["eval", "fx/random.ckpt"], r"random.ckpt is not a stnkit checkpoint"),
+    ("eval-trunc-safetensors", ["eval", "fx/trunc.safetensors"], r"trunc.safetensors is not a readable safetensors"),
+    ("show-evil", ["show", E], r"evil.ckpt is not a stnkit checkpoint .*will not unpickle it"),
+    ("predict-evil", ["predict", E, "fx/digit.png"], r"evil.ckpt is not a stnkit checkpoint .*will not unpickle it"),
+    ("train-resume-evil", ["train", "--out", "new", "--resume", E], r"evil.ckpt is not a stnkit checkpoint"),
+    ("train-resume-missing", ["train", "--out", "new", "--resume", "fx/nope.ckpt"], r"nope.ckpt does not exist"),
+    ("train-resume-other-model", ["train", "--out", "new", "--model", "fcn", "--resume", C], r"cannot resume .*model"),
+    ("train-resume-safetensors", ["train", "--out", "new", "--resume", G], r"holds only weights"),
+    # datasets given as files
+    ("eval-images-missing", ["eval", G, "--images", "fx/nope.idx", "--labels", "fx/labels5.idx"], r"nope.idx"),
+    ("eval-images-no-labels", ["eval", G, "--images", "fx/imgs.idx"], r"--images needs --labels"),
+    ("eval-labels-range", ["eval", G, "--images", "fx/imgs.idx", "--labels", "fx/labels_bad.idx"], r"0\.\.9"),
+    ("eval-count-mismatch", ["eval", G, "--images", "fx/imgs.idx", "--labels", "fx/labels4.idx"], r"match 5 images"),
+    ("eval-images-truncated", ["eval", G, "--images", "fx/trunc.idx", "--labels", "fx/labels5.idx"], r"truncated"),
+    ("eval-images-huge", ["eval", G, "--images", "fx/huge.idx", "--labels", "fx/labels5.idx"], r"declare .* bytes"),
+    ("eval-images-are-labels", ["eval", G, "--images", "fx/labels5.idx", "--labels", "fx/labels5.idx"], r"magic"),
+    ("eval-images-dir", ["eval", G, "--images", "fx", "--labels", "fx/labels5.idx"], r"fx is a directory"),
+    # unknown names
+    ("eval-unknown-dataset", ["eval", G, "--dataset", "svhn"], r"svhn"),
+    ("train-unknown-model", ["train", "--out", "new", "--model", "resnet"], r"--model must be one of .*resnet"),
+    ("train-unknown-dataset", ["train", "--out", "new", "--dataset", "svhn"], r"--dataset must be one of .*svhn"),
+    ("train-unknown-transform", ["train", "--out", "new", "--transform", "warp"], r"--transform must be one of"),
+    ("data-make-unknown", ["data", "make", "svhn", "--split", "test", "--out", "new"], r"invalid choice: 'svhn'"),
+    ("unknown-command", ["fly"], r"invalid choice: 'fly'"),
+    # zero, negative and absurd sizes and counts
+    ("train-epochs-0", ["train", "--out", "new", "--epochs", "0"], r"--epochs must be a positive int, got 0"),
+    ("train-batch-negative", ["train", "--out", "new", "--batch-size", "-4"], r"--batch-size must be .* got -4"),
+    ("train-batch-absurd", ["train", "--out", "new", "--batch-size", str(10**12)], r"--batch-size must be an int in"),
+    ("train-val-size-0", ["train", "--out", "new", "--val-size", "0"], r"--val-size must be a positive int"),
+    ("train-test-size-negative", ["train", "--out", "new", "--test-size", "-5"], r"--test-size must be"),
+    ("data-make-n-absurd", ["data", "make", "r", "--split", "test", "--n", str(10**12), "--out", "new"], r"n must be"),
+    ("data-make-n-0", ["data", "make", "r", "--split", "test", "--n", "0", "--out", "new"], r"positive integer"),
+    ("show-n-0", ["show", G, "--n", "0"], r"--n must be an int in \[1, 64\]"),
+    ("demo-n-absurd", ["demo", "--n", str(10**12), "--out", "new/demo.png"], r"--n must be an int in \[1, 64\]"),
+    ("bench-repeat-0", ["bench", "--quick", "--repeat", "0"], r"--repeat must be >= 1"),
+    # images for predict
+    ("predict-missing-png", ["predict", G, "fx/nope.png"], r"nope.png"),
+    ("predict-corrupt-png", ["predict", G, "fx/digit.png", "fx/corrupt.png"], r"corrupt.png is not a readable image"),
+    ("predict-tiny-png", ["predict", G, "fx/tiny.png"], r"tiny.png: image is 2x2 pixels"),
+    ("predict-cmyk", ["predict", G, "fx/cmyk.jpg"], r"cmyk.jpg: image has 4 channels in mode CMYK"),
+    ("predict-dir", ["predict", G, "fx"], r"fx is a directory"),
+    # directories and files in the wrong place
+    ("train-out-under-file", ["train", "--out", "fx/afile/run", *T], r"fx/afile/run: Not a directory"),
+    ("train-data-dir-missing", ["train", "--out", "new", "--data-dir", "fx/nope", *T], r"--data-dir fx/nope"),
+    (
+        "eval-out-under-file",
+        ["eval", G, "--out", "fx/afile/ev", "--images", "fx/imgs.idx", "--labels", "fx/labels5.idx"],
+        r"Not a directory",
+    ),
+    (
+        "data-make-out-under-file",
+        ["data", "make", "r", "--split", "test", "--n", "4", "--out", "fx/afile/d"],
+        r"Not a directory",
+    ),
+    ("data-show-data-dir-missing", ["data", "show", "r", "--data-dir", "fx/nope", "--out", "new.png"], r"fx/nope"),
+    ("summarize-missing", ["summarize", "fx/nope"], r"fx/nope"),
+]
+
+
+# One interpreter per worker loads stnkit, torch and Lightning once, then forks a fresh process per
+# case that runs ``python -m stnkit ARGS`` (runpy, as the interpreter does) with its own working
+# directory, stdout and stderr files and exit status; an uncaught exception is printed as the
+# interpreter would. This keeps 45 cases at a fraction of a second each instead of 3-5 s of imports.
+_SERVER = r"""
+import json, os, runpy, sys, traceback
+import stnkit.cli, stnkit.training.cli, stnkit.training.run, stnkit.data, PIL.Image  # preloaded once
+jobs = json.load(open(sys.argv[1]))
+codes = []
+for job in jobs:
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(job["cwd"])
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = ["stnkit", *job["argv"]]
+        try:
+            runpy.run_module("stnkit", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as err:
+            code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+            if not isinstance(err.code, (int, type(None))):
+                print(err.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+json.dump(codes, open(sys.argv[2], "w"))
+"""
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
+def _serve(root: Path, cases: list, worker: int) -> list[int]:
+    jobs = [
+        {"cwd": str(root / n), "argv": a, "stdout": str(root / f"{n}.out"), "stderr": str(root / f"{n}.err")}
+        for n, a, _ in cases
+    ]
+    (root / f"jobs{worker}.json").write_text(json.dumps(jobs))
+    cmd = [sys.executable, "-c", _SERVER, str(root / f"jobs{worker}.json"), str(root / f"codes{worker}.json")]
+    subprocess.run(cmd, env=_env(), check=True, timeout=600)
+    return json.loads((root / f"codes{worker}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_errors")
+    (root / "fx").mkdir()
+    _files(root / "fx")
+    before = {}
+    for name, _, _ in CASES:
+        (root / name).mkdir()
+        os.symlink(root / "fx", root / name / "fx")
+        before[name] = _listing(root / "fx") + _listing(root / name)
+    halves = [CASES[0::2], CASES[1::2]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        codes = list(pool.map(lambda w: _serve(root, halves[w], w), (0, 1)))
+    out = {}
+    for half, half_codes in zip(halves, codes):
+        for (name, _, _), code in zip(half, half_codes):
+            after = _listing(root / "fx") + _listing(root / name)
+            stderr = (root / f"{name}.err").read_text()
+            out[name] = (code, stderr, before[name], after)
+    return out
+
+
+def test_at_least_thirty_cases():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(results, case):
+    name, argv, pattern = case
+    code, stderr, before, after = results[name]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code != 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1, stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert before == after  # no partial output (and no marker file from a hostile checkpoint)
+    assert "weights_only=False" not in stderr and "unexpected" not in stderr  # bad input, not a bug
+
+
+@pytest.mark.parametrize("argv", [["eval", E], ["train", "--out", "new", "--batch-size", "0"]])
+def test_fresh_interpreter_gives_the_same_line(tmp_path, argv):
+    """The same through ``python -m stnkit`` started from scratch (no preloaded interpreter)."""
+    (tmp_path / "fx").mkdir()
+    _files(tmp_path / "fx")
+    before = _listing(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stnkit", *argv], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert proc.returncode == 1 and proc.stderr.startswith("stnkit: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and _listing(tmp_path) == before
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "stnkit", "--debug", "eval", str(tmp_path / "nope.ckpt")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
+
+
+def test_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):
+    import stnkit.demo
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\ninternal")
+
+    monkeypatch.setattr(stnkit.demo, "run_demo", broken)
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected RuntimeError: something internal" in err and "--debug" in err
+    with pytest.raises(RuntimeError):
+        main(["--debug", "demo"])
