@@ -44,7 +44,7 @@ _HELP = {
     "compile": "torch.compile the model (about 1.2x faster ST-CNN steps on 2 CPU cores after a compile of up to a minute)",
     "max_time": "training budget in minutes: time a few steps, fit the epochs and the schedule into the budget, stop at it",
     "seed": "random seed (model init, training distortions, shuffling)",
-    "deterministic": "use deterministic algorithms",
+    "deterministic": "bit-identical runs on CPU for the same options, seed and thread count (recorded in the checkpoint and results.json)",
     "num_workers": "data loader worker processes",
     "accelerator": "cpu, gpu or auto",
     "devices": "devices per node (an int, or auto)",
@@ -156,9 +156,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     resume = args.resume
     if resume:
-        path = resume_checkpoint(Path(args.out), resume)
-        resume = False if path is None else str(path)
+        # without a checkpoint (killed before the first one) train() starts afresh, over the partial logs
+        path = resume_checkpoint(Path(args.out), resume, announce=False)
         if path is not None:
+            resume = str(path)
             # continue the saved run: its options, except those given on this command line
             with option_errors():
                 config = checkpoint_config(path).replace(**given_options(args))

@@ -136,6 +136,11 @@ class TrainConfig:
                 value = getattr(self, name)
                 if not isinstance(value, kind):
                     raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
+        if self.deterministic and self.max_time is not None:
+            raise ValueError(
+                "deterministic cannot be combined with max_time: the epochs would be fitted to the "
+                "measured speed, so two runs could differ; give epochs instead"
+            )
 
     @classmethod
     def for_model(cls, model: str, base: TrainConfig | None = None, **options) -> TrainConfig:

@@ -1,0 +1,126 @@
+"""Runs that repeat exactly: ``--deterministic`` twice, and a run killed at any moment then resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lightning")
+
+from stnkit.training.checkpoint import load_model  # noqa: E402
+from stnkit.training.provenance import param_digest  # noqa: E402
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+# 256 digits in batches of 16: 16 steps an epoch, about a second each epoch on one core
+TINY_RUN = "--dataset mnist --model cnn --epochs 3 --train-size 256 --val-size 64 --batch-size 16 --test-size 100"
+TIME_FIELDS = ("fit_seconds",)
+
+
+def _env(threads: int) -> dict:
+    path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "stnkit", "train", "--out", str(out), *TINY_RUN.split(), "--deterministic", *extra]
+
+
+def _run(out: Path, *extra: str, threads: int = 2) -> None:
+    proc = subprocess.run(_train_cmd(out, *extra), capture_output=True, text=True, timeout=600, env=_env(threads))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _outcome(out: Path) -> tuple[str, str, dict]:
+    """The digests of the best and the last weights, and results.json without its times."""
+    best, _ = load_model(out / "model.safetensors")
+    last, _ = load_model(out / "checkpoints" / "last.ckpt")
+    results = json.loads((out / "results.json").read_text())
+    return param_digest(best), param_digest(last), {k: v for k, v in results.items() if k not in TIME_FIELDS}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exact") / "uninterrupted"
+    _run(out)
+    return _outcome(out)
+
+
+def _burn_cpu() -> subprocess.Popen:
+    """A process that keeps a core busy (for at most two minutes)."""
+    code = "import time\nt = time.time()\nwhile time.time() - t < 120: pass"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_deterministic_runs_agree_bit_for_bit_also_under_load(tmp_path, uninterrupted):
+    burner = _burn_cpu()
+    try:
+        _run(tmp_path / "loaded")
+    finally:
+        burner.kill()
+        burner.wait()
+    again = _outcome(tmp_path / "loaded")
+    assert again == uninterrupted
+    assert again[2]["num_threads"] == 2
+
+
+def _kill_when(out: Path, ready, delay: float, threads: int = 2) -> None:
+    """Start the run, wait until ``ready(out)``, sleep ``delay`` s, then SIGKILL it."""
+    proc = subprocess.Popen(_train_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(threads))
+    try:
+        deadline = time.time() + 300
+        while not ready(out):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(delay)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (out / "results.json").exists(), "the run finished before the kill: make it longer"
+
+
+@pytest.mark.parametrize(
+    "when,ready,delay",
+    [
+        ("before the first checkpoint", lambda out: (out / "logs").exists(), 0.0),
+        ("mid-epoch, after a checkpoint", lambda out: (out / "checkpoints" / "last.ckpt").exists(), 0.4),
+    ],
+)
+def test_a_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path, uninterrupted, when, ready, delay):
+    out = tmp_path / "killed"
+    _kill_when(out, ready, delay)
+    threads = 2  # a run without a checkpoint starts afresh, with the threads it is given
+    if when == "before the first checkpoint":
+        assert not (out / "checkpoints" / "last.ckpt").exists()
+    else:
+        threads = 1  # the checkpoint's thread count wins: the run goes back to the one it started with
+    _run(out, "--resume", threads=threads)
+    assert _outcome(out) == uninterrupted
+
+
+def test_the_order_of_an_epoch_is_the_same_at_every_pass():
+    import torch
+    from torch.utils.data import RandomSampler
+
+    from stnkit.training.module import SeededShuffle, epoch_seed
+
+    seed = epoch_seed(0, 3, "shuffle")
+    order = list(SeededShuffle(50, seed))
+    assert order == list(SeededShuffle(50, seed)) != list(SeededShuffle(50, epoch_seed(0, 4, "shuffle")))
+    sampler = SeededShuffle(50, seed)
+    assert (
+        list(sampler) == list(sampler) == list(RandomSampler(range(50), generator=torch.Generator().manual_seed(seed)))
+    )
+    assert sorted(order) == list(range(50))
+
+
+def test_deterministic_refuses_a_time_budget():
+    from stnkit.training import TrainConfig
+
+    with pytest.raises(ValueError, match="deterministic cannot be combined with max_time"):
+        TrainConfig(deterministic=True, max_time=5.0)
