@@ -207,6 +207,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from .._io import atomic_write_text
     from .checkpoint import load_model
     from .evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
@@ -228,7 +229,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print("per-class error %: " + ", ".join(f"{k}: {v}" for k, v in result["per_class_error"].items()))
     out = Path(args.checkpoint).parent / "eval" if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "eval.json", json.dumps(result, indent=2) + "\n")
     confusion_png(
         result["confusion"], out / "confusion.png", f"{config.model} on {source}: {result['error']:.2f}% error"
     )
@@ -372,13 +373,13 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
+    from .._io import atomic_write_text
     from .report import summarize
 
     text = summarize(args.runs)
     print(text, end="")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        atomic_write_text(args.out, text)
     return 0
 
 

@@ -21,7 +21,7 @@ from .evaluate import confusion_png, evaluate, pose_spread
 from .module import DistortedMNISTDataModule, STNModule, WallClock
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
-from .safety import PinThreads
+from .safety import AtomicCheckpointIO, PinThreads
 from .show import show_figure
 
 
@@ -127,6 +127,7 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         strategy=config.strategy,
         callbacks=callbacks,
         logger=loggers,
+        plugins=[AtomicCheckpointIO()],
         # "warn": grid_sample's CUDA backward has no deterministic kernel
         deterministic="warn" if config.deterministic else None,
         gradient_clip_val=config.grad_clip,

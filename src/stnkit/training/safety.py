@@ -1,10 +1,22 @@
-"""Callbacks that keep a training run exact and safe: the pinned thread count of
-``--deterministic`` runs."""
+"""What keeps a training run exact and safe: the pinned thread count of ``--deterministic``
+runs, and checkpoints written atomically."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .._io import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoints (``last.ckpt``, ``best-*.ckpt``) written through :func:`~stnkit._io.atomic_path`:
+    a kill while one is written leaves the previous file whole."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 class PinThreads(pl.Callback):
