@@ -124,3 +124,21 @@ def test_deterministic_refuses_a_time_budget():
 
     with pytest.raises(ValueError, match="deterministic cannot be combined with max_time"):
         TrainConfig(deterministic=True, max_time=5.0)
+
+
+def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, uninterrupted):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(_train_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(2))
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert f"Resume with: stnkit train --out {out} --resume" in stderr
+    assert "holds the run at the end of epoch" in stderr and "Traceback" not in stderr
+    assert not (out / "results.json").exists()
+    _run(out, "--resume")
+    assert _outcome(out) == uninterrupted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -152,6 +153,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import checkpoint_config
     from .resume import resume_checkpoint
     from .run import train
+    from .safety import TrainingInterrupted
 
     config = config_from_args(args)
     resume = args.resume
@@ -164,7 +166,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             with option_errors():
                 config = checkpoint_config(path).replace(**given_options(args))
     _validate(config, given_options(args))
-    results = train(config, args.out, resume=resume, overwrite=args.overwrite)
+    try:
+        results = train(config, args.out, resume=resume, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        print(f"stnkit: {stop}", file=sys.stderr)
+        return 130  # the shell's status for a Ctrl-C
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")

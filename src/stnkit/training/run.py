@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ from .evaluate import confusion_png, evaluate, pose_spread
 from .module import DistortedMNISTDataModule, STNModule, WallClock
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
-from .safety import AtomicCheckpointIO, PinThreads
+from .safety import AtomicCheckpointIO, NoteInterrupt, PinThreads, TrainingInterrupted, interrupted_message
 from .show import show_figure
 
 
@@ -104,7 +106,8 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         enable_version_counter=False,
     )
     clock = WallClock()
-    callbacks = [best_cb, clock]
+    interrupt = NoteInterrupt()
+    callbacks = [best_cb, clock, interrupt]
     if config.deterministic:
         callbacks.append(PinThreads())
     if config.patience is not None:
@@ -139,7 +142,17 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         limit_val_batches=config.limit_val_batches,
         default_root_dir=out,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if interrupt.where is None:
+            raise
+        # Lightning answers Ctrl-C by ignoring SIGINT and exiting: say how to resume instead
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        # last.ckpt, written atomically at every epoch's end, is where a resume restarts exactly
+        last = ckpt_dir / "last.ckpt"
+        raise TrainingInterrupted(interrupted_message(out, interrupt.where, last if last.is_file() else None)) from None
     if trainer.world_size > 1:
         # every rank records its final weights: they must agree under DDP
         (out / "ddp").mkdir(exist_ok=True)

@@ -38,3 +38,29 @@ class PinThreads(pl.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.num_threads = int(state_dict["num_threads"])
         torch.set_num_threads(self.num_threads)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train()``: the message says where the run stands and the command that resumes it."""
+
+
+class NoteInterrupt(pl.Callback):
+    """Remember a Ctrl-C (Lightning stops the fit, then exits), and where it came."""
+
+    def __init__(self):
+        self.where: tuple[int, int] | None = None  # (epoch, global step)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, KeyboardInterrupt):
+            self.where = (int(trainer.current_epoch), int(trainer.global_step))
+
+
+def interrupted_message(out, where: tuple[int, int], last) -> str:
+    """What a Ctrl-C in ``where`` leaves in ``out`` (``last``: the resume checkpoint, if any) and how to resume."""
+    epoch, step = where
+    if last is not None and last.is_file():
+        done = int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])
+        kept = f"{last} holds the run at the end of epoch {done}; epoch {done + 1} will run again from its start"
+    else:
+        kept = "no epoch had finished, so no checkpoint was written; the run will start again"
+    return f"interrupted in epoch {epoch} (global step {step}): {kept}. Resume with: stnkit train --out {out} --resume"
