@@ -142,3 +142,78 @@ def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, 
     assert not (out / "results.json").exists()
     _run(out, "--resume")
     assert _outcome(out) == uninterrupted
+
+
+class TestNonFinite:
+    """A NaN or inf loss, gradient or parameter stops training (or skips the step), naming the step."""
+
+    @staticmethod
+    def config(**kw):
+        from stnkit.training import TrainConfig
+
+        tiny = dict(model="cnn", dataset="mnist", train_size=96, val_size=48, test_size=48, batch_size=32, epochs=2)
+        return TrainConfig(**{**tiny, **kw})
+
+    def test_a_nan_loss_stops_training_naming_the_step_and_writes_no_checkpoint(self, tmp_path):
+        from stnkit.training.run import train
+        from stnkit.training.safety import NonFiniteError
+
+        # Adam's first step moves every weight by about lr: 1e30 overflows the next forward pass
+        with pytest.raises(NonFiniteError, match=r"training stopped at global step 1 \(epoch 0\): the loss is nan"):
+            train(self.config(lr=1e30), tmp_path / "run", quiet=True)
+        assert not list((tmp_path / "run").rglob("*.ckpt")) and not (tmp_path / "run" / "results.json").exists()
+
+    def test_skip_skips_the_steps_and_keeps_finite_weights(self, tmp_path, capsys):
+        from stnkit.training.run import train
+
+        results = train(self.config(lr=1e30, on_nonfinite="skip"), tmp_path / "run", quiet=True)
+        assert "skipping global step 1 (epoch 0): the loss is nan" in capsys.readouterr().out
+        model, _ = load_model(tmp_path / "run" / "model.safetensors")
+        assert all(p.isfinite().all() for p in model.parameters())
+        assert results["epochs"] == 2
+
+    def test_parameters_made_non_finite_stop_even_with_skip(self, tmp_path, monkeypatch):
+        import torch
+
+        from stnkit.training.run import train
+        from stnkit.training.safety import NonFiniteError
+
+        step = torch.optim.AdamW.step
+
+        def step_to_inf(self, *args, **kwargs):  # a step with finite gradients that overflows a weight
+            out = step(self, *args, **kwargs)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+            return out
+
+        monkeypatch.setattr(torch.optim.AdamW, "step", step_to_inf)
+        with pytest.raises(NonFiniteError, match=r"global step 1 \(epoch 0\): the step made parameters non-finite"):
+            train(self.config(on_nonfinite="skip"), tmp_path / "run", quiet=True)
+        assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+    def test_the_command_line_gives_one_line_and_a_non_zero_status(self, tmp_path):
+        out = tmp_path / "run"
+        cmd = [sys.executable, "-m", "stnkit", "train", "--out", str(out), "--model", "cnn", "--dataset", "mnist"]
+        cmd += ["--train-size", "96", "--val-size", "48", "--test-size", "48", "--batch-size", "32", "--epochs", "1"]
+        proc = subprocess.run([*cmd, "--lr", "1e30"], capture_output=True, text=True, timeout=300, env=_env(1))
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines()[-1].startswith("stnkit: training stopped at global step 1 (epoch 0)")
+        assert "Traceback" not in proc.stderr
+
+    def test_no_checkpoint_with_non_finite_weights_is_written(self, tmp_path):
+        import torch
+
+        from stnkit.training.safety import AtomicCheckpointIO, NonFiniteError
+
+        with pytest.raises(NonFiniteError, match="non-finite weights in model.w"):
+            AtomicCheckpointIO().save_checkpoint(
+                {"state_dict": {"model.w": torch.tensor([1.0, float("nan")])}}, tmp_path / "x.ckpt"
+            )
+        assert not list(tmp_path.iterdir())
+
+    def test_old_configs_load_with_stop(self):
+        from stnkit.training import TrainConfig
+
+        assert TrainConfig.from_dict({}).on_nonfinite == "stop"
+        with pytest.raises(ValueError, match="on_nonfinite must be one of 'stop', 'skip', got 'ignore'"):
+            TrainConfig(on_nonfinite="ignore")

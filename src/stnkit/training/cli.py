@@ -43,6 +43,7 @@ _HELP = {
     "consistency_strength": "strength of the extra random distortion for the consistency loss",
     "patience": "early stopping: epochs without validation improvement",
     "compile": "torch.compile the model (about 1.2x faster ST-CNN steps on 2 CPU cores after a compile of up to a minute)",
+    "on_nonfinite": "a NaN or inf loss or gradient: stop training (naming the step) or skip the step",
     "max_time": "training budget in minutes: time a few steps, fit the epochs and the schedule into the budget, stop at it",
     "seed": "random seed (model init, training distortions, shuffling)",
     "deterministic": "bit-identical runs on CPU for the same options, seed and thread count (recorded in the checkpoint and results.json)",
@@ -153,7 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import checkpoint_config
     from .resume import resume_checkpoint
     from .run import train
-    from .safety import TrainingInterrupted
+    from .safety import NonFiniteError, TrainingInterrupted
 
     config = config_from_args(args)
     resume = args.resume
@@ -171,6 +172,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"stnkit: {stop}", file=sys.stderr)
         return 130  # the shell's status for a Ctrl-C
+    except NonFiniteError as err:
+        raise SystemExit(f"stnkit: {err}") from None
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")

@@ -17,6 +17,7 @@ from ..models import STClassifier, transformer_families
 from .checkpoint import build_model
 from .config import TrainConfig
 from .evaluate import load_test_set
+from .safety import NonFiniteError, nonfinite_names
 
 # fixed seeds of the held-out draws: validation never shares the test's distortions
 _VAL_SEED_OFFSET = 1_000
@@ -80,7 +81,7 @@ class STNModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _step(self, batch, stage: str) -> Tensor:
+    def _step(self, batch, stage: str) -> Tensor | None:
         x, y = batch
         consistency = None
         if isinstance(self.model, STClassifier):
@@ -93,14 +94,45 @@ class STNModule(pl.LightningModule):
         else:
             logits = self.model(x)
         loss = F.cross_entropy(logits, y)
+        loss_total = loss if consistency is None else loss + self.config.consistency_weight * consistency
+        if stage == "train" and not torch.isfinite(loss_total):
+            return self._nonfinite(f"the loss is {float(loss_total.detach())}")  # before it reaches the logs
         error = (logits.argmax(1) != y).float().mean() * 100.0
         sync = stage != "train"
         self.log(f"{stage}_error", error, on_step=False, on_epoch=True, prog_bar=stage != "test", sync_dist=sync)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=sync)
         if consistency is not None:
             self.log("train_consistency", consistency, on_step=False, on_epoch=True)
-            loss = loss + self.config.consistency_weight * consistency
-        return loss
+        return loss_total
+
+    def _where(self) -> str:
+        return f"global step {self.global_step} (epoch {self.current_epoch})"
+
+    def _nonfinite(self, what: str) -> None:
+        """Stop training (``on_nonfinite="stop"``, :class:`NonFiniteError`) or skip this step (``"skip"``)."""
+        if self.config.on_nonfinite == "stop":
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: {what}; no checkpoint holds these weights "
+                "(--on-nonfinite skip skips such steps)"
+            )
+        print(f"skipping {self._where()}: {what}")
+        return None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = {n: p.grad for n, p in self.named_parameters() if p.grad is not None}
+        bad = nonfinite_names(grads)
+        if bad:
+            self._nonfinite(f"non-finite gradients in {', '.join(bad[:3])}")
+            for p in self.parameters():  # "skip": parameters without a gradient are left as they are
+                p.grad = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        bad = nonfinite_names(dict(self.named_parameters()))
+        if bad:  # cannot be undone: stop whatever on_nonfinite says
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: the step made parameters non-finite "
+                f"({', '.join(bad[:3])}); no checkpoint holds these weights (try a lower --lr or --grad-clip)"
+            )
 
     def on_train_epoch_start(self) -> None:
         # the steps' random numbers restart from (seed, epoch): a resumed epoch draws what it drew before

@@ -38,6 +38,7 @@ RESUME_MAY_CHANGE = frozenset(
         "test_size",
         "test_seed",
         "compile",
+        "on_nonfinite",
     }
 )
 

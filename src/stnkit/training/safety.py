@@ -10,11 +10,24 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .._io import atomic_path
 
 
+class NonFiniteError(RuntimeError):
+    """Training met a NaN or inf loss, gradient or parameter (``TrainConfig.on_nonfinite``)."""
+
+
+def nonfinite_names(tensors: dict) -> list[str]:
+    """The names of the floating-point tensors in ``tensors`` that hold a NaN or an inf."""
+    return [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoints (``last.ckpt``, ``best-*.ckpt``) written through :func:`~stnkit._io.atomic_path`:
-    a kill while one is written leaves the previous file whole."""
+    a kill while one is written leaves the previous file whole. Weights with a NaN or an
+    inf are never written (:class:`NonFiniteError`)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        bad = nonfinite_names(checkpoint.get("state_dict", {}))
+        if bad:
+            raise NonFiniteError(f"not writing {path}: non-finite weights in {', '.join(bad[:3])}")
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
