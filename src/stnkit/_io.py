@@ -1,4 +1,11 @@
-"""Atomic file writes: a reader never sees a half-written file, a failure leaves none."""
+"""Atomic file writes: a reader never sees a half-written file, a failure leaves none.
+
+Every file stnkit writes goes through :func:`atomic_path` (or the helpers built on
+it): the bytes go to ``PATH.part`` in the same directory, are flushed to disk
+(``fsync``), and only then replace ``PATH`` (``os.replace``, atomic on POSIX and
+Windows). A process killed at any moment leaves the old file or the new one, never a
+torn one; a writer that raises leaves the old file and no ``.part``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,22 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:  # some systems cannot open a directory: the rename still happened
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -16,7 +39,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(path.name + ".part")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -29,3 +54,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_options) -> Path:
+    """``fig.savefig(path)`` atomically (the format from ``path``'s suffix, as savefig would)."""
+    path = Path(path)
+    savefig_options.setdefault("format", path.suffix.lstrip(".") or None)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **savefig_options)
+    return path

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._io import save_figure
 from .data import bundled_mnist
 from .geometry import TRANSFORMS, get_transform, warp
 from .viz import montage, save_png
@@ -48,6 +49,6 @@ def run_demo(out: str | Path = "demo.png", n: int = 8, seed: int = 0) -> Path:
     fig.suptitle(f"stnkit.warp: random parameters of each family (seed {seed})", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     plt.close(fig)
     return out

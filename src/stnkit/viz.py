@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_write_bytes
+
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write an (H, W) grey or (H, W, 3) RGB image, uint8 or float in [0, 1], as PNG."""
@@ -31,7 +33,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     png += chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    atomic_write_bytes(path, png)
     return path
 
 

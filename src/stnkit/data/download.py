@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from .._io import atomic_path
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, IdxError, read_idx
 
 DEFAULT_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -93,9 +94,8 @@ class _Progress:
 
 
 def _fetch(url: str, dest: Path, sha256: str, timeout: float, progress) -> None:
-    part = dest.with_name(dest.name + ".part")
-    ok = False
-    try:
+    # streams to DEST.part, checked, then renamed (atomic_path: an error or a kill leaves no DEST)
+    with atomic_path(dest) as part:
         try:
             response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (mirror chosen by the user)
         except urllib.error.HTTPError as err:
@@ -134,11 +134,6 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float, progress) -> None:
             read_idx(part, _expected_magic(dest.name))
         except IdxError as err:
             raise DownloadError(f"{url}: not a valid IDX file: {err}") from None
-        os.replace(part, dest)
-        ok = True
-    finally:
-        if not ok:  # error or KeyboardInterrupt: leave nothing partial behind
-            part.unlink(missing_ok=True)
 
 
 def read_checksums(path: str | os.PathLike) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -42,9 +43,10 @@ _HELP = {
     "consistency_strength": "strength of the extra random distortion for the consistency loss",
     "patience": "early stopping: epochs without validation improvement",
     "compile": "torch.compile the model (about 1.2x faster ST-CNN steps on 2 CPU cores after a compile of up to a minute)",
+    "on_nonfinite": "a NaN or inf loss or gradient: stop training (naming the step) or skip the step",
     "max_time": "training budget in minutes: time a few steps, fit the epochs and the schedule into the budget, stop at it",
     "seed": "random seed (model init, training distortions, shuffling)",
-    "deterministic": "use deterministic algorithms",
+    "deterministic": "bit-identical runs on CPU for the same options, seed and thread count (recorded in the checkpoint and results.json)",
     "num_workers": "data loader worker processes",
     "accelerator": "cpu, gpu or auto",
     "devices": "devices per node (an int, or auto)",
@@ -152,18 +154,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import checkpoint_config
     from .resume import resume_checkpoint
     from .run import train
+    from .safety import NonFiniteError, TrainingInterrupted
 
     config = config_from_args(args)
     resume = args.resume
     if resume:
-        path = resume_checkpoint(Path(args.out), resume)
-        resume = False if path is None else str(path)
+        # without a checkpoint (killed before the first one) train() starts afresh, over the partial logs
+        path = resume_checkpoint(Path(args.out), resume, announce=False)
         if path is not None:
+            resume = str(path)
             # continue the saved run: its options, except those given on this command line
             with option_errors():
                 config = checkpoint_config(path).replace(**given_options(args))
     _validate(config, given_options(args))
-    results = train(config, args.out, resume=resume, overwrite=args.overwrite)
+    try:
+        results = train(config, args.out, resume=resume, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        print(f"stnkit: {stop}", file=sys.stderr)
+        return 130  # the shell's status for a Ctrl-C
+    except NonFiniteError as err:
+        raise SystemExit(f"stnkit: {err}") from None
     if results:
         print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
@@ -206,6 +216,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from .._io import atomic_write_text
     from .checkpoint import load_model
     from .evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
@@ -227,7 +238,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print("per-class error %: " + ", ".join(f"{k}: {v}" for k, v in result["per_class_error"].items()))
     out = Path(args.checkpoint).parent / "eval" if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "eval.json", json.dumps(result, indent=2) + "\n")
     confusion_png(
         result["confusion"], out / "confusion.png", f"{config.model} on {source}: {result['error']:.2f}% error"
     )
@@ -372,13 +383,13 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
+    from .._io import atomic_write_text
     from .report import summarize
 
     text = summarize(args.runs)
     print(text, end="")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        atomic_write_text(args.out, text)
     return 0
 
 

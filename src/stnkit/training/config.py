@@ -12,9 +12,10 @@ from ..geometry import TRANSFORMS
 from ..models import MODELS
 
 # options added after the first release, with the value that runs recorded without them used
-_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4}
+_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4, "on_nonfinite": "stop"}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
+ON_NONFINITE = ("stop", "skip")
 
 
 # a batch beyond this is a typo, not a request (it would need gigabytes per step): refused up front
@@ -83,6 +84,9 @@ class TrainConfig:
     patience: int | None = None
     compile: bool = False  # torch.compile the model's parts (in place: checkpoints are unchanged)
     max_time: float | None = None  # minutes: the epochs (and schedule) are fitted to this budget, then a hard stop
+    # a NaN or inf loss or gradient: "stop" training (naming the step) or "skip" the step;
+    # parameters that become non-finite stop it either way (ON_NONFINITE)
+    on_nonfinite: str = "stop"
     # run
     seed: int = 0
     deterministic: bool = False
@@ -122,6 +126,7 @@ class TrainConfig:
         for name in ("lr", "loc_lr_mult", "momentum", "weight_decay", "consistency_weight", "consistency_strength"):
             check_number(name, getattr(self, name), low=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         check_int("step_epochs", self.step_epochs)
         _optional(check_number, "grad_clip", self.grad_clip, low=0.0)
         _optional(check_int, "patience", self.patience, low=0)
@@ -140,6 +145,11 @@ class TrainConfig:
                 value = getattr(self, name)
                 if not isinstance(value, kind):
                     raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
+        if self.deterministic and self.max_time is not None:
+            raise ValueError(
+                "deterministic cannot be combined with max_time: the epochs would be fitted to the "
+                "measured speed, so two runs could differ; give epochs instead"
+            )
 
     @classmethod
     def for_model(cls, model: str, base: TrainConfig | None = None, **options) -> TrainConfig:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._io import save_figure
 from ..data import DistortedMNIST, get_distortion, load_digits
 from ..geometry import base_grid, get_transform
 from ..models import STClassifier, transformer_families
@@ -138,5 +139,5 @@ def confusion_png(confusion: list, path, title: str = "") -> None:
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="log(1 + count)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from ..data import DistortedMNIST, load_digits
 from ..geometry import warp
@@ -17,6 +17,7 @@ from ..models import STClassifier, transformer_families
 from .checkpoint import build_model
 from .config import TrainConfig
 from .evaluate import load_test_set
+from .safety import NonFiniteError, nonfinite_names
 
 # fixed seeds of the held-out draws: validation never shares the test's distortions
 _VAL_SEED_OFFSET = 1_000
@@ -25,6 +26,21 @@ _VAL_SEED_OFFSET = 1_000
 # stnkit.data.mnist.SPLIT_SEED (which bundled digits are test digits), though the same number;
 # any change here changes every run's training and validation digits.
 VAL_SPLIT_SEED = 20_150_605
+# the streams of one training epoch, each a function of (seed, epoch) only (epoch_seed)
+_EPOCH_STREAMS = {"shuffle": 1, "steps": 2}
+
+
+def epoch_seed(seed: int, epoch: int, stream: str) -> int:
+    """The seed of one training epoch's ``stream``: ``"shuffle"`` (the order of the
+    training digits) or ``"steps"`` (the global torch RNG the steps draw from: dropout,
+    the consistency loss's distortions).
+
+    A function of ``(seed, epoch)`` only, like the epoch's distortions
+    (:func:`~stnkit.data.stream_seed`): a run resumed from the checkpoint at the end of
+    epoch ``e - 1`` trains epoch ``e`` with the very numbers of an uninterrupted run.
+    """
+    state = np.random.SeedSequence([seed, epoch, _EPOCH_STREAMS[stream]]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])  # < 2**63
 
 
 def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Tensor | None = None) -> Tensor:
@@ -65,7 +81,7 @@ class STNModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _step(self, batch, stage: str) -> Tensor:
+    def _step(self, batch, stage: str) -> Tensor | None:
         x, y = batch
         consistency = None
         if isinstance(self.model, STClassifier):
@@ -78,14 +94,49 @@ class STNModule(pl.LightningModule):
         else:
             logits = self.model(x)
         loss = F.cross_entropy(logits, y)
+        loss_total = loss if consistency is None else loss + self.config.consistency_weight * consistency
+        if stage == "train" and not torch.isfinite(loss_total):
+            return self._nonfinite(f"the loss is {float(loss_total.detach())}")  # before it reaches the logs
         error = (logits.argmax(1) != y).float().mean() * 100.0
         sync = stage != "train"
         self.log(f"{stage}_error", error, on_step=False, on_epoch=True, prog_bar=stage != "test", sync_dist=sync)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=sync)
         if consistency is not None:
             self.log("train_consistency", consistency, on_step=False, on_epoch=True)
-            loss = loss + self.config.consistency_weight * consistency
-        return loss
+        return loss_total
+
+    def _where(self) -> str:
+        return f"global step {self.global_step} (epoch {self.current_epoch})"
+
+    def _nonfinite(self, what: str) -> None:
+        """Stop training (``on_nonfinite="stop"``, :class:`NonFiniteError`) or skip this step (``"skip"``)."""
+        if self.config.on_nonfinite == "stop":
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: {what}; no checkpoint holds these weights "
+                "(--on-nonfinite skip skips such steps)"
+            )
+        print(f"skipping {self._where()}: {what}")
+        return None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = {n: p.grad for n, p in self.named_parameters() if p.grad is not None}
+        bad = nonfinite_names(grads)
+        if bad:
+            self._nonfinite(f"non-finite gradients in {', '.join(bad[:3])}")
+            for p in self.parameters():  # "skip": parameters without a gradient are left as they are
+                p.grad = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        bad = nonfinite_names(dict(self.named_parameters()))
+        if bad:  # cannot be undone: stop whatever on_nonfinite says
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: the step made parameters non-finite "
+                f"({', '.join(bad[:3])}); no checkpoint holds these weights (try a lower --lr or --grad-clip)"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        # the steps' random numbers restart from (seed, epoch): a resumed epoch draws what it drew before
+        torch.manual_seed(epoch_seed(self.config.seed, self.current_epoch, "steps"))
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -139,6 +190,24 @@ def split_train_val(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
+class SeededShuffle(Sampler[int]):
+    """A random order of ``range(n)`` fixed by ``seed``: every pass over it gives the same order.
+
+    (``RandomSampler`` with a generator draws a new order at each pass, so one extra pass,
+    as Lightning makes when it restarts an epoch, would change the order.) The first pass
+    is ``RandomSampler``'s with a generator seeded by ``seed``.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist())
+
+
 class DistortedMNISTDataModule(pl.LightningDataModule):
     """Train (distorted afresh every epoch), validation (carved from the training
     digits, fixed draw) and test (the test digits, fixed by ``test_seed``)."""
@@ -164,22 +233,26 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
         if self.test_set is None and stage in (None, "test"):
             self.test_set = load_test_set(cfg, size=cfg.test_size)
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, shuffle_seed: int | None = None) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.config.batch_size, shuffle=shuffle, num_workers=self.config.num_workers
+            dataset,
+            batch_size=self.config.batch_size,
+            sampler=None if shuffle_seed is None else SeededShuffle(len(dataset), shuffle_seed),
+            num_workers=self.config.num_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        # called again every epoch (reload_dataloaders_every_n_epochs=1): a new draw of the distortions
+        # called again every epoch (reload_dataloaders_every_n_epochs=1): a new draw of the
+        # distortions and a new order, both functions of (seed, epoch)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.set_epoch(epoch)
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle_seed=epoch_seed(self.config.seed, epoch, "shuffle"))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)
 
 
 class WallClock(pl.Callback):

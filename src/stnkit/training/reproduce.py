@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, save_figure
 from .config import MODEL_RECIPES, TrainConfig, row_key, row_label, split_row_key
 from .report import markdown_table, read_pose_spread
 
@@ -249,7 +249,7 @@ def update_readme(readme: Path, out: Path) -> None:
     pattern = re.escape(README_START) + r"\n.*?" + re.escape(README_END)
     if re.search(pattern, text, re.S) is None:
         raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
-    readme.write_text(re.sub(pattern, lambda _: block, text, flags=re.S))
+    atomic_write_text(readme, re.sub(pattern, lambda _: block, text, flags=re.S))
 
 
 def run_table1(
@@ -329,7 +329,7 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
         fig.suptitle(f"{d.upper()}: test inputs and the {row_label(FIGURE_ROW)} outputs", fontsize=9)
         fig.tight_layout()
         path = fig_dir / f"{d}_st-cnn.png"
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
         written.append(path)
     table = summary["table"]
@@ -347,7 +347,7 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
         ax.legend(fontsize=7, ncol=4)
         fig.tight_layout()
         path = fig_dir / "errors.png"
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written

@@ -7,8 +7,11 @@ from pathlib import Path
 from .config import TrainConfig
 
 
-def resume_checkpoint(out: Path, resume: bool | str) -> Path | None:
-    """The checkpoint to resume from: ``resume`` itself if a path, else ``out/checkpoints/last.ckpt`` if any."""
+def resume_checkpoint(out: Path, resume: bool | str, announce: bool = True) -> Path | None:
+    """The checkpoint to resume from: ``resume`` itself if a path, else ``out/checkpoints/last.ckpt`` if any.
+
+    A run killed before its first checkpoint has none: it starts from scratch (and says so
+    unless ``announce`` is false), which is what it would have done uninterrupted."""
     if not resume:
         return None
     path = Path(resume) if isinstance(resume, str) else out / "checkpoints" / "last.ckpt"
@@ -16,7 +19,8 @@ def resume_checkpoint(out: Path, resume: bool | str) -> Path | None:
         return path
     if isinstance(resume, str):
         raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
-    print(f"no checkpoint at {path}: starting from scratch")
+    if announce:
+        print(f"no checkpoint at {path}: starting from scratch")
     return None
 
 
@@ -34,6 +38,7 @@ RESUME_MAY_CHANGE = frozenset(
         "test_size",
         "test_seed",
         "compile",
+        "on_nonfinite",
     }
 )
 

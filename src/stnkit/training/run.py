@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -21,6 +23,7 @@ from .evaluate import confusion_png, evaluate, pose_spread
 from .module import DistortedMNISTDataModule, STNModule, WallClock
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
+from .safety import AtomicCheckpointIO, NoteInterrupt, PinThreads, TrainingInterrupted, interrupted_message
 from .show import show_figure
 
 
@@ -48,7 +51,21 @@ def train(
     ``out/checkpoints/last.ckpt`` (a path resumes from that file). A directory
     that already holds a run is refused unless ``resume`` or ``overwrite``
     (which deletes the earlier run's checkpoints, logs and results first).
+
+    With ``config.deterministic`` on CPU, two runs of the same config with the same
+    number of torch threads (``results["num_threads"]``) end with identical weights and
+    results, and so does a run killed at any moment and resumed: the distortions, the
+    order of the digits and the steps' random numbers are functions of (seed, epoch),
+    and a resume restarts the interrupted epoch from the last epoch-end checkpoint.
     """
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(config, out, resume, quiet, overwrite)
+    finally:
+        torch.set_num_threads(threads_before)  # PinThreads may have changed it
+
+
+def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> dict:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -81,11 +98,20 @@ def train(
         config = config.replace(epochs=budget["planned_epochs"])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = STNModule(config.to_dict())
+    # no version counter: an epoch trained again after a kill writes its checkpoint under the same name
     best_cb = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_error", mode="min", save_last=True
+        dirpath=ckpt_dir,
+        filename="best-{epoch:03d}",
+        monitor="val_error",
+        mode="min",
+        save_last=True,
+        enable_version_counter=False,
     )
     clock = WallClock()
-    callbacks = [best_cb, clock]
+    interrupt = NoteInterrupt()
+    callbacks = [best_cb, clock, interrupt]
+    if config.deterministic:
+        callbacks.append(PinThreads())
     if config.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
     # one version directory per (re)start, so a resumed run keeps the earlier logs
@@ -106,6 +132,7 @@ def train(
         strategy=config.strategy,
         callbacks=callbacks,
         logger=loggers,
+        plugins=[AtomicCheckpointIO()],
         # "warn": grid_sample's CUDA backward has no deterministic kernel
         deterministic="warn" if config.deterministic else None,
         gradient_clip_val=config.grad_clip,
@@ -117,7 +144,17 @@ def train(
         limit_val_batches=config.limit_val_batches,
         default_root_dir=out,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if interrupt.where is None:
+            raise
+        # Lightning answers Ctrl-C by ignoring SIGINT and exiting: say how to resume instead
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        # last.ckpt, written atomically at every epoch's end, is where a resume restarts exactly
+        last = ckpt_dir / "last.ckpt"
+        raise TrainingInterrupted(interrupted_message(out, interrupt.where, last if last.is_file() else None)) from None
     if trainer.world_size > 1:
         # every rank records its final weights: they must agree under DDP
         (out / "ddp").mkdir(exist_ok=True)
@@ -149,6 +186,7 @@ def train(
         "data_source": config.data_dir or "bundled mnist8k",
         "git_commit": git_commit(),
         "torch": torch.__version__,
+        "num_threads": torch.get_num_threads(),
         "config": config.to_dict(),
     }
     if budget is not None:

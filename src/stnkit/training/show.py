@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._io import save_figure
 from ..models import STClassifier, transformer_families
 from .evaluate import predict_logits
 
@@ -64,5 +65,5 @@ def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: s
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
