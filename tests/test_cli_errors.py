@@ -258,3 +258,15 @@ def test_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):
     assert err.count("\n") == 1 and "unexpected RuntimeError: something internal" in err and "--debug" in err
     with pytest.raises(RuntimeError):
         main(["--debug", "demo"])
+
+
+@pytest.mark.parametrize("argv", [["--debug", "demo"], ["demo", "--debug"]])
+def test_debug_may_stand_before_or_after_the_command(monkeypatch, argv):
+    import stnkit.demo
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal")
+
+    monkeypatch.setattr(stnkit.demo, "run_demo", broken)
+    with pytest.raises(RuntimeError, match="internal"):
+        main(argv)

@@ -93,7 +93,12 @@ def _message(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; an error ends it with one line on stderr (``--debug``: the traceback)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is global but may stand anywhere (`stnkit eval x.ckpt --debug` too)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    args = parser.parse_args([a for a in argv[:end] if a != "--debug"] + argv[end:])
+    args.debug = debug
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
