@@ -105,6 +105,12 @@ CASES = [
     ("train-batch-negative", ["train", "--out", "new", "--batch-size", "-4"], r"--batch-size must be .* got -4"),
     ("train-batch-absurd", ["train", "--out", "new", "--batch-size", str(10**12)], r"--batch-size must be an int in"),
     ("train-val-size-0", ["train", "--out", "new", "--val-size", "0"], r"--val-size must be a positive int"),
+    ("train-val-size-too-big", ["train", "--out", "new", "--val-size", "100000"], r"val_size must be in \[0, \d+\)"),
+    (
+        "train-train-size-too-big",
+        ["train", "--out", "new", "--dataset", "mnist", "--train-size", "100000"],
+        r"train_size must be at most \d+ \(the training digits left after val_size 500\)",
+    ),
     ("train-test-size-negative", ["train", "--out", "new", "--test-size", "-5"], r"--test-size must be"),
     ("data-make-n-absurd", ["data", "make", "r", "--split", "test", "--n", str(10**12), "--out", "new"], r"n must be"),
     ("data-make-n-0", ["data", "make", "r", "--split", "test", "--n", "0", "--out", "new"], r"positive integer"),

@@ -182,6 +182,19 @@ class STNModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
+def check_split_sizes(config: TrainConfig) -> None:
+    """Refuse a ``val_size`` or ``train_size`` that the training digits cannot give (before any output)."""
+    n = len(load_digits("train", config.data_dir)[1])
+    if not 0 <= config.val_size < n:
+        raise ValueError(f"val_size must be in [0, {n}) (the training digits), got {config.val_size}")
+    left = n - config.val_size
+    if config.train_size is not None and config.train_size > left:
+        raise ValueError(
+            f"train_size must be at most {left} (the training digits left after val_size {config.val_size}), "
+            f"got {config.train_size}"
+        )
+
+
 def split_train_val(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed partition of ``n`` training digits into (train, validation) indices (:data:`VAL_SPLIT_SEED`)."""
     if not 0 <= val_size < n:

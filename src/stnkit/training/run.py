@@ -20,7 +20,7 @@ from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig, row_key
 from .evaluate import confusion_png, evaluate, pose_spread
-from .module import DistortedMNISTDataModule, STNModule, WallClock
+from .module import DistortedMNISTDataModule, STNModule, WallClock, check_split_sizes
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
 from .safety import AtomicCheckpointIO, NoteInterrupt, PinThreads, TrainingInterrupted, interrupted_message
@@ -90,6 +90,7 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         check_resumable(checkpoint_config(ckpt_path), config, ckpt_path)
     if config.data_dir is not None and not Path(config.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {config.data_dir} is not a directory of MNIST IDX files")
+    check_split_sizes(config)
     out.mkdir(parents=True, exist_ok=True)  # only once the run is known to start (no partial output on refusal)
     data = DistortedMNISTDataModule(config)
     budget = None
