@@ -15,11 +15,14 @@ from .idx import DatasetError, IdxError, read_idx, write_idx
 from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
+from .tasks import DATASETS, DatasetInfo, dataset_info, open_dataset
 
 __all__ = [
+    "DATASETS",
     "DEFAULT_MIRROR",
     "DISTORTIONS",
     "DatasetError",
+    "DatasetInfo",
     "MNIST_SHA256",
     "DistortedMNIST",
     "Distortion",
@@ -27,6 +30,7 @@ __all__ = [
     "IdxError",
     "bundled_mnist",
     "bundled_split_indices",
+    "dataset_info",
     "download_mnist",
     "fit_to_canvas",
     "get_distortion",
@@ -36,6 +40,7 @@ __all__ = [
     "load_distorted",
     "load_mnist_dir",
     "make_dataset",
+    "open_dataset",
     "read_grey_png",
     "read_idx",
     "write_dataset",

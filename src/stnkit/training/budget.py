@@ -14,7 +14,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from .config import TrainConfig
 from .report import markdown_table
@@ -36,23 +35,24 @@ def _median_seconds(fn, repeat: int, warmup: int = 2) -> float:
 
 def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 7) -> dict:
     """Epochs of ``config`` that fit in ``config.max_time`` minutes, from timed steps of its model."""
-    from ..data import get_distortion
+    from ..data import dataset_info, open_dataset
     from .checkpoint import build_model
+    from .module import classification_loss
 
     if config.max_time is None:
         raise ValueError("plan_epochs needs config.max_time (minutes)")
-    gen = get_distortion(config.dataset)
-    size = gen.canvas_size
+    info = dataset_info(config.dataset)
+    size = info.canvas_size
     bs = config.batch_size
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(bs, 1, size, size, generator=g)
-    y = torch.randint(0, 10, (bs,), generator=g)
+    x = torch.rand(bs, info.in_channels, size, size, generator=g)
+    y = torch.randint(0, info.num_classes, (bs, info.num_labels) if info.num_labels > 1 else (bs,), generator=g)
     model = build_model(config)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the update's cost, not its effect
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        classification_loss(model(x), y)[0].backward()
         opt.step()
 
     def evaluate():
@@ -64,7 +64,9 @@ def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 7) 
     model.eval()
     val_s = _median_seconds(evaluate, repeat)
     digits = torch.rand(min(n_train, 1024), 1, 28, 28, generator=g)
-    draw_s = _median_seconds(lambda: gen(digits, torch.Generator().manual_seed(1)), 2, 1) * n_train / len(digits)
+    ds = open_dataset(config.dataset, digits, torch.randint(0, 10, (len(digits),), generator=g), seed=0, fresh=True)
+    epochs = iter(range(1, 10**6))
+    draw_s = _median_seconds(lambda: ds.set_epoch(next(epochs)), 2, 1) * n_train / len(digits)
     steps = math.ceil(n_train / bs)
     if isinstance(config.limit_train_batches, int):
         steps = min(steps, config.limit_train_batches)

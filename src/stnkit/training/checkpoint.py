@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
-from ..data import get_distortion
+from ..data import dataset_info
 from ..models import create
 from .config import TrainConfig
 
@@ -79,11 +79,12 @@ def _config_of(path: Path, data: object) -> TrainConfig:
 
 def build_model(config: TrainConfig) -> nn.Module:
     """The model a config describes, sized for its dataset's canvas (freshly initialised)."""
-    canvas = get_distortion(config.dataset).canvas_size
+    info = dataset_info(config.dataset)
     return create(
         config.model,
-        in_channels=1,
-        in_size=canvas,
+        in_channels=info.in_channels,
+        in_size=info.canvas_size,
+        num_classes=info.num_classes,
         transform=config.transform,
         num_transformers=config.num_transformers,
         st_size=config.st_size,

@@ -292,11 +292,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..data import fit_to_canvas, get_distortion, read_grey_png
+    from ..data import dataset_info, fit_to_canvas, read_grey_png
     from .checkpoint import load_model
 
     model, config = load_model(args.checkpoint)
-    canvas = get_distortion(config.dataset).canvas_size
+    canvas = dataset_info(config.dataset).canvas_size
     # every image read (and refused) before any answer is printed
     batch = [(path, fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)) for path in args.images]
     for path, x in batch:

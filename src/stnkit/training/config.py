@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 
 from .._checks import check_choice, check_int, check_number
-from ..data import DISTORTIONS
+from ..data import DATASETS
 from ..geometry import TRANSFORMS
 from ..models import MODELS
 
@@ -102,7 +102,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # each option on its own; which options a model ignores is the command line's concern
         # (options_unused_by), so that configs can be built up step by step (for_model, replace)
-        check_choice("dataset", self.dataset, DISTORTIONS)
+        check_choice("dataset", self.dataset, DATASETS)
         if self.data_dir is not None:
             if not isinstance(self.data_dir, (str, os.PathLike)):
                 raise TypeError(f"data_dir must be a directory path or None, got {type(self.data_dir).__name__}")

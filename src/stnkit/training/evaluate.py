@@ -7,9 +7,10 @@ import os
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from .._io import save_figure
-from ..data import DistortedMNIST, get_distortion, load_digits
+from ..data import dataset_info, load_digits, open_dataset
 from ..geometry import base_grid, get_transform
 from ..models import STClassifier, transformer_families
 from .config import TrainConfig
@@ -24,7 +25,7 @@ def load_test_set(
     data_dir: str | os.PathLike | None = None,
     size: int | None = None,
     digits: tuple[np.ndarray, np.ndarray] | None = None,
-) -> DistortedMNIST:
+) -> Dataset:
     """The fixed distorted digits a model trained with ``config`` is tested on.
 
     Every argument left out comes from ``config``: its ``dataset``, ``test_seed``
@@ -39,12 +40,12 @@ def load_test_set(
     images, labels = digits
     if size is not None:
         images, labels = images[:size], labels[:size]
-    return DistortedMNIST(dataset or config.dataset, images, labels, seed=config.test_seed if seed is None else seed)
+    return open_dataset(dataset or config.dataset, images, labels, seed=config.test_seed if seed is None else seed)
 
 
 def check_input_size(config: TrainConfig, images: Tensor) -> None:
     """Refuse ``images`` whose size is not the canvas of the dataset a model was trained on (``config``)."""
-    canvas = get_distortion(config.dataset).canvas_size
+    canvas = dataset_info(config.dataset).canvas_size
     if tuple(images.shape[-2:]) != (canvas, canvas):
         raise ValueError(
             f"the model takes {canvas}x{canvas} images (trained on {config.dataset!r}), "
@@ -54,33 +55,47 @@ def check_input_size(config: TrainConfig, images: Tensor) -> None:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
-    """Logits ``(N, classes)`` for images ``(N, C, H, W)``, in batches."""
+    """Logits ``(N, classes)`` (``(N, K, classes)`` for ``K`` labels per sample) for images ``(N, C, H, W)``, in batches."""
     model.eval()
     return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
 
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, num_classes: int = 10) -> dict:
-    """Error %, per-class error %, and the confusion matrix (rows: true, columns: predicted)."""
+    """Error %, per-class error %, and the confusion matrix (rows: true, columns: predicted).
+
+    ``labels`` ``(N,)``, or ``(N, K)`` for ``K`` labels per sample (a digit sequence): then
+    the error and the confusion matrix count every label, and ``sequence_error`` (%) counts
+    a sample wrong when any of its labels is.
+    """
     labels = labels.long()
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    if labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({images.shape[0]},) or ({images.shape[0]}, K), got {tuple(labels.shape)}"
+        )
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
         )
-    pred = predict_logits(model, images).argmax(1)
+    pred = predict_logits(model, images).argmax(-1)
+    sequence_error = None
+    if labels.ndim == 2:
+        sequence_error = round(100.0 * float((pred != labels).any(1).float().mean()), 3)
+        pred, labels = pred.flatten(), labels.flatten()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
     conf.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     per_class = {}
     for c in range(num_classes):
         n = int(conf[c].sum())
         per_class[str(c)] = round(100.0 * (n - int(conf[c, c])) / n, 3) if n else None
-    return {
+    result = {
         "n": int(labels.numel()),
         "error": round(100.0 * float((pred != labels).float().mean()), 3),
         "per_class_error": per_class,
         "confusion": conf.tolist(),
     }
+    if sequence_error is not None:
+        result["sequence_error"] = sequence_error
+    return result
 
 
 @torch.no_grad()

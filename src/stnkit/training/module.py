@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from ..data import DistortedMNIST, load_digits
+from ..data import load_digits, open_dataset
 from ..geometry import warp
 from ..models import STClassifier, transformer_families
 from .checkpoint import build_model
@@ -60,6 +60,21 @@ def consistency_loss(model: STClassifier, x: Tensor, distortion: Tensor, out: Te
     return F.mse_loss(out_distorted, out)
 
 
+def classification_loss(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Cross-entropy, error (%) and, for several labels per sample, sequence error (%).
+
+    ``logits`` ``(N, C)`` with ``y`` ``(N,)``; or ``(N, K, C)`` with ``y`` ``(N, K)`` for
+    ``K`` labels per sample (a digit sequence): the loss is the mean over the ``N * K``
+    labels, the error is per label, the sequence error counts a sample wrong when any of
+    its labels is.
+    """
+    if logits.ndim == 3:
+        wrong = logits.argmax(2) != y
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        return loss, wrong.float().mean() * 100.0, wrong.any(1).float().mean() * 100.0
+    return F.cross_entropy(logits, y), (logits.argmax(1) != y).float().mean() * 100.0, None
+
+
 class STNModule(pl.LightningModule):
     """Trains a classifier (with or without spatial transformers) with cross-entropy.
 
@@ -93,13 +108,14 @@ class STNModule(pl.LightningModule):
                 consistency = consistency_loss(self.model, x, q, out=out)
         else:
             logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss, error, sequence_error = classification_loss(logits, y)
         loss_total = loss if consistency is None else loss + self.config.consistency_weight * consistency
         if stage == "train" and not torch.isfinite(loss_total):
             return self._nonfinite(f"the loss is {float(loss_total.detach())}")  # before it reaches the logs
-        error = (logits.argmax(1) != y).float().mean() * 100.0
         sync = stage != "train"
         self.log(f"{stage}_error", error, on_step=False, on_epoch=True, prog_bar=stage != "test", sync_dist=sync)
+        if sequence_error is not None:
+            self.log(f"{stage}_sequence_error", sequence_error, on_step=False, on_epoch=True, sync_dist=sync)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=sync)
         if consistency is not None:
             self.log("train_consistency", consistency, on_step=False, on_epoch=True)
@@ -237,10 +253,8 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
             train_idx, val_idx = split_train_val(len(labels), cfg.val_size)
             if cfg.train_size is not None:
                 train_idx = train_idx[: cfg.train_size]
-            self.train_set = DistortedMNIST(
-                cfg.dataset, images[train_idx], labels[train_idx], seed=cfg.seed, fresh=True
-            )
-            self.val_set = DistortedMNIST(
+            self.train_set = open_dataset(cfg.dataset, images[train_idx], labels[train_idx], seed=cfg.seed, fresh=True)
+            self.val_set = open_dataset(
                 cfg.dataset, images[val_idx], labels[val_idx], seed=cfg.test_seed + _VAL_SEED_OFFSET
             )
         if self.test_set is None and stage in (None, "test"):

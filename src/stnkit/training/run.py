@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write_text
+from ..data import DistortedMNIST, dataset_info
 from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig, row_key
@@ -168,12 +169,13 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
     data.setup("test")  # the test set: the config's test_size digits (evaluate.load_test_set)
     test_set = data.test_set
     images, labels = test_set.images, test_set.labels
-    result = evaluate(model, images, labels)
+    result = evaluate(model, images, labels, num_classes=dataset_info(config.dataset).num_classes)
     confusion_png(result["confusion"], out / "confusion.png", f"{_row(config)} on {config.dataset}")
     show_figure(model, images, labels, out / "show.png", _title(config, result["error"]))
     results = {
         "test_error": result["error"],
         "best_val_error": _float(best_cb.best_model_score),
+        **({"sequence_error": result["sequence_error"]} if "sequence_error" in result else {}),
         "per_class_error": result["per_class_error"],
         "confusion": result["confusion"],
         "epochs": int(trainer.current_epoch),
@@ -192,7 +194,7 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
     }
     if budget is not None:
         results["budget"] = {**budget, "epochs_run": int(trainer.current_epoch), "steps_run": int(trainer.global_step)}
-    if isinstance(model, STClassifier):
+    if isinstance(model, STClassifier) and isinstance(test_set, DistortedMNIST):  # ground-truth poses
         results["pose_spread"] = pose_spread(model, images[:500], test_set.params[:500], test_set.transform)
     _write_json(out / "results.json", results)
     return results
