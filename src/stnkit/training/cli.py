@@ -20,7 +20,8 @@ _HELP = {
     "train_size": "use only the first N training digits",
     "test_size": "evaluate on only the first N test digits",
     "test_seed": "seed of the fixed test distortions",
-    "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn or tutorial-stn (the PyTorch tutorial's network), ic-stn",
+    "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn, tutorial-stn (the PyTorch tutorial's network) "
+    "or ic-stn (inverse compositional STN)",
     "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
     "st_size": "the transformers' output size (SpatialTransformer's out_size; smaller downsamples)",
@@ -392,10 +393,10 @@ def _reproduce_icstn(args: argparse.Namespace, out: Path) -> int:
             "stnkit reproduce: --ic-steps is set by each icstn row (ic-stn-1, -2, -4), not on the command line"
         )
     base = args._config_defaults.replace(**options)
-    with option_errors():
-        for cell in icstn.cells(rows, seeds):  # every cell's config is valid before any training
-            _validate(icstn.cell_config(cell, base, options), options)
     plan = icstn.cells(rows, seeds)
+    with option_errors():
+        for cell in plan:  # every cell's config is valid before any training
+            _validate(icstn.cell_config(cell, base, options), options)
     if args.dry_run:
         for cell in plan:
             print(cell.dirname)
