@@ -26,7 +26,7 @@ from stnkit.data import DISTORTIONS, bundled_mnist, get_distortion, ink_fraction
 from stnkit.data.distortions import PX
 from stnkit.geometry import quad_is_convex
 
-CANVAS = {"mnist": 28, "r": 28, "rts": 42, "p": 28, "e": 28, "tc": 60}
+CANVAS = {"mnist": 28, "r": 28, "rts": 42, "p": 28, "e": 28, "tc": 60, "perturbed": 28}
 TRANSFORM = {
     "mnist": "attention",
     "r": "similarity",
@@ -34,6 +34,7 @@ TRANSFORM = {
     "p": "projective",
     "e": "tps",
     "tc": "attention",
+    "perturbed": "projective",
 }
 EXACT = ("mnist", "tc")  # pasted without resampling
 
@@ -59,7 +60,7 @@ def sha(t: torch.Tensor) -> str:
 
 
 def test_names():
-    assert DISTORTIONS == ("mnist", "r", "rts", "p", "e", "tc")
+    assert DISTORTIONS == ("mnist", "r", "rts", "p", "e", "tc", "perturbed")
 
 
 @pytest.mark.parametrize("name", DISTORTIONS)
@@ -264,7 +265,9 @@ def test_bad_names_and_digits(digits):
 
 
 # -- ink kept on the canvas ------------------------------------------------------------------------
-INK_MIN_MEAN = {"mnist": 0.999, "r": 0.99, "rts": 0.99, "p": 0.93, "e": 0.99, "tc": 0.999}
+# perturbed: no shrink and a shared translation of N(0, 3.5 px), as in the IC-STN paper, so ink
+# is cut by design (measured mean 0.936 over 150 digits)
+INK_MIN_MEAN = {"mnist": 0.999, "r": 0.99, "rts": 0.99, "p": 0.93, "e": 0.99, "tc": 0.999, "perturbed": 0.9}
 
 
 @pytest.mark.parametrize("name", DISTORTIONS)

@@ -30,6 +30,10 @@ tc       60       attention     uniform integer position on the 60x60 canvas, pl
                                 clutter patches of 6x6 cut from other digits (max)
 =======  =======  ============  =====================================================
 
+and ``perturbed`` (28x28, projective ground truth), the IC-STN paper's perturbed
+MNIST: the four image corners move by N(0, 0.25) each plus one shared N(0, 0.25)
+translation, in normalised units (3.5 px each; Lin and Lucey 2017).
+
 Generation is vectorised (a few tensor operations per chunk of samples, never a
 Python loop over images) and deterministic: all the random numbers for a batch
 are drawn first from the ``torch.Generator`` in a fixed order, then the images
@@ -52,8 +56,9 @@ DIGIT_SIZE = 28
 PX = 2.0 / DIGIT_SIZE  # one pixel of the 28x28 digit in normalised units
 DEFAULT_CHUNK = 8192
 
-# the names of the distortion recipes: the plain digits and the paper's five distorted datasets
-DISTORTIONS: tuple[str, ...] = ("mnist", "r", "rts", "p", "e", "tc")
+# the names of the distortion recipes: the plain digits, the paper's five distorted datasets,
+# and the IC-STN paper's perturbed MNIST
+DISTORTIONS: tuple[str, ...] = ("mnist", "r", "rts", "p", "e", "tc", "perturbed")
 
 
 def _uniform(n: int, lo: float, hi: float, generator, shape=()) -> Tensor:
@@ -468,6 +473,46 @@ class TranslatedClutteredDistortion(Distortion):
         return torch.maximum(out, clutter.view(n, 1, big, big))
 
 
+class PerturbedDistortion(Distortion):
+    """``perturbed``: the IC-STN paper's perturbed MNIST, a random homography of the 28x28 digit.
+
+    Stated in stnkit's (sampling) direction, in normalised coordinates: the
+    homography takes each corner ``c`` of the image to ``c + n_c + t``, with
+    ``n_c ~ N(0, sigma)`` in x and in y for each corner and one translation
+    ``t ~ N(0, translation)`` shared by the four corners, and the output reads the
+    digit there; no shrink, so ink can leave the canvas. The recorded
+    ``projective`` parameters map ``c -> c + n_c + t`` exactly. Defaults: 0.25
+    and 0.25 (3.5 px of the 28x28 digit), as in the paper. Draws whose moved
+    corners would fold the image (a non-convex quadrilateral) redraw ``n``.
+
+    Random numbers, in this order: ``t`` ``(N, 2)``, then ``n`` ``(N, 4, 2)`` (corners
+    ``(-1, -1), (1, -1), (1, 1), (-1, 1)``, x before y), then any redraws.
+
+    References:
+        C.-H. Lin and S. Lucey, "Inverse Compositional Spatial Transformer
+        Networks", CVPR 2017 (arXiv:1612.03897), section 5.1.
+    """
+
+    name = "perturbed"
+    transform = "projective"
+    defaults = {"sigma": 0.25, "translation": 0.25}
+    max_redraws = 100
+    corners = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
+
+    def _check_options(self):
+        for name in ("sigma", "translation"):
+            self.options[name] = check_number(name, self.options[name], low=0.0, high=2.0)
+
+    def _draw(self, n, generator, **kwargs):
+        corners = torch.tensor(self.corners, dtype=torch.float64)
+        t = torch.randn((n, 2), generator=generator, dtype=torch.float64) * self.options["translation"]
+        std = self.options["sigma"]
+        noise = torch.randn((n, 4, 2), generator=generator, dtype=torch.float64) * std
+        noise = _redraw(noise, lambda z: ~quad_is_convex(corners + z), std, generator, self.max_redraws)
+        dst = corners + noise + t[:, None, :]
+        return Draw(self.family.from_points(corners.expand(n, -1, -1), dst))
+
+
 _DISTORTIONS: dict[str, type[Distortion]] = {
     cls.name: cls
     for cls in (
@@ -477,6 +522,7 @@ _DISTORTIONS: dict[str, type[Distortion]] = {
         ProjectiveDistortion,
         ElasticDistortion,
         TranslatedClutteredDistortion,
+        PerturbedDistortion,
     )
 }
 assert tuple(_DISTORTIONS) == DISTORTIONS
@@ -488,7 +534,8 @@ def get_distortion(name: str, **options) -> Distortion:
     Options override the recipe's defaults (see each class and the README):
     ``r``: ``angle``; ``rts``: ``angle``, ``scale``, ``canvas_size``; ``p``:
     ``scale``, ``noise_std`` (px); ``e``: ``scale``, ``noise_std`` (px),
-    ``grid_size``; ``tc``: ``canvas_size``, ``n_clutter``, ``patch_size``. An
+    ``grid_size``; ``tc``: ``canvas_size``, ``n_clutter``, ``patch_size``;
+    ``perturbed``: ``sigma``, ``translation`` (normalised units). An
     ``angle`` is a maximum in degrees (``45`` means ``[-45, 45]``) or a pair.
     """
     if not isinstance(name, str):

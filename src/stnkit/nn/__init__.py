@@ -1,7 +1,8 @@
-"""``nn.Module`` wrappers: the spatial transformer and its parallel and series stacks."""
+"""``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, and the inverse compositional one."""
 
 from .transformer import (
     IdentityHead,
+    InverseCompositionalTransformer,
     ParallelTransformers,
     SeriesTransformers,
     SpatialTransformer,
@@ -10,6 +11,7 @@ from .transformer import (
 
 __all__ = [
     "IdentityHead",
+    "InverseCompositionalTransformer",
     "ParallelTransformers",
     "SeriesTransformers",
     "SpatialTransformer",

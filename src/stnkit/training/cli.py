@@ -14,13 +14,14 @@ from .config import TrainConfig, options_unused_by, row_key
 from .reproduce import ROWS, TABLE1_DATASETS
 
 _HELP = {
-    "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc",
+    "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc, perturbed",
     "data_dir": "directory with the four full-MNIST IDX files (default: the bundled 8k digits)",
     "val_size": "training digits held out for validation (model selection, early stopping)",
     "train_size": "use only the first N training digits",
     "test_size": "evaluate on only the first N test digits",
     "test_seed": "seed of the fixed test distortions",
-    "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn or tutorial-stn (the PyTorch tutorial's network)",
+    "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn, tutorial-stn (the PyTorch tutorial's network) "
+    "or ic-stn (inverse compositional STN)",
     "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
     "st_size": "the transformers' output size (SpatialTransformer's out_size; smaller downsamples)",
@@ -29,6 +30,7 @@ _HELP = {
     "dropout": "dropout before the classifier's last layer",
     "hidden": "the FCN classifier's hidden width (default: matched to the CNN's parameter count on the same input)",
     "tps_grid_size": "with --transform tps: control points per side of the thin-plate spline's grid",
+    "ic_steps": "with --model ic-stn: recurrent warps of the inverse compositional transformer",
     "epochs": "maximum number of epochs",
     "batch_size": "batch size",
     "optimizer": "adamw or sgd",
@@ -201,6 +203,12 @@ def _validate(config: TrainConfig, given=()) -> None:
 
     if is_set("hidden") and "hidden" in unused:
         raise SystemExit(f"stnkit: --hidden sets the FCN's width: --model must be fcn or st-fcn, got {config.model!r}")
+    if is_set("ic_steps") and "ic_steps" in unused:
+        raise SystemExit(
+            f"stnkit: --ic-steps sets the IC-STN's recurrent warps: --model must be ic-stn, got {config.model!r}"
+        )
+    if config.model == "ic-stn" and config.transform == "tps":
+        raise SystemExit("stnkit: --model ic-stn composes matrix warps: --transform must not be tps")
     if is_set("tps_grid_size") and "tps_grid_size" in unused:
         if config.transform != "tps":
             raise SystemExit(
@@ -313,6 +321,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import reproduce as rep
 
     out = Path(args.out)
+    if args.experiment == "icstn":
+        return _reproduce_icstn(args, out)
+    if args.seeds is None:
+        args.seeds = 3
     if args.experiment == "budget":
         return _reproduce_budget(args, out)
     if args.check:
@@ -337,7 +349,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     for d in datasets:
         if d not in rep.TABLE1_DATASETS:
             raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.TABLE1_DATASETS)}")
-    rows = args.models.split(",")
+    rows = (args.models or ",".join(rep.ROWS)).split(",")
     for r in rows:
         if r not in rep.ROWS:
             raise SystemExit(f"stnkit reproduce: unknown row {r!r}; valid: {', '.join(rep.ROWS)}")
@@ -361,6 +373,45 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         rep.update_readme(Path(args.readme), out)
     print(rep.render_markdown(summary))
     print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+def _reproduce_icstn(args: argparse.Namespace, out: Path) -> int:
+    from . import icstn
+    from .run import is_rank_zero
+
+    seeds = icstn.DEFAULT_SEEDS if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {seeds}")
+    rows = args.models.split(",") if args.models else list(icstn.ROWS)
+    for r in rows:
+        if r not in icstn.ROWS:
+            raise SystemExit(f"stnkit reproduce: unknown icstn row {r!r}; valid: {', '.join(icstn.ROWS)}")
+    options = _grid_options(args)
+    if "ic_steps" in options:
+        raise SystemExit(
+            "stnkit reproduce: --ic-steps is set by each icstn row (ic-stn-1, -2, -4), not on the command line"
+        )
+    base = args._config_defaults.replace(**options)
+    plan = icstn.cells(rows, seeds)
+    with option_errors():
+        for cell in plan:  # every cell's config is valid before any training
+            _validate(icstn.cell_config(cell, base, options), options)
+    if args.dry_run:
+        for cell in plan:
+            print(cell.dirname)
+        return 0
+    if args.report_only:
+        previous = json.loads((out / "icstn.json").read_text()) if (out / "icstn.json").is_file() else {}
+        summary = icstn.summarize(out, base, seeds, previous.get("wall_seconds"))
+        icstn.write_outputs(out, summary)
+    else:
+        summary = icstn.run_icstn(out, base, plan, seeds, options=options)
+    if not is_rank_zero():
+        return 0
+    figure = icstn.make_figure(out)
+    print(icstn.render_markdown(summary))
+    print(f"wrote {out / 'icstn.json'}, {out / 'icstn.md'}" + (f", {figure}" if figure else ""))
     return 0
 
 
@@ -486,9 +537,10 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget"),
+        choices=("table1", "budget", "icstn"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
-        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset",
+        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
+        "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017)",
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")
@@ -498,9 +550,17 @@ def add_parsers(sub) -> None:
     rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
     rep.add_argument("--datasets", default=",".join(TABLE1_DATASETS), help="comma-separated datasets")
     rep.add_argument(
-        "--models", default=",".join(ROWS), help="comma-separated table rows (model-family, e.g. st-cnn-affine)"
+        "--models",
+        default=None,
+        help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
+        "icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4, default all)",
     )
-    rep.add_argument("--seeds", type=int, default=3, help="seeds for CNN and ST-CNN affine")
+    rep.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="table1: seeds for CNN and ST-CNN affine (3); icstn: seeds of every row (1)",
+    )
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     rep.add_argument(
         "--report-only", action="store_true", help="train nothing: rewrite the tables and figures from finished cells"

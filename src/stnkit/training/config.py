@@ -12,7 +12,7 @@ from ..geometry import TRANSFORMS
 from ..models import MODELS
 
 # options added after the first release, with the value that runs recorded without them used
-_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4, "on_nonfinite": "stop"}
+_BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4, "on_nonfinite": "stop", "ic_steps": 4}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
 ON_NONFINITE = ("stop", "skip")
@@ -20,6 +20,8 @@ ON_NONFINITE = ("stop", "skip")
 
 # a batch beyond this is a typo, not a request (it would need gigabytes per step): refused up front
 MAX_BATCH_SIZE = 1 << 16
+# the IC-STN paper used up to 4; beyond a few dozen every step costs a localisation pass for nothing
+MAX_IC_STEPS = 64
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TrainConfig:
     dropout: float = 0.0
     hidden: int | None = None  # the FCN's hidden width (None: matched to the CNN's parameter count)
     tps_grid_size: int = 4  # control points per side of the transformers' TPS (transform "tps"; models.create's)
+    ic_steps: int = 4  # model "ic-stn": recurrent warps of the inverse compositional transformer
     # optimisation
     epochs: int = 30
     # at a fixed number of epochs smaller batches (more steps) train better on CPU at about the
@@ -120,6 +123,7 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         _optional(check_int, "hidden", self.hidden)
         check_int("tps_grid_size", self.tps_grid_size, low=2)
+        check_int("ic_steps", self.ic_steps, high=MAX_IC_STEPS)
         check_int("epochs", self.epochs)
         check_int("batch_size", self.batch_size, high=MAX_BATCH_SIZE)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -179,7 +183,7 @@ def _optional(check, name: str, value, **bounds):
 
 
 # the models with a spatial transformer in front of their classifier
-TRANSFORMER_MODELS = ("st-fcn", "st-cnn", "tutorial-stn")
+TRANSFORMER_MODELS = ("st-fcn", "st-cnn", "tutorial-stn", "ic-stn")
 
 
 def row_key(model: str, transform: str | None = None) -> str:
@@ -236,6 +240,8 @@ def options_unused_by(model: str, transform: str | None = None) -> frozenset[str
         unused |= _TRANSFORMER_OPTIONS
     if model not in ("fcn", "st-fcn"):
         unused.add("hidden")
+    if model != "ic-stn":
+        unused.add("ic_steps")
     if transform is not None and transform != "tps":
         unused.add("tps_grid_size")
     return frozenset(unused)
@@ -264,4 +270,6 @@ MODEL_RECIPES: dict[str, dict] = {
     "fcn": {"epochs": _FCN_EPOCHS},
     # not measured with a downsampled localisation input yet: the paper's net on the full input
     "st-fcn": {"epochs": _FCN_EPOCHS, "loc_downsample": 1},
+    # the IC-STN paper's warps are homographies (its perturbed MNIST)
+    "ic-stn": {"transform": "projective"},
 }

@@ -252,6 +252,28 @@ def update_readme(readme: Path, out: Path) -> None:
     atomic_write_text(readme, re.sub(pattern, lambda _: block, text, flags=re.S))
 
 
+def train_cell(run_dir: Path, config: TrainConfig, quiet: bool = True) -> bool:
+    """Train one grid cell in ``run_dir`` unless it is finished; ``False`` when it was (nothing trained).
+
+    A finished cell (``results.json``) is never trained twice, and an interrupted one
+    resumes from ``checkpoints/last.ckpt``; either way its recorded configuration must
+    match ``config`` (hardware options aside), so settings are never mixed in one grid.
+    """
+    from .checkpoint import checkpoint_config
+    from .resume import HARDWARE_OPTIONS, check_resumable
+    from .run import train
+
+    if (run_dir / "results.json").is_file():
+        saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
+        check_resumable(saved, config, run_dir, HARDWARE_OPTIONS)
+        return False
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():  # interrupted: it must go on with the same schedule
+        check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS)
+    train(config, run_dir, resume=True, quiet=quiet)
+    return True
+
+
 def run_table1(
     out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, quiet_runs: bool = True, options: dict | None = None
 ) -> dict:
@@ -262,10 +284,8 @@ def run_table1(
     """
     from tqdm.auto import tqdm
 
-    from .checkpoint import checkpoint_config
     from .provenance import git_commit
-    from .resume import HARDWARE_OPTIONS, check_resumable
-    from .run import is_rank_zero, train
+    from .run import is_rank_zero
 
     git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
@@ -277,16 +297,8 @@ def run_table1(
     for cell in bar:
         run_dir = out / "runs" / cell.dirname
         bar.set_postfix_str(cell.dirname)
-        config = cell_config(cell, base, options)
-        if (run_dir / "results.json").is_file():
-            # finished: never trained twice, but never mixed with other settings either
-            saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
-            check_resumable(saved, config, run_dir, HARDWARE_OPTIONS)
+        if not train_cell(run_dir, cell_config(cell, base, options), quiet_runs):
             continue
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():  # interrupted: it must go on with the same schedule
-            check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS)
-        train(config, run_dir, resume=True, quiet=quiet_runs)
         if is_rank_zero():
             write_outputs(out, summarize_grid(out, base, seeds, round(previous + time.time() - start, 1)))
     summary = summarize_grid(out, base, seeds, round(previous + time.time() - start, 1))
