@@ -93,6 +93,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         dropout=config.dropout,
         hidden=config.hidden,
         tps_grid_size=config.tps_grid_size,
+        num_labels=info.num_labels,
     )
 
 
