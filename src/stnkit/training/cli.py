@@ -313,8 +313,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import reproduce as rep
 
     out = Path(args.out)
+    if args.seeds is None:  # table1 and budget: 3 seeds; sequence: 1 (its 3-hour budget)
+        args.seeds = 1 if args.experiment == "sequence" else 3
     if args.experiment == "budget":
         return _reproduce_budget(args, out)
+    if args.experiment == "sequence":
+        return _reproduce_sequence(args, out)
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -361,6 +365,39 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         rep.update_readme(Path(args.readme), out)
     print(rep.render_markdown(summary))
     print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+def _reproduce_sequence(args: argparse.Namespace, out: Path) -> int:
+    from . import reproduce_sequence as rs
+    from .reproduce import ROWS
+
+    models = list(rs.SEQUENCE_ROWS) if args.models == ",".join(ROWS) else args.models.split(",")
+    for m in models:
+        if m not in rs.SEQUENCE_ROWS:
+            raise SystemExit(f"stnkit reproduce: unknown model {m!r}; valid: {', '.join(rs.SEQUENCE_ROWS)}")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    options = _grid_options(args)
+    with option_errors():
+        base = rs.SEQUENCE_DEFAULTS.replace(**options)
+    if args.dry_run:
+        for m in models:
+            for s in range(args.seeds):
+                print(rs.run_dir(Path(""), m, s))
+        return 0
+    if args.report_only:
+        summary = rs.summarize_sequence(out, base, models, args.seeds)
+        rs.write_sequence_outputs(out, summary)
+    else:
+        summary = rs.run_sequence(out, base, models, args.seeds, options)
+    from .run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
+    rs.attention_figure(out)
+    print(rs.render_sequence_markdown(summary))
+    print(f"wrote {out / 'sequence.json'}, {out / 'sequence.md'}, {out / 'figures' / 'sequence_attention.png'}")
     return 0
 
 
@@ -486,9 +523,10 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget"),
+        choices=("table1", "budget", "sequence"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
-        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset",
+        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
+        "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015)",
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")
@@ -500,7 +538,9 @@ def add_parsers(sub) -> None:
     rep.add_argument(
         "--models", default=",".join(ROWS), help="comma-separated table rows (model-family, e.g. st-cnn-affine)"
     )
-    rep.add_argument("--seeds", type=int, default=3, help="seeds for CNN and ST-CNN affine")
+    rep.add_argument(
+        "--seeds", type=int, default=None, help="seeds for CNN and ST-CNN affine (default 3; sequence: every model, 1)"
+    )
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     rep.add_argument(
         "--report-only", action="store_true", help="train nothing: rewrite the tables and figures from finished cells"

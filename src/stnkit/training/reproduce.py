@@ -252,6 +252,29 @@ def update_readme(readme: Path, out: Path) -> None:
     atomic_write_text(readme, re.sub(pattern, lambda _: block, text, flags=re.S))
 
 
+def run_cell(run_dir: Path, config: TrainConfig, quiet: bool = True) -> bool:
+    """Train one run of a reproduction in ``run_dir`` unless it is finished; ``True`` if it trained.
+
+    A run whose ``results.json`` exists is never trained again (but must have been made
+    with ``config``, up to hardware options); an interrupted one resumes from its
+    ``last.ckpt`` with the same schedule. Every reproduce target runs its runs through here.
+    """
+    from .checkpoint import checkpoint_config
+    from .resume import HARDWARE_OPTIONS, check_resumable
+    from .run import train
+
+    if (run_dir / "results.json").is_file():
+        # finished: never trained twice, but never mixed with other settings either
+        saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
+        check_resumable(saved, config, run_dir, HARDWARE_OPTIONS)
+        return False
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():  # interrupted: it must go on with the same schedule
+        check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS)
+    train(config, run_dir, resume=True, quiet=quiet)
+    return True
+
+
 def run_table1(
     out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 3, quiet_runs: bool = True, options: dict | None = None
 ) -> dict:
@@ -262,10 +285,8 @@ def run_table1(
     """
     from tqdm.auto import tqdm
 
-    from .checkpoint import checkpoint_config
     from .provenance import git_commit
-    from .resume import HARDWARE_OPTIONS, check_resumable
-    from .run import is_rank_zero, train
+    from .run import is_rank_zero
 
     git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
@@ -275,18 +296,9 @@ def run_table1(
         previous = read_summary(out).get("wall_seconds") or 0.0
     bar = tqdm(plan, desc="table1 cells", unit="cell")
     for cell in bar:
-        run_dir = out / "runs" / cell.dirname
         bar.set_postfix_str(cell.dirname)
-        config = cell_config(cell, base, options)
-        if (run_dir / "results.json").is_file():
-            # finished: never trained twice, but never mixed with other settings either
-            saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
-            check_resumable(saved, config, run_dir, HARDWARE_OPTIONS)
+        if not run_cell(out / "runs" / cell.dirname, cell_config(cell, base, options), quiet_runs):
             continue
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():  # interrupted: it must go on with the same schedule
-            check_resumable(checkpoint_config(last), config, last, HARDWARE_OPTIONS)
-        train(config, run_dir, resume=True, quiet=quiet_runs)
         if is_rank_zero():
             write_outputs(out, summarize_grid(out, base, seeds, round(previous + time.time() - start, 1)))
     summary = summarize_grid(out, base, seeds, round(previous + time.time() - start, 1))
