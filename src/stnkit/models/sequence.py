@@ -138,7 +138,8 @@ class RecurrentSPN(nn.Module):
         self.localization, features = default_localization(in_channels, self.loc_size)
         self.rnn = nn.GRUCell(features, check_int("hidden", hidden))
         self.head = nn.Linear(hidden, self.family.num_params, bias=False)
-        self.start = nn.Parameter(initial_windows(num_steps, check_number("window", window, low=1e-3)))
+        # flat, like a bias: the optimiser's weight decay (>= 2-D tensors) must not pull it to the zero transform
+        self.start = nn.Parameter(initial_windows(num_steps, check_number("window", window, low=1e-3)).flatten())
         self.classifier = DigitClassifier(in_channels, self.crop_size, num_classes, dropout)
         self.reset_head()
 
@@ -154,7 +155,7 @@ class RecurrentSPN(nn.Module):
         params = []
         for k in range(self.num_steps):
             h = self.rnn(c, h)
-            params.append(self.start[k] + self.head(h))
+            params.append(self.start.view(self.num_steps, -1)[k] + self.head(h))
         return torch.stack(params, dim=1)
 
     def attend(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -301,7 +301,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     batch = [(path, fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)) for path in args.images]
     for path, x in batch:
         with torch.no_grad():
-            prob = torch.softmax(model(x), dim=1)[0]
+            logits = model(x)
+        if logits.ndim == 3:  # a digit sequence: one answer per position
+            prob = torch.softmax(logits, dim=-1)[0]
+            ks = prob.argmax(-1).tolist()
+            ps = ", ".join(f"{float(prob[i, k]):.3f}" for i, k in enumerate(ks))
+            print(f"{path}: {''.join(map(str, ks))} (p per digit {ps})")
+            continue
+        prob = torch.softmax(logits, dim=1)[0]
         k = int(prob.argmax())
         top = np.argsort(-prob.numpy())[:3]
         alts = ", ".join(f"{int(c)}: {float(prob[c]):.3f}" for c in top)
