@@ -1,11 +1,14 @@
 import pytest
 import torch
 
-from stnkit.models import MODELS, STClassifier, count_parameters, create
+from stnkit.models import MODELS, SEQUENCE_MODELS, STClassifier, count_parameters, create
+
+# one label per sample (the sequence models: tests/test_sequence.py)
+SINGLE = [m for m in MODELS if m not in SEQUENCE_MODELS]
 
 
 class TestCreate:
-    @pytest.mark.parametrize("name", MODELS)
+    @pytest.mark.parametrize("name", SINGLE)
     @pytest.mark.parametrize("size", [28, 42, 60])
     def test_smoke_shapes(self, name, size):
         model = create(name, in_size=size)
@@ -81,7 +84,7 @@ class TestTutorial:
 
 
 class TestBadInput:
-    @pytest.mark.parametrize("name", MODELS)
+    @pytest.mark.parametrize("name", SINGLE)
     def test_wrong_channels_or_size_is_a_clear_error(self, name):
         model = create(name, in_size=28)
         with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 28, 28\) .*got shape \(2, 3, 28, 28\)"):

@@ -227,6 +227,64 @@ class Distortion:
         return F.grid_sample(images, grid.to(images.dtype), mode=self.mode, padding_mode="zeros", align_corners=False)
 
 
+# -- clutter: patches cut from other digits, pasted with a pixel-wise maximum ----------------------
+def draw_excluding(high: int, exclude: Tensor | None, shape: tuple[int, ...], generator) -> Tensor:
+    """Uniform integers in ``[0, high)`` of ``(n, *shape)``, row ``i`` never in ``exclude[i]``.
+
+    ``exclude`` is ``(n, k)`` of distinct values per row (``None``: no exclusion). One
+    ``randint`` in ``[0, high - k)`` then a shift past each excluded value in increasing
+    order, so every allowed value is equally likely.
+    """
+    if exclude is None:
+        return torch.randint(0, high, shape, generator=generator)
+    n, k = exclude.shape
+    idx = torch.randint(0, high - k, shape, generator=generator)
+    ordered = exclude.sort(dim=1).values.view(n, k, *(1,) * (len(shape) - 1))
+    for j in range(k):
+        idx = idx + (idx >= ordered[:, j]).long()
+    return idx
+
+
+def draw_clutter(
+    n: int, m: int, patch_size: int, canvas_size: int, pool_size: int, exclude: Tensor | None, generator
+) -> dict[str, Tensor]:
+    """The random part of ``m`` clutter patches per sample, drawn in a fixed order.
+
+    Returns ``clutter_index`` ``(n, m)`` (the digit of ``pool_size`` each patch is cut
+    from, never one in ``exclude`` ``(n, k)``), ``crop`` ``(n, m, 2)`` (its top-left
+    corner in the 28x28 digit, x then y) and ``paste`` ``(n, m, 2)`` (its top-left
+    corner on the canvas), for :func:`paste_clutter`.
+    """
+    idx = draw_excluding(pool_size, exclude, (n, m), generator)
+    crop = torch.randint(0, DIGIT_SIZE - patch_size + 1, (n, m, 2), generator=generator)
+    paste = torch.randint(0, canvas_size - patch_size + 1, (n, m, 2), generator=generator)
+    return {"clutter_index": idx, "crop": crop, "paste": paste}
+
+
+def paste_max(images: Tensor, patches: Tensor, corners: Tensor) -> Tensor:
+    """``images`` ``(n, 1, H, W)`` with ``patches`` ``(n, m, h, w)`` pasted at integer
+    top-left ``corners`` ``(n, m, 2)`` (x then y, inside the canvas) by pixel-wise maximum."""
+    n, _, big_h, big_w = images.shape
+    ph, pw = patches.shape[-2:]
+    rows = corners[..., 1, None] + torch.arange(ph)  # (n, m, ph)
+    cols = corners[..., 0, None] + torch.arange(pw)
+    flat = (rows[..., :, None] * big_w + cols[..., None, :]).reshape(n, -1)
+    layer = torch.zeros((n, big_h * big_w), dtype=images.dtype)
+    layer.scatter_reduce_(1, flat, patches.reshape(n, -1).to(images.dtype), reduce="amax")
+    return torch.maximum(images, layer.view(n, 1, big_h, big_w))
+
+
+def paste_clutter(images: Tensor, pool: Tensor, clutter: dict[str, Tensor], patch_size: int) -> Tensor:
+    """``images`` ``(n, 1, S, S)`` with the patches of :func:`draw_clutter` cut from ``pool``
+    ``(P, 1, 28, 28)`` and pasted on top (pixel-wise maximum)."""
+    idx, crop = clutter["clutter_index"], clutter["crop"]
+    ar = torch.arange(patch_size)
+    rows = crop[..., 1, None] + ar  # (n, m, ps)
+    cols = crop[..., 0, None] + ar
+    patches = pool[idx[..., None, None], 0, rows[..., :, None], cols[..., None, :]]  # (n, m, ps, ps)
+    return paste_max(images, patches, clutter["paste"])
+
+
 # -- the recipes ----------------------------------------------------------------------------------
 class IdentityDistortion(Distortion):
     """``mnist``: the undistorted 28x28 digit; ground truth the identity of ``attention``."""
@@ -437,40 +495,24 @@ class TranslatedClutteredDistortion(Distortion):
         if m == 0:
             return Draw(params)
         pool_size = n if pool_size is None else pool_size
-        exclude = source_index is not None
         if source_index is not None:
             source_index = torch.as_tensor(source_index, dtype=torch.int64)
             if source_index.shape != (n,):
                 raise ValueError(f"source_index must have shape ({n},), got {tuple(source_index.shape)}")
             if bool(((source_index < 0) | (source_index >= pool_size)).any()):
                 raise ValueError(f"source_index must lie in [0, {pool_size}), got values outside")
-        if pool_size < (2 if exclude else 1):
+        if pool_size < (2 if source_index is not None else 1):
             raise ValueError(f"tc needs at least 2 digits to cut clutter from other digits, got {pool_size}")
-        idx = torch.randint(0, pool_size - int(exclude), (n, m), generator=generator)
-        if exclude:  # skip the sample's own digit
-            idx = idx + (idx >= source_index[:, None]).long()
-        crop = torch.randint(0, DIGIT_SIZE - ps + 1, (n, m, 2), generator=generator)
-        paste = torch.randint(0, big - ps + 1, (n, m, 2), generator=generator)
-        return Draw(params, {"clutter_index": idx, "crop": crop, "paste": paste})
+        exclude = None if source_index is None else source_index[:, None]
+        clutter = draw_clutter(n, m, ps, big, pool_size, exclude, generator)
+        return Draw(params, clutter)
 
     def render(self, digits, draw, clutter_source=None):
         out = self.clean(digits, draw.params)
         if not draw.extra:
             return out
         pool = digits if clutter_source is None else clutter_source
-        idx, crop, paste = draw.extra["clutter_index"], draw.extra["crop"], draw.extra["paste"]
-        n, m = idx.shape
-        ps, big = self.options["patch_size"], self.canvas_size
-        ar = torch.arange(ps)
-        rows = crop[..., 1, None] + ar  # (n, m, ps)
-        cols = crop[..., 0, None] + ar
-        patches = pool[idx[..., None, None], 0, rows[..., :, None], cols[..., None, :]]  # (n, m, ps, ps)
-        prow = paste[..., 1, None] + ar
-        pcol = paste[..., 0, None] + ar
-        flat = (prow[..., :, None] * big + pcol[..., None, :]).reshape(n, -1)
-        clutter = torch.zeros((n, big * big), dtype=out.dtype)
-        clutter.scatter_reduce_(1, flat, patches.reshape(n, -1).to(out.dtype), reduce="amax")
-        return torch.maximum(out, clutter.view(n, 1, big, big))
+        return paste_clutter(out, pool, draw.extra, self.options["patch_size"])
 
 
 class PerturbedDistortion(Distortion):
@@ -545,4 +587,15 @@ def get_distortion(name: str, **options) -> Distortion:
     return _DISTORTIONS[name](**options)
 
 
-__all__ = ["DISTORTIONS", "DEFAULT_CHUNK", "Draw", "Distortion", "check_digits", "get_distortion"]
+__all__ = [
+    "DISTORTIONS",
+    "DEFAULT_CHUNK",
+    "Draw",
+    "Distortion",
+    "check_digits",
+    "draw_clutter",
+    "draw_excluding",
+    "get_distortion",
+    "paste_clutter",
+    "paste_max",
+]

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from .._checks import check_choice
 from .dataset import DistortedMNIST
 from .distortions import DISTORTIONS, get_distortion
+from .sequence import SEQUENCE_CANVAS, SEQUENCE_LENGTH, SequenceMNIST
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,14 @@ def _distorted(name: str) -> DatasetInfo:
 
 # the multi-digit tasks, each built by its own module in stnkit.data
 _TASKS: dict[str, DatasetInfo] = {}
+_TASKS["sequence"] = DatasetInfo(
+    "sequence",
+    in_channels=1,
+    canvas_size=SEQUENCE_CANVAS,
+    num_classes=10,
+    num_labels=SEQUENCE_LENGTH,
+    factory=SequenceMNIST,
+)
 
 DATASETS: tuple[str, ...] = tuple(DISTORTIONS) + tuple(_TASKS)
 

@@ -40,6 +40,9 @@ from ..geometry import TransformFamily, get_transform
 from ..nn import InverseCompositionalTransformer, ParallelTransformers, SpatialTransformer, default_localization
 
 MODELS = ("fcn", "cnn", "st-fcn", "st-cnn", "tutorial-cnn", "tutorial-stn", "ic-stn")
+# the digit-sequence models (stnkit.models.sequence): logits (B, num_labels, num_classes)
+SEQUENCE_MODELS = ("seq-cnn", "seq-st-cnn", "rnn-spn")
+MODELS += SEQUENCE_MODELS
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -236,6 +239,7 @@ def create(
     tps_grid_size: int = 4,
     loc_downsample: int = 1,
     ic_steps: int = 4,
+    num_labels: int = 1,
 ) -> nn.Module:
     """Build a model by name (``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``, ``tutorial-cnn``, ``tutorial-stn``, ``ic-stn``).
 
@@ -255,6 +259,9 @@ def create(
             ``loc_downsample x loc_downsample`` blocks (``SpatialTransformer(loc_size=...)``);
             the sampler still reads the full-resolution input. 1: the input itself.
         ic_steps: ``ic-stn``: the number of recurrent warps.
+        num_labels: labels per sample; the sequence models (``seq-cnn``, ``seq-st-cnn``,
+            ``rnn-spn``, :mod:`stnkit.models.sequence`) need it > 1 and output
+            ``(B, num_labels, num_classes)``; the others need 1.
 
     Example:
         >>> model = create("st-cnn", in_size=42, transform="affine")
@@ -269,6 +276,15 @@ def create(
     loc_size = (in_size[0] // loc_downsample, in_size[1] // loc_downsample)
     if min(loc_size) < 1:
         raise ValueError(f"loc_downsample must leave at least one pixel of in_size {in_size}, got {loc_downsample}")
+    check_int("num_labels", num_labels)
+    if (name in SEQUENCE_MODELS) != (num_labels > 1):
+        raise ValueError(
+            f"num_labels must be {'> 1' if name in SEQUENCE_MODELS else '1'} for model {name!r}, got {num_labels}"
+        )
+    if name in SEQUENCE_MODELS:
+        return _sequence_model(
+            name, in_channels, in_size, num_classes, num_labels, transform, st_size, loc_size, dropout
+        )
     if name.startswith("tutorial-"):
         if num_transformers != 1:
             raise ValueError(f"the tutorial network has one transformer, got num_transformers={num_transformers!r}")
@@ -331,6 +347,29 @@ def create(
     return _classifier(base, in_channels, in_size, num_classes, hidden, dropout)
 
 
+def _sequence_model(name, in_channels, in_size, num_classes, num_labels, transform, st_size, loc_size, dropout):
+    from .sequence import RecurrentSPN, SequenceCNN
+
+    if name == "seq-cnn":
+        return SequenceCNN(in_channels, in_size, num_labels, num_classes, dropout)
+    if transform != "affine":
+        raise ValueError(f"transform must be 'affine' for model {name!r}, got {transform!r}")
+    if name == "rnn-spn":  # st_size: the size of each step's crop (default 28, a digit's)
+        crop = 28 if st_size is None else check_size("st_size", st_size)
+        return RecurrentSPN(in_channels, in_size, num_labels, num_classes, crop, loc_size, dropout=dropout)
+    # seq-st-cnn: the transformer downsamples by 2 unless st_size says otherwise (Sonderby et al.'s CNN-SPN)
+    out_size = (in_size[0] // 2, in_size[1] // 2) if st_size is None else check_size("st_size", st_size)
+    st = SpatialTransformer(
+        default_localization(in_channels, loc_size)[0],
+        transform="affine",
+        out_size=out_size,
+        in_channels=in_channels,
+        in_size=in_size,
+        loc_size=None if loc_size == in_size else loc_size,
+    )
+    return STClassifier(st, SequenceCNN(in_channels, out_size, num_labels, num_classes, dropout))
+
+
 def _classifier(base: str, in_channels: int, in_size, num_classes: int, hidden, dropout: float) -> nn.Module:
     if base == "cnn":
         return CNN(in_channels, in_size, num_classes, dropout=dropout)
@@ -341,6 +380,7 @@ __all__ = [
     "CNN",
     "FCN",
     "MODELS",
+    "SEQUENCE_MODELS",
     "STClassifier",
     "TutorialCNN",
     "count_parameters",

@@ -94,6 +94,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         hidden=config.hidden,
         tps_grid_size=config.tps_grid_size,
         ic_steps=config.ic_steps,
+        num_labels=info.num_labels,
     )
 
 

@@ -309,7 +309,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     batch = [(path, fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)) for path in args.images]
     for path, x in batch:
         with torch.no_grad():
-            prob = torch.softmax(model(x), dim=1)[0]
+            logits = model(x)
+        if logits.ndim == 3:  # a digit sequence: one answer per position
+            prob = torch.softmax(logits, dim=-1)[0]
+            ks = prob.argmax(-1).tolist()
+            ps = ", ".join(f"{float(prob[i, k]):.3f}" for i, k in enumerate(ks))
+            print(f"{path}: {''.join(map(str, ks))} (p per digit {ps})")
+            continue
+        prob = torch.softmax(logits, dim=1)[0]
         k = int(prob.argmax())
         top = np.argsort(-prob.numpy())[:3]
         alts = ", ".join(f"{int(c)}: {float(prob[c]):.3f}" for c in top)
@@ -323,10 +330,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.experiment == "icstn":
         return _reproduce_icstn(args, out)
-    if args.seeds is None:
-        args.seeds = 3
+    if args.seeds is None:  # table1 and budget: 3 seeds; sequence: 1 (its 3-hour budget)
+        args.seeds = 1 if args.experiment == "sequence" else 3
     if args.experiment == "budget":
         return _reproduce_budget(args, out)
+    if args.experiment == "sequence":
+        return _reproduce_sequence(args, out)
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -412,6 +421,37 @@ def _reproduce_icstn(args: argparse.Namespace, out: Path) -> int:
     figure = icstn.make_figure(out)
     print(icstn.render_markdown(summary))
     print(f"wrote {out / 'icstn.json'}, {out / 'icstn.md'}" + (f", {figure}" if figure else ""))
+
+
+def _reproduce_sequence(args: argparse.Namespace, out: Path) -> int:
+    from . import reproduce_sequence as rs
+
+    models = list(rs.SEQUENCE_ROWS) if args.models is None else args.models.split(",")
+    for m in models:
+        if m not in rs.SEQUENCE_ROWS:
+            raise SystemExit(f"stnkit reproduce: unknown model {m!r}; valid: {', '.join(rs.SEQUENCE_ROWS)}")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    options = _grid_options(args)
+    with option_errors():
+        base = rs.SEQUENCE_DEFAULTS.replace(**options)
+    if args.dry_run:
+        for m in models:
+            for s in range(args.seeds):
+                print(rs.run_dir(Path(""), m, s))
+        return 0
+    if args.report_only:
+        summary = rs.summarize_sequence(out, base, models, args.seeds)
+        rs.write_sequence_outputs(out, summary)
+    else:
+        summary = rs.run_sequence(out, base, models, args.seeds, options)
+    from .run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
+    rs.attention_figure(out)
+    print(rs.render_sequence_markdown(summary))
+    print(f"wrote {out / 'sequence.json'}, {out / 'sequence.md'}, {out / 'figures' / 'sequence_attention.png'}")
     return 0
 
 
@@ -537,10 +577,11 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget", "icstn"),
+        choices=("table1", "budget", "icstn", "sequence"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
-        "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017)",
+        "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017); "
+        "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015)",
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")
@@ -553,13 +594,13 @@ def add_parsers(sub) -> None:
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4, default all)",
+        "icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; default all)",
     )
     rep.add_argument(
         "--seeds",
         type=int,
         default=None,
-        help="table1: seeds for CNN and ST-CNN affine (3); icstn: seeds of every row (1)",
+        help="table1: seeds for CNN and ST-CNN affine (3); icstn, sequence: seeds of every row (1)",
     )
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     rep.add_argument(

@@ -3,7 +3,7 @@
 Lin and Lucey, "Inverse Compositional Spatial Transformer Networks", CVPR 2017
 (arXiv:1612.03897). Every cell is one ``stnkit train`` run in
 ``OUT/runs/perturbed/ROW/seedS`` (trained, skipped when finished or resumed by
-:func:`~stnkit.training.reproduce.train_cell`, as for Table 1); after each cell
+:func:`~stnkit.training.reproduce.run_cell`, as for Table 1); after each cell
 ``icstn.json`` and ``icstn.md`` are rewritten, so partial results are always on disk.
 
 The rows share one classifier (the project's CNN) and one localisation net (the
@@ -150,7 +150,7 @@ def run_icstn(
     from tqdm.auto import tqdm
 
     from .provenance import git_commit
-    from .reproduce import train_cell
+    from .reproduce import run_cell
     from .run import is_rank_zero
 
     git_commit()
@@ -161,7 +161,7 @@ def run_icstn(
     bar = tqdm(plan, desc="icstn cells", unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.dirname)
-        if train_cell(out / "runs" / cell.dirname, cell_config(cell, base, options), quiet_runs) and is_rank_zero():
+        if run_cell(out / "runs" / cell.dirname, cell_config(cell, base, options), quiet_runs) and is_rank_zero():
             write_outputs(out, summarize(out, base, seeds, round(previous + time.time() - start, 1)))
     summary = summarize(out, base, seeds, round(previous + time.time() - start, 1))
     if is_rank_zero():

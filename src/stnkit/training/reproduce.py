@@ -252,18 +252,19 @@ def update_readme(readme: Path, out: Path) -> None:
     atomic_write_text(readme, re.sub(pattern, lambda _: block, text, flags=re.S))
 
 
-def train_cell(run_dir: Path, config: TrainConfig, quiet: bool = True) -> bool:
-    """Train one grid cell in ``run_dir`` unless it is finished; ``False`` when it was (nothing trained).
+def run_cell(run_dir: Path, config: TrainConfig, quiet: bool = True) -> bool:
+    """Train one run of a reproduction in ``run_dir`` unless it is finished; ``True`` if it trained.
 
-    A finished cell (``results.json``) is never trained twice, and an interrupted one
-    resumes from ``checkpoints/last.ckpt``; either way its recorded configuration must
-    match ``config`` (hardware options aside), so settings are never mixed in one grid.
+    A run whose ``results.json`` exists is never trained again (but must have been made
+    with ``config``, up to hardware options); an interrupted one resumes from its
+    ``last.ckpt`` with the same schedule. Every reproduce target runs its runs through here.
     """
     from .checkpoint import checkpoint_config
     from .resume import HARDWARE_OPTIONS, check_resumable
     from .run import train
 
     if (run_dir / "results.json").is_file():
+        # finished: never trained twice, but never mixed with other settings either
         saved = TrainConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
         check_resumable(saved, config, run_dir, HARDWARE_OPTIONS)
         return False
@@ -295,9 +296,8 @@ def run_table1(
         previous = read_summary(out).get("wall_seconds") or 0.0
     bar = tqdm(plan, desc="table1 cells", unit="cell")
     for cell in bar:
-        run_dir = out / "runs" / cell.dirname
         bar.set_postfix_str(cell.dirname)
-        if not train_cell(run_dir, cell_config(cell, base, options), quiet_runs):
+        if not run_cell(out / "runs" / cell.dirname, cell_config(cell, base, options), quiet_runs):
             continue
         if is_rank_zero():
             write_outputs(out, summarize_grid(out, base, seeds, round(previous + time.time() - start, 1)))

@@ -30,7 +30,7 @@ def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: s
 
     images, labels = images[:n], labels[:n]
     n = images.shape[0]
-    pred = predict_logits(model, images).argmax(1)
+    pred = predict_logits(model, images).argmax(-1)  # (n,) or (n, K) for K labels per sample
     rows = [("input", images)]
     grids = None
     if isinstance(model, STClassifier):
@@ -59,8 +59,9 @@ def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: s
                 ax.set_xlim(-0.5, w - 0.5)
                 ax.set_ylim(h - 0.5, -0.5)
             if r == 0:
-                ok = int(pred[j]) == int(labels[j])
-                ax.set_title(f"pred {int(pred[j])}", fontsize=8, color="k" if ok else "r")
+                ok = bool((pred[j] == labels[j]).all())
+                text = "".join(str(int(v)) for v in pred[j].flatten())
+                ax.set_title(f"pred {text}", fontsize=8, color="k" if ok else "r")
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle(title, fontsize=9)
