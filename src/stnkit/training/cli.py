@@ -315,6 +315,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.experiment == "budget":
         return _reproduce_budget(args, out)
+    if args.experiment == "colocalization":
+        return _reproduce_colocalization(args, out)
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -379,6 +381,36 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
     summary = run_budget(out, args.dataset, args.minutes, args._config_defaults, args.seeds, **_grid_options(args))
     print(render_budget(summary), end="")
     print(f"wrote {out / f'budget_{args.dataset}.json'} and {out / f'budget_{args.dataset}.md'}")
+    return 0
+
+
+def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
+    from . import colocalization as co
+
+    kinds = args.kinds.split(",")
+    for k in kinds:
+        if k not in co.COLOC_KINDS:
+            raise SystemExit(f"stnkit reproduce: --kinds must be from {', '.join(co.COLOC_KINDS)}, got {k!r}")
+    classes = []
+    for c in args.classes.split(","):
+        if c not in tuple(map(str, co.COLOC_CLASSES)):
+            raise SystemExit(f"stnkit reproduce: --classes must be digits 0-9 separated by commas, got {c!r}")
+        classes.append(int(c))
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    if args.coloc_epochs < 1:
+        raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= 1, got {args.coloc_epochs}")
+    data_dir = given_options(args).get("data_dir")
+    if args.report_only:
+        summary = co.summarize_colocalization(out, kinds, classes, args.seeds)
+        co.write_outputs(out, summary)
+    else:
+        summary = co.run_colocalization(
+            out, kinds, classes, args.seeds, data_dir=data_dir, quiet=False, epochs=args.coloc_epochs
+        )
+    co.make_figure(out, summary, data_dir=data_dir)
+    print(co.render_markdown(summary), end="")
+    print(f"wrote {out / 'colocalization.json'}, {out / 'colocalization.md'}, {out / 'figures' / 'colocalization.png'}")
     return 0
 
 
@@ -486,10 +518,14 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget"),
+        choices=("table1", "budget", "colocalization"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
-        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset",
+        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
+        "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes)",
     )
+    rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
+    rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
+    rep.add_argument("--coloc-epochs", type=int, default=30, help="colocalization: epochs per problem")
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")
     rep.add_argument("--out", default="results", help="results directory")
