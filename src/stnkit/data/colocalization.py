@@ -110,8 +110,8 @@ def digit_boxes(params: Tensor) -> Tensor:
     The digit's frame is the window of the inverse transform (digit -> canvas).
     """
     family = get_distortion("tc").family
-    # rounded: the positions are whole pixels, the float64 inverse leaves ~1e-14 of noise
-    return attention_box(family.inverse(params.double()), COLOC_CANVAS).round(decimals=6).float()
+    # to 1/1000 px: the positions are whole pixels; the float32 ground truth leaves ~1e-6 px of noise
+    return attention_box(family.inverse(params.double()), COLOC_CANVAS).round(decimals=3).float()
 
 
 __all__ = ["COLOC_CANVAS", "COLOC_CLUTTER", "COLOC_KINDS", "COLOC_PATCH", "CoLocalization", "digit_boxes"]

@@ -519,8 +519,11 @@ def make_figure(out: str | Path, summary: dict, per_kind: int = 6, data_dir=None
             ax.imshow(ds.images[k, 0].numpy(), cmap="gray", vmin=0, vmax=1, extent=(0, COLOC_CANVAS, COLOC_CANVAS, 0))
             for b, colour in ((truth, "lime"), (box, "red")):
                 ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color=colour, lw=1.2))
-            ax.set_xlim(0, COLOC_CANVAS)
-            ax.set_ylim(COLOC_CANVAS, 0)
+            # a box may reach past the canvas (a zoom out): show it, up to one canvas beyond
+            lo = max(-COLOC_CANVAS, min(0.0, box[0], box[1])) - 1
+            hi = min(2 * COLOC_CANVAS, max(COLOC_CANVAS, box[2], box[3])) + 1
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(hi, lo)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{kind} {r['digit']}", fontsize=7)
