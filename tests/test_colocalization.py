@@ -217,3 +217,29 @@ def test_cli_bad_options_are_one_line(tmp_path, capsys, argv, pattern):
     text = err if err else str(code)
     assert code != 0 and pattern in text and text.strip().count("\n") == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_random_patches():
+    canvas = torch.rand(3, 1, 84, 84)
+    g = torch.Generator().manual_seed(0)
+    fixed = co.random_patches(canvas, g)
+    assert fixed.shape == (3, 1, 28, 28)
+    # each fixed patch is a 28x28 block of its canvas at an integer position
+    for i in range(3):
+        blocks = canvas[i, 0].unfold(0, 28, 1).unfold(1, 28, 1)  # (57, 57, 28, 28)
+        assert ((blocks - fixed[i, 0]).abs().amax(dim=(-1, -2)) < 1e-5).any()
+    same = co.random_patches(canvas, g, scale=torch.tensor([1.0, 0.5, 0.25]))
+    # scale 1 leaves no room to move: the whole canvas
+    whole = warp(canvas[:1], torch.tensor([[1.0, 0.0, 0.0]]), "attention", out_size=28)
+    assert torch.allclose(same[0], whole[0], atol=1e-6)
+    assert not torch.allclose(same[1], warp(canvas[1:2], torch.tensor([[0.5, 0.0, 0.0]]), "attention", out_size=28)[0])
+
+
+def test_softmax_descriptor():
+    from stnkit.models import CNN
+
+    torch.manual_seed(0)
+    d = co.DigitEncoder(CNN(1, 28).eval(), "softmax")(torch.rand(2, 1, 28, 28))
+    assert d.shape == (2, 10) and torch.allclose(d.sum(1), torch.ones(2))
+    with pytest.raises(ValueError, match="descriptor"):
+        co.DigitEncoder(CNN(1, 28), "pixels")
