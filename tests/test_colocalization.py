@@ -197,6 +197,7 @@ def test_summary_and_markdown(tmp_path):
     assert summary["runs_done"] == 1 and summary["table"]["plain"]["3"]["train"] == 80.0
     md = co.render_markdown(summary)
     assert "| plain | – | – | – | 80 (70) |" in md and "75-93" in md
+    assert "e() concat (the paper" in md and "start window scale 1.0" in md
 
 
 @pytest.mark.parametrize(
@@ -206,6 +207,9 @@ def test_summary_and_markdown(tmp_path):
         (["--classes", "3,11"], "--classes must be digits 0-9"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
+        (["--coloc-descriptor", "pixels"], "--coloc-descriptor must be one of concat"),
+        (["--coloc-rand-patch", "big"], "--coloc-rand-patch must be one of fixed, same"),
+        (["--coloc-init-scale", "2"], "--coloc-init-scale must be in (0, 2)"),
     ],
 )
 def test_cli_bad_options_are_one_line(tmp_path, capsys, argv, pattern):
@@ -243,3 +247,36 @@ def test_softmax_descriptor():
     assert d.shape == (2, 10) and torch.allclose(d.sum(1), torch.ones(2))
     with pytest.raises(ValueError, match="descriptor"):
         co.DigitEncoder(CNN(1, 28), "pixels")
+
+
+def test_l2_descriptors_are_unit_vectors():
+    from stnkit.models import CNN
+
+    torch.manual_seed(0)
+    cnn = CNN(1, 28).eval()
+    x = torch.rand(2, 1, 28, 28)
+    logits = co.DigitEncoder(cnn, "logits_l2")(x)
+    # independent: the logits divided by their Euclidean length, computed by hand
+    ref = cnn(x) / cnn(x).pow(2).sum(1, keepdim=True).sqrt()
+    assert torch.allclose(logits, ref, atol=1e-6)
+    concat = co.DigitEncoder(cnn, "concat_l2")(x)
+    raw = co.DigitEncoder(cnn, "concat")(x)
+    assert torch.allclose(concat * raw.norm(dim=1, keepdim=True), raw, atol=1e-4)
+    assert torch.allclose(concat.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_start_window_and_frozen_scale(tmp_path, bounded):
+    torch.manual_seed(0)
+    st = co.coloc_transformer(bounded, init_scale=0.5)
+    x = torch.rand(3, 1, 84, 84)
+    assert torch.allclose(st.predict_params(x), torch.tensor([[0.5, 0.0, 0.0]]).expand(3, 3), atol=1e-6)
+    # a centred window of half the canvas's side: pixels 21..63
+    assert torch.allclose(co.predicted_boxes(st, x), torch.tensor([[21.0, 21.0, 63.0, 63.0]]).expand(3, 4), atol=1e-4)
+    with pytest.raises(ValueError, match="init_scale"):
+        co.coloc_transformer(True, init_scale=2.5)
+    # learn_scale=False: the head's scale row keeps its start through training
+    _train(tmp_path, "frozen", init_scale=0.5, learn_scale=False, bounded=bounded, lr=0.1)
+    tensors, _ = co.load_tensors(tmp_path / "frozen" / "model.safetensors")
+    assert torch.all(tensors["head.weight"][0] == 0.0)
+    assert torch.allclose(tensors["head.bias"][0], co.coloc_transformer(bounded, 0.5).head.bias[0])
