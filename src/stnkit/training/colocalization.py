@@ -30,9 +30,9 @@ the optimiser (Adam, or SGD with momentum), learning rate, batch, number of
 steps and ``bounded`` (the window's centre kept on the canvas, ``0 < s < 2``)
 are ours.
 
-What we found (bundled digits, our encoder: 3.3 % test error; trials in the
-project's notes): no setting tried localises from an uninformed start (0-2 %
-of IoU > 0.5 on plain 3s). With the paper's descriptor the loss over a
+What we found (bundled digits, our encoder: 3.3 % test error; the trials are
+listed in the README's co-localisation section): no setting tried localises
+from an uninformed start (0-2 % of IoU > 0.5 on plain 3s). With the paper's descriptor the loss over a
 problem's pairs is *higher* at the true boxes than at the identity (199 vs 140
 for plain 3s): two crops of different 3s lie further apart in ``e()`` than a 3
 from a blank patch. Unit-length descriptors (``concat_l2``, ``logits_l2``) or
