@@ -3,6 +3,7 @@
 See :mod:`stnkit.geometry.coords` for the one coordinate convention used everywhere.
 """
 
+from .boxes import attention_box, attention_from_box, box_iou
 from .coords import (
     GRID_LIMIT,
     base_grid,
@@ -38,7 +39,10 @@ __all__ = [
     "ThinPlateSpline",
     "TransformFamily",
     "Translation",
+    "attention_box",
+    "attention_from_box",
     "base_grid",
+    "box_iou",
     "compose_grid",
     "from_pixel_matrix",
     "get_transform",

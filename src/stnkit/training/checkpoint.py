@@ -110,6 +110,47 @@ def save_model(path: str | os.PathLike, model: nn.Module, config: TrainConfig) -
     return path
 
 
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write named tensors and a JSON-able ``meta`` dict to a safetensors file (atomically).
+
+    The plain-loop trainers (``stnkit reproduce colocalization``) keep their
+    per-epoch state this way: weights, optimiser buffers and counters, never a pickle.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+    return path
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and ``meta`` of a file written by :func:`save_tensors`.
+
+    Raises:
+        CheckpointError: not a readable safetensors file, or one without stnkit metadata.
+        FileNotFoundError: no such file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception:  # safetensors' own error for a truncated or foreign file
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt)") from None
+    if _META_KEY not in meta:
+        raise CheckpointError(f"{path}: not an stnkit file (no {_META_KEY!r} metadata)")
+    try:
+        return tensors, json.loads(meta[_META_KEY])
+    except ValueError:
+        raise CheckpointError(f"{path}: its {_META_KEY!r} metadata is not JSON") from None
+
+
 def checkpoint_config(path: str | os.PathLike) -> TrainConfig:
     """The training configuration stored in a Lightning checkpoint (read with ``weights_only=True``)."""
     path = Path(path)

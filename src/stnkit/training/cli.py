@@ -336,6 +336,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return _reproduce_budget(args, out)
     if args.experiment == "sequence":
         return _reproduce_sequence(args, out)
+    if args.experiment == "colocalization":
+        return _reproduce_colocalization(args, out)
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -473,6 +475,52 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
+    from . import colocalization as co
+
+    kinds = args.kinds.split(",")
+    for k in kinds:
+        if k not in co.COLOC_KINDS:
+            raise SystemExit(f"stnkit reproduce: --kinds must be from {', '.join(co.COLOC_KINDS)}, got {k!r}")
+    classes = []
+    for c in args.classes.split(","):
+        if c not in tuple(map(str, co.COLOC_CLASSES)):
+            raise SystemExit(f"stnkit reproduce: --classes must be digits 0-9 separated by commas, got {c!r}")
+        classes.append(int(c))
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    if args.coloc_epochs < 1:
+        raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= 1, got {args.coloc_epochs}")
+    if args.coloc_descriptor not in co.DESCRIPTORS:
+        raise SystemExit(
+            f"stnkit reproduce: --coloc-descriptor must be one of {', '.join(co.DESCRIPTORS)}, "
+            f"got {args.coloc_descriptor!r}"
+        )
+    if args.coloc_rand_patch not in co.RAND_PATCHES:
+        raise SystemExit(
+            f"stnkit reproduce: --coloc-rand-patch must be one of {', '.join(co.RAND_PATCHES)}, "
+            f"got {args.coloc_rand_patch!r}"
+        )
+    if not 0.0 < args.coloc_init_scale < 2.0:
+        raise SystemExit(f"stnkit reproduce: --coloc-init-scale must be in (0, 2), got {args.coloc_init_scale}")
+    options = {
+        "epochs": args.coloc_epochs,
+        "descriptor": args.coloc_descriptor,
+        "rand_patch": args.coloc_rand_patch,
+        "init_scale": args.coloc_init_scale,
+    }
+    data_dir = given_options(args).get("data_dir")
+    if args.report_only:
+        summary = co.summarize_colocalization(out, kinds, classes, args.seeds)
+        co.write_outputs(out, summary)
+    else:
+        summary = co.run_colocalization(out, kinds, classes, args.seeds, data_dir=data_dir, quiet=False, **options)
+    co.make_figure(out, summary, data_dir=data_dir)
+    print(co.render_markdown(summary), end="")
+    print(f"wrote {out / 'colocalization.json'}, {out / 'colocalization.md'}, {out / 'figures' / 'colocalization.png'}")
+    return 0
+
+
 def _cmd_summarize(args: argparse.Namespace) -> int:
     from .._io import atomic_write_text
     from .report import summarize
@@ -577,11 +625,26 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget", "icstn", "sequence"),
+        choices=("table1", "budget", "icstn", "sequence", "colocalization"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
         "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017); "
-        "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015)",
+        "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015); "
+        "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes)",
+    )
+    rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
+    rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
+    rep.add_argument("--coloc-epochs", type=int, default=30, help="colocalization: epochs per problem")
+    rep.add_argument(
+        "--coloc-descriptor",
+        default="concat",
+        help="colocalization: e(), concat (the paper: hidden layers + logits), concat_l2, logits_l2 or softmax",
+    )
+    rep.add_argument(
+        "--coloc-rand-patch", default="fixed", help="colocalization: I^rand, fixed (28x28) or same (the crop's scale)"
+    )
+    rep.add_argument(
+        "--coloc-init-scale", type=float, default=1.0, help="colocalization: start window scale (1 = identity)"
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")

@@ -1,0 +1,282 @@
+"""Co-localisation (Jaderberg et al. 2015, appendix A.2): data, boxes, IoU, loss, training, command line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stnkit.cli import main
+from stnkit.data import CoLocalization
+from stnkit.geometry import attention_box, attention_from_box, box_iou, get_transform, warp
+from stnkit.training import colocalization as co
+
+
+def _digits(n_per_class=6, seed=0):
+    """Synthetic 28x28 digits: a random blob of ink in the central 20x20, labels 0..9 in turn."""
+    g = np.random.default_rng(seed)
+    images = np.zeros((10 * n_per_class, 28, 28), np.uint8)
+    images[:, 4:24, 4:24] = g.integers(0, 256, (10 * n_per_class, 20, 20))
+    images[:, 4:24, 4:24] *= g.random((10 * n_per_class, 20, 20)) < 0.3
+    images[:, 4, 4] = 255  # ink at the frame's corners of the inked area, so its extent is known
+    images[:, 23, 23] = 255
+    return images, np.arange(10 * n_per_class) % 10
+
+
+class TestCoLocalization:
+    def test_deterministic_by_seed(self):
+        im, lb = _digits()
+        a = CoLocalization(im, lb, 3, "cluttered", n=5, seed=1)
+        b = CoLocalization(im, lb, 3, "cluttered", n=5, seed=1)
+        c = CoLocalization(im, lb, 3, "cluttered", n=5, seed=2)
+        assert torch.equal(a.images, b.images) and torch.equal(a.boxes, b.boxes)
+        assert not torch.equal(a.images, c.images)
+        assert a.images.shape == (5, 1, 84, 84) and a.boxes.shape == (5, 4)
+
+    def test_only_the_class(self):
+        im, lb = _digits()
+        ds = CoLocalization(im, lb, 7, n=6)
+        assert (torch.as_tensor(lb)[ds.index] == 7).all()
+
+    @pytest.mark.parametrize("kind", ["plain", "cluttered"])
+    def test_boxes_hold_the_digit(self, kind):
+        im, lb = _digits()
+        ds = CoLocalization(im, lb, 2, kind, n=6, seed=3)
+        for i in range(6):
+            x0, y0, x1, y1 = (int(v) for v in ds.boxes[i])
+            assert x1 - x0 == 28 and y1 - y0 == 28 and float(ds.boxes[i, 0]) == x0
+            inside = ds.images[i, 0, y0:y1, x0:x1]
+            # the digit's pixels, exactly, under any clutter (pasted with max)
+            assert (inside >= ds.digits[i, 0] - 1e-6).all()
+            if kind == "plain":
+                assert torch.equal(inside, ds.digits[i, 0])
+                ink = torch.nonzero(ds.images[i, 0])  # rows, cols of all ink on the canvas
+                assert ink[:, 0].min() == y0 + 4 and ink[:, 1].min() == x0 + 4
+                assert ink[:, 0].max() == y0 + 23 and ink[:, 1].max() == x0 + 23
+
+    def test_clutter_only_in_cluttered(self):
+        im, lb = _digits()
+        plain = CoLocalization(im, lb, 2, "plain", n=6, seed=0)
+        clut = CoLocalization(im, lb, 2, "cluttered", n=6, seed=0)
+        assert torch.equal(plain.boxes, clut.boxes)  # same positions
+        assert clut.images.sum() > plain.images.sum()
+
+    def test_bad_options(self):
+        im, lb = _digits()
+        with pytest.raises(ValueError, match="kind"):
+            CoLocalization(im, lb, 2, "noisy", n=2)
+        with pytest.raises(ValueError, match="n must be at most"):
+            CoLocalization(im, lb, 2, n=7)
+        with pytest.raises(ValueError, match="digit"):
+            CoLocalization(im, lb, 10, n=1)
+
+
+class TestBoxes:
+    def test_iou_hand_computed(self):
+        a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 4.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+        b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+        expected = torch.tensor([1 / 7, 0.0, 0.5, 0.0])
+        assert torch.allclose(box_iou(a, b), expected)
+        assert torch.allclose(box_iou(a[:3], a[:3]), torch.ones(3))
+
+    def test_identity_is_the_whole_image(self):
+        box = attention_box(get_transform("attention").identity(1), (84, 60))
+        assert torch.equal(box, torch.tensor([[0.0, 0.0, 60.0, 84.0]]))
+
+    @pytest.mark.parametrize("x0,y0", [(0, 0), (13, 40), (56, 56)])
+    def test_box_agrees_with_the_sampler(self, x0, y0):
+        """The 28x28 crop of params for an integer box is the canvas's pixels inside that box."""
+        canvas = torch.rand(1, 1, 84, 84)
+        box = torch.tensor([[x0, y0, x0 + 28, y0 + 28]], dtype=torch.float64)
+        params = attention_from_box(box, 84)
+        assert torch.allclose(attention_box(params, 84), box)
+        crop = warp(canvas, params.float(), "attention", out_size=28)
+        assert torch.allclose(crop[0, 0], canvas[0, 0, y0 : y0 + 28, x0 : x0 + 28], atol=1e-5)
+
+    def test_box_agrees_with_the_sampler_align_corners(self):
+        """align_corners=True: a box of 28 pixels (edge to edge) starting at pixel 10 reads pixels 10..37."""
+        canvas = torch.rand(1, 1, 84, 84)
+        box = torch.tensor([[10.0, 20.0, 38.0, 48.0]], dtype=torch.float64)
+        params = attention_from_box(box, 84, out_size=28, align_corners=True)
+        assert torch.allclose(attention_box(params, 84, out_size=28, align_corners=True), box)
+        grid = get_transform("attention").grid(params.float(), (28, 28), align_corners=True)
+        crop = F.grid_sample(canvas, grid, align_corners=True)
+        assert torch.allclose(crop[0, 0], canvas[0, 0, 20:48, 10:38], atol=1e-5)
+
+    def test_bad_input(self):
+        with pytest.raises(ValueError, match=r"params must have shape \(B, 3\)"):
+            attention_box(torch.zeros(2, 4), 84)
+        with pytest.raises(ValueError, match="out_size is needed"):
+            attention_box(torch.zeros(2, 3), 84, align_corners=True)
+        with pytest.raises(TypeError, match="floating"):
+            box_iou(torch.zeros(1, 4, dtype=torch.int64), torch.zeros(1, 4, dtype=torch.int64))
+
+
+def test_triplet_loss_direct_formula():
+    g = torch.Generator().manual_seed(0)
+    a, p, n = (torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    expected = []
+    for i in range(5):
+        dp = sum((a[i, k] - p[i, k]) ** 2 for k in range(3))
+        dn = sum((a[i, k] - n[i, k]) ** 2 for k in range(3))
+        expected.append(max(0.0, float(dp - dn + 1.0)))
+    assert co.triplet_hinge_loss(a, p, n, 1.0).item() == pytest.approx(sum(expected) / 5)
+    assert co.triplet_hinge_loss(a, a, a + 10.0, 1.0).item() == 0.0
+
+
+def test_transformer_is_the_identity_at_init():
+    torch.manual_seed(0)
+    for bounded in (False, True):
+        st = co.coloc_transformer(bounded)
+        x = torch.rand(3, 1, 84, 84)
+        p = st.predict_params(x)
+        assert torch.allclose(p, torch.tensor([[1.0, 0.0, 0.0]]).expand(3, 3))
+        assert torch.equal(co.predicted_boxes(st, x), torch.tensor([[0.0, 0.0, 84.0, 84.0]]).expand(3, 4))
+        assert st(x).shape == (3, 1, 28, 28)
+
+
+def test_encoder_descriptor_is_three_layers():
+    torch.manual_seed(0)
+    from stnkit.models import CNN
+
+    cnn = CNN(1, 28).eval()
+    x = torch.rand(2, 1, 28, 28)
+    d = co.DigitEncoder(cnn)(x)
+    assert d.shape == (2, 32 * 14 * 14 + 32 * 7 * 7 + 10)
+    assert torch.allclose(d[:, -10:], cnn(x))  # the logits, without softmax
+
+
+def _train(tmp_path, name, **kw):
+    im, lb = _digits(4)
+    torch.manual_seed(0)
+    from stnkit.models import CNN
+
+    enc = CNN(1, 28).eval()
+    config = co.ColocConfig(digit=1, kind="cluttered", n=4, test_n=2, epochs=2, batch_size=2, **kw)
+    return co.train_colocalization(config, tmp_path / name, enc, (im, lb), (im, lb))
+
+
+def test_tiny_training_is_deterministic_and_resumable(tmp_path, monkeypatch):
+    one_go = _train(tmp_path, "one_go")
+    assert set(one_go) >= {"train", "held_out", "losses"} and len(one_go["losses"]) == 2
+    assert 0.0 <= one_go["train"]["correct_percent"] <= 100.0
+    # interrupted after the first epoch, then run again: the same result as in one go (Adam's state restored)
+    real = co._save_state
+
+    def stop_after_first(path, st, opt, epoch, *args):
+        real(path, st, opt, epoch, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(co, "_save_state", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "resumed")
+    monkeypatch.setattr(co, "_save_state", real)
+    resumed = _train(tmp_path, "resumed")
+    assert resumed["losses"] == one_go["losses"] and resumed["train"] == one_go["train"]
+    wa = co.load_transformer(tmp_path / "one_go" / "model.safetensors").state_dict()
+    wb = co.load_transformer(tmp_path / "resumed" / "model.safetensors").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a checkpoint of other settings is refused, not mixed in
+    (tmp_path / "resumed" / "results.json").unlink()
+    with pytest.raises(ValueError, match="other settings"):
+        _train(tmp_path, "resumed", lr=0.5)
+
+
+def test_summary_and_markdown(tmp_path):
+    run = co.run_dir_of(tmp_path, "plain", 3, 0)
+    run.mkdir(parents=True)
+    result = {
+        "config": co.ColocConfig(digit=3).to_dict(),
+        "train": {"correct_percent": 80.0, "mean_iou": 0.6, "n": 100},
+        "held_out": {"correct_percent": 70.0, "mean_iou": 0.55, "n": 100},
+        "loss_at": {"truth": 1.0, "identity": 2.0, "trained": 0.5},
+    }
+    (run / "results.json").write_text(json.dumps(result))
+    summary = co.summarize_colocalization(tmp_path)
+    assert summary["runs_done"] == 1 and summary["table"]["plain"]["3"]["train"] == 80.0
+    md = co.render_markdown(summary)
+    assert "| plain | – | – | – | 80 (70) |" in md and "75-93" in md
+    assert "e() concat (the paper" in md and "start window scale 1.0" in md
+
+
+@pytest.mark.parametrize(
+    "argv,pattern",
+    [
+        (["--kinds", "noisy"], "--kinds must be from plain, cluttered"),
+        (["--classes", "3,11"], "--classes must be digits 0-9"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
+        (["--coloc-descriptor", "pixels"], "--coloc-descriptor must be one of concat"),
+        (["--coloc-rand-patch", "big"], "--coloc-rand-patch must be one of fixed, same"),
+        (["--coloc-init-scale", "2"], "--coloc-init-scale must be in (0, 2)"),
+    ],
+)
+def test_cli_bad_options_are_one_line(tmp_path, capsys, argv, pattern):
+    try:
+        code = main(["reproduce", "colocalization", "--out", str(tmp_path / "out"), *argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    text = err if err else str(code)
+    assert code != 0 and pattern in text and text.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_random_patches():
+    canvas = torch.rand(3, 1, 84, 84)
+    g = torch.Generator().manual_seed(0)
+    fixed = co.random_patches(canvas, g)
+    assert fixed.shape == (3, 1, 28, 28)
+    # each fixed patch is a 28x28 block of its canvas at an integer position
+    for i in range(3):
+        blocks = canvas[i, 0].unfold(0, 28, 1).unfold(1, 28, 1)  # (57, 57, 28, 28)
+        assert ((blocks - fixed[i, 0]).abs().amax(dim=(-1, -2)) < 1e-5).any()
+    same = co.random_patches(canvas, g, scale=torch.tensor([1.0, 0.5, 0.25]))
+    # scale 1 leaves no room to move: the whole canvas
+    whole = warp(canvas[:1], torch.tensor([[1.0, 0.0, 0.0]]), "attention", out_size=28)
+    assert torch.allclose(same[0], whole[0], atol=1e-6)
+    assert not torch.allclose(same[1], warp(canvas[1:2], torch.tensor([[0.5, 0.0, 0.0]]), "attention", out_size=28)[0])
+
+
+def test_softmax_descriptor():
+    from stnkit.models import CNN
+
+    torch.manual_seed(0)
+    d = co.DigitEncoder(CNN(1, 28).eval(), "softmax")(torch.rand(2, 1, 28, 28))
+    assert d.shape == (2, 10) and torch.allclose(d.sum(1), torch.ones(2))
+    with pytest.raises(ValueError, match="descriptor"):
+        co.DigitEncoder(CNN(1, 28), "pixels")
+
+
+def test_l2_descriptors_are_unit_vectors():
+    from stnkit.models import CNN
+
+    torch.manual_seed(0)
+    cnn = CNN(1, 28).eval()
+    x = torch.rand(2, 1, 28, 28)
+    logits = co.DigitEncoder(cnn, "logits_l2")(x)
+    # independent: the logits divided by their Euclidean length, computed by hand
+    ref = cnn(x) / cnn(x).pow(2).sum(1, keepdim=True).sqrt()
+    assert torch.allclose(logits, ref, atol=1e-6)
+    concat = co.DigitEncoder(cnn, "concat_l2")(x)
+    raw = co.DigitEncoder(cnn, "concat")(x)
+    assert torch.allclose(concat * raw.norm(dim=1, keepdim=True), raw, atol=1e-4)
+    assert torch.allclose(concat.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_start_window_and_frozen_scale(tmp_path, bounded):
+    torch.manual_seed(0)
+    st = co.coloc_transformer(bounded, init_scale=0.5)
+    x = torch.rand(3, 1, 84, 84)
+    assert torch.allclose(st.predict_params(x), torch.tensor([[0.5, 0.0, 0.0]]).expand(3, 3), atol=1e-6)
+    # a centred window of half the canvas's side: pixels 21..63
+    assert torch.allclose(co.predicted_boxes(st, x), torch.tensor([[21.0, 21.0, 63.0, 63.0]]).expand(3, 4), atol=1e-4)
+    with pytest.raises(ValueError, match="init_scale"):
+        co.coloc_transformer(True, init_scale=2.5)
+    # learn_scale=False: the head's scale row keeps its start through training
+    _train(tmp_path, "frozen", init_scale=0.5, learn_scale=False, bounded=bounded, lr=0.1)
+    tensors, _ = co.load_tensors(tmp_path / "frozen" / "model.safetensors")
+    assert torch.all(tensors["head.weight"][0] == 0.0)
+    assert torch.allclose(tensors["head.bias"][0], co.coloc_transformer(bounded, 0.5).head.bias[0])
