@@ -7,6 +7,7 @@
 (torch.Size([1, 42, 42]), 'similarity', (1000, 4))
 """
 
+from .addition import AdditionMNIST
 from .dataset import DistortedMNIST, load_distorted
 from .distortions import DISTORTIONS, Distortion, get_distortion
 from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnist
@@ -18,6 +19,7 @@ from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist
 from .tasks import DATASETS, DatasetInfo, dataset_info, open_dataset
 
 __all__ = [
+    "AdditionMNIST",
     "DATASETS",
     "DEFAULT_MIRROR",
     "DISTORTIONS",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from torch.utils.data import Dataset
 
 from .._checks import check_choice
+from .addition import NUM_SUMS, AdditionMNIST
 from .dataset import DistortedMNIST
 from .distortions import DISTORTIONS, get_distortion
 
@@ -50,7 +51,11 @@ def _distorted(name: str) -> DatasetInfo:
 
 
 # the multi-digit tasks, each built by its own module in stnkit.data
-_TASKS: dict[str, DatasetInfo] = {}
+_TASKS: dict[str, DatasetInfo] = {
+    "addition": DatasetInfo(
+        "addition", 2, get_distortion("rts").canvas_size, NUM_SUMS, num_labels=1, factory=AdditionMNIST.open
+    ),
+}
 
 DATASETS: tuple[str, ...] = tuple(DISTORTIONS) + tuple(_TASKS)
 

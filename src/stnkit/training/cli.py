@@ -273,7 +273,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     images, labels = ds.images, ds.labels
     check_input_size(config, images)
     title = f"{row_key(config.model, config.transform)} on {args.dataset or config.dataset} {args.split}"
-    if config.model.startswith("st-"):
+    if config.model.startswith("st-") and ds.params.ndim == 2:  # one digit per sample: its pose
         n = min(500, len(labels))
         pr = pose_spread(model, images[:n], ds.params[:n], ds.transform)
         title += f": pose spread {pr['spread_st_px']:.2f} px (without ST {pr['spread_identity_px']:.2f} px)"
@@ -313,8 +313,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import reproduce as rep
 
     out = Path(args.out)
+    if args.seeds is None:  # each target's own default
+        args.seeds = 1 if args.experiment == "addition" else 3
     if args.experiment == "budget":
         return _reproduce_budget(args, out)
+    if args.experiment == "addition":
+        return _reproduce_addition(args, out)
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -333,11 +337,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         Path(args.readme).read_text() if Path(args.readme).is_file() else ""
     ):
         raise SystemExit(f"stnkit reproduce: {args.readme} has no {rep.README_START} block for --update-readme")
-    datasets = args.datasets.split(",")
+    datasets = (args.datasets or ",".join(rep.TABLE1_DATASETS)).split(",")
     for d in datasets:
         if d not in rep.TABLE1_DATASETS:
             raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.TABLE1_DATASETS)}")
-    rows = args.models.split(",")
+    rows = (args.models or ",".join(rep.ROWS)).split(",")
     for r in rows:
         if r not in rep.ROWS:
             raise SystemExit(f"stnkit reproduce: unknown row {r!r}; valid: {', '.join(rep.ROWS)}")
@@ -361,6 +365,46 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         rep.update_readme(Path(args.readme), out)
     print(rep.render_markdown(summary))
     print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+def _reproduce_addition(args: argparse.Namespace, out: Path) -> int:
+    from . import addition as add
+
+    for flag, value in (
+        ("--datasets", args.datasets),
+        ("--check", args.check),
+        ("--update-readme", args.update_readme),
+    ):
+        if value:
+            raise SystemExit(f"stnkit reproduce addition: {flag} applies to table1 only")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    rows = args.models.split(",") if args.models else list(add.ROWS)
+    for r in rows:
+        if r not in add.ROWS:
+            raise SystemExit(f"stnkit reproduce addition: unknown row {r!r}; valid: {', '.join(add.ROWS)}")
+    _validate(config_from_args(args))
+    options = _grid_options(args)
+    base = args._config_defaults.replace(**options)
+    plan = add.addition_cells(rows, args.seeds)
+    if args.dry_run:
+        for cell in plan:
+            print(cell.dirname)
+        return 0
+    if args.report_only:
+        previous = json.loads((out / "addition.json").read_text()) if (out / "addition.json").is_file() else {}
+        summary = add.summarize_addition(out, base, args.seeds, previous.get("wall_seconds"))
+        add.write_addition(out, summary)
+    else:
+        summary = add.run_addition(out, base, plan, args.seeds, options=options)
+    from .run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
+    figure = add.addition_figure(out)
+    print(add.render_addition_markdown(summary))
+    print(f"wrote {out / 'addition.json'}, {out / 'addition.md'}" + (f", {figure}" if figure else ""))
     return 0
 
 
@@ -486,9 +530,10 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget"),
+        choices=("table1", "budget", "addition"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
-        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset",
+        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
+        "addition: MNIST addition (FCN, CNN, ST-FCN, 2xST-FCN; appendix A.1)",
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")
@@ -496,11 +541,21 @@ def add_parsers(sub) -> None:
     rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
     rep.add_argument("--readme", default="README.md", help="README holding the table block")
     rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
-    rep.add_argument("--datasets", default=",".join(TABLE1_DATASETS), help="comma-separated datasets")
     rep.add_argument(
-        "--models", default=",".join(ROWS), help="comma-separated table rows (model-family, e.g. st-cnn-affine)"
+        "--datasets", default=None, help=f"table1: comma-separated datasets (default: {','.join(TABLE1_DATASETS)})"
     )
-    rep.add_argument("--seeds", type=int, default=3, help="seeds for CNN and ST-CNN affine")
+    rep.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated table rows (default: all; table1: model-family, e.g. st-cnn-affine, of {','.join(ROWS)}; "
+        "addition: fcn,cnn,st-fcn,2xst-fcn)",
+    )
+    rep.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds (default: table1 and budget 3, for CNN and ST-CNN affine in table1; addition 1, for every row)",
+    )
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     rep.add_argument(
         "--report-only", action="store_true", help="train nothing: rewrite the tables and figures from finished cells"
