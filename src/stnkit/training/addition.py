@@ -36,10 +36,10 @@ ROW_LABELS = {"fcn": "FCN", "cnn": "CNN", "st-fcn": "ST-FCN", "2xst-fcn": "2xST-
 # % test error, appendix A.1 (text)
 PAPER = {"fcn": 47.7, "cnn": 14.7, "st-fcn": 18.5, "2xst-fcn": 5.8}
 # Epochs of each row, fitted to 3 hours on 2 CPU cores (bundled digits: 6,500 training pairs an
-# epoch, re-paired and re-distorted every epoch). Measured on one loaded core, batch 64: an epoch
-# of the CNN ~115 s, the 2xST-FCN ~10 s, the ST-FCN ~6 s, the FCN ~4 s (with the data draw and
-# validation); so 30 x 115 + 300 x 10 + 200 x 6 + 100 x 4 s ~ 2.2 hours.
-ROW_EPOCHS = {"fcn": 100, "cnn": 30, "st-fcn": 200, "2xst-fcn": 300}
+# epoch, re-paired and re-distorted every epoch). Measured on one core of a loaded machine, batch 64,
+# with the data draw and validation: an epoch of the CNN ~125 s, the 2xST-FCN ~17 s, the ST-FCN
+# ~8 s, the FCN ~5 s; so 25 x 125 + 200 x 17 + 150 x 8 + 100 x 5 s ~ 2.3 hours.
+ROW_EPOCHS = {"fcn": 100, "cnn": 25, "st-fcn": 150, "2xst-fcn": 200}
 # the row whose transformers the figure draws
 FIGURE_ROW = "2xst-fcn"
 

@@ -217,6 +217,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .._io import atomic_write_text
+    from ..data import dataset_info
     from .checkpoint import load_model
     from .evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
@@ -231,7 +232,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
         images, labels = ds.images, ds.labels
     check_input_size(config, images)
-    result = evaluate(model, images, labels)
+    result = evaluate(model, images, labels, num_classes=dataset_info(config.dataset).num_classes)
     source = args.images or f"{args.dataset or config.dataset} {args.split}"
     result.update({"checkpoint": str(args.checkpoint), "data": str(source)})
     print(f"error: {result['error']:.2f}% on {result['n']} images ({source})")
