@@ -183,9 +183,11 @@ def test_rows_take_their_epochs_and_given_options_win():
 
     two = add.addition_config(add.Cell("addition", "2xst-fcn", 1), TrainConfig())
     assert (two.model, two.num_transformers, two.transform, two.seed) == ("st-fcn", 2, "affine", 1)
-    assert two.epochs == add.ROW_EPOCHS["2xst-fcn"] and two.loc_downsample == 1
-    cnn = add.addition_config(add.Cell("addition", "cnn", 0), TrainConfig(), {"epochs": 2})
-    assert (cnn.model, cnn.num_transformers, cnn.epochs) == ("cnn", 1, 2)
+    assert two.loc_downsample == 1
+    assert (two.epochs, two.hidden, two.lr) == tuple(add.ROW_OPTIONS["2xst-fcn"][k] for k in ("epochs", "hidden", "lr"))
+    cnn = add.addition_config(add.Cell("addition", "cnn", 0), TrainConfig(), {"epochs": 2, "lr": 0.01})
+    assert (cnn.model, cnn.num_transformers, cnn.epochs, cnn.lr) == ("cnn", 1, 2, 0.01)
+    assert cnn.batch_size == add.ROW_OPTIONS["cnn"]["batch_size"] != TrainConfig().batch_size
 
 
 @pytest.mark.parametrize(
