@@ -7,6 +7,7 @@
 (torch.Size([1, 42, 42]), 'similarity', (1000, 4))
 """
 
+from .addition import AdditionMNIST
 from .colocalization import COLOC_KINDS, CoLocalization
 from .dataset import DistortedMNIST, load_distorted
 from .distortions import DISTORTIONS, Distortion, get_distortion
@@ -19,6 +20,7 @@ from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist
 from .tasks import DATASETS, DatasetInfo, dataset_info, open_dataset
 
 __all__ = [
+    "AdditionMNIST",
     "COLOC_KINDS",
     "CoLocalization",
     "DATASETS",

@@ -49,6 +49,23 @@ def as_digits(images: object, name: str = "images") -> Tensor:
     raise TypeError(f"{name} must be uint8 (0..255) or floating (0..1), got dtype {images.dtype}")
 
 
+def as_labels(labels: object, n: int) -> Tensor:
+    """Digit labels as int64 ``(n,)`` from an integer numpy array or tensor."""
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels)
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must be an integer numpy array or tensor, got {type(labels).__name__}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    return labels.to(torch.int64)
+
+
+def check_fresh(fresh: object) -> bool:
+    if not isinstance(fresh, bool):
+        raise TypeError(f"fresh must be a bool, got {type(fresh).__name__}")
+    return fresh
+
+
 class DistortedMNIST(Dataset):
     """Distorted digits from any source of 28x28 digits, with ground-truth parameters.
 
@@ -92,15 +109,8 @@ class DistortedMNIST(Dataset):
     ):
         self.distortion: Distortion = get_distortion(name, **recipe_options)
         self.digits = as_digits(images)
-        if isinstance(labels, np.ndarray):
-            labels = torch.from_numpy(labels)
-        if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
-            raise TypeError(f"labels must be an integer numpy array or tensor, got {type(labels).__name__}")
-        if labels.shape != (self.digits.shape[0],):
-            raise ValueError(f"labels must have shape ({self.digits.shape[0]},), got {tuple(labels.shape)}")
-        self.labels = labels.to(torch.int64)
-        if not isinstance(fresh, bool):
-            raise TypeError(f"fresh must be a bool, got {type(fresh).__name__}")
+        self.labels = as_labels(labels, self.digits.shape[0])
+        check_fresh(fresh)
         stream_seed(seed, None)  # validates seed
         self.seed = seed
         self.fresh = fresh
@@ -189,4 +199,4 @@ def load_distorted(
     return DistortedMNIST(name, images, labels, seed=seed, fresh=fresh, **recipe_options)
 
 
-__all__ = ["DistortedMNIST", "as_digits", "load_distorted", "stream_seed"]
+__all__ = ["DistortedMNIST", "as_digits", "as_labels", "check_fresh", "load_distorted", "stream_seed"]

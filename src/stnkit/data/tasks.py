@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from torch.utils.data import Dataset
 
 from .._checks import check_choice
+from .addition import NUM_SUMS, AdditionMNIST
 from .dataset import DistortedMNIST
 from .distortions import DISTORTIONS, get_distortion
 from .sequence import SEQUENCE_CANVAS, SEQUENCE_LENGTH, SequenceMNIST
@@ -51,15 +52,12 @@ def _distorted(name: str) -> DatasetInfo:
 
 
 # the multi-digit tasks, each built by its own module in stnkit.data
-_TASKS: dict[str, DatasetInfo] = {}
-_TASKS["sequence"] = DatasetInfo(
-    "sequence",
-    in_channels=1,
-    canvas_size=SEQUENCE_CANVAS,
-    num_classes=10,
-    num_labels=SEQUENCE_LENGTH,
-    factory=SequenceMNIST,
-)
+_TASKS: dict[str, DatasetInfo] = {
+    "addition": DatasetInfo(
+        "addition", 2, get_distortion("rts").canvas_size, NUM_SUMS, num_labels=1, factory=AdditionMNIST.open
+    ),
+    "sequence": DatasetInfo("sequence", 1, SEQUENCE_CANVAS, 10, num_labels=SEQUENCE_LENGTH, factory=SequenceMNIST),
+}
 
 DATASETS: tuple[str, ...] = tuple(DISTORTIONS) + tuple(_TASKS)
 

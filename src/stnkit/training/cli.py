@@ -225,6 +225,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .._io import atomic_write_text
+    from ..data import dataset_info
     from .checkpoint import load_model
     from .evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
@@ -239,7 +240,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
         images, labels = ds.images, ds.labels
     check_input_size(config, images)
-    result = evaluate(model, images, labels)
+    result = evaluate(model, images, labels, num_classes=dataset_info(config.dataset).num_classes)
     source = args.images or f"{args.dataset or config.dataset} {args.split}"
     result.update({"checkpoint": str(args.checkpoint), "data": str(source)})
     print(f"error: {result['error']:.2f}% on {result['n']} images ({source})")
@@ -281,7 +282,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     images, labels = ds.images, ds.labels
     check_input_size(config, images)
     title = f"{row_key(config.model, config.transform)} on {args.dataset or config.dataset} {args.split}"
-    if config.model.startswith("st-"):
+    if config.model.startswith("st-") and ds.params.ndim == 2:  # one digit per sample: its pose
         n = min(500, len(labels))
         pr = pose_spread(model, images[:n], ds.params[:n], ds.transform)
         title += f": pose spread {pr['spread_st_px']:.2f} px (without ST {pr['spread_identity_px']:.2f} px)"
@@ -330,14 +331,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.experiment == "icstn":
         return _reproduce_icstn(args, out)
-    if args.seeds is None:  # table1 and budget: 3 seeds; sequence: 1 (its 3-hour budget)
-        args.seeds = 1 if args.experiment == "sequence" else 3
+    if args.seeds is None:  # each target's own default: table1 and budget 3; sequence and addition 1 (3-hour budget)
+        args.seeds = 1 if args.experiment in ("sequence", "addition") else 3
     if args.experiment == "budget":
         return _reproduce_budget(args, out)
     if args.experiment == "sequence":
         return _reproduce_sequence(args, out)
     if args.experiment == "colocalization":
         return _reproduce_colocalization(args, out)
+    if args.experiment == "addition":
+        return _reproduce_addition(args, out)
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -356,7 +359,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         Path(args.readme).read_text() if Path(args.readme).is_file() else ""
     ):
         raise SystemExit(f"stnkit reproduce: {args.readme} has no {rep.README_START} block for --update-readme")
-    datasets = args.datasets.split(",")
+    datasets = (args.datasets or ",".join(rep.TABLE1_DATASETS)).split(",")
     for d in datasets:
         if d not in rep.TABLE1_DATASETS:
             raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.TABLE1_DATASETS)}")
@@ -454,6 +457,46 @@ def _reproduce_sequence(args: argparse.Namespace, out: Path) -> int:
     rs.attention_figure(out)
     print(rs.render_sequence_markdown(summary))
     print(f"wrote {out / 'sequence.json'}, {out / 'sequence.md'}, {out / 'figures' / 'sequence_attention.png'}")
+    return 0
+
+
+def _reproduce_addition(args: argparse.Namespace, out: Path) -> int:
+    from . import addition as add
+
+    for flag, value in (
+        ("--datasets", args.datasets),
+        ("--check", args.check),
+        ("--update-readme", args.update_readme),
+    ):
+        if value:
+            raise SystemExit(f"stnkit reproduce addition: {flag} applies to table1 only")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    rows = args.models.split(",") if args.models else list(add.ROWS)
+    for r in rows:
+        if r not in add.ROWS:
+            raise SystemExit(f"stnkit reproduce addition: unknown row {r!r}; valid: {', '.join(add.ROWS)}")
+    _validate(config_from_args(args))
+    options = _grid_options(args)
+    base = args._config_defaults.replace(**options)
+    plan = add.addition_cells(rows, args.seeds)
+    if args.dry_run:
+        for cell in plan:
+            print(cell.dirname)
+        return 0
+    if args.report_only:
+        previous = json.loads((out / "addition.json").read_text()) if (out / "addition.json").is_file() else {}
+        summary = add.summarize_addition(out, base, args.seeds, previous.get("wall_seconds"))
+        add.write_addition(out, summary)
+    else:
+        summary = add.run_addition(out, base, plan, args.seeds, options=options)
+    from .run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
+    figure = add.addition_figure(out)
+    print(add.render_addition_markdown(summary))
+    print(f"wrote {out / 'addition.json'}, {out / 'addition.md'}" + (f", {figure}" if figure else ""))
     return 0
 
 
@@ -625,12 +668,13 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget", "icstn", "sequence", "colocalization"),
+        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
         "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017); "
         "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015); "
-        "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes)",
+        "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes); "
+        "addition: MNIST addition (FCN, CNN, ST-FCN, 2xST-FCN; appendix A.1)",
     )
     rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
     rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
@@ -652,18 +696,20 @@ def add_parsers(sub) -> None:
     rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
     rep.add_argument("--readme", default="README.md", help="README holding the table block")
     rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
-    rep.add_argument("--datasets", default=",".join(TABLE1_DATASETS), help="comma-separated datasets")
+    rep.add_argument(
+        "--datasets", default=None, help=f"table1: comma-separated datasets (default: {','.join(TABLE1_DATASETS)})"
+    )
     rep.add_argument(
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; default all)",
+        "icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; default all)",
     )
     rep.add_argument(
         "--seeds",
         type=int,
         default=None,
-        help="table1: seeds for CNN and ST-CNN affine (3); icstn, sequence: seeds of every row (1)",
+        help="table1: seeds for CNN and ST-CNN affine (3); icstn, sequence, addition: seeds of every row (1)",
     )
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     rep.add_argument(

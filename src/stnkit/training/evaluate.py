@@ -99,7 +99,9 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, num_classes: int 
 
 
 @torch.no_grad()
-def pose_spread(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transform: str, grid: int = 7) -> dict:
+def pose_spread(
+    model: nn.Module, images: Tensor, gt_params: Tensor, gt_transform: str, grid: int = 7, transformer: int = 0
+) -> dict:
     """The pose spread: how consistently the transformer brings digits to one canonical pose.
 
     The transformer's output point ``p`` reads the canvas at ``T_st(p)``, which
@@ -109,6 +111,10 @@ def pose_spread(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transfor
     across samples, averaged over a ``grid x grid`` set of output points, in
     pixels of the 28x28 source digit, and the same spread without the
     transformer (``T_gt(p)``: the raw variability of the distortion).
+
+    ``transformer`` picks one of parallel transformers (the first by default). With
+    several digits per sample (``addition``), ``gt_params`` are one digit's (one
+    channel's): a small spread says the transformer follows that digit.
 
     Returns ``{"spread_st_px": ..., "spread_identity_px": ...}``, kept under the
     key ``"pose_spread"`` of a run's ``results.json`` (``"pose_recovery"`` in runs
@@ -124,7 +130,8 @@ def pose_spread(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transfor
     gt_family = get_transform(gt_transform)
     pts = base_grid((grid, grid), dtype=images.dtype).view(1, -1, 2).expand(images.shape[0], -1, -1)
     gt_params = gt_params.to(images.dtype)
-    through_st = gt_family.transform_points(gt_params, families[0].transform_points(params[0], pts))
+    k = transformer
+    through_st = gt_family.transform_points(gt_params, families[k].transform_points(params[k], pts))
     without = gt_family.transform_points(gt_params, pts)
 
     def spread(p: Tensor) -> float:
@@ -134,6 +141,23 @@ def pose_spread(model: nn.Module, images: Tensor, gt_params: Tensor, gt_transfor
     return {"spread_st_px": round(spread(through_st), 3), "spread_identity_px": round(spread(without), 3)}
 
 
+def channel_pose_spread(model: STClassifier, dataset, n: int = 500) -> dict:
+    """For samples of several digits, one per channel (``addition``): the :func:`pose_spread` of every
+    transformer against every channel's digit, ``{"transformer 1": {"channel 1": {...}, ...}, ...}``.
+
+    A transformer that has learned to attend to one digit has a small spread for that
+    channel and a large one for the other (the paper's 2xST-FCN, appendix A.1).
+    """
+    images, params = dataset.images[:n], dataset.params[:n]
+    return {
+        f"transformer {k + 1}": {
+            f"channel {c + 1}": pose_spread(model, images, params[:, c], dataset.transform, transformer=k)
+            for c in range(params.shape[1])
+        }
+        for k in range(len(transformer_families(model)))
+    }
+
+
 def confusion_png(confusion: list, path, title: str = "") -> None:
     import matplotlib
 
@@ -141,7 +165,8 @@ def confusion_png(confusion: list, path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     conf = np.asarray(confusion)
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    grow = max(1.0, conf.shape[0] / 10)  # 10 classes fit the base size; more (the 19 sums of addition) widen it
+    fig, ax = plt.subplots(figsize=(5.2 * grow, 4.6 * grow))
     im = ax.imshow(np.log1p(conf), cmap="Blues")
     for i in range(conf.shape[0]):
         for j in range(conf.shape[1]):

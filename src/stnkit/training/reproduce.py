@@ -92,6 +92,50 @@ def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def cell_record(cell: Cell, results: dict) -> dict:
+    """What a summary keeps of one finished cell's ``results.json``."""
+    return {
+        "dataset": cell.dataset,
+        "row": cell.row,
+        "seed": cell.seed,
+        "test_error": results["test_error"],
+        "best_val_error": results.get("best_val_error"),
+        "epochs": results["epochs"],
+        "fit_seconds": results["fit_seconds"],
+        "num_parameters": results["num_parameters"],
+        "git_commit": results.get("git_commit"),
+        "data_source": results["data_source"],
+        "train_size": results["train_size"],
+        "val_size": results["val_size"],
+        "test_size": results["test_size"],
+        "pose_spread": read_pose_spread(results),
+    }
+
+
+def error_stats(records: list[dict]) -> dict | None:
+    """Mean and sample std of the test errors of ``records`` (cells of one table entry); ``None`` if none."""
+    if not records:
+        return None
+    m, s = _mean_std([c["test_error"] for c in records])
+    return {"mean": round(m, 3), "std": None if s is None else round(s, 3), "n": len(records)}
+
+
+def data_sizes(records: list[dict]) -> list[dict]:
+    """The distinct training / validation / test sizes and data sources of ``records``."""
+    sizes = {(c["train_size"], c["val_size"], c["test_size"], c["data_source"]) for c in records}
+    return [{"train_size": a, "val_size": b, "test_size": c, "source": d} for a, b, c, d in sorted(sizes, key=str)]
+
+
+def data_sentence(data: list[dict]) -> str:
+    """The training data of a summary, in words."""
+    if not data:
+        return "no cell finished yet"
+    return "; ".join(
+        f"{d['train_size']} training / {d['val_size']} validation / {d['test_size']} test digits from {d['source']}"
+        for d in data
+    )
+
+
 def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
     """Collect every finished cell of the full grid under ``out/runs`` into one record."""
     records = []
@@ -100,37 +144,13 @@ def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: f
         f = out / "runs" / cell.dirname / "results.json"
         if not f.is_file():
             continue
-        r = json.loads(f.read_text())
-        records.append(
-            {
-                "dataset": cell.dataset,
-                "row": cell.row,
-                "seed": cell.seed,
-                "test_error": r["test_error"],
-                "best_val_error": r.get("best_val_error"),
-                "epochs": r["epochs"],
-                "fit_seconds": r["fit_seconds"],
-                "num_parameters": r["num_parameters"],
-                "git_commit": r.get("git_commit"),
-                "data_source": r["data_source"],
-                "train_size": r["train_size"],
-                "val_size": r["val_size"],
-                "test_size": r["test_size"],
-                "pose_spread": read_pose_spread(r),
-            }
-        )
+        records.append(cell_record(cell, json.loads(f.read_text())))
     table: dict[str, dict[str, dict]] = {}
     for row in ROWS:
         for d in TABLE1_DATASETS:
-            errs = [c["test_error"] for c in records if c["row"] == row and c["dataset"] == d]
-            if errs:
-                m, s = _mean_std(errs)
-                table.setdefault(row, {})[d] = {
-                    "mean": round(m, 3),
-                    "std": None if s is None else round(s, 3),
-                    "n": len(errs),
-                }
-    sizes = {(c["train_size"], c["val_size"], c["test_size"], c["data_source"]) for c in records}
+            stats = error_stats([c for c in records if c["row"] == row and c["dataset"] == d])
+            if stats:
+                table.setdefault(row, {})[d] = stats
     return {
         "description": "Jaderberg et al. 2015 Table 1 (+ cluttered MNIST) reproduced by `stnkit reproduce table1`",
         "cells_planned": len(plan),
@@ -139,9 +159,7 @@ def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: f
         "base_config": base.to_dict(),
         # each model's own recipe on top of base_config (every cell's full config is in its results.json)
         "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(split_row_key(r)[0] for r in ROWS)},
-        "data": [
-            {"train_size": a, "val_size": b, "test_size": c, "source": d} for a, b, c, d in sorted(sizes, key=str)
-        ],
+        "data": data_sizes(records),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
         "wall_seconds": wall_seconds,
         "table": table,
@@ -177,14 +195,7 @@ def render_markdown(summary: dict) -> str:
             cells_md.append(txt)
         rows.append([row_label(row), *cells_md])
     lines = markdown_table(["model", *(d.upper() for d in TABLE1_DATASETS)], rows)
-    data = summary["data"]
-    if data:
-        sizes = "; ".join(
-            f"{d['train_size']} training / {d['val_size']} validation / {d['test_size']} test digits from {d['source']}"
-            for d in data
-        )
-    else:
-        sizes = "no cell finished yet"
+    sizes = data_sentence(summary["data"])
     lines += [
         "",
         f"% test error, **ours** (paper in brackets; mean ± std over {summary.get('seeds', 3)} seeds for CNN and ST-CNN affine). "
@@ -283,6 +294,28 @@ def run_table1(
 
     Only rank 0 writes the tables (under DDP every rank runs this).
     """
+    previous = 0.0
+    if (out / "table1.json").is_file():
+        previous = read_summary(out).get("wall_seconds") or 0.0
+
+    def report(wall_seconds: float) -> dict:
+        return summarize_grid(out, base, seeds, round(previous + wall_seconds, 1))
+
+    return run_cells(
+        out, plan, lambda cell: cell_config(cell, base, options), report, write_outputs, "table1", quiet_runs
+    )
+
+
+def run_cells(out: Path, plan: list[Cell], config_of, report, write, name: str, quiet_runs: bool = True) -> dict:
+    """Train every cell of ``plan`` (in ``out/runs/CELL``) not yet finished; the machinery of every
+    ``stnkit reproduce`` target.
+
+    ``config_of(cell)`` is a cell's :class:`TrainConfig`; ``report(wall_seconds)`` the
+    summary of all finished cells, which ``write(out, summary)`` writes after every cell
+    (rank 0 only: under DDP every rank runs this). A cell with a ``results.json`` is
+    never trained again (its settings must match); an interrupted one resumes from its
+    ``last.ckpt``. Returns the final summary.
+    """
     from tqdm.auto import tqdm
 
     from .provenance import git_commit
@@ -291,19 +324,16 @@ def run_table1(
     git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
     start = time.time()
-    previous = 0.0
-    if (out / "table1.json").is_file():
-        previous = read_summary(out).get("wall_seconds") or 0.0
-    bar = tqdm(plan, desc="table1 cells", unit="cell")
+    bar = tqdm(plan, desc=f"{name} cells", unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.dirname)
-        if not run_cell(out / "runs" / cell.dirname, cell_config(cell, base, options), quiet_runs):
+        if not run_cell(out / "runs" / cell.dirname, config_of(cell), quiet_runs):
             continue
         if is_rank_zero():
-            write_outputs(out, summarize_grid(out, base, seeds, round(previous + time.time() - start, 1)))
-    summary = summarize_grid(out, base, seeds, round(previous + time.time() - start, 1))
+            write(out, report(time.time() - start))
+    summary = report(time.time() - start)
     if is_rank_zero():
-        write_outputs(out, summary)
+        write(out, summary)
     return summary
 
 

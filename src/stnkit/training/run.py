@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write_text
-from ..data import DistortedMNIST, dataset_info
+from ..data import AdditionMNIST, DistortedMNIST, dataset_info
 from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig, row_key
-from .evaluate import confusion_png, evaluate, pose_spread
+from .evaluate import channel_pose_spread, confusion_png, evaluate, pose_spread
 from .module import DistortedMNISTDataModule, STNModule, WallClock, check_split_sizes
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
@@ -196,6 +196,8 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         results["budget"] = {**budget, "epochs_run": int(trainer.current_epoch), "steps_run": int(trainer.global_step)}
     if isinstance(model, STClassifier) and isinstance(test_set, DistortedMNIST):  # ground-truth poses
         results["pose_spread"] = pose_spread(model, images[:500], test_set.params[:500], test_set.transform)
+    if isinstance(model, STClassifier) and isinstance(test_set, AdditionMNIST):  # which digit each follows
+        results["pose_spread_channels"] = channel_pose_spread(model, test_set)
     _write_json(out / "results.json", results)
     return results
 

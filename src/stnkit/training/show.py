@@ -20,9 +20,29 @@ def _grid_lines(family, params: Tensor, lines: int = 5, steps: int = 25) -> list
     return out
 
 
+# the bar between the channels of a multi-channel sample (drawn side by side), in pixels
+_CHANNEL_GAP = 2
+# the sampling grid of each parallel transformer
+_GRID_COLOURS = ("tab:orange", "tab:cyan", "tab:green", "tab:pink")
+
+
+def side_by_side(batch: Tensor, gap: int = _CHANNEL_GAP) -> Tensor:
+    """Images ``(B, C, H, W)`` as ``(B, H, C W + (C - 1) gap)``: the channels left to right, NaN between them."""
+    b, c, h, w = batch.shape
+    out = torch.full((b, h, c * w + (c - 1) * gap), float("nan"), dtype=batch.dtype)
+    for k in range(c):
+        out[:, :, k * (w + gap) : k * (w + gap) + w] = batch[:, k]
+    return out
+
+
 @torch.no_grad()
 def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: str = "", n: int = 8) -> None:
-    """Write a PNG: inputs with the transformer's sampling grid, outputs, predictions."""
+    """Write a PNG: inputs with the transformers' sampling grids, outputs, predictions.
+
+    A sample of several channels (``addition``) is drawn channel by channel, left to
+    right, with a blue bar between them; every channel is sampled at the same points,
+    so each transformer's grid is drawn on each channel.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,31 +52,42 @@ def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: s
     n = images.shape[0]
     pred = predict_logits(model, images).argmax(-1)  # (n,) or (n, K) for K labels per sample
     rows = [("input", images)]
-    grids = None
+    grids = []
     if isinstance(model, STClassifier):
         out, params = model.warp_input(images)
-        family = transformer_families(model)[0]
-        grids = _grid_lines(family, params[0])
+        grids = [_grid_lines(f, p) for f, p in zip(transformer_families(model), params, strict=True)]
         k = len(params)
         c = out.shape[1] // k
         for i in range(k):
             label = "transformer output" if k == 1 else f"transformer {i + 1} output"
             rows.append((label, out[:, i * c : (i + 1) * c]))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.45 * len(rows) + 0.5), squeeze=False)
+    channels = images.shape[1]
+    width = 1.3 * (channels + (channels - 1) * 0.1)
+    fig, axes = plt.subplots(len(rows), n, figsize=(width * n, 1.45 * len(rows) + 0.5), squeeze=False)
     h, w = images.shape[-2:]
+    cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")
     for r, (label, batch) in enumerate(rows):
+        tiles = side_by_side(batch)
         for j in range(n):
             ax = axes[r, j]
-            ax.imshow(batch[j, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(tiles[j].numpy(), cmap=cmap, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0 and grids is not None:
-                for line in grids:
+            if r == 0 and grids:
+                gap = torch.full((1,), float("nan"))
+                for t, lines in enumerate(grids):
+                    # every line on every channel in one polyline, NaN between lines;
                     # normalised -> pixel coordinates (align_corners=False)
-                    xs = ((line[j, :, 0] + 1) * w - 1) / 2
-                    ys = ((line[j, :, 1] + 1) * h - 1) / 2
-                    ax.plot(xs.numpy(), ys.numpy(), color="tab:orange", lw=0.6)
-                ax.set_xlim(-0.5, w - 0.5)
+                    xs = [
+                        ((line[j, :, 0] + 1) * w - 1) / 2 + c * (w + _CHANNEL_GAP)
+                        for c in range(channels)
+                        for line in lines
+                    ]
+                    ys = [((line[j, :, 1] + 1) * h - 1) / 2 for _ in range(channels) for line in lines]
+                    xs = torch.cat([torch.cat([x, gap]) for x in xs]).numpy()
+                    ys = torch.cat([torch.cat([y, gap]) for y in ys]).numpy()
+                    ax.plot(xs, ys, color=_GRID_COLOURS[t % len(_GRID_COLOURS)], lw=0.6)
+                ax.set_xlim(-0.5, tiles.shape[-1] - 0.5)
                 ax.set_ylim(h - 0.5, -0.5)
             if r == 0:
                 ok = bool((pred[j] == labels[j]).all())
