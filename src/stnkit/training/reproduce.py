@@ -112,6 +112,26 @@ def cell_record(cell: Cell, results: dict) -> dict:
     }
 
 
+def finished_cells(out: Path, plan):
+    """``(cell, results)`` for every cell of ``plan`` whose ``out/runs/CELL/results.json`` exists, in plan order."""
+    for cell in plan:
+        f = out / "runs" / cell.dirname / "results.json"
+        if f.is_file():
+            yield cell, json.loads(f.read_text())
+
+
+def previous_wall_seconds(summary_file: Path) -> float:
+    """The ``wall_seconds`` a target's summary file recorded (0 when there is none yet): earlier runs' time."""
+    if not summary_file.is_file():
+        return 0.0
+    return json.loads(summary_file.read_text()).get("wall_seconds") or 0.0
+
+
+def machine_info() -> dict:
+    """The machine a summary was made on."""
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
+
+
 def error_stats(records: list[dict]) -> dict | None:
     """Mean and sample std of the test errors of ``records`` (cells of one table entry); ``None`` if none."""
     if not records:
@@ -138,13 +158,8 @@ def data_sentence(data: list[dict]) -> str:
 
 def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
     """Collect every finished cell of the full grid under ``out/runs`` into one record."""
-    records = []
     plan = cells(TABLE1_DATASETS, ROWS, seeds)
-    for cell in plan:
-        f = out / "runs" / cell.dirname / "results.json"
-        if not f.is_file():
-            continue
-        records.append(cell_record(cell, json.loads(f.read_text())))
+    records = [cell_record(cell, results) for cell, results in finished_cells(out, plan)]
     table: dict[str, dict[str, dict]] = {}
     for row in ROWS:
         for d in TABLE1_DATASETS:
@@ -160,7 +175,7 @@ def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: f
         # each model's own recipe on top of base_config (every cell's full config is in its results.json)
         "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(split_row_key(r)[0] for r in ROWS)},
         "data": data_sizes(records),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "wall_seconds": wall_seconds,
         "table": table,
         "paper": PAPER,
@@ -294,9 +309,7 @@ def run_table1(
 
     Only rank 0 writes the tables (under DDP every rank runs this).
     """
-    previous = 0.0
-    if (out / "table1.json").is_file():
-        previous = read_summary(out).get("wall_seconds") or 0.0
+    previous = previous_wall_seconds(out / "table1.json")
 
     def report(wall_seconds: float) -> dict:
         return summarize_grid(out, base, seeds, round(previous + wall_seconds, 1))
