@@ -17,10 +17,8 @@ its ``last.ckpt``. After each run ``addition.json`` and ``addition.md`` are rewr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .._io import atomic_write_text
 from .config import MODEL_RECIPES, TrainConfig
 from .report import markdown_table
 from .reproduce import (
@@ -33,6 +31,8 @@ from .reproduce import (
     machine_info,
     previous_wall_seconds,
     run_cells,
+    stats_text,
+    write_summary,
 )
 
 DATASET = "addition"
@@ -128,13 +128,7 @@ def render_addition_markdown(summary: dict) -> str:
     """addition.md: our % test error beside the paper's, row by row."""
     rows = []
     for row in ROWS:
-        ours = summary["table"].get(row)
-        if ours is None:
-            text = "–"
-        elif ours["std"] is not None:
-            text = f"**{ours['mean']:.2f}** ± {ours['std']:.2f}"
-        else:
-            text = f"**{ours['mean']:.2f}**"
+        text = stats_text(summary["table"].get(row))
         runs = [r for r in summary["runs"] if r["row"] == row]
         params = f"{runs[0]['num_parameters']:,}" if runs else "–"
         epochs = str(runs[0]["epochs"]) if runs else "–"
@@ -154,9 +148,7 @@ def render_addition_markdown(summary: dict) -> str:
 
 
 def write_addition(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "addition.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "addition.md", render_addition_markdown(summary))
+    write_summary(out, DATASET, summary, render_addition_markdown(summary))
 
 
 def run_addition(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 1, options: dict | None = None) -> dict:

@@ -13,14 +13,22 @@ or 1, 2, 4 recurrent warps composed in parameter space.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import atomic_write_text, save_figure
+from .._io import save_figure
 from .config import TrainConfig
 from .report import markdown_table
-from .reproduce import cell_record, error_stats, finished_cells, machine_info, previous_wall_seconds, run_cells
+from .reproduce import (
+    cell_record,
+    error_stats,
+    finished_cells,
+    machine_info,
+    previous_wall_seconds,
+    run_cells,
+    stats_text,
+    write_summary,
+)
 
 DATASET = "perturbed"
 # row -> the options that make it (on top of the base config and the model's recipe)
@@ -113,12 +121,7 @@ def render_markdown(summary: dict) -> str:
     rows = []
     for row in ROWS:
         ours = summary["table"].get(row)
-        if ours is None:
-            txt = "–"
-        elif ours["std"] is not None:
-            txt = f"**{ours['mean']:.2f}** ± {ours['std']:.2f} (n={ours['n']})"
-        else:
-            txt = f"**{ours['mean']:.2f}** (n={ours['n']})"
+        txt = stats_text(ours) + ("" if ours is None else f" (n={ours['n']})")
         paper = PAPER.get(row)
         rows.append([LABELS[row], txt, "–" if paper is None else f"{paper}"])
     sizes = sorted({(c["train_size"], c["test_size"], c["data_source"]) for c in summary["cells"]}, key=str)
@@ -134,9 +137,7 @@ def render_markdown(summary: dict) -> str:
 
 
 def write_outputs(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "icstn.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "icstn.md", render_markdown(summary))
+    write_summary(out, "icstn", summary, render_markdown(summary))
 
 
 def run_icstn(

@@ -140,6 +140,15 @@ def error_stats(records: list[dict]) -> dict | None:
     return {"mean": round(m, 3), "std": None if s is None else round(s, 3), "n": len(records)}
 
 
+def stats_text(stats: dict | None) -> str:
+    """One table entry (:func:`error_stats`) in markdown: ``**mean** ± std``, ``**mean**`` for one run, ``–`` for none."""
+    if stats is None:
+        return "–"
+    if stats["std"] is not None:
+        return f"**{stats['mean']:.2f}** ± {stats['std']:.2f}"
+    return f"**{stats['mean']:.2f}**"
+
+
 def data_sizes(records: list[dict]) -> list[dict]:
     """The distinct training / validation / test sizes and data sources of ``records``."""
     sizes = {(c["train_size"], c["val_size"], c["test_size"], c["data_source"]) for c in records}
@@ -198,14 +207,8 @@ def render_markdown(summary: dict) -> str:
     for row in ROWS:
         cells_md = []
         for d in TABLE1_DATASETS:
-            ours = summary["table"].get(row, {}).get(d)
             paper = _paper(row, d)
-            if ours is None:
-                txt = "–"
-            elif ours["std"] is not None:
-                txt = f"**{ours['mean']:.2f}** ± {ours['std']:.2f}"
-            else:
-                txt = f"**{ours['mean']:.2f}**"
+            txt = stats_text(summary["table"].get(row, {}).get(d))
             txt += f" ({paper})" if paper is not None else " (–)"
             cells_md.append(txt)
         rows.append([row_label(row), *cells_md])
@@ -221,10 +224,15 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out: Path, summary: dict) -> None:
+def write_summary(out: Path, name: str, summary: dict, markdown: str) -> None:
+    """A reproduce target's ``out/NAME.json`` (``summary``) and ``out/NAME.md`` (``markdown``), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("table1.json", json.dumps(summary, indent=2) + "\n"), ("table1.md", render_markdown(summary))):
-        atomic_write_text(out / name, text)
+    atomic_write_text(out / f"{name}.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / f"{name}.md", markdown)
+
+
+def write_outputs(out: Path, summary: dict) -> None:
+    write_summary(out, "table1", summary, render_markdown(summary))
 
 
 def _legacy_row(key: str) -> str:

@@ -12,10 +12,9 @@ ST-CNN's one transformer) looked.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .._io import atomic_write_text, save_figure
+from .._io import save_figure
 from .config import TrainConfig
 from .report import markdown_table
 from .reproduce import (
@@ -27,6 +26,7 @@ from .reproduce import (
     machine_info,
     previous_wall_seconds,
     run_cells,
+    write_summary,
 )
 
 DATASET = "sequence"
@@ -115,9 +115,7 @@ def render_sequence_markdown(summary: dict) -> str:
 
 
 def write_sequence_outputs(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sequence.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "sequence.md", render_sequence_markdown(summary))
+    write_summary(out, DATASET, summary, render_sequence_markdown(summary))
 
 
 def run_sequence(
