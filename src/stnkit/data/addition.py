@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from .dataset import as_digits, as_labels, check_fresh, stream_seed
+from .dataset import RedrawnDataset, as_digits, as_labels
 from .distortions import DEFAULT_CHUNK, DIGIT_SIZE, Distortion, get_distortion
 
 # digits per sample: one per channel
@@ -29,7 +28,7 @@ NUM_DIGITS = 2
 NUM_SUMS = 2 * 9 + 1
 
 
-class AdditionMNIST(Dataset):
+class AdditionMNIST(RedrawnDataset):
     """Pairs of RTS-distorted digits, one per channel, labelled by their sum.
 
     Args:
@@ -69,11 +68,8 @@ class AdditionMNIST(Dataset):
         self.distortion: Distortion = get_distortion("rts", **recipe_options)
         self.digits = as_digits(images)
         self.source_labels = as_labels(labels, self.digits.shape[0])
-        self.fresh = check_fresh(fresh)
-        stream_seed(seed, None)  # validates seed
-        self.seed = seed
+        self._init_draws(seed, fresh)
         self.chunk_size = chunk_size
-        self.epoch: int | None = None
         self.images: Tensor
         self.params: Tensor
         self.pairs: Tensor
@@ -105,7 +101,7 @@ class AdditionMNIST(Dataset):
         )
 
     def _redraw(self, epoch: int | None) -> None:
-        g = torch.Generator().manual_seed(stream_seed(self.seed, epoch))
+        g = self._generator(epoch)
         n = self.digits.shape[0]
         self.pairs = torch.stack([torch.arange(n), torch.randperm(n, generator=g)], dim=1)
         channels, params = [], []
@@ -118,18 +114,6 @@ class AdditionMNIST(Dataset):
         self.digit_labels = self.source_labels[self.pairs]
         self.labels = self.digit_labels.sum(1)
         self.epoch = epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Re-draw the pairs and the distortions for ``epoch`` (``fresh=True``); a no-op for fixed sets."""
-        stream_seed(self.seed, epoch)  # validates epoch
-        if self.fresh and epoch != self.epoch:
-            self._redraw(epoch)
-
-    def __len__(self) -> int:
-        return self.digits.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
 
     def canonicalize(self, images: Tensor | None = None) -> Tensor:
         """Each channel of the current samples (or ``images`` ``(N, 2, S, S)``) warped back onto its

@@ -66,7 +66,47 @@ def check_fresh(fresh: object) -> bool:
     return fresh
 
 
-class DistortedMNIST(Dataset):
+class RedrawnDataset(Dataset):
+    """The draws of a dataset rendered from source digits by a generator seeded by ``(seed, epoch)``
+    (:func:`stream_seed`): fixed (``fresh=False``, one draw) or drawn afresh each epoch (``fresh=True``).
+
+    A subclass sets ``digits`` (the sources, one sample each), calls :meth:`_init_draws` and
+    implements ``_redraw(epoch)``, which sets ``images``, ``labels`` (and its ground truth)
+    from :meth:`_generator` and then ``epoch``. ``ds[i]`` is ``(images[i], labels[i])``.
+    """
+
+    digits: Tensor
+    images: Tensor
+    labels: Tensor
+
+    def _init_draws(self, seed: int, fresh: bool) -> None:
+        """Check and keep ``seed`` and ``fresh``; no draw yet."""
+        self.fresh = check_fresh(fresh)
+        stream_seed(seed, None)  # validates seed
+        self.seed = seed
+        self.epoch: int | None = None
+
+    def _generator(self, epoch: int | None) -> torch.Generator:
+        """The generator of the draw for ``epoch`` (``None``: the fixed draw)."""
+        return torch.Generator().manual_seed(stream_seed(self.seed, epoch))
+
+    def _redraw(self, epoch: int | None) -> None:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-draw every sample for ``epoch`` (``fresh=True``); a no-op for fixed sets."""
+        stream_seed(self.seed, epoch)  # validates epoch
+        if self.fresh and epoch != self.epoch:
+            self._redraw(epoch)
+
+    def __len__(self) -> int:
+        return self.digits.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+
+class DistortedMNIST(RedrawnDataset):
     """Distorted digits from any source of 28x28 digits, with ground-truth parameters.
 
     Args:
@@ -110,13 +150,9 @@ class DistortedMNIST(Dataset):
         self.distortion: Distortion = get_distortion(name, **recipe_options)
         self.digits = as_digits(images)
         self.labels = as_labels(labels, self.digits.shape[0])
-        check_fresh(fresh)
-        stream_seed(seed, None)  # validates seed
-        self.seed = seed
-        self.fresh = fresh
+        self._init_draws(seed, fresh)
         self.chunk_size = chunk_size
         self.clutter_source = None if clutter_source is None else as_digits(clutter_source, "clutter_source")
-        self.epoch: int | None = None
         self.images: Tensor
         self.params: Tensor
         self._redraw(0 if fresh else None)
@@ -146,25 +182,12 @@ class DistortedMNIST(Dataset):
 
     # -- draws -------------------------------------------------------------------------------------
     def _redraw(self, epoch: int | None) -> None:
-        g = torch.Generator().manual_seed(stream_seed(self.seed, epoch))
         self.images, self.params = self.distortion(
-            self.digits, g, clutter_source=self.clutter_source, chunk_size=self.chunk_size
+            self.digits, self._generator(epoch), clutter_source=self.clutter_source, chunk_size=self.chunk_size
         )
         self.epoch = epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        """Re-draw all distortions for ``epoch`` (``fresh=True``); a no-op for fixed sets."""
-        stream_seed(self.seed, epoch)  # validates epoch
-        if self.fresh and epoch != self.epoch:
-            self._redraw(epoch)
-
-    # -- Dataset -----------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self.digits.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
-
+    # -- ground truth ------------------------------------------------------------------------------
     def ink_fraction(self) -> Tensor:
         """Per sample, the fraction of the warped digit's ink that lies on the canvas."""
         return ink_fraction(
@@ -199,4 +222,4 @@ def load_distorted(
     return DistortedMNIST(name, images, labels, seed=seed, fresh=fresh, **recipe_options)
 
 
-__all__ = ["DistortedMNIST", "as_digits", "as_labels", "check_fresh", "load_distorted", "stream_seed"]
+__all__ = ["DistortedMNIST", "RedrawnDataset", "as_digits", "as_labels", "check_fresh", "load_distorted", "stream_seed"]

@@ -27,13 +27,11 @@ in canvas pixels (``x1 = x0 + 28``, exclusive): all of digit ``k``'s ink lies in
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from .._checks import check_int, check_number
-from .dataset import as_digits, stream_seed
+from .dataset import RedrawnDataset, as_digits, as_labels
 from .distortions import DIGIT_SIZE, draw_clutter, draw_excluding, paste_clutter, paste_max
 
 SEQUENCE_LENGTH = 3
@@ -84,7 +82,7 @@ def render_sequence(pool: Tensor, draw: dict[str, Tensor], canvas_size: int, pat
     return paste_clutter(out, pool, draw, patch_size)
 
 
-class SequenceMNIST(Dataset):
+class SequenceMNIST(RedrawnDataset):
     """Cluttered sequences of three digits (the ``sequence`` dataset), with each digit's box.
 
     Args:
@@ -124,26 +122,16 @@ class SequenceMNIST(Dataset):
         patch_size: int = 9,
     ):
         self.digits = as_digits(images)
-        if isinstance(labels, np.ndarray):
-            labels = torch.from_numpy(labels)
-        if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
-            raise TypeError(f"labels must be an integer numpy array or tensor, got {type(labels).__name__}")
-        if labels.shape != (self.digits.shape[0],):
-            raise ValueError(f"labels must have shape ({self.digits.shape[0]},), got {tuple(labels.shape)}")
+        self.source_labels = as_labels(labels, self.digits.shape[0])
         if self.digits.shape[0] < SEQUENCE_LENGTH + 1:
             raise ValueError(f"images must hold at least {SEQUENCE_LENGTH + 1} digits, got {self.digits.shape[0]}")
-        if not isinstance(fresh, bool):
-            raise TypeError(f"fresh must be a bool, got {type(fresh).__name__}")
-        stream_seed(seed, None)  # validates seed
-        self.source_labels = labels.to(torch.int64)
-        self.seed, self.fresh = seed, fresh
+        self._init_draws(seed, fresh)
         max_room = (SEQUENCE_CANVAS - DIGIT_SIZE) / (2 * DIGIT_SIZE)
         self.options = {
             "max_slope": check_number("max_slope", max_slope, low=0.0, high=max_room),
             "n_clutter": check_int("n_clutter", n_clutter, low=0, high=1000),
             "patch_size": check_int("patch_size", patch_size, low=1, high=DIGIT_SIZE),
         }
-        self.epoch: int | None = None
         self.images: Tensor
         self.labels: Tensor
         self.boxes: Tensor
@@ -154,24 +142,11 @@ class SequenceMNIST(Dataset):
         return f"SequenceMNIST(n={len(self)}, seed={self.seed}, fresh={self.fresh}, epoch={self.epoch})"
 
     def _redraw(self, epoch: int | None) -> None:
-        g = torch.Generator().manual_seed(stream_seed(self.seed, epoch))
-        draw = draw_sequence(len(self), self.digits.shape[0], g, **self.options)
+        draw = draw_sequence(len(self), self.digits.shape[0], self._generator(epoch), **self.options)
         self.images = render_sequence(self.digits, draw, SEQUENCE_CANVAS, self.options["patch_size"])
         self.index, self.boxes = draw["index"], draw["boxes"]
         self.labels = self.source_labels[self.index]
         self.epoch = epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Re-draw the sequences for ``epoch`` (``fresh=True``); a no-op for fixed sets."""
-        stream_seed(self.seed, epoch)  # validates epoch
-        if self.fresh and epoch != self.epoch:
-            self._redraw(epoch)
-
-    def __len__(self) -> int:
-        return self.digits.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
 
 
 __all__ = ["SEQUENCE_CANVAS", "SEQUENCE_LENGTH", "SequenceMNIST", "draw_sequence", "render_sequence"]

@@ -17,15 +17,23 @@ its ``last.ckpt``. After each run ``addition.json`` and ``addition.md`` are rewr
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 from pathlib import Path
 
-from .._io import atomic_write_text
 from .config import MODEL_RECIPES, TrainConfig
 from .report import markdown_table
-from .reproduce import Cell, cell_record, data_sentence, data_sizes, error_stats, run_cells
+from .reproduce import (
+    Cell,
+    cell_record,
+    data_sentence,
+    data_sizes,
+    error_stats,
+    finished_cells,
+    machine_info,
+    previous_wall_seconds,
+    run_cells,
+    stats_text,
+    write_summary,
+)
 
 DATASET = "addition"
 TRANSFORM = "affine"
@@ -77,14 +85,10 @@ def addition_config(cell: Cell, base: TrainConfig, options: dict | None = None) 
 
 def summarize_addition(out: Path, base: TrainConfig, seeds: int = 1, wall_seconds: float | None = None) -> dict:
     """Every finished run of the target under ``out/runs`` in one record."""
-    records = []
-    for cell in addition_cells(ROWS, seeds):
-        f = out / "runs" / cell.dirname / "results.json"
-        if f.is_file():
-            results = json.loads(f.read_text())
-            record = cell_record(cell, results)
-            record["pose_spread_channels"] = results.get("pose_spread_channels")
-            records.append(record)
+    records = [
+        {**cell_record(cell, results), "pose_spread_channels": results.get("pose_spread_channels")}
+        for cell, results in finished_cells(out, addition_cells(ROWS, seeds))
+    ]
     table = {}
     for row in ROWS:
         stats = error_stats([c for c in records if c["row"] == row])
@@ -100,7 +104,7 @@ def summarize_addition(out: Path, base: TrainConfig, seeds: int = 1, wall_second
         "row_options": ROW_OPTIONS,
         "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(m for m, _ in ROW_MODELS.values())},
         "data": data_sizes(records),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "wall_seconds": wall_seconds,
         "table": table,
         "paper": PAPER,
@@ -124,13 +128,7 @@ def render_addition_markdown(summary: dict) -> str:
     """addition.md: our % test error beside the paper's, row by row."""
     rows = []
     for row in ROWS:
-        ours = summary["table"].get(row)
-        if ours is None:
-            text = "–"
-        elif ours["std"] is not None:
-            text = f"**{ours['mean']:.2f}** ± {ours['std']:.2f}"
-        else:
-            text = f"**{ours['mean']:.2f}**"
+        text = stats_text(summary["table"].get(row))
         runs = [r for r in summary["runs"] if r["row"] == row]
         params = f"{runs[0]['num_parameters']:,}" if runs else "–"
         epochs = str(runs[0]["epochs"]) if runs else "–"
@@ -150,16 +148,12 @@ def render_addition_markdown(summary: dict) -> str:
 
 
 def write_addition(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "addition.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "addition.md", render_addition_markdown(summary))
+    write_summary(out, DATASET, summary, render_addition_markdown(summary))
 
 
 def run_addition(out: Path, base: TrainConfig, plan: list[Cell], seeds: int = 1, options: dict | None = None) -> dict:
     """Train every run of ``plan`` not yet finished; returns the summary of the whole target."""
-    previous = 0.0
-    if (out / "addition.json").is_file():
-        previous = json.loads((out / "addition.json").read_text()).get("wall_seconds") or 0.0
+    previous = previous_wall_seconds(out / "addition.json")
 
     def report(wall_seconds: float) -> dict:
         return summarize_addition(out, base, seeds, round(previous + wall_seconds, 1))

@@ -429,7 +429,7 @@ def _reproduce_icstn(args: argparse.Namespace, out: Path) -> int:
 
 
 def _reproduce_sequence(args: argparse.Namespace, out: Path) -> int:
-    from . import reproduce_sequence as rs
+    from . import sequence as rs
 
     models = list(rs.SEQUENCE_ROWS) if args.models is None else args.models.split(",")
     for m in models:

@@ -13,16 +13,22 @@ or 1, 2, 4 recurrent warps composed in parameter space.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import atomic_write_text, save_figure
+from .._io import save_figure
 from .config import TrainConfig
 from .report import markdown_table
+from .reproduce import (
+    cell_record,
+    error_stats,
+    finished_cells,
+    machine_info,
+    previous_wall_seconds,
+    run_cells,
+    stats_text,
+    write_summary,
+)
 
 DATASET = "perturbed"
 # row -> the options that make it (on top of the base config and the model's recipe)
@@ -39,6 +45,20 @@ LABELS = {"cnn": "CNN", "st-cnn-projective": "ST-CNN (projective)"} | {f"ic-stn-
 # paper number is shown: an entry is added here only from the paper itself.
 PAPER: dict[str, float] = {}
 FIGURE_ROW = "ic-stn-4"
+# what icstn.json keeps of each cell's record (:func:`~stnkit.training.reproduce.cell_record`)
+RECORD_KEYS = (
+    "row",
+    "seed",
+    "test_error",
+    "best_val_error",
+    "epochs",
+    "fit_seconds",
+    "num_parameters",
+    "git_commit",
+    "train_size",
+    "test_size",
+    "data_source",
+)
 DEFAULT_SEEDS = 1
 
 
@@ -46,6 +66,10 @@ DEFAULT_SEEDS = 1
 class Cell:
     row: str
     seed: int
+
+    @property
+    def dataset(self) -> str:
+        return DATASET
 
     @property
     def dirname(self) -> str:
@@ -66,36 +90,16 @@ def cell_config(cell: Cell, base: TrainConfig, options: dict | None = None) -> T
 
 def summarize(out: Path, base: TrainConfig, seeds: int, wall_seconds: float | None = None) -> dict:
     """Every finished cell of the grid under ``out/runs`` in one record."""
-    from .reproduce import _mean_std
-
-    records = []
     plan = cells(tuple(ROWS), seeds)
-    for cell in plan:
-        f = out / "runs" / cell.dirname / "results.json"
-        if not f.is_file():
-            continue
-        r = json.loads(f.read_text())
-        records.append(
-            {
-                "row": cell.row,
-                "seed": cell.seed,
-                "test_error": r["test_error"],
-                "best_val_error": r.get("best_val_error"),
-                "epochs": r["epochs"],
-                "fit_seconds": r["fit_seconds"],
-                "num_parameters": r["num_parameters"],
-                "git_commit": r.get("git_commit"),
-                "train_size": r["train_size"],
-                "test_size": r["test_size"],
-                "data_source": r["data_source"],
-            }
-        )
+    records = []
+    for cell, results in finished_cells(out, plan):
+        record = cell_record(cell, results)
+        records.append({k: record[k] for k in RECORD_KEYS})
     table = {}
     for row in ROWS:
-        errs = [c["test_error"] for c in records if c["row"] == row]
-        if errs:
-            m, s = _mean_std(errs)
-            table[row] = {"mean": round(m, 3), "std": None if s is None else round(s, 3), "n": len(errs)}
+        stats = error_stats([c for c in records if c["row"] == row])
+        if stats:
+            table[row] = stats
     return {
         "description": "Lin and Lucey 2017 (IC-STN), perturbed MNIST, reproduced by `stnkit reproduce icstn`",
         "dataset": DATASET,
@@ -104,7 +108,7 @@ def summarize(out: Path, base: TrainConfig, seeds: int, wall_seconds: float | No
         "seeds": seeds,
         "base_config": base.to_dict(),
         "rows": ROWS,
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "wall_seconds": wall_seconds,
         "table": table,
         "paper": PAPER,
@@ -117,12 +121,7 @@ def render_markdown(summary: dict) -> str:
     rows = []
     for row in ROWS:
         ours = summary["table"].get(row)
-        if ours is None:
-            txt = "–"
-        elif ours["std"] is not None:
-            txt = f"**{ours['mean']:.2f}** ± {ours['std']:.2f} (n={ours['n']})"
-        else:
-            txt = f"**{ours['mean']:.2f}** (n={ours['n']})"
+        txt = stats_text(ours) + ("" if ours is None else f" (n={ours['n']})")
         paper = PAPER.get(row)
         rows.append([LABELS[row], txt, "–" if paper is None else f"{paper}"])
     sizes = sorted({(c["train_size"], c["test_size"], c["data_source"]) for c in summary["cells"]}, key=str)
@@ -138,35 +137,22 @@ def render_markdown(summary: dict) -> str:
 
 
 def write_outputs(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "icstn.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "icstn.md", render_markdown(summary))
+    write_summary(out, "icstn", summary, render_markdown(summary))
 
 
 def run_icstn(
     out: Path, base: TrainConfig, plan: list[Cell], seeds: int, options: dict | None = None, quiet_runs: bool = True
 ) -> dict:
-    """Train every cell of ``plan`` not yet finished; returns the summary of the whole grid."""
-    from tqdm.auto import tqdm
+    """Train every cell of ``plan`` not yet finished (:func:`~stnkit.training.reproduce.run_cells`);
+    returns the summary of the whole grid."""
+    previous = previous_wall_seconds(out / "icstn.json")
 
-    from .provenance import git_commit
-    from .reproduce import run_cell
-    from .run import is_rank_zero
+    def report(wall_seconds: float) -> dict:
+        return summarize(out, base, seeds, round(previous + wall_seconds, 1))
 
-    git_commit()
-    start = time.time()
-    previous = 0.0
-    if (out / "icstn.json").is_file():
-        previous = json.loads((out / "icstn.json").read_text()).get("wall_seconds") or 0.0
-    bar = tqdm(plan, desc="icstn cells", unit="cell")
-    for cell in bar:
-        bar.set_postfix_str(cell.dirname)
-        if run_cell(out / "runs" / cell.dirname, cell_config(cell, base, options), quiet_runs) and is_rank_zero():
-            write_outputs(out, summarize(out, base, seeds, round(previous + time.time() - start, 1)))
-    summary = summarize(out, base, seeds, round(previous + time.time() - start, 1))
-    if is_rank_zero():
-        write_outputs(out, summary)
-    return summary
+    return run_cells(
+        out, plan, lambda cell: cell_config(cell, base, options), report, write_outputs, "icstn", quiet_runs
+    )
 
 
 def make_figure(out: Path, n: int = 6) -> Path | None:

@@ -112,12 +112,41 @@ def cell_record(cell: Cell, results: dict) -> dict:
     }
 
 
+def finished_cells(out: Path, plan):
+    """``(cell, results)`` for every cell of ``plan`` whose ``out/runs/CELL/results.json`` exists, in plan order."""
+    for cell in plan:
+        f = out / "runs" / cell.dirname / "results.json"
+        if f.is_file():
+            yield cell, json.loads(f.read_text())
+
+
+def previous_wall_seconds(summary_file: Path) -> float:
+    """The ``wall_seconds`` a target's summary file recorded (0 when there is none yet): earlier runs' time."""
+    if not summary_file.is_file():
+        return 0.0
+    return json.loads(summary_file.read_text()).get("wall_seconds") or 0.0
+
+
+def machine_info() -> dict:
+    """The machine a summary was made on."""
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
+
+
 def error_stats(records: list[dict]) -> dict | None:
     """Mean and sample std of the test errors of ``records`` (cells of one table entry); ``None`` if none."""
     if not records:
         return None
     m, s = _mean_std([c["test_error"] for c in records])
     return {"mean": round(m, 3), "std": None if s is None else round(s, 3), "n": len(records)}
+
+
+def stats_text(stats: dict | None) -> str:
+    """One table entry (:func:`error_stats`) in markdown: ``**mean** ± std``, ``**mean**`` for one run, ``–`` for none."""
+    if stats is None:
+        return "–"
+    if stats["std"] is not None:
+        return f"**{stats['mean']:.2f}** ± {stats['std']:.2f}"
+    return f"**{stats['mean']:.2f}**"
 
 
 def data_sizes(records: list[dict]) -> list[dict]:
@@ -138,13 +167,8 @@ def data_sentence(data: list[dict]) -> str:
 
 def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: float | None = None) -> dict:
     """Collect every finished cell of the full grid under ``out/runs`` into one record."""
-    records = []
     plan = cells(TABLE1_DATASETS, ROWS, seeds)
-    for cell in plan:
-        f = out / "runs" / cell.dirname / "results.json"
-        if not f.is_file():
-            continue
-        records.append(cell_record(cell, json.loads(f.read_text())))
+    records = [cell_record(cell, results) for cell, results in finished_cells(out, plan)]
     table: dict[str, dict[str, dict]] = {}
     for row in ROWS:
         for d in TABLE1_DATASETS:
@@ -160,7 +184,7 @@ def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: f
         # each model's own recipe on top of base_config (every cell's full config is in its results.json)
         "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(split_row_key(r)[0] for r in ROWS)},
         "data": data_sizes(records),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "wall_seconds": wall_seconds,
         "table": table,
         "paper": PAPER,
@@ -183,14 +207,8 @@ def render_markdown(summary: dict) -> str:
     for row in ROWS:
         cells_md = []
         for d in TABLE1_DATASETS:
-            ours = summary["table"].get(row, {}).get(d)
             paper = _paper(row, d)
-            if ours is None:
-                txt = "–"
-            elif ours["std"] is not None:
-                txt = f"**{ours['mean']:.2f}** ± {ours['std']:.2f}"
-            else:
-                txt = f"**{ours['mean']:.2f}**"
+            txt = stats_text(summary["table"].get(row, {}).get(d))
             txt += f" ({paper})" if paper is not None else " (–)"
             cells_md.append(txt)
         rows.append([row_label(row), *cells_md])
@@ -206,10 +224,15 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out: Path, summary: dict) -> None:
+def write_summary(out: Path, name: str, summary: dict, markdown: str) -> None:
+    """A reproduce target's ``out/NAME.json`` (``summary``) and ``out/NAME.md`` (``markdown``), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("table1.json", json.dumps(summary, indent=2) + "\n"), ("table1.md", render_markdown(summary))):
-        atomic_write_text(out / name, text)
+    atomic_write_text(out / f"{name}.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / f"{name}.md", markdown)
+
+
+def write_outputs(out: Path, summary: dict) -> None:
+    write_summary(out, "table1", summary, render_markdown(summary))
 
 
 def _legacy_row(key: str) -> str:
@@ -294,9 +317,7 @@ def run_table1(
 
     Only rank 0 writes the tables (under DDP every rank runs this).
     """
-    previous = 0.0
-    if (out / "table1.json").is_file():
-        previous = read_summary(out).get("wall_seconds") or 0.0
+    previous = previous_wall_seconds(out / "table1.json")
 
     def report(wall_seconds: float) -> dict:
         return summarize_grid(out, base, seeds, round(previous + wall_seconds, 1))

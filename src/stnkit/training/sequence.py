@@ -12,16 +12,22 @@ ST-CNN's one transformer) looked.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
 from pathlib import Path
 
-from .._io import atomic_write_text, save_figure
+from .._io import save_figure
 from .config import TrainConfig
 from .report import markdown_table
-from .reproduce import _mean_std, run_cell
+from .reproduce import (
+    Cell,
+    _mean_std,
+    cell_record,
+    error_stats,
+    finished_cells,
+    machine_info,
+    previous_wall_seconds,
+    run_cells,
+    write_summary,
+)
 
 DATASET = "sequence"
 # Sonderby et al. 2015, abstract: per-digit % error (CNN, CNN-SPN, RNN-SPN)
@@ -33,8 +39,13 @@ LABELS = {"seq-cnn": "CNN", "seq-st-cnn": "CNN-SPN (ST-CNN)", "rnn-spn": "RNN-SP
 SEQUENCE_DEFAULTS = TrainConfig(dataset=DATASET, model="rnn-spn", epochs=12, patience=None, loc_downsample=2)
 
 
+def sequence_cells(models=SEQUENCE_ROWS, seeds: int = 1) -> list[Cell]:
+    """The runs of the target: every model in ``models`` with seeds ``0 .. seeds - 1``."""
+    return [Cell(DATASET, model, seed) for model in models for seed in range(seeds)]
+
+
 def run_dir(out: Path, model: str, seed: int) -> Path:
-    return out / "runs" / DATASET / model / f"seed{seed}"
+    return out / "runs" / Cell(DATASET, model, seed).dirname
 
 
 def sequence_config(model: str, seed: int, base: TrainConfig = SEQUENCE_DEFAULTS, options: dict | None = None):
@@ -45,25 +56,28 @@ def sequence_config(model: str, seed: int, base: TrainConfig = SEQUENCE_DEFAULTS
 def summarize_sequence(out: Path, base: TrainConfig, models=SEQUENCE_ROWS, seeds: int = 1, wall=None) -> dict:
     """Every finished run under ``out/runs/sequence`` in one record."""
     runs, table = [], {}
+    for cell, results in finished_cells(out, sequence_cells(models, seeds)):
+        record = cell_record(cell, results)
+        runs.append(
+            {
+                "model": cell.row,
+                "seed": cell.seed,
+                "test_error": record["test_error"],
+                "sequence_error": results.get("sequence_error"),
+                **{k: record[k] for k in ("best_val_error", "epochs", "fit_seconds", "num_parameters", "train_size")},
+            }
+        )
     for model in models:
-        errs, seqs = [], []
-        for seed in range(seeds):
-            f = run_dir(out, model, seed) / "results.json"
-            if not f.is_file():
-                continue
-            r = json.loads(f.read_text())
-            errs.append(r["test_error"])
-            seqs.append(r.get("sequence_error"))
-            keep = ("test_error", "sequence_error", "best_val_error", "epochs", "fit_seconds", "num_parameters")
-            runs.append({"model": model, "seed": seed, **{k: r.get(k) for k in keep}, "train_size": r["train_size"]})
-        if errs:
-            m, s = _mean_std(errs)
-            sm, _ = _mean_std(seqs) if None not in seqs else (None, None)
+        done = [r for r in runs if r["model"] == model]
+        stats = error_stats(done)
+        if stats:
+            seqs = [r["sequence_error"] for r in done]
+            sm = None if None in seqs else _mean_std(seqs)[0]
             table[model] = {
-                "digit_error": round(m, 3),
-                "std": None if s is None else round(s, 3),
+                "digit_error": stats["mean"],
+                "std": stats["std"],
                 "sequence_error": None if sm is None else round(sm, 3),
-                "n": len(errs),
+                "n": stats["n"],
             }
     return {
         "description": "Sonderby et al. 2015 cluttered MNIST sequences reproduced by `stnkit reproduce sequence`",
@@ -71,7 +85,7 @@ def summarize_sequence(out: Path, base: TrainConfig, models=SEQUENCE_ROWS, seeds
         "runs_done": len(runs),
         "seeds": seeds,
         "base_config": base.to_dict(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "wall_seconds": wall,
         "table": table,
         "paper": PAPER_SEQUENCE,
@@ -101,38 +115,23 @@ def render_sequence_markdown(summary: dict) -> str:
 
 
 def write_sequence_outputs(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sequence.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "sequence.md", render_sequence_markdown(summary))
+    write_summary(out, DATASET, summary, render_sequence_markdown(summary))
 
 
 def run_sequence(
     out: Path, base: TrainConfig = SEQUENCE_DEFAULTS, models=SEQUENCE_ROWS, seeds: int = 1, options=None, quiet=True
 ) -> dict:
-    """Train every run not yet finished; returns the summary (also written to ``out``)."""
-    from .provenance import git_commit
-    from .run import is_rank_zero
+    """Train every run not yet finished (:func:`~stnkit.training.reproduce.run_cells`); returns the
+    summary (also written to ``out``)."""
+    previous = previous_wall_seconds(out / "sequence.json")
 
-    git_commit()
-    start = time.time()
-    previous = 0.0
-    if (out / "sequence.json").is_file():
-        previous = json.loads((out / "sequence.json").read_text()).get("wall_seconds") or 0.0
+    def report(wall_seconds: float) -> dict:
+        return summarize_sequence(out, base, models, seeds, round(previous + wall_seconds, 1))
 
-    def summary() -> dict:
-        return summarize_sequence(out, base, models, seeds, round(previous + time.time() - start, 1))
+    def config_of(cell: Cell) -> TrainConfig:
+        return sequence_config(cell.row, cell.seed, base, options)
 
-    for model in models:
-        for seed in range(seeds):
-            if (
-                run_cell(run_dir(out, model, seed), sequence_config(model, seed, base, options), quiet)
-                and is_rank_zero()
-            ):
-                write_sequence_outputs(out, summary())
-    result = summary()
-    if is_rank_zero():
-        write_sequence_outputs(out, result)
-    return result
+    return run_cells(out, sequence_cells(models, seeds), config_of, report, write_sequence_outputs, DATASET, quiet)
 
 
 def _window(family, params, h: int, w: int):
