@@ -200,6 +200,10 @@ def test_reproduce_budget_trains_each_model_for_the_budget(tmp_path, capsys):
         assert r["budget"]["max_time_minutes"] == 0.05 and r["samples_seen"] == r["steps"] * r["recipe"]["batch_size"]
     assert summary["models"]["tutorial-stn"]["recipe"]["optimizer"] == "sgd"
     assert summary["models"]["st-cnn"]["recipe"]["optimizer"] == "adamw"
+    # the localisation net's input is shown for the models with a transformer only
+    assert summary["models"]["st-cnn"]["recipe"]["loc_downsample"] == 1
+    assert "loc_downsample" not in summary["models"]["cnn"]["recipe"]
+    assert "localisation net on the full input" in (tmp_path / "budget_mnist.md").read_text()
     assert "| tutorial-stn |" in (tmp_path / "budget_mnist.md").read_text()
     # a second call reuses the finished runs
     mtime = (tmp_path / "runs" / "budget_mnist" / "cnn" / "seed0" / "results.json").stat().st_mtime

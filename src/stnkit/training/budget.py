@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from .config import TrainConfig
+from .config import TRANSFORMER_MODELS, TrainConfig
 from .report import markdown_table
 
 # the share of the budget the plan fills; the rest absorbs the noise of the estimate
@@ -143,10 +143,7 @@ def run_budget(
                     "fit_seconds": r["fit_seconds"],
                     "parameters": r["num_parameters"],
                     "budget": r.get("budget"),
-                    "recipe": {
-                        k: r["config"][k]
-                        for k in ("optimizer", "lr", "batch_size", "schedule", "weight_decay", "loc_lr_mult")
-                    },
+                    "recipe": _recipe(r["config"]),
                     "git_commit": r.get("git_commit"),
                 }
             )
@@ -168,6 +165,14 @@ def run_budget(
     return summary
 
 
+def _recipe(config: dict) -> dict:
+    """The recipe fields a budget row shows; the localisation net's input size only for models with a transformer."""
+    keys = ("optimizer", "lr", "batch_size", "schedule", "weight_decay")
+    if config["model"] in TRANSFORMER_MODELS:
+        keys += ("loc_lr_mult", "loc_downsample")
+    return {k: config[k] for k in keys}
+
+
 def render_budget(summary: dict) -> str:
     lines = [
         f"Equal budget on {summary['dataset']}: {summary['minutes']:g} min of fit per run, "
@@ -179,6 +184,9 @@ def render_budget(summary: dict) -> str:
         err = f"{m['test_error_mean']:.2f}" + (f" ± {m['test_error_std']:.2f}" if m["test_error_std"] else "")
         rec = m["recipe"]
         recipe = f"{rec['optimizer']} lr {rec['lr']:g}, batch {rec['batch_size']}, {rec['schedule']}"
+        if rec.get("loc_downsample"):
+            n = rec["loc_downsample"]
+            recipe += ", localisation net on the " + ("full input" if n == 1 else f"input averaged over {n}x{n}")
         rows.append(
             [
                 model,
