@@ -69,6 +69,20 @@ def test_cells_take_their_models_recipe_and_given_options_win(monkeypatch):
     assert (cnn.model, cnn.epochs, cnn.lr, cnn.seed) == ("cnn", 5, 0.1, 1)
 
 
+def test_tc_cnn_and_st_cnn_take_the_validated_recipe_and_given_options_win():
+    base = rep.TrainConfig(epochs=15, loc_downsample=1)
+    cnn = rep.cell_config(rep.Cell("tc", "cnn", 2), base)
+    assert (cnn.epochs, cnn.batch_size, cnn.loc_downsample) == (20, 64, 2)
+    for family in ("affine", "projective", "tps"):
+        st = rep.cell_config(rep.Cell("tc", f"st-cnn-{family}", 0), base)
+        assert (st.epochs, st.batch_size, st.loc_downsample, st.st_size) == (60, 32, 2, 30)
+    # the other datasets and the FCNs keep the table's base
+    assert rep.cell_config(rep.Cell("rts", "st-cnn-affine", 0), base).epochs == 15
+    assert rep.cell_config(rep.Cell("tc", "st-fcn-affine", 0), base).loc_downsample == 1
+    given = rep.cell_config(rep.Cell("tc", "st-cnn-affine", 0), base, {"epochs": 3})
+    assert (given.epochs, given.batch_size) == (3, 32)
+
+
 def test_table_takes_mean_and_sample_std_over_seeds(tmp_path):
     # two finished seeds with known errors: mean 12, sample std sqrt(8) = 2.828 (the population std is 2)
     for seed, err in enumerate([10.0, 14.0]):
