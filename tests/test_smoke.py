@@ -44,8 +44,8 @@ def test_bench_quick_reports_ratios(tmp_path, monkeypatch):
     # so the ratios and the fastest peer have known values
     real = stnkit.bench.time_interleaved
 
-    def planted(fns, repeat, warmup=2):
-        return {k: {**v, "median_s": _planted_median_s(k)} for k, v in real(fns, repeat, warmup).items()}
+    def planted(fns, repeat, warmup=2, **kwargs):
+        return {k: {**v, "median_s": _planted_median_s(k)} for k, v in real(fns, repeat, warmup, **kwargs).items()}
 
     monkeypatch.setattr(stnkit.bench, "time_interleaved", planted)
     out = tmp_path / "b.json"
@@ -75,6 +75,24 @@ def test_bench_quick_reports_ratios(tmp_path, monkeypatch):
     md = out.with_suffix(".md").read_text()
     assert "| affine | 4x1x16 | forward |" in md and "ratio to CNN" in md
     assert "| F.affine_grid + F.grid_sample | 2.00 (" in md and "**1.50** |" in md and "**1.25** |" in md
+
+
+def test_bench_times_warps_and_steps_on_the_device(device):
+    rows = stnkit.bench.bench_warps([(2, 1, 12)], 1, ops=("affine", "tps4"), device=device)
+    assert {r["op"] for r in rows} == {"affine", "tps4"} and all(r["check"]["max_abs_difference"] <= 1e-4 for r in rows)
+    steps = stnkit.bench.bench_steps(4, 28, 1, compile=False, device=device)
+    assert {r["model"] for r in steps["rows"]} >= {"cnn", "st-cnn", "tutorial-stn"}
+    assert all(r["times"]["median_s"] > 0 for r in steps["rows"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_bench_on_cuda_without_a_gpu_is_one_line(capsys):
+    from stnkit.cli import main
+
+    with pytest.raises(SystemExit, match="--device cuda needs a GPU that torch can see"):
+        main(["bench", "--quick", "--device", "cuda"])
+    with pytest.raises(ValueError, match="device must be one this machine has .*got 'cuda'"):
+        stnkit.bench.run_bench(quick=True, device="cuda")
 
 
 def test_bench_refuses_bad_repeat(capsys):

@@ -28,7 +28,9 @@ fastest peer time``: below 1 stnkit is faster.
 
 ``stnkit bench --quick`` runs everything at toy sizes in seconds (the test
 suite runs it); the full run writes ``benchmarks/results/bench.json`` and
-``bench.md``.
+``bench.md``. ``--device cuda`` times the warps and training steps on the GPU
+(each call is synchronised before the clock stops; the generators stay on the
+CPU, where the data loaders run them): ``benchmarks/results/bench_cuda.json``.
 """
 
 from __future__ import annotations
@@ -61,16 +63,29 @@ def _kornia():
     return kgt
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 2) -> dict[str, dict]:
-    """Median and quartiles (seconds) of each callable, the callables run in turn each round."""
+def _sync(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device``'s queued work (nothing on the CPU, whose calls return when done)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 2, device: torch.device | str = "cpu"
+) -> dict[str, dict]:
+    """Median and quartiles (seconds) of each callable, the callables run in turn each round;
+    on a GPU each call is timed until ``device`` has finished its work."""
+    sync = _sync(torch.device(device))
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    sync()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     out = {}
     for name, t in times.items():
@@ -95,9 +110,10 @@ def _solved_tps_grid(targets: torch.Tensor, ctrl: torch.Tensor, out_size: tuple[
 
 def _tps_check(family, params: torch.Tensor, size: tuple[int, int], why: str) -> tuple[float, dict]:
     """stnkit's TPS grid against the thin-plate system solved directly, in float64."""
+    params = params.detach().cpu().double()
     with torch.no_grad():
-        ours = family.grid(params.double(), size)
-        ref = _solved_tps_grid(family.targets(params.double()), family.control_points, size)
+        ours = family.grid(params, size)
+        ref = _solved_tps_grid(family.targets(params), family.control_points, size)
     worst = float((ours - ref).abs().max())
     return worst, {
         "max_abs_difference": worst,
@@ -111,7 +127,7 @@ def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[di
     kgt = _kornia()
     if op in ("affine", "projective"):
         family = get_transform(op)
-        params = family.random(b, strength=0.5, generator=gen)
+        params = family.random(b, strength=0.5, generator=gen).to(x.device)
         contenders = {"stnkit": (params, lambda x, p: warp(x, p, family))}
         if op == "affine":
             contenders["F.affine_grid + F.grid_sample"] = (
@@ -139,8 +155,8 @@ def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[di
     elif op == "tps4 vs affine reference":
         # the cost of a 4x4 TPS warp next to torch's affine warp (different transforms: cost only)
         family = get_transform("tps", grid_size=4)
-        params = family.random(b, strength=0.5, generator=gen)
-        theta = get_transform("affine").random(b, strength=0.5, generator=gen).view(b, 2, 3)
+        params = family.random(b, strength=0.5, generator=gen).to(x.device)
+        theta = get_transform("affine").random(b, strength=0.5, generator=gen).view(b, 2, 3).to(x.device)
         contenders = {
             "stnkit": (params, lambda x, p: warp(x, p, family)),
             "F.affine_grid + F.grid_sample": (
@@ -154,9 +170,9 @@ def _warp_contenders(op: str, x: torch.Tensor, gen: torch.Generator) -> tuple[di
     else:
         grid_size = int(op.removeprefix("tps"))
         family = get_transform("tps", grid_size=grid_size)
-        params = family.random(b, strength=0.5, generator=gen)
+        params = family.random(b, strength=0.5, generator=gen).to(x.device)
         contenders = {"stnkit": (params, lambda x, p: warp(x, p, family))}
-        ctrl = family.control_points.float()
+        ctrl = family.control_points.float().to(x.device)
         if kgt is not None:
             targets = family.targets(params)
 
@@ -193,19 +209,19 @@ def _mode_fn(mode: str, fn, x: torch.Tensor, leaf: torch.Tensor, upstream: torch
 WARP_OPS = ("affine", "projective", "tps4", "tps8", "tps4 vs affine reference")
 
 
-def bench_warps(sizes, repeat: int, ops=WARP_OPS) -> list[dict]:
+def bench_warps(sizes, repeat: int, ops=WARP_OPS, device: torch.device | str = "cpu") -> list[dict]:
     rows = []
     for b, c, s in sizes:
         gen = torch.Generator().manual_seed(0)
-        x = torch.rand(b, c, s, s, generator=gen)
-        upstream = torch.randn(b, c, s, s, generator=gen)
+        x = torch.rand(b, c, s, s, generator=gen).to(device)
+        upstream = torch.randn(b, c, s, s, generator=gen).to(device)
         for op in ops:
             contenders, check = _warp_contenders(op, x, gen)
             for mode in MODES:
                 fns = {name: _mode_fn(mode, fn, x, leaf, upstream) for name, (leaf, fn) in contenders.items()}
                 # kornia's TPS is tens of times slower: fewer rounds keep the suite short
                 reps = repeat if "kornia" not in " ".join(fns) or "tps" not in op else max(5, repeat // 3)
-                timing = time_interleaved(fns, reps)
+                timing = time_interleaved(fns, reps, device=device)
                 peers = {k: v for k, v in timing.items() if k != "stnkit"}
                 row = {
                     "op": op,
@@ -243,13 +259,13 @@ def _saved_bytes(step: Callable[[], object]) -> int:
     return total
 
 
-def bench_steps(batch: int, size: int, repeat: int, compile: bool) -> dict:
+def bench_steps(batch: int, size: int, repeat: int, compile: bool, device: torch.device | str = "cpu") -> dict:
     """One training step (forward, cross-entropy, backward, AdamW) of each model, as a ratio to the CNN's."""
     from .models import count_parameters, create
 
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 1, size, size, generator=gen)
-    y = torch.randint(0, 10, (batch,), generator=gen)
+    x = torch.rand(batch, 1, size, size, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     specs = {
         "cnn": dict(name="cnn"),
         "st-cnn": dict(name="st-cnn"),
@@ -265,17 +281,18 @@ def bench_steps(batch: int, size: int, repeat: int, compile: bool) -> dict:
     for label, spec in specs.items():
         torch.manual_seed(0)
         spec = dict(spec)
-        models[label] = create(spec.pop("name"), in_size=size, **spec)
+        models[label] = create(spec.pop("name"), in_size=size, **spec).to(device)
         steps[label] = _step_fn(models[label], x, y)
     if compile:
         torch.manual_seed(0)
-        compiled = create("st-cnn", in_size=size, loc_downsample=2)
+        compiled = create("st-cnn", in_size=size, loc_downsample=2).to(device)
         start = time.perf_counter()
         steps["st-cnn, --loc-downsample 2, torch.compile"] = _step_fn(torch.compile(compiled), x, y)
         steps["st-cnn, --loc-downsample 2, torch.compile"]()
+        _sync(torch.device(device))()
         compile_s = time.perf_counter() - start
         models["st-cnn, --loc-downsample 2, torch.compile"] = compiled
-    timing = time_interleaved(steps, repeat)
+    timing = time_interleaved(steps, repeat, device=device)
     cnn = timing["cnn"]["median_s"]
     rows = []
     for label, t in timing.items():
@@ -319,16 +336,20 @@ def bench_distortions(n: int, repeat: int) -> list[dict]:
     return rows
 
 
-def run_bench(quick: bool = False, repeat: int | None = None, compile: bool | None = None) -> dict:
+def run_bench(quick: bool = False, repeat: int | None = None, compile: bool | None = None, device: str = "cpu") -> dict:
     repeat = repeat or (3 if quick else 15)
     compile = (not quick) if compile is None else compile
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device must be one this machine has (cpu, or cuda with a GPU), got {device!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
     report = {
         "quick": quick,
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "device": str(dev),
         "machine": _machine(),
-        "warps": bench_warps(QUICK_SIZES if quick else FULL_SIZES, repeat),
-        "training_step": bench_steps(8 if quick else 128, 28 if quick else 42, repeat, compile),
+        "warps": bench_warps(QUICK_SIZES if quick else FULL_SIZES, repeat, device=dev),
+        "training_step": bench_steps(8 if quick else 128, 28 if quick else 42, repeat, compile, device=dev),
         "generators": bench_distortions(64 if quick else 8000, 1 if quick else 3),  # the key of the committed reports
     }
     report["seconds"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
@@ -365,6 +386,7 @@ def to_markdown(report: dict) -> str:
         f"Measured {report['date']} on {m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}, "
         f"kornia {m['kornia'] or 'not installed'}"
         + (f", GPU {m['cuda']}" if m["cuda"] else "")
+        + (f"; warps and training steps timed on {report['device']}" if report.get("device", "cpu") != "cpu" else "")
         + ". Median ms (quartiles) over interleaved repeats; ratio = stnkit / fastest peer (< 1: stnkit faster).",
         "",
         "| warp | B x C x size | mode | stnkit ms | fastest peer | peer ms | ratio |",

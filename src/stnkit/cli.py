@@ -26,7 +26,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise SystemExit(f"stnkit: --repeat must be >= 1, got {args.repeat}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"stnkit: --threads must be >= 1, got {args.threads}")
-    main_bench(args.out, threads=args.threads, quick=args.quick, repeat=args.repeat, compile=args.compile)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("stnkit: --device cuda needs a GPU that torch can see, and this machine has none")
+    main_bench(
+        args.out, threads=args.threads, quick=args.quick, repeat=args.repeat, compile=args.compile, device=args.device
+    )
     return 0
 
 
@@ -72,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also time a torch.compile'd ST-CNN step (default: on for the full suite, off with --quick)",
+    )
+    bench.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where warps and training steps run (default: cpu)"
     )
     bench.add_argument("--out", default=None, help="write the report as JSON, and markdown beside it (.md)")
     bench.set_defaults(func=_cmd_bench)
