@@ -218,6 +218,18 @@ class TestBaseGrid:
             ref = F.affine_grid(eye, [1, 1, h, w], align_corners=align_corners)[0]
             torch.testing.assert_close(g, ref, atol=1e-15, rtol=0)
 
+    def test_same_values_on_every_device(self, device, dtype):
+        # bit for bit the CPU's grid (the pixel centres' fractions, correctly rounded): the
+        # identity grid of every family is exact on every device (a CUDA division by a Python
+        # number multiplies by its reciprocal and missed by 1 ulp on most sizes)
+        for n in (3, 7, 28, 42, 60, 99):
+            for align_corners in (False, True):
+                g = base_grid((n, n), align_corners, device=device, dtype=dtype)
+                assert torch.equal(g.cpu(), base_grid((n, n), align_corners, dtype=dtype))
+        if dtype == F64:
+            xs = base_grid((1, 60), device=device, dtype=dtype)[0, :, 0].tolist()
+            assert xs == [(2 * j + 1) / 60 - 1 for j in range(60)]
+
 
 # ----------------------------------------------------------------------------------------
 class TestNormalizationMatrix:

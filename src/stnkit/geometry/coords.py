@@ -123,11 +123,16 @@ def homogeneous_points(
 def linspace_coords(
     n: int, align_corners: bool, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> Tensor:
-    """Normalised coordinates of the centres of ``n`` pixels along one axis."""
+    """Normalised coordinates of the centres of ``n`` pixels along one axis.
+
+    The same values on every device: the division is by a tensor, which CUDA rounds
+    correctly, where a division by a Python number becomes a product with its
+    reciprocal there (1 ulp off on most sizes).
+    """
     idx = torch.arange(n, device=device, dtype=dtype or torch.get_default_dtype())
     if align_corners:
         return idx * (2.0 / (n - 1)) - 1.0 if n > 1 else torch.zeros_like(idx)
-    return (2.0 * idx + 1.0) / n - 1.0
+    return (2.0 * idx + 1.0) / torch.full_like(idx, n) - 1.0
 
 
 def base_grid(
