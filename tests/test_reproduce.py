@@ -204,6 +204,7 @@ def test_committed_readme_table_matches_committed_results():
 
 def test_reproduce_budget_trains_each_model_for_the_budget(tmp_path, capsys):
     from stnkit.cli import main
+    from stnkit.models import count_parameters, create
 
     argv = ["reproduce", "budget", "--dataset", "mnist", "--minutes", "0.05", "--seeds", "1", "--out", str(tmp_path)]
     argv += ["--train-size", "64", "--val-size", "32", "--test-size", "32"]
@@ -215,11 +216,26 @@ def test_reproduce_budget_trains_each_model_for_the_budget(tmp_path, capsys):
     assert summary["models"]["tutorial-stn"]["recipe"]["optimizer"] == "sgd"
     assert summary["models"]["st-cnn"]["recipe"]["optimizer"] == "adamw"
     # the localisation net's input is shown for the models with a transformer only
-    assert summary["models"]["st-cnn"]["recipe"]["loc_downsample"] == 1
+    # `stnkit train`'s defaults (the main job's models), not table1's paper networks
+    assert summary["models"]["st-cnn"]["recipe"]["loc_downsample"] == 2
+    assert summary["models"]["st-cnn"]["parameters"] == count_parameters(create("st-cnn", in_size=28, loc_downsample=2))
     assert "loc_downsample" not in summary["models"]["cnn"]["recipe"]
-    assert "localisation net on the full input" in (tmp_path / "budget_mnist.md").read_text()
+    assert "localisation net on the input averaged over 2x2" in (tmp_path / "budget_mnist.md").read_text()
     assert "| tutorial-stn |" in (tmp_path / "budget_mnist.md").read_text()
     # a second call reuses the finished runs
     mtime = (tmp_path / "runs" / "budget_mnist" / "cnn" / "seed0" / "results.json").stat().st_mtime
     assert main(argv) == 0
     assert (tmp_path / "runs" / "budget_mnist" / "cnn" / "seed0" / "results.json").stat().st_mtime == mtime
+    # a subset of the models, and an unknown one refused in one line
+    sub = ["reproduce", "budget", "--dataset", "mnist", "--minutes", "0.05", "--seeds", "1", "--out", str(tmp_path)]
+    # with --models cnn the finished runs of the other models stay in the summary
+    assert main(sub + ["--models", "cnn", "--train-size", "64", "--val-size", "32", "--test-size", "32"]) == 0
+    assert set(json.loads((tmp_path / "budget_mnist.json").read_text())["models"]) == set(summary["models"])
+    other = tmp_path / "other"
+    assert (
+        main(sub[:-1] + [str(other), "--models", "cnn", "--train-size", "64", "--val-size", "32", "--test-size", "32"])
+        == 0
+    )
+    assert set(json.loads((other / "budget_mnist.json").read_text())["models"]) == {"cnn"}
+    with pytest.raises(SystemExit, match="--models must be among cnn, st-cnn, tutorial-cnn, tutorial-stn, got 'fcn'"):
+        main(sub + ["--models", "fcn"])

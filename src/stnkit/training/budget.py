@@ -101,9 +101,10 @@ def run_budget(
     quiet: bool = True,
     **options,
 ) -> dict:
-    """Train each model for ``minutes`` of fit per seed (``--max-time``), each with its own recipe
+    """Train each of ``models`` for ``minutes`` of fit per seed (``--max-time``), each with its own recipe
     (``base``, then the model's recipe, then ``options``); write ``out/budget_DATASET.json`` and ``.md``.
-    Finished runs are reused, interrupted ones resumed."""
+    Finished runs are reused, interrupted ones resumed; the summary also keeps the other
+    :data:`BUDGET_MODELS` whose runs of every seed are finished there."""
     import json
     from pathlib import Path
 
@@ -116,6 +117,13 @@ def run_budget(
     git_commit()
     out = Path(out)
     records = []
+    finished = [
+        m
+        for m in BUDGET_MODELS
+        if m not in models
+        and all((out / "runs" / f"budget_{dataset}" / m / f"seed{s}" / "results.json").is_file() for s in range(seeds))
+    ]
+    models = [m for m in BUDGET_MODELS if m in models or m in finished] + [m for m in models if m not in BUDGET_MODELS]
     for model in models:
         for seed in range(seeds):
             run_dir = out / "runs" / f"budget_{dataset}" / model / f"seed{seed}"

@@ -502,7 +502,7 @@ def _reproduce_addition(args: argparse.Namespace, out: Path) -> int:
 
 def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
     from ..data import DISTORTIONS
-    from .budget import render_budget, run_budget
+    from .budget import BUDGET_MODELS, render_budget, run_budget
 
     if args.dataset not in DISTORTIONS:
         raise SystemExit(f"stnkit reproduce: --dataset must be one of {', '.join(DISTORTIONS)}, got {args.dataset!r}")
@@ -510,9 +510,14 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(f"stnkit reproduce: --minutes must be > 0, got {args.minutes}")
     if args.seeds < 1:
         raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    models = args.models.split(",") if args.models else list(BUDGET_MODELS)
+    for m in models:
+        if m not in BUDGET_MODELS:
+            raise SystemExit(f"stnkit reproduce: --models must be among {', '.join(BUDGET_MODELS)}, got {m!r}")
     base = config_from_args(args)
     _validate(base)
-    summary = run_budget(out, args.dataset, args.minutes, args._config_defaults, args.seeds, **_grid_options(args))
+    # the models a user gets from `stnkit train` (its defaults, not table1's paper networks): the main job's
+    summary = run_budget(out, args.dataset, args.minutes, TrainConfig(), args.seeds, models, **_grid_options(args))
     print(render_budget(summary), end="")
     print(f"wrote {out / f'budget_{args.dataset}.json'} and {out / f'budget_{args.dataset}.md'}")
     return 0
@@ -670,7 +675,8 @@ def add_parsers(sub) -> None:
         "experiment",
         choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
-        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset; "
+        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset, "
+        "from `stnkit train`'s defaults; "
         "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017); "
         "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015); "
         "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes); "
@@ -703,7 +709,7 @@ def add_parsers(sub) -> None:
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; default all)",
+        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; default all)",
     )
     rep.add_argument(
         "--seeds",
