@@ -66,3 +66,13 @@ def test_options_a_model_ignores_are_not_listed(tmp_path):
     assert main(["experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
     rows = {r["model"]: r["change"] for r in json.loads((tmp_path / "r.json").read_text())}
     assert rows == {"cnn": "--epochs 5", "st-cnn": "--epochs 5 --loc-lr-mult 0.1"}
+
+
+def test_fit_times_of_gpu_runs_are_marked(tmp_path):
+    write_run(tmp_path, "g", 0, 2.0, fit=120.0, epochs=5, accelerator="gpu")
+    write_run(tmp_path, "g", 1, 4.0, fit=120.0, epochs=5, accelerator="gpu")
+    write_run(tmp_path, "c", 0, 2.0, fit=120.0, epochs=6)
+    assert main(["experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "| --epochs 5 | rts | st-cnn | 2 | 3.00 ± 1.41 | 2.0 min (GPU) |" in text
+    assert "| --epochs 6 | rts | st-cnn | 1 | 2.00 | 2.0 min |" in text

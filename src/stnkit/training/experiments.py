@@ -4,8 +4,9 @@
 ``results.json`` below the given directories, groups the runs whose training
 options agree apart from the seed, and writes a markdown table of the
 **validation** error (mean ± sample standard deviation over seeds), the fit
-time and the command that reruns each row. Test errors are left out on
-purpose: recipes are chosen on validation digits only.
+time (marked "(GPU)" for runs trained with ``--accelerator gpu``, which
+compare with nothing on the CPU) and the command that reruns each row. Test
+errors are left out on purpose: recipes are chosen on validation digits only.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def experiment_rows(paths: list[str | os.PathLike]) -> list[dict]:
                 "val_error_std": statistics.stdev(vals) if len(vals) > 1 else None,
                 "val_errors": vals,
                 "fit_seconds_mean": statistics.mean(fits),
+                # fit times on a GPU are not comparable with the CPU rows: marked in the table
+                "on_gpu": any(g["config"].get("accelerator") in ("gpu", "cuda") for g in runs),
                 "epochs": [g["result"]["epochs"] for g in runs],
                 "commits": sorted({str(g["result"].get("git_commit", ""))[:10] for g in runs}),
                 "command": " ".join(
@@ -120,7 +123,7 @@ def render_log(rows: list[dict], title: str = "Experiment log") -> str:
                 r["model"],
                 len(r["seeds"]),
                 err,
-                f"{r['fit_seconds_mean'] / 60:.1f} min",
+                f"{r['fit_seconds_mean'] / 60:.1f} min" + (" (GPU)" if r.get("on_gpu") else ""),
                 f"`{r['command']}`",
             ]
         )
