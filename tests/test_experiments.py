@@ -10,7 +10,7 @@ from stnkit.cli import main
 from stnkit.training.config import TrainConfig
 
 
-def write_run(root, name, seed, val, fit=60.0, **options):
+def write_run(root, name, seed, val, fit=60.0, device=None, **options):
     config = TrainConfig(seed=seed, **options).to_dict()
     d = root / name / f"seed{seed}"
     d.mkdir(parents=True)
@@ -20,6 +20,7 @@ def write_run(root, name, seed, val, fit=60.0, **options):
         "test_error": 99.0,
         "fit_seconds": fit,
         "epochs": config["epochs"],
+        **({"device": device} if device else {}),
     }
     (d / "results.json").write_text(json.dumps(result))
 
@@ -71,8 +72,12 @@ def test_options_a_model_ignores_are_not_listed(tmp_path):
 def test_fit_times_of_gpu_runs_are_marked(tmp_path):
     write_run(tmp_path, "g", 0, 2.0, fit=120.0, epochs=5, accelerator="gpu")
     write_run(tmp_path, "g", 1, 4.0, fit=120.0, epochs=5, accelerator="gpu")
-    write_run(tmp_path, "c", 0, 2.0, fit=120.0, epochs=6)
+    write_run(tmp_path, "c", 0, 2.0, fit=120.0, epochs=6, device="cpu")
+    # the recorded device wins over the accelerator asked for ("auto" may land on a GPU)
+    write_run(tmp_path, "m", 0, 2.0, fit=120.0, epochs=7, device="cuda:0")
+    write_run(tmp_path, "m", 1, 2.0, fit=120.0, epochs=7, device="cpu")
     assert main(["experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
     assert "| --epochs 5 | rts | st-cnn | 2 | 3.00 ± 1.41 | 2.0 min (GPU) |" in text
     assert "| --epochs 6 | rts | st-cnn | 1 | 2.00 | 2.0 min |" in text
+    assert "| --epochs 7 | rts | st-cnn | 2 | 2.00 ± 0.00 | 2.0 min (GPU 1/2) |" in text

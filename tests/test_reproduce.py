@@ -69,6 +69,13 @@ def test_cells_take_their_models_recipe_and_given_options_win(monkeypatch):
     assert (cnn.model, cnn.epochs, cnn.lr, cnn.seed) == ("cnn", 5, 0.1, 1)
 
 
+def test_dataset_options_are_recorded_and_named_under_the_table(tmp_path):
+    summary = rep.summarize_grid(tmp_path, rep.TrainConfig(epochs=15, loc_downsample=1))
+    assert summary["dataset_options"]["tc st-cnn"] == {"epochs": 60, "batch_size": 32, "loc_downsample": 2}
+    md = rep.render_markdown(summary)
+    assert "TC cnn: --epochs 20 --loc-downsample 2; TC st-cnn: --epochs 60 --batch-size 32 --loc-downsample 2." in md
+
+
 def test_tc_cnn_and_st_cnn_take_the_validated_recipe_and_given_options_win():
     base = rep.TrainConfig(epochs=15, loc_downsample=1)
     cnn = rep.cell_config(rep.Cell("tc", "cnn", 2), base)

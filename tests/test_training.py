@@ -57,6 +57,8 @@ def test_end_to_end_train_eval_show(tmp_path, model, transform, dataset):
     for name in ("model.safetensors", "results.json", "show.png", "confusion.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert json.loads((run / "results.json").read_text())["config"]["model"] == model
+    # the device the fit ran on is recorded (accelerator auto: the GPU where there is one)
+    assert res["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     if "st" in model:
         assert set(res["pose_spread"]) == {"spread_st_px", "spread_identity_px"}
     # eval and show from the command line, given only the checkpoint

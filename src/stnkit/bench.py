@@ -30,7 +30,8 @@ fastest peer time``: below 1 stnkit is faster.
 suite runs it); the full run writes ``benchmarks/results/bench.json`` and
 ``bench.md``. ``--device cuda`` times the warps and training steps on the GPU
 (each call is synchronised before the clock stops; the generators stay on the
-CPU, where the data loaders run them): ``benchmarks/results/bench_cuda.json``.
+CPU, where the data loaders run them); the committed GPU report was written with
+``--out benchmarks/results/bench_cuda.json``.
 """
 
 from __future__ import annotations

@@ -117,18 +117,32 @@ def run_budget(
     git_commit()
     out = Path(out)
     records = []
-    finished = [
-        m
-        for m in BUDGET_MODELS
-        if m not in models
-        and all((out / "runs" / f"budget_{dataset}" / m / f"seed{s}" / "results.json").is_file() for s in range(seeds))
+
+    def config_of(model: str, seed: int) -> TrainConfig:
+        config = TrainConfig.for_model(model, base, **{**options, "dataset": dataset, "seed": seed})
+        return config.replace(max_time=minutes)
+
+    def finished_alike(model: str) -> bool:
+        """Every seed of ``model`` finished with this budget's options (a model not asked for is
+        only reported, never trained; one made with other options is left out of the summary)."""
+        for seed in range(seeds):
+            done = out / "runs" / f"budget_{dataset}" / model / f"seed{seed}" / "results.json"
+            if not done.is_file():
+                return False
+            saved = TrainConfig.from_dict(json.loads(done.read_text())["config"])
+            try:
+                check_resumable(saved, config_of(model, seed), done, HARDWARE_OPTIONS | {"epochs"})
+            except ValueError:
+                return False
+        return True
+
+    models = [m for m in BUDGET_MODELS if m in models or finished_alike(m)] + [
+        m for m in models if m not in BUDGET_MODELS
     ]
-    models = [m for m in BUDGET_MODELS if m in models or m in finished] + [m for m in models if m not in BUDGET_MODELS]
     for model in models:
         for seed in range(seeds):
             run_dir = out / "runs" / f"budget_{dataset}" / model / f"seed{seed}"
-            config = TrainConfig.for_model(model, base, **{**options, "dataset": dataset, "seed": seed})
-            config = config.replace(max_time=minutes)
+            config = config_of(model, seed)
             done = run_dir / "results.json"
             if done.is_file():
                 saved = TrainConfig.from_dict(json.loads(done.read_text())["config"])

@@ -510,14 +510,17 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(f"stnkit reproduce: --minutes must be > 0, got {args.minutes}")
     if args.seeds < 1:
         raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
-    models = args.models.split(",") if args.models else list(BUDGET_MODELS)
+    models = [m.strip() for m in args.models.split(",")] if args.models else list(BUDGET_MODELS)
     for m in models:
         if m not in BUDGET_MODELS:
             raise SystemExit(f"stnkit reproduce: --models must be among {', '.join(BUDGET_MODELS)}, got {m!r}")
-    base = config_from_args(args)
-    _validate(base)
-    # the models a user gets from `stnkit train` (its defaults, not table1's paper networks): the main job's
-    summary = run_budget(out, args.dataset, args.minutes, TrainConfig(), args.seeds, models, **_grid_options(args))
+    # the models a user gets from `stnkit train` (its defaults and each model's recipe, not
+    # table1's paper networks): the main job's, each checked with the options given
+    options = _grid_options(args)
+    for m in models:
+        with option_errors():
+            _validate(TrainConfig.for_model(m, TrainConfig(), **{**options, "dataset": args.dataset}), options)
+    summary = run_budget(out, args.dataset, args.minutes, TrainConfig(), args.seeds, models, **options)
     print(render_budget(summary), end="")
     print(f"wrote {out / f'budget_{args.dataset}.json'} and {out / f'budget_{args.dataset}.md'}")
     return 0
@@ -715,7 +718,8 @@ def add_parsers(sub) -> None:
         "--seeds",
         type=int,
         default=None,
-        help="table1: seeds for CNN and ST-CNN affine (3); icstn, sequence, addition: seeds of every row (1)",
+        help="table1: seeds for CNN and ST-CNN affine (3); budget: seeds of every model (3); "
+        "icstn, sequence, addition: seeds of every row (1)",
     )
     rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     rep.add_argument(

@@ -4,8 +4,8 @@
 ``results.json`` below the given directories, groups the runs whose training
 options agree apart from the seed, and writes a markdown table of the
 **validation** error (mean ± sample standard deviation over seeds), the fit
-time (marked "(GPU)" for runs trained with ``--accelerator gpu``, which
-compare with nothing on the CPU) and the command that reruns each row. Test
+time (marked "(GPU)", or "(GPU k/n)" for k of n seeds, for runs that trained
+on a GPU: those compare with nothing on the CPU) and the command that reruns each row. Test
 errors are left out on purpose: recipes are chosen on validation digits only.
 """
 
@@ -57,6 +57,21 @@ def _flags(config: dict, skip=("dataset", "model")) -> list[str]:
     return out
 
 
+def _on_gpu(run: dict) -> bool:
+    """Whether a run trained on a GPU: its recorded device, or for runs that predate that
+    record, an explicit ``--accelerator gpu``."""
+    device = run["result"].get("device")
+    if device is not None:
+        return not str(device).startswith("cpu")
+    return run["config"].get("accelerator") in ("gpu", "cuda")
+
+
+def _gpu_mark(gpu_runs: int, runs: int) -> str:
+    if gpu_runs == 0:
+        return ""
+    return " (GPU)" if gpu_runs == runs else f" (GPU {gpu_runs}/{runs})"
+
+
 def experiment_rows(paths: list[str | os.PathLike]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for f in find_results(paths):
@@ -84,7 +99,7 @@ def experiment_rows(paths: list[str | os.PathLike]) -> list[dict]:
                 "val_errors": vals,
                 "fit_seconds_mean": statistics.mean(fits),
                 # fit times on a GPU are not comparable with the CPU rows: marked in the table
-                "on_gpu": any(g["config"].get("accelerator") in ("gpu", "cuda") for g in runs),
+                "gpu_runs": sum(_on_gpu(g) for g in runs),
                 "epochs": [g["result"]["epochs"] for g in runs],
                 "commits": sorted({str(g["result"].get("git_commit", ""))[:10] for g in runs}),
                 "command": " ".join(
@@ -123,7 +138,7 @@ def render_log(rows: list[dict], title: str = "Experiment log") -> str:
                 r["model"],
                 len(r["seeds"]),
                 err,
-                f"{r['fit_seconds_mean'] / 60:.1f} min" + (" (GPU)" if r.get("on_gpu") else ""),
+                f"{r['fit_seconds_mean'] / 60:.1f} min" + _gpu_mark(r.get("gpu_runs", 0), len(r["seeds"])),
                 f"`{r['command']}`",
             ]
         )

@@ -195,6 +195,8 @@ def summarize_grid(out: Path, base: TrainConfig, seeds: int = 3, wall_seconds: f
         "base_config": base.to_dict(),
         # each model's own recipe on top of base_config (every cell's full config is in its results.json)
         "model_recipes": {m: MODEL_RECIPES.get(m, {}) for m in dict.fromkeys(split_row_key(r)[0] for r in ROWS)},
+        # then a dataset's own options for a model, "DATASET MODEL" -> options (DATASET_OPTIONS)
+        "dataset_options": {f"{d} {m}": o for (d, m), o in DATASET_OPTIONS.items()},
         "data": data_sizes(records),
         "machine": machine_info(),
         "wall_seconds": wall_seconds,
@@ -233,7 +235,18 @@ def render_markdown(summary: dict) -> str:
         f"Training data: {sizes}. The paper trained on the full 60,000-digit MNIST training set and tested on 10,000 digits; "
         "the paper's TC numbers for ST models do not name the transform family.",
     ]
+    own = summary.get("dataset_options") or {}
+    if own:
+        lines.append(
+            "Rows with their own options on a dataset (chosen on validation): "
+            + "; ".join(f"{k.split()[0].upper()} {k.split()[1]}: " + _flags_text(o) for k, o in own.items())
+            + "."
+        )
     return "\n".join(lines) + "\n"
+
+
+def _flags_text(options: dict) -> str:
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
 
 
 def write_summary(out: Path, name: str, summary: dict, markdown: str) -> None:

@@ -190,6 +190,8 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "num_threads": torch.get_num_threads(),
+        # where the fit ran ("cpu", "cuda:0", ...): fit times compare only on the same device
+        "device": str(trainer.strategy.root_device),
         "config": config.to_dict(),
     }
     if budget is not None:
