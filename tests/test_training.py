@@ -386,11 +386,59 @@ def test_max_time_fits_the_epochs_to_the_budget(tmp_path):
     plan = res["budget"]
     assert plan == json.loads((run / "budget.json").read_text()) | {k: plan[k] for k in ("epochs_run", "steps_run")}
     # the plan replaces --epochs (so the schedule ends inside the budget) and is recorded
-    assert res["config"]["epochs"] == plan["planned_epochs"] < 1000
+    assert plan["planned_epochs"] < 1000
     # (the recorded epoch time is rounded to 10 ms)
     fill = plan["planned_epochs"] * (plan["estimated_epoch_seconds"] - 0.005)
     assert fill <= 0.9 * 12 or plan["planned_epochs"] == 1
-    assert plan["steps_run"] <= plan["planned_steps"] and plan["steps_per_epoch"] == 3
+    assert plan["steps_per_epoch"] == 3
+    # after the first epoch the plan is made again from that epoch's measured time, and the
+    # epochs, the cosine schedule and the config in the checkpoints follow it
+    from stnkit.training.budget import replan_epochs
+
+    first, epochs = plan["first_epoch_seconds"], plan["replanned_epochs"]
+    assert abs(epochs - replan_epochs(0.2, first)) <= 1  # first is rounded to 10 ms
+    assert res["config"]["epochs"] == epochs and plan["epochs_run"] <= epochs
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["lr_schedulers"][0]["T_max"] == epochs
+    assert last["hyper_parameters"]["config"]["epochs"] == epochs
+
+
+def test_last_checkpoint_is_the_last_epoch_also_when_the_best_is_earlier(tmp_path):
+    # lr 0: the validation error never improves after epoch 0, so the best checkpoint stays there;
+    # a resume must still restart after the last finished epoch, not the best one
+    run = tmp_path / "run"
+    train(_tiny(model="cnn", epochs=3, lr=0.0), run, quiet=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 9)
+    assert [p.name for p in (run / "checkpoints").glob("best-*.ckpt")] == ["best-epoch=000.ckpt"]
+
+
+def test_replan_keeps_a_revised_plan_on_resume():
+    from types import SimpleNamespace
+
+    from stnkit.training.module import Replan
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=30)  # as restored from an early checkpoint
+    trainer = SimpleNamespace(
+        fit_loop=SimpleNamespace(max_epochs=30), lr_scheduler_configs=[SimpleNamespace(scheduler=sched)]
+    )
+    module = SimpleNamespace(config=TrainConfig(epochs=30), hparams={"config": TrainConfig(epochs=30).to_dict()})
+    Replan({"max_time_minutes": 1.0, "planned_epochs": 30}, print).on_train_start(trainer, module)
+    assert (trainer.fit_loop.max_epochs, sched.T_max, module.config.epochs) == (30, 30, 30)  # not revised yet
+    Replan({"max_time_minutes": 1.0, "planned_epochs": 30, "replanned_epochs": 12}, print).on_train_start(
+        trainer, module
+    )
+    assert (trainer.fit_loop.max_epochs, sched.T_max, module.config.epochs) == (12, 12, 12)
+    assert module.hparams["config"]["epochs"] == 12
+    assert replan_epochs_at_least_two()
+
+
+def replan_epochs_at_least_two() -> bool:
+    from stnkit.training.budget import replan_epochs
+
+    # 0.9 of 10 minutes at 20 s an epoch: 27 epochs; an epoch longer than the budget still gets a second
+    return replan_epochs(10.0, 20.0) == 27 and replan_epochs(0.1, 60.0) == 2
 
 
 def test_max_time_must_be_positive():

@@ -4,7 +4,10 @@
 of the very model and batch size it is about to train, sets the number of
 epochs so that the whole run (with its learning-rate schedule) ends within
 about 90 % of ``M`` minutes, and keeps Lightning's own ``max_time`` as a hard
-stop. The plan (step time, epochs) goes into ``budget.json`` and ``results.json``.
+stop. After the first epoch it plans again from that epoch's measured time
+(timed steps at the start vary with the machine's load by up to 2x) and
+stretches or shortens the cosine schedule to the new length. The plan (step
+time, epochs, the re-plan) goes into ``budget.json`` and ``results.json``.
 """
 
 from __future__ import annotations
@@ -86,6 +89,13 @@ def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 7) 
         "planned_epochs": epochs,
         "planned_steps": epochs * steps,
     }
+
+
+def replan_epochs(max_time_minutes: float, first_epoch_seconds: float) -> int:
+    """Epochs that fit in the budget at the measured time of the first whole epoch (training,
+    validation and the epoch's distortions), at least 2 (the first is done): the re-plan
+    after the first epoch, which corrects the timed steps' estimate."""
+    return max(2, int(BUDGET_FILL * max_time_minutes * 60.0 / max(first_epoch_seconds, 1e-6)))
 
 
 BUDGET_MODELS = ("cnn", "st-cnn", "tutorial-cnn", "tutorial-stn")

@@ -21,7 +21,7 @@ from ..models import STClassifier, count_parameters
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig, row_key
 from .evaluate import channel_pose_spread, confusion_png, evaluate, pose_spread
-from .module import DistortedMNISTDataModule, STNModule, WallClock, check_split_sizes
+from .module import DistortedMNISTDataModule, Replan, STNModule, WallClock, check_split_sizes
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
 from .safety import AtomicCheckpointIO, NoteInterrupt, PinThreads, TrainingInterrupted, interrupted_message
@@ -97,7 +97,7 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
     budget = None
     if config.max_time is not None:
         budget = _budget_plan(config, data, out, resumed=ckpt_path is not None)
-        config = config.replace(epochs=budget["planned_epochs"])
+        config = config.replace(epochs=budget.get("replanned_epochs", budget["planned_epochs"]))
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = STNModule(config.to_dict())
     # no version counter: an epoch trained again after a kill writes its checkpoint under the same name
@@ -106,14 +106,20 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         filename="best-{epoch:03d}",
         monitor="val_error",
         mode="min",
-        save_last=True,
         enable_version_counter=False,
+    )
+    # last.ckpt at every epoch's end: the best callback's save_last writes it only when the best
+    # improves (Lightning 2.6), so a kill would restart from the best epoch, not the last
+    last_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
     clock = WallClock()
     interrupt = NoteInterrupt()
-    callbacks = [best_cb, clock, interrupt]
+    callbacks = [best_cb, last_cb, clock, interrupt]
     if config.deterministic:
         callbacks.append(PinThreads())
+    if budget is not None:
+        callbacks.append(Replan(budget, lambda plan: is_rank_zero() and _write_json(out / "budget.json", plan)))
     if config.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
     # one version directory per (re)start, so a resumed run keeps the earlier logs
@@ -161,6 +167,8 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         # every rank records its final weights: they must agree under DDP
         (out / "ddp").mkdir(exist_ok=True)
         _write_json(out / "ddp" / f"rank{trainer.global_rank}.json", {"digest": param_digest(module.model)})
+    if budget is not None:  # the epochs of the re-plan after the first epoch (Replan)
+        config = config.replace(epochs=budget.get("replanned_epochs", budget["planned_epochs"]))
     if not trainer.is_global_zero:
         return {}
     best_path = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
