@@ -91,6 +91,11 @@ def plan_epochs(config: TrainConfig, n_train: int, n_val: int, repeat: int = 7) 
     }
 
 
+def plan_length(plan: dict) -> int:
+    """The epochs a run with this ``budget.json`` record trains: the re-plan's once made, else the first plan's."""
+    return plan.get("replanned_epochs", plan["planned_epochs"])
+
+
 def replan_epochs(max_time_minutes: float, first_epoch_seconds: float) -> int:
     """Epochs that fit in the budget at the measured time of the first whole epoch (training,
     validation and the epoch's distortions), at least 2 (the first is done): the re-plan

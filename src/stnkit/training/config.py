@@ -232,6 +232,19 @@ _TRANSFORMER_OPTIONS = frozenset(
 )
 
 
+def as_flags(options: dict) -> list[str]:
+    """``{"batch_size": 32, "bounded": True}`` as the command line says it:
+    ``["--batch-size 32", "--bounded"]`` (``False`` as ``--no-NAME``)."""
+    out = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out.append(f"{flag} {value}")
+    return out
+
+
 def options_unused_by(model: str, transform: str | None = None) -> frozenset[str]:
     """The training options that ``model`` ignores (the transformers' options for plain classifiers,
     ``hidden`` for models without an FCN) and, given its ``transform``, ``tps_grid_size`` unless that is tps."""

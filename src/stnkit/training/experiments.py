@@ -17,7 +17,7 @@ import statistics
 from dataclasses import fields
 from pathlib import Path
 
-from .config import TrainConfig, options_unused_by
+from .config import TrainConfig, as_flags, options_unused_by
 from .report import markdown_table
 
 # options that say where or how a run executed, not what it learned
@@ -42,19 +42,14 @@ def _flags(config: dict, skip=("dataset", "model")) -> list[str]:
     """The options of a run that differ from what ``stnkit train --model M`` does by default, as flags."""
     defaults = TrainConfig.for_model(config["model"])
     unused = options_unused_by(config["model"], config.get("transform"))  # e.g. a CNN's --loc-lr-mult: not shown
-    out = []
+    changed = {}
     for f in fields(TrainConfig):
         if f.name in _NOT_RECIPE or f.name in skip or f.name in unused:
             continue
         value = config.get(f.name, getattr(defaults, f.name))
-        if value == getattr(defaults, f.name):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + flag[2:])
-        else:
-            out.append(f"{flag} {value}")
-    return out
+        if value != getattr(defaults, f.name):
+            changed[f.name] = value
+    return as_flags(changed)
 
 
 def _on_gpu(run: dict) -> bool:

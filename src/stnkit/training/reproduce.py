@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import atomic_write_text, save_figure
-from .config import MODEL_RECIPES, TrainConfig, row_key, row_label, split_row_key
+from .config import MODEL_RECIPES, TrainConfig, as_flags, row_key, row_label, split_row_key
 from .report import markdown_table, read_pose_spread
 
 # Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC), by row_key
@@ -239,14 +239,10 @@ def render_markdown(summary: dict) -> str:
     if own:
         lines.append(
             "Rows with their own options on a dataset (chosen on validation): "
-            + "; ".join(f"{k.split()[0].upper()} {k.split()[1]}: " + _flags_text(o) for k, o in own.items())
+            + "; ".join(f"{k.split()[0].upper()} {k.split()[1]}: " + " ".join(as_flags(o)) for k, o in own.items())
             + "."
         )
     return "\n".join(lines) + "\n"
-
-
-def _flags_text(options: dict) -> str:
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
 
 
 def write_summary(out: Path, name: str, summary: dict, markdown: str) -> None:

@@ -18,6 +18,7 @@ import torch
 from .._io import atomic_write_text
 from ..data import AdditionMNIST, DistortedMNIST, dataset_info
 from ..models import STClassifier, count_parameters
+from .budget import plan_length
 from .checkpoint import checkpoint_config, load_model, save_model
 from .config import TrainConfig, row_key
 from .evaluate import channel_pose_spread, confusion_png, evaluate, pose_spread
@@ -97,7 +98,7 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
     budget = None
     if config.max_time is not None:
         budget = _budget_plan(config, data, out, resumed=ckpt_path is not None)
-        config = config.replace(epochs=budget.get("replanned_epochs", budget["planned_epochs"]))
+        config = config.replace(epochs=plan_length(budget))
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = STNModule(config.to_dict())
     # no version counter: an epoch trained again after a kill writes its checkpoint under the same name
@@ -168,7 +169,7 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         (out / "ddp").mkdir(exist_ok=True)
         _write_json(out / "ddp" / f"rank{trainer.global_rank}.json", {"digest": param_digest(module.model)})
     if budget is not None:  # the epochs of the re-plan after the first epoch (Replan)
-        config = config.replace(epochs=budget.get("replanned_epochs", budget["planned_epochs"]))
+        config = config.replace(epochs=plan_length(budget))
     if not trainer.is_global_zero:
         return {}
     best_path = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
