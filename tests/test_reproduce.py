@@ -90,6 +90,15 @@ def test_tc_cnn_and_st_cnn_take_the_validated_recipe_and_given_options_win():
     assert (given.epochs, given.batch_size) == (3, 32)
 
 
+def test_r_cnn_and_st_cnn_train_the_validated_60_epochs():
+    base = rep.TrainConfig(epochs=15, loc_downsample=1)
+    assert rep.cell_config(rep.Cell("r", "cnn", 0), base).epochs == 60
+    for family in ("affine", "projective", "tps"):
+        st = rep.cell_config(rep.Cell("r", f"st-cnn-{family}", 1), base)
+        assert (st.epochs, st.batch_size, st.loc_downsample) == (60, 64, 1)
+    assert rep.cell_config(rep.Cell("r", "st-fcn-affine", 0), base).epochs == rep.MODEL_RECIPES["st-fcn"]["epochs"]
+
+
 def test_table_takes_mean_and_sample_std_over_seeds(tmp_path):
     # two finished seeds with known errors: mean 12, sample std sqrt(8) = 2.828 (the population std is 2)
     for seed, err in enumerate([10.0, 14.0]):
