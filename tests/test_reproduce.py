@@ -65,7 +65,7 @@ def test_cells_take_their_models_recipe_and_given_options_win(monkeypatch):
     monkeypatch.setitem(rep.MODEL_RECIPES, "fcn", {"epochs": 77, "lr": 0.5})
     fcn = rep.cell_config(rep.Cell("r", "fcn", 0), rep.TrainConfig(epochs=5), {"lr": 0.1})
     assert (fcn.epochs, fcn.lr) == (77, 0.1)
-    cnn = rep.cell_config(rep.Cell("r", "cnn", 1), rep.TrainConfig(epochs=5), {"lr": 0.1})
+    cnn = rep.cell_config(rep.Cell("rts", "cnn", 1), rep.TrainConfig(epochs=5), {"lr": 0.1})
     assert (cnn.model, cnn.epochs, cnn.lr, cnn.seed) == ("cnn", 5, 0.1, 1)
 
 
@@ -170,7 +170,7 @@ def test_interrupted_cell_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     from stnkit.training.module import STNModule
 
     out = tmp_path / "results"
-    cell = rep.Cell("r", "cnn", 0)
+    cell = rep.Cell("rts", "cnn", 0)
     base = rep.TrainConfig(train_size=64, val_size=32, test_size=32, batch_size=32, epochs=2)
     run_dir = out / "runs" / cell.dirname
 
