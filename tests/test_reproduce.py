@@ -110,7 +110,13 @@ def test_table_takes_mean_and_sample_std_over_seeds(tmp_path):
         )
     summary = rep.summarize_grid(tmp_path, rep.TrainConfig(), seeds=2)
     assert summary["cells_done"] == 2
-    assert summary["table"] == {"cnn": {"r": {"mean": 12.0, "std": 2.828, "n": 2}}}
+    assert summary["table"] == {"cnn": {"r": {"mean": 12.0, "std": 2.828427, "n": 2}}}
+
+
+def test_table_entries_round_once():
+    # sample std of 2.2, 1.8, 2.3 is 0.2646: printed 0.26, not 0.27 (a stored 0.265 rounded again)
+    stats = rep.error_stats([{"test_error": e} for e in (2.2, 1.8, 2.3)])
+    assert rep.stats_text(stats) == "**2.10** ± 0.26"
 
 
 def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
