@@ -101,6 +101,11 @@ def cell_config(cell: Cell, base: TrainConfig, options: dict | None = None) -> T
     return config.replace(dataset=cell.dataset, transform=cell.transform, seed=cell.seed, st_size=st_size)
 
 
+# digits the summaries store of a mean or std: the tables round once, to 2 (a stored 3-digit
+# 0.265, from 0.2646, would print 0.27)
+STATS_DIGITS = 6
+
+
 def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     m = sum(xs) / len(xs)
     if len(xs) < 2:
@@ -153,8 +158,7 @@ def error_stats(records: list[dict]) -> dict | None:
     if not records:
         return None
     m, s = _mean_std([c["test_error"] for c in records])
-    # 6 digits, not 3: the tables round these to 2, and a 3-digit 0.265 (from 0.2646) would print 0.27
-    return {"mean": round(m, 6), "std": None if s is None else round(s, 6), "n": len(records)}
+    return {"mean": round(m, STATS_DIGITS), "std": None if s is None else round(s, STATS_DIGITS), "n": len(records)}
 
 
 def stats_text(stats: dict | None) -> str:

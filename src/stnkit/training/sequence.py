@@ -18,6 +18,7 @@ from .._io import save_figure
 from .config import TrainConfig
 from .report import markdown_table
 from .reproduce import (
+    STATS_DIGITS,
     Cell,
     _mean_std,
     cell_record,
@@ -76,7 +77,7 @@ def summarize_sequence(out: Path, base: TrainConfig, models=SEQUENCE_ROWS, seeds
             table[model] = {
                 "digit_error": stats["mean"],
                 "std": stats["std"],
-                "sequence_error": None if sm is None else round(sm, 3),
+                "sequence_error": None if sm is None else round(sm, STATS_DIGITS),
                 "n": stats["n"],
             }
     return {
