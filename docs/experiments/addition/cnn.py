@@ -1,7 +1,7 @@
 import sys, time, torch, torch.nn.functional as F
 from stnkit.data import load_digits, AdditionMNIST
 from stnkit.models import create
-from stnkit.training.module import split_train_val
+from stnkit.train.datamodule import split_train_val
 torch.manual_seed(0)
 lr, bs, steps, opt_name = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 model = sys.argv[5] if len(sys.argv) > 5 else "cnn"

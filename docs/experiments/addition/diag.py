@@ -1,6 +1,6 @@
 import sys, time, torch, torch.nn as nn, torch.nn.functional as F
 from stnkit.data import load_digits, AdditionMNIST
-from stnkit.training.module import split_train_val
+from stnkit.train.datamodule import split_train_val
 torch.manual_seed(0)
 mode, hidden, lr, epochs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 images, labels = load_digits("train")

@@ -4,8 +4,8 @@ from stnkit.data import load_digits, CoLocalization
 from stnkit.data.dataset import as_digits, stream_seed
 from stnkit.models import CNN
 from stnkit.geometry import warp
-from stnkit.training.colocalization import *
-from stnkit.training.checkpoint import save_tensors, load_tensors
+from stnkit_experiments.colocalization import *
+from stnkit.train.checkpoint import save_tensors, load_tensors
 torch.set_num_threads(1)
 tr, te = load_digits("train"), load_digits("test")
 path = Path("/tmp/coloc2/enc_aug.safetensors")

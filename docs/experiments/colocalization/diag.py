@@ -1,7 +1,7 @@
 import sys, torch, torch.nn.functional as F
 from pathlib import Path
 from stnkit.data import load_digits, CoLocalization
-from stnkit.training.colocalization import *
+from stnkit_experiments.colocalization import *
 from stnkit.geometry import warp, attention_from_box
 torch.set_num_threads(1)
 tr = load_digits("train")

@@ -1,6 +1,6 @@
 import sys, torch
 from stnkit.data import load_digits, CoLocalization
-from stnkit.training.colocalization import *
+from stnkit_experiments.colocalization import *
 from stnkit.geometry import attention_from_box, box_iou
 torch.set_num_threads(1)
 tr = load_digits("train")

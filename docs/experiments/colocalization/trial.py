@@ -1,7 +1,7 @@
 import sys, json, time, torch; exec(open("/tmp/coloc2/zin.py").read()) if "ZIN" in __import__("os").environ else None
 from pathlib import Path
 from stnkit.data import load_digits, CoLocalization
-from stnkit.training.colocalization import *
+from stnkit_experiments.colocalization import *
 torch.set_num_threads(1)
 kw = json.loads(sys.argv[1]); name = sys.argv[2]
 tr, te = load_digits("train"), load_digits("test")

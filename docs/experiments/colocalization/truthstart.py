@@ -1,8 +1,8 @@
 import sys, json, shutil, torch; exec(open("/tmp/coloc2/zin.py").read())
 from pathlib import Path
 from stnkit.data import load_digits, CoLocalization
-from stnkit.training.colocalization import *
-from stnkit.training.colocalization import _save_state
+from stnkit_experiments.colocalization import *
+from stnkit_experiments.colocalization import _save_state
 from stnkit.geometry import attention_from_box, box_iou
 torch.set_num_threads(1)
 tr, te = load_digits("train"), load_digits("test")

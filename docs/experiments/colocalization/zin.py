@@ -6,7 +6,7 @@ def bound(self, raw):
     lim = 1.0 - s
     return torch.stack([s, lim * torch.tanh(tx), lim * torch.tanh(ty)], 1)
 Attention.bound = bound
-import stnkit.training.colocalization as co, math
+import stnkit_experiments.colocalization as co, math
 _orig = co.coloc_transformer
 def ct(bounded=False, init_scale=1.0):
     st = _orig(bounded)

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("lightning")
 
 from stnkit.cli import main  # noqa: E402
-from stnkit.training import reproduce as rep  # noqa: E402
+from stnkit_experiments import table1 as rep  # noqa: E402
 
 TINY = ["--train-size", "64", "--val-size", "32", "--test-size", "32", "--batch-size", "32", "--epochs", "1"]
 
@@ -23,7 +23,7 @@ def test_plan_covers_the_table():
 
 
 def test_row_key_is_the_one_name_of_a_row():
-    from stnkit.training.config import row_key, row_label, split_row_key
+    from stnkit.models import row_key, row_label, split_row_key
 
     for row in rep.ROWS:
         model, transform = split_row_key(row)
@@ -173,7 +173,7 @@ def test_tiny_grid_resumes_and_checks(tmp_path, capsys):
 
 
 def test_interrupted_cell_resumes_from_last_checkpoint(tmp_path, monkeypatch):
-    from stnkit.training.module import STNModule
+    from stnkit.train.module import STNModule
 
     out = tmp_path / "results"
     cell = rep.Cell("rts", "cnn", 0)
@@ -218,7 +218,7 @@ def test_committed_readme_table_matches_committed_results():
     """The README's Table 1 is generated from results/table1.json, never retyped."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "results" / "table1.json").is_file():
         pytest.skip("no results/table1.json in this checkout")
     assert rep.check_readme(root / "README.md", root / "results") == []

@@ -118,7 +118,7 @@ def pose_spread(
 
     Returns ``{"spread_st_px": ..., "spread_identity_px": ...}``, kept under the
     key ``"pose_spread"`` of a run's ``results.json`` (``"pose_recovery"`` in runs
-    written before the name was unified; :func:`~stnkit.training.report.read_pose_spread`
+    written before the name was unified; :func:`~stnkit.train.report.read_pose_spread`
     reads both).
     """
     families = transformer_families(model)

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from stnkit.data import DATASETS, DISTORTIONS, dataset_info, get_distortion, load_digits, open_dataset
-from stnkit.training.evaluate import evaluate
-from stnkit.training.module import classification_loss
+from stnkit.train.evaluate import evaluate
+from stnkit.train.losses import classification_loss
 
 
 def test_every_distortion_is_a_dataset_with_its_canvas():

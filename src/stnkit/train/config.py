@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from .._checks import check_choice, check_int, check_number
 from ..data import DATASETS
 from ..geometry import TRANSFORMS
-from ..models import MODELS
+from ..models import MODEL_RECIPES, MODELS
 
 # options added after the first release, with the value that runs recorded without them used
 _BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4, "on_nonfinite": "stop", "ic_steps": 4}
@@ -182,56 +182,6 @@ def _optional(check, name: str, value, **bounds):
     return None if value is None else check(name, value, **bounds)
 
 
-# the models with a spatial transformer in front of their classifier
-TRANSFORMER_MODELS = ("st-fcn", "st-cnn", "tutorial-stn", "ic-stn")
-
-
-def row_key(model: str, transform: str | None = None) -> str:
-    """The one name of a (model, transform) pair: a Table 1 row, a run directory, a title.
-
-    A model with a transformer is named with its family, a plain classifier alone:
-
-    >>> row_key("st-cnn", "affine"), row_key("cnn", "affine"), row_key("cnn")
-    ('st-cnn-affine', 'cnn', 'cnn')
-    """
-    if model in TRANSFORMER_MODELS:
-        if transform is None:
-            raise ValueError(f"row_key: model {model!r} has a transformer, so it needs a transform family")
-        return f"{model}-{transform}"
-    return model
-
-
-def split_row_key(key: str) -> tuple[str, str | None]:
-    """``(model, transform)`` of a :func:`row_key` (``transform`` is ``None`` for a plain classifier).
-
-    >>> split_row_key("st-cnn-affine"), split_row_key("cnn")
-    (('st-cnn', 'affine'), ('cnn', None))
-    """
-    for model in TRANSFORMER_MODELS:
-        family = key.removeprefix(model + "-")
-        if family != key and family in TRANSFORMS:
-            return model, family
-    if key in MODELS and key not in TRANSFORMER_MODELS:
-        return key, None
-    raise ValueError(
-        f"unknown row {key!r}: a model ({', '.join(m for m in MODELS if m not in TRANSFORMER_MODELS)}) "
-        f"or a model with a transformer and its family ({', '.join(TRANSFORMER_MODELS)}, e.g. st-cnn-affine)"
-    )
-
-
-def row_label(key: str) -> str:
-    """How a table shows a :func:`row_key`: ``"ST-CNN AFFINE"``, ``"CNN"``."""
-    model, transform = split_row_key(key)
-    return model.upper() if transform is None else f"{model.upper()} {transform.upper()}"
-
-
-# options that only some models read
-_TRANSFORMER_OPTIONS = frozenset(
-    {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult", "tps_grid_size"}
-    | {"consistency_weight", "consistency_strength"}
-)
-
-
 def as_flags(options: dict) -> list[str]:
     """``{"batch_size": 32, "bounded": True}`` as the command line says it:
     ``["--batch-size 32", "--bounded"]`` (``False`` as ``--no-NAME``)."""
@@ -243,46 +193,3 @@ def as_flags(options: dict) -> list[str]:
         else:
             out.append(f"{flag} {value}")
     return out
-
-
-def options_unused_by(model: str, transform: str | None = None) -> frozenset[str]:
-    """The training options that ``model`` ignores (the transformers' options for plain classifiers,
-    ``hidden`` for models without an FCN) and, given its ``transform``, ``tps_grid_size`` unless that is tps."""
-    unused = set()
-    if model not in TRANSFORMER_MODELS:
-        unused |= _TRANSFORMER_OPTIONS
-    if model not in ("fcn", "st-fcn"):
-        unused.add("hidden")
-    if model != "ic-stn":
-        unused.add("ic_steps")
-    if transform is not None and transform != "tps":
-        unused.add("tps_grid_size")
-    return frozenset(unused)
-
-
-# Models trained with a recipe of their own unless an option says otherwise: the
-# PyTorch tutorial's network with the tutorial's recipe (plain SGD at 0.01, batch
-# 64, 20 epochs, no schedule, no weight decay, one learning rate for all layers).
-_TUTORIAL_RECIPE = {
-    "loc_downsample": 1,
-    "optimizer": "sgd",
-    "lr": 0.01,
-    "momentum": 0.0,
-    "batch_size": 64,
-    "epochs": 20,
-    "schedule": "none",
-    "weight_decay": 0.0,
-    "loc_lr_mult": 1.0,
-}
-# The FCNs cost a few seconds an epoch and are far from converged after 30: on TC the
-# FCN's validation error falls from 68 % (10 epochs) to 47 % (100), the ST-FCN's from 52 % to 10 %.
-_FCN_EPOCHS = 100
-MODEL_RECIPES: dict[str, dict] = {
-    "tutorial-cnn": _TUTORIAL_RECIPE,
-    "tutorial-stn": _TUTORIAL_RECIPE,
-    "fcn": {"epochs": _FCN_EPOCHS},
-    # not measured with a downsampled localisation input yet: the paper's net on the full input
-    "st-fcn": {"epochs": _FCN_EPOCHS, "loc_downsample": 1},
-    # the IC-STN paper's warps are homographies (its perturbed MNIST)
-    "ic-stn": {"transform": "projective"},
-}

@@ -17,12 +17,14 @@ import torch
 
 from .._io import atomic_write_text
 from ..data import AdditionMNIST, DistortedMNIST, dataset_info
-from ..models import STClassifier, count_parameters
-from .budget import plan_length
+from ..models import STClassifier, count_parameters, row_key
+from .budget import plan_epochs, plan_length
+from .callbacks import Replan, WallClock
 from .checkpoint import checkpoint_config, load_model, save_model
-from .config import TrainConfig, row_key
+from .config import TrainConfig
+from .datamodule import DistortedMNISTDataModule, check_split_sizes
 from .evaluate import channel_pose_spread, confusion_png, evaluate, pose_spread
-from .module import DistortedMNISTDataModule, Replan, STNModule, WallClock, check_split_sizes
+from .module import STNModule
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
 from .safety import AtomicCheckpointIO, NoteInterrupt, PinThreads, TrainingInterrupted, interrupted_message
@@ -215,8 +217,6 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
 
 def _budget_plan(config: TrainConfig, data, out: Path, resumed: bool) -> dict:
     """The epochs that fit in ``--max-time``: planned once, kept in ``out/budget.json`` for resumes."""
-    from .budget import plan_epochs
-
     path = out / "budget.json"
     if resumed and path.is_file():
         return json.loads(path.read_text())

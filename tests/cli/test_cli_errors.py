@@ -24,10 +24,10 @@ from PIL import Image  # noqa: E402
 
 from stnkit.cli import main  # noqa: E402
 from stnkit.data import write_idx  # noqa: E402
-from stnkit.training import TrainConfig  # noqa: E402
-from stnkit.training.checkpoint import build_model, save_model  # noqa: E402
+from stnkit.train import TrainConfig  # noqa: E402
+from stnkit.train.checkpoint import build_model, save_model  # noqa: E402
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 class _Evil:
@@ -147,7 +147,7 @@ CASES = [
 # interpreter would. This keeps 45 cases at a fraction of a second each instead of 3-5 s of imports.
 _SERVER = r"""
 import json, os, runpy, sys, traceback
-import stnkit.cli, stnkit.training.cli, stnkit.training.run, stnkit.data, PIL.Image  # preloaded once
+import stnkit.cli, stnkit.cli.train, stnkit.train.run, stnkit.data, PIL.Image  # preloaded once
 jobs = json.load(open(sys.argv[1]))
 codes = []
 for job in jobs:

@@ -150,7 +150,7 @@ def test_fresh_clone_command(tmp_path):
 
 
 def test_readme_data_section_matches_the_benchmark_and_montages():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
     section = readme[readme.index("## Data\n") :]
     section = section[: section.index("\n## ", 5)]

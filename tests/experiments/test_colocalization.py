@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from stnkit.cli import main
 from stnkit.data import CoLocalization
 from stnkit.geometry import attention_box, attention_from_box, box_iou, get_transform, warp
-from stnkit.training import colocalization as co
+from stnkit_experiments import colocalization as co
 
 
 def _digits(n_per_class=6, seed=0):

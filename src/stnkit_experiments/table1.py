@@ -1,7 +1,7 @@
 """``stnkit reproduce table1``: the paper's Table 1 (and cluttered MNIST) on our data.
 
 Every cell is one ``stnkit train`` run in ``OUT/runs/DATASET/ROW/seedS``, ``ROW`` the
-row's :func:`~stnkit.training.config.row_key` (``cnn``, ``st-cnn-affine``, ...). A
+row's :func:`~stnkit.train.config.row_key` (``cnn``, ``st-cnn-affine``, ...). A
 cell whose ``results.json`` exists is never trained again; an interrupted
 cell resumes from its ``last.ckpt``. After each cell ``table1.json`` and
 ``table1.md`` are rewritten, so partial results are always on disk.
@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import atomic_write_text, save_figure
-from .config import MODEL_RECIPES, TrainConfig, as_flags, row_key, row_label, split_row_key
-from .report import markdown_table, read_pose_spread
+from stnkit._io import atomic_write_text, save_figure
+from stnkit.models import MODEL_RECIPES, row_key, row_label, split_row_key
+from stnkit.train.config import TrainConfig, as_flags
+from stnkit.train.report import markdown_table, read_pose_spread
 
 # Jaderberg et al. 2015, Table 1 (% error; R, RTS, P, E) and section 4.1 (TC), by row_key
 PAPER = {
@@ -88,7 +89,7 @@ def cells(datasets=TABLE1_DATASETS, rows=ROWS, seeds: int = 3) -> list[Cell]:
 
 def cell_config(cell: Cell, base: TrainConfig, options: dict | None = None) -> TrainConfig:
     """The training configuration of one cell: ``base``, the cell model's own recipe
-    (:data:`~stnkit.training.config.MODEL_RECIPES`), the dataset's options for that model
+    (:data:`~stnkit.train.config.MODEL_RECIPES`), the dataset's options for that model
     (:data:`DATASET_OPTIONS`), the ``options`` given on the command line, then the cell's
     model and data.
 
@@ -271,7 +272,7 @@ def _legacy_row(key: str) -> str:
 
 
 def read_summary(out: Path) -> dict:
-    """``out/table1.json``, with rows by :func:`~stnkit.training.config.row_key` whichever spelling it was written with.
+    """``out/table1.json``, with rows by :func:`~stnkit.train.config.row_key` whichever spelling it was written with.
 
     Files written before the one row key name rows ``"st-cnn affine"`` (in ``table``,
     ``paper`` and each cell's ``model``); they read as ``"st-cnn-affine"`` (each cell's ``row``).
@@ -323,9 +324,9 @@ def run_cell(run_dir: Path, config: TrainConfig, quiet: bool = True) -> bool:
     with ``config``, up to hardware options); an interrupted one resumes from its
     ``last.ckpt`` with the same schedule. Every reproduce target runs its runs through here.
     """
-    from .checkpoint import checkpoint_config
-    from .resume import HARDWARE_OPTIONS, check_resumable
-    from .run import train
+    from stnkit.train.checkpoint import checkpoint_config
+    from stnkit.train.resume import HARDWARE_OPTIONS, check_resumable
+    from stnkit.train.run import train
 
     if (run_dir / "results.json").is_file():
         # finished: never trained twice, but never mixed with other settings either
@@ -369,8 +370,8 @@ def run_cells(out: Path, plan: list[Cell], config_of, report, write, name: str, 
     """
     from tqdm.auto import tqdm
 
-    from .provenance import git_commit
-    from .run import is_rank_zero
+    from stnkit.train.provenance import git_commit
+    from stnkit.train.run import is_rank_zero
 
     git_commit()  # the commit this process runs, read before any cell (the tree may change meanwhile)
 
@@ -397,8 +398,8 @@ def make_figures(out: Path, summary: dict, n: int = 10) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .checkpoint import load_model
-    from .evaluate import load_test_set
+    from stnkit.train.checkpoint import load_model
+    from stnkit.train.evaluate import load_test_set
 
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -58,16 +58,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_int, check_number
-from .._io import atomic_write_text
-from ..data import COLOC_KINDS, CoLocalization
-from ..data.colocalization import COLOC_CANVAS
-from ..data.dataset import as_digits, stream_seed
-from ..data.distortions import DIGIT_SIZE
-from ..geometry import attention_box, attention_from_box, box_iou, warp
-from ..models import CNN
-from ..nn import SpatialTransformer
-from .checkpoint import load_tensors, save_tensors
+from stnkit._checks import check_choice, check_int, check_number
+from stnkit._io import atomic_write_text
+from stnkit.data import COLOC_KINDS, CoLocalization
+from stnkit.data.colocalization import COLOC_CANVAS
+from stnkit.data.dataset import as_digits, stream_seed
+from stnkit.data.distortions import DIGIT_SIZE
+from stnkit.geometry import attention_box, attention_from_box, box_iou, warp
+from stnkit.models import CNN
+from stnkit.nn import SpatialTransformer
+from stnkit.train.checkpoint import load_tensors, save_tensors
 
 IOU_THRESHOLD = 0.5
 # Jaderberg et al. 2015, appendix A.2, Table 5: % of digits correctly co-localised
@@ -448,7 +448,7 @@ def run_colocalization(
     an interrupted run goes on from its ``last.safetensors``; the encoder is
     trained once per seed and cached in ``OUT/runs/colocalization/encoder-seedS.safetensors``.
     """
-    from ..data import load_digits
+    from stnkit.data import load_digits
 
     out = Path(out)
     train_digits, test_digits = load_digits("train", data_dir), load_digits("test", data_dir)
@@ -528,7 +528,7 @@ RUN_KEYS = ("config", "train", "held_out", "loss_at", "fit_seconds", "encoder_te
 
 def render_markdown(summary: dict) -> str:
     """colocalization.md: % of images whose box has IoU > 0.5, per class, beside the paper."""
-    from .report import markdown_table
+    from stnkit.train.report import markdown_table
 
     kinds = [k for k in COLOC_KINDS]
     rows = []
@@ -614,8 +614,8 @@ def make_figure(out: str | Path, summary: dict, per_kind: int = 6, data_dir=None
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from .._io import save_figure
-    from ..data import load_digits
+    from stnkit._io import save_figure
+    from stnkit.data import load_digits
 
     out = Path(out)
     done = [r for r in summary["runs"] if r["seed"] == 0]

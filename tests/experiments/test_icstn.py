@@ -203,8 +203,8 @@ def test_perturbed_options(digits):
 
 # -- the model and its options ----------------------------------------------------------------------
 def test_ic_stn_model():
-    from stnkit.training.checkpoint import build_model
-    from stnkit.training.config import TrainConfig
+    from stnkit.train.checkpoint import build_model
+    from stnkit.train.config import TrainConfig
 
     model = create("ic-stn", ic_steps=2, loc_downsample=2)
     assert isinstance(model, STClassifier) and model.transformer.steps == 2
@@ -254,7 +254,7 @@ def test_reproduce_icstn_tiny_grid_resumes(tmp_path, capsys):
 
 
 def test_reproduce_icstn_figure(tmp_path):
-    from stnkit.training import icstn
+    from stnkit_experiments import icstn
 
     out = tmp_path / "results"
     base = icstn.TrainConfig(train_size=64, val_size=32, test_size=32, batch_size=32, epochs=1)
@@ -264,8 +264,8 @@ def test_reproduce_icstn_figure(tmp_path):
 
 
 def test_reproduce_icstn_interrupted_cell_resumes(tmp_path, monkeypatch):
-    from stnkit.training import icstn
-    from stnkit.training.module import STNModule
+    from stnkit.train.module import STNModule
+    from stnkit_experiments import icstn
 
     out = tmp_path / "results"
     cell = icstn.Cell("cnn", 0)

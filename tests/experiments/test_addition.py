@@ -90,8 +90,8 @@ def test_bad_input_is_refused(digits):
 
 def test_two_transformers_start_as_the_identity_on_both_channels():
     from stnkit.models import STClassifier
-    from stnkit.training import TrainConfig
-    from stnkit.training.checkpoint import build_model
+    from stnkit.train import TrainConfig
+    from stnkit.train.checkpoint import build_model
 
     model = build_model(TrainConfig(dataset="addition", model="st-fcn", num_transformers=2, loc_downsample=1))
     assert isinstance(model, STClassifier)
@@ -107,7 +107,7 @@ def test_two_transformers_start_as_the_identity_on_both_channels():
 
 
 def test_side_by_side_draws_the_channels_apart():
-    from stnkit.training.show import side_by_side
+    from stnkit.train.show import side_by_side
 
     x = torch.arange(2 * 2 * 3 * 4, dtype=torch.float32).view(2, 2, 3, 4)
     tiles = side_by_side(x, gap=1)
@@ -151,9 +151,9 @@ def test_reproduce_addition_tiny_is_resumable(tmp_path, capsys):
 
 def test_interrupted_addition_run_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     pytest.importorskip("lightning")
-    from stnkit.training import addition as add
-    from stnkit.training.config import TrainConfig
-    from stnkit.training.module import STNModule
+    from stnkit.train.config import TrainConfig
+    from stnkit.train.module import STNModule
+    from stnkit_experiments import addition as add
 
     out = tmp_path / "results"
     cell = add.Cell("addition", "fcn", 0)
@@ -178,8 +178,8 @@ def test_interrupted_addition_run_resumes_from_last_checkpoint(tmp_path, monkeyp
 
 
 def test_rows_take_their_epochs_and_given_options_win():
-    from stnkit.training import addition as add
-    from stnkit.training.config import TrainConfig
+    from stnkit.train.config import TrainConfig
+    from stnkit_experiments import addition as add
 
     two = add.addition_config(add.Cell("addition", "2xst-fcn", 1), TrainConfig())
     assert (two.model, two.num_transformers, two.transform, two.seed) == ("st-fcn", 2, "affine", 1)

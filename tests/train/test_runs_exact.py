@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("lightning")
 
-from stnkit.training.checkpoint import load_model  # noqa: E402
-from stnkit.training.provenance import param_digest  # noqa: E402
+from stnkit.train.checkpoint import load_model  # noqa: E402
+from stnkit.train.provenance import param_digest  # noqa: E402
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 # 256 digits in batches of 16: 16 steps an epoch, about a second each epoch on one core
 TINY_RUN = "--dataset mnist --model cnn --epochs 3 --train-size 256 --val-size 64 --batch-size 16 --test-size 100"
 TIME_FIELDS = ("fit_seconds",)
@@ -107,7 +107,8 @@ def test_the_order_of_an_epoch_is_the_same_at_every_pass():
     import torch
     from torch.utils.data import RandomSampler
 
-    from stnkit.training.module import SeededShuffle, epoch_seed
+    from stnkit.train.datamodule import SeededShuffle
+    from stnkit.train.losses import epoch_seed
 
     seed = epoch_seed(0, 3, "shuffle")
     order = list(SeededShuffle(50, seed))
@@ -120,7 +121,7 @@ def test_the_order_of_an_epoch_is_the_same_at_every_pass():
 
 
 def test_deterministic_refuses_a_time_budget():
-    from stnkit.training import TrainConfig
+    from stnkit.train import TrainConfig
 
     with pytest.raises(ValueError, match="deterministic cannot be combined with max_time"):
         TrainConfig(deterministic=True, max_time=5.0)
@@ -149,14 +150,14 @@ class TestNonFinite:
 
     @staticmethod
     def config(**kw):
-        from stnkit.training import TrainConfig
+        from stnkit.train import TrainConfig
 
         tiny = dict(model="cnn", dataset="mnist", train_size=96, val_size=48, test_size=48, batch_size=32, epochs=2)
         return TrainConfig(**{**tiny, **kw})
 
     def test_a_nan_loss_stops_training_naming_the_step_and_writes_no_checkpoint(self, tmp_path):
-        from stnkit.training.run import train
-        from stnkit.training.safety import NonFiniteError
+        from stnkit.train.run import train
+        from stnkit.train.safety import NonFiniteError
 
         # Adam's first step moves every weight by about lr: 1e30 overflows the next forward pass
         with pytest.raises(NonFiniteError, match=r"training stopped at global step 1 \(epoch 0\): the loss is nan"):
@@ -164,7 +165,7 @@ class TestNonFinite:
         assert not list((tmp_path / "run").rglob("*.ckpt")) and not (tmp_path / "run" / "results.json").exists()
 
     def test_skip_skips_the_steps_and_keeps_finite_weights(self, tmp_path, capsys):
-        from stnkit.training.run import train
+        from stnkit.train.run import train
 
         results = train(self.config(lr=1e30, on_nonfinite="skip"), tmp_path / "run", quiet=True)
         assert "skipping global step 1 (epoch 0): the loss is nan" in capsys.readouterr().out
@@ -175,8 +176,8 @@ class TestNonFinite:
     def test_parameters_made_non_finite_stop_even_with_skip(self, tmp_path, monkeypatch):
         import torch
 
-        from stnkit.training.run import train
-        from stnkit.training.safety import NonFiniteError
+        from stnkit.train.run import train
+        from stnkit.train.safety import NonFiniteError
 
         step = torch.optim.AdamW.step
 
@@ -203,7 +204,7 @@ class TestNonFinite:
     def test_no_checkpoint_with_non_finite_weights_is_written(self, tmp_path):
         import torch
 
-        from stnkit.training.safety import AtomicCheckpointIO, NonFiniteError
+        from stnkit.train.safety import AtomicCheckpointIO, NonFiniteError
 
         with pytest.raises(NonFiniteError, match="non-finite weights in model.w"):
             AtomicCheckpointIO().save_checkpoint(
@@ -212,7 +213,7 @@ class TestNonFinite:
         assert not list(tmp_path.iterdir())
 
     def test_old_configs_load_with_stop(self):
-        from stnkit.training import TrainConfig
+        from stnkit.train import TrainConfig
 
         assert TrainConfig.from_dict({}).on_nonfinite == "stop"
         with pytest.raises(ValueError, match="on_nonfinite must be one of 'stop', 'skip', got 'ignore'"):

@@ -3,7 +3,7 @@
 Lin and Lucey, "Inverse Compositional Spatial Transformer Networks", CVPR 2017
 (arXiv:1612.03897). Every cell is one ``stnkit train`` run in
 ``OUT/runs/perturbed/ROW/seedS`` (trained, skipped when finished or resumed by
-:func:`~stnkit.training.reproduce.run_cell`, as for Table 1); after each cell
+:func:`~stnkit_experiments.table1.run_cell`, as for Table 1); after each cell
 ``icstn.json`` and ``icstn.md`` are rewritten, so partial results are always on disk.
 
 The rows share one classifier (the project's CNN) and one localisation net (the
@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import save_figure
-from .config import TrainConfig
-from .report import markdown_table
-from .reproduce import (
+from stnkit._io import save_figure
+from stnkit.train.config import TrainConfig
+from stnkit.train.report import markdown_table
+
+from .table1 import (
     cell_record,
     error_stats,
     finished_cells,
@@ -45,7 +46,7 @@ LABELS = {"cnn": "CNN", "st-cnn-projective": "ST-CNN (projective)"} | {f"ic-stn-
 # paper number is shown: an entry is added here only from the paper itself.
 PAPER: dict[str, float] = {}
 FIGURE_ROW = "ic-stn-4"
-# what icstn.json keeps of each cell's record (:func:`~stnkit.training.reproduce.cell_record`)
+# what icstn.json keeps of each cell's record (:func:`~stnkit_experiments.table1.cell_record`)
 RECORD_KEYS = (
     "row",
     "seed",
@@ -143,7 +144,7 @@ def write_outputs(out: Path, summary: dict) -> None:
 def run_icstn(
     out: Path, base: TrainConfig, plan: list[Cell], seeds: int, options: dict | None = None, quiet_runs: bool = True
 ) -> dict:
-    """Train every cell of ``plan`` not yet finished (:func:`~stnkit.training.reproduce.run_cells`);
+    """Train every cell of ``plan`` not yet finished (:func:`~stnkit_experiments.table1.run_cells`);
     returns the summary of the whole grid."""
     previous = previous_wall_seconds(out / "icstn.json")
 
@@ -167,9 +168,9 @@ def make_figure(out: Path, n: int = 6) -> Path | None:
     import matplotlib.pyplot as plt
     import torch
 
-    from ..geometry.warp import sample
-    from .checkpoint import load_model
-    from .evaluate import load_test_set
+    from stnkit.geometry.warp import sample
+    from stnkit.train.checkpoint import load_model
+    from stnkit.train.evaluate import load_test_set
 
     model_file = out / "runs" / Cell(FIGURE_ROW, 0).dirname / "model.safetensors"
     if not model_file.is_file():

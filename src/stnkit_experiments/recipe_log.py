@@ -17,8 +17,9 @@ import statistics
 from dataclasses import fields
 from pathlib import Path
 
-from .config import TrainConfig, as_flags, options_unused_by
-from .report import markdown_table
+from stnkit.models import options_unused_by
+from stnkit.train.config import TrainConfig, as_flags
+from stnkit.train.report import markdown_table
 
 # options that say where or how a run executed, not what it learned
 _NOT_RECIPE = {"seed", "accelerator", "devices", "num_nodes", "strategy", "num_workers", "test_size", "test_seed"}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from stnkit.cli import main
-from stnkit.training.config import TrainConfig
+from stnkit.train.config import TrainConfig
 
 
 def write_run(root, name, seed, val, fit=60.0, device=None, **options):
@@ -53,7 +53,7 @@ def test_missing_runs_are_one_line(tmp_path):
 
 
 def test_tutorial_rows_list_only_what_differs_from_the_tutorial_recipe(tmp_path):
-    from stnkit.training.config import MODEL_RECIPES
+    from stnkit.models import MODEL_RECIPES
 
     write_run(tmp_path, "t", 0, 2.0, model="tutorial-stn", **{**MODEL_RECIPES["tutorial-stn"], "epochs": 5})
     assert main(["experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from .. import __version__
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     if not 1 <= args.n <= 64:
         raise SystemExit(f"stnkit: --n must be an int in [1, 64] (digits drawn), got {args.n}")
@@ -20,7 +20,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main_bench
+    from ..bench import main_bench
 
     if args.repeat is not None and args.repeat < 1:
         raise SystemExit(f"stnkit: --repeat must be >= 1, got {args.repeat}")
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(func=_cmd_demo)
 
-    from .training.cli import add_parsers as add_training_parsers
+    from .train import add_parsers as add_training_parsers
 
     add_training_parsers(sub)
 
@@ -85,10 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", default=None, help="write the report as JSON, and markdown beside it (.md)")
     bench.set_defaults(func=_cmd_bench)
-    from .data.cli import add_parser as add_data_parser
+    from ..data.cli import add_parser as add_data_parser
 
     add_data_parser(sub)
+    for plugin in _plugins():
+        plugin(sub)
     return parser
+
+
+def _plugins():
+    """The ``add_parsers(sub)`` of every installed package that registers commands under the
+    ``stnkit.commands`` entry point (stnkit's own paper experiments, ``stnkit reproduce``, do)."""
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in sorted(entry_points(group="stnkit.commands"), key=lambda ep: ep.name)]
 
 
 def _message(err: BaseException) -> str:
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    from .data import DatasetError, DownloadError
+    from ..data import DatasetError, DownloadError
 
     try:
         return int(args.func(args) or 0)

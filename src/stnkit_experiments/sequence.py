@@ -3,7 +3,7 @@
 Three models on the ``sequence`` dataset (:mod:`stnkit.data.sequence`): ``seq-cnn``
 (the paper's CNN), ``seq-st-cnn`` (its CNN-SPN) and ``rnn-spn``. Each run is one
 ``stnkit train`` run in ``OUT/runs/sequence/MODEL/seedS`` through
-:func:`~stnkit.training.reproduce.run_cell` (a finished run is never trained again,
+:func:`~stnkit_experiments.table1.run_cell` (a finished run is never trained again,
 an interrupted one resumes from its ``last.ckpt``); after each run
 ``sequence.json`` and ``sequence.md`` are rewritten, and
 ``figures/sequence_attention.png`` shows where each step of RNN-SPN (and the
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._io import save_figure
-from .config import TrainConfig
-from .report import markdown_table
-from .reproduce import (
+from stnkit._io import save_figure
+from stnkit.train.config import TrainConfig
+from stnkit.train.report import markdown_table
+
+from .table1 import (
     STATS_DIGITS,
     Cell,
     _mean_std,
@@ -122,7 +123,7 @@ def write_sequence_outputs(out: Path, summary: dict) -> None:
 def run_sequence(
     out: Path, base: TrainConfig = SEQUENCE_DEFAULTS, models=SEQUENCE_ROWS, seeds: int = 1, options=None, quiet=True
 ) -> dict:
-    """Train every run not yet finished (:func:`~stnkit.training.reproduce.run_cells`); returns the
+    """Train every run not yet finished (:func:`~stnkit_experiments.table1.run_cells`); returns the
     summary (also written to ``out``)."""
     previous = previous_wall_seconds(out / "sequence.json")
 
@@ -153,8 +154,8 @@ def attention_figure(out: Path, n: int = 6) -> Path | None:
     import matplotlib.pyplot as plt
     import torch
 
-    from .checkpoint import load_model
-    from .evaluate import load_test_set, predict_logits
+    from stnkit.train.checkpoint import load_model
+    from stnkit.train.evaluate import load_test_set, predict_logits
 
     rows = [m for m in ("rnn-spn", "seq-st-cnn") if (run_dir(out, m, 0) / "model.safetensors").is_file()]
     if not rows:

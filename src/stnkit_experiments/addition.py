@@ -10,7 +10,7 @@ transformers' family for its 18.5 % and 5.8 % (its figure of the 2xST-FCN uses a
 thin-plate spline); ours is affine (:data:`TRANSFORM`).
 
 Every row is one ``stnkit train`` run in ``OUT/runs/addition/ROW/seedS``, with the
-machinery of ``stnkit reproduce table1`` (:func:`~stnkit.training.reproduce.run_cells`):
+machinery of ``stnkit reproduce table1`` (:func:`~stnkit_experiments.table1.run_cells`):
 a run with a ``results.json`` is never trained again, an interrupted one resumes from
 its ``last.ckpt``. After each run ``addition.json`` and ``addition.md`` are rewritten.
 """
@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import MODEL_RECIPES, TrainConfig
-from .report import markdown_table
-from .reproduce import (
+from stnkit.models import MODEL_RECIPES
+from stnkit.train.config import TrainConfig
+from stnkit.train.report import markdown_table
+
+from .table1 import (
     Cell,
     cell_record,
     data_sentence,
@@ -165,9 +167,9 @@ def addition_figure(out: Path, n: int = 8) -> Path | None:
     """``out/figures/addition.png``: test pairs with the 2xST-FCN's sampling grids, and what each of its
     two transformers outputs (both channels each), as the paper's appendix A.1 figure; ``None``
     until that run has finished."""
-    from .checkpoint import load_model
-    from .evaluate import load_test_set
-    from .show import show_figure
+    from stnkit.train.checkpoint import load_model
+    from stnkit.train.evaluate import load_test_set
+    from stnkit.train.show import show_figure
 
     model_file = out / "runs" / Cell(DATASET, FIGURE_ROW, 0).dirname / "model.safetensors"
     if not model_file.is_file():

@@ -15,11 +15,11 @@ pytest.importorskip("lightning")
 from stnkit.cli import main  # noqa: E402
 from stnkit.data import load_digits, write_idx  # noqa: E402
 from stnkit.models import create  # noqa: E402
-from stnkit.training import TrainConfig  # noqa: E402
-from stnkit.training.checkpoint import load_model  # noqa: E402
-from stnkit.training.evaluate import evaluate, load_test_set, predict_logits  # noqa: E402
-from stnkit.training.module import consistency_loss  # noqa: E402
-from stnkit.training.run import train  # noqa: E402
+from stnkit.train import TrainConfig  # noqa: E402
+from stnkit.train.checkpoint import load_model  # noqa: E402
+from stnkit.train.evaluate import evaluate, load_test_set, predict_logits  # noqa: E402
+from stnkit.train.losses import consistency_loss  # noqa: E402
+from stnkit.train.run import train  # noqa: E402
 
 TINY = dict(train_size=96, val_size=48, test_size=48, batch_size=32, epochs=1)
 
@@ -77,9 +77,9 @@ def test_summarize_reads_committed_runs_with_the_old_pose_key(tmp_path):
     import shutil
     from pathlib import Path
 
-    from stnkit.training.report import read_pose_spread, summarize
+    from stnkit.train.report import read_pose_spread, summarize
 
-    docs = Path(__file__).resolve().parents[1] / "docs" / "consistency"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "consistency"
     runs = []
     for name in ("st-cnn-rts-w0", "st-cnn-rts-w0.1", "st-cnn-rts-w1"):
         (tmp_path / name).mkdir()
@@ -227,7 +227,7 @@ def test_cli_option_types_come_from_the_config_annotations():
     import typing
     from dataclasses import fields
 
-    from stnkit.training.cli import _argument_type, add_config_arguments
+    from stnkit.cli.train import _argument_type, add_config_arguments
 
     kinds = {f.name: _argument_type(f.name) for f in fields(TrainConfig)}
     assert (kinds["epochs"], kinds["lr"], kinds["data_dir"], kinds["bounded"]) == (int, float, str, bool)
@@ -253,7 +253,7 @@ class _Evil:
 
 
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):
-    from stnkit.training.checkpoint import CheckpointError, checkpoint_config
+    from stnkit.train.checkpoint import CheckpointError, checkpoint_config
 
     marker = tmp_path / "pwned"
     torch.save({"hyper_parameters": {"config": {}}, "state_dict": {}, "x": _Evil(marker)}, tmp_path / "evil.ckpt")
@@ -278,7 +278,7 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     ],
 )
 def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path, content, match):
-    from stnkit.training.checkpoint import CheckpointError, save_model
+    from stnkit.train.checkpoint import CheckpointError, save_model
 
     path = tmp_path / ("model.safetensors" if content in ("bad-safetensors", "other-model") else "model.ckpt")
     if content == "truncated":
@@ -350,7 +350,7 @@ class TestModelRecipes:
     @staticmethod
     def parse(*argv):
         from stnkit.cli import build_parser
-        from stnkit.training.cli import config_from_args, given_options
+        from stnkit.cli.train import config_from_args, given_options
 
         args = build_parser().parse_args(["train", *argv])
         return config_from_args(args), given_options(args)
@@ -393,7 +393,7 @@ def test_max_time_fits_the_epochs_to_the_budget(tmp_path):
     assert plan["steps_per_epoch"] == 3
     # after the first epoch the plan is made again from that epoch's measured time, and the
     # epochs, the cosine schedule and the config in the checkpoints follow it
-    from stnkit.training.budget import replan_epochs
+    from stnkit.train.budget import replan_epochs
 
     first, epochs = plan["first_epoch_seconds"], plan["replanned_epochs"]
     assert abs(epochs - replan_epochs(0.2, first)) <= 1  # first is rounded to 10 ms
@@ -416,7 +416,7 @@ def test_last_checkpoint_is_the_last_epoch_also_when_the_best_is_earlier(tmp_pat
 def test_replan_keeps_a_revised_plan_on_resume():
     from types import SimpleNamespace
 
-    from stnkit.training.module import Replan
+    from stnkit.train.callbacks import Replan
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=30)  # as restored from an early checkpoint
@@ -435,7 +435,7 @@ def test_replan_keeps_a_revised_plan_on_resume():
 
 
 def replan_epochs_at_least_two() -> bool:
-    from stnkit.training.budget import replan_epochs
+    from stnkit.train.budget import replan_epochs
 
     # 0.9 of 10 minutes at 20 s an epoch: 27 epochs; an epoch longer than the budget still gets a second
     return replan_epochs(10.0, 20.0) == 27 and replan_epochs(0.1, 60.0) == 2
@@ -467,14 +467,14 @@ def test_compile_keeps_checkpoints_interchangeable(tmp_path):
 
 
 def test_loading_and_evaluating_a_model_never_imports_lightning(tmp_path):
-    """``stnkit.training.checkpoint`` and ``.evaluate`` work without Lightning (a fresh interpreter)."""
+    """``stnkit.train.checkpoint`` and ``.evaluate`` work without Lightning (a fresh interpreter)."""
     code = f"""
 import sys
 import torch
 from stnkit.models import create
-from stnkit.training.checkpoint import load_model, save_model
-from stnkit.training.config import TrainConfig
-from stnkit.training.evaluate import check_input_size, evaluate, pose_spread
+from stnkit.train.checkpoint import load_model, save_model
+from stnkit.train.config import TrainConfig
+from stnkit.train.evaluate import check_input_size, evaluate, pose_spread
 
 config = TrainConfig(model="st-cnn", dataset="mnist")
 model = create("st-cnn", in_size=28, loc_downsample=config.loc_downsample)
@@ -597,7 +597,7 @@ class TestConfigValidation:
     def test_every_committed_record_still_loads(self):
         from pathlib import Path
 
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         records = [json.loads(f.read_text()) for f in sorted((root / "docs").rglob("*.json"))]
         configs = [r["config"] for r in records if isinstance(r, dict) and "config" in r]
         assert configs  # results.json files of the documented runs
@@ -619,7 +619,7 @@ class TestTpsGridSize:
     def test_default_is_the_models_so_runs_without_it_are_unchanged(self):
         import inspect
 
-        from stnkit.training.checkpoint import build_model
+        from stnkit.train.checkpoint import build_model
 
         assert TrainConfig().tps_grid_size == inspect.signature(create).parameters["tps_grid_size"].default
         model = build_model(TrainConfig(model="st-cnn", transform="tps", dataset="mnist"))
@@ -633,7 +633,7 @@ class TestTpsGridSize:
 
     def test_command_line_sets_it_and_the_checkpoint_keeps_it(self, tmp_path):
         from stnkit.cli import build_parser
-        from stnkit.training.cli import config_from_args
+        from stnkit.cli.train import config_from_args
 
         args = build_parser().parse_args(
             ["train", "--model", "tutorial-stn", "--transform", "tps", "--tps-grid-size", "3"]
@@ -665,7 +665,7 @@ def test_validation_digits_are_unchanged():
     """``VAL_SPLIT_SEED`` picks the validation digits; renaming it must not move them."""
     import hashlib
 
-    from stnkit.training.module import VAL_SPLIT_SEED, split_train_val
+    from stnkit.train.datamodule import VAL_SPLIT_SEED, split_train_val
 
     train_idx, val_idx = split_train_val(7000, 500)
     assert VAL_SPLIT_SEED == 20_150_605 and len(train_idx) == 6500

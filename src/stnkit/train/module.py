@@ -1,0 +1,136 @@
+"""The Lightning module that trains a classifier (with or without spatial transformers)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from ..models import STClassifier, transformer_families
+from .checkpoint import build_model
+from .config import TrainConfig
+from .losses import classification_loss, consistency_loss, epoch_seed
+from .safety import NonFiniteError, nonfinite_names
+
+
+class STNModule(pl.LightningModule):
+    """Trains a classifier (with or without spatial transformers) with cross-entropy.
+
+    Logs ``train_loss``, ``train_error``, ``val_loss``, ``val_error`` and
+    ``test_error`` (errors in %).
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = TrainConfig.from_dict(config)
+        self.model = build_model(self.config)
+        if self.config.compile:
+            # in place (nn.Module.compile): parameter names, and so checkpoints, stay as they are
+            parts = [self.model.transformer, self.model.classifier] if isinstance(self.model, STClassifier) else []
+            for part in parts or [self.model]:
+                part.compile()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> Tensor | None:
+        x, y = batch
+        consistency = None
+        if isinstance(self.model, STClassifier):
+            out, _ = self.model.warp_input(x)
+            logits = self.model.classifier(out)
+            if stage == "train" and self.config.consistency_weight > 0:
+                family = transformer_families(self.model)[0]
+                q = family.random(x.shape[0], self.config.consistency_strength, device=x.device, dtype=x.dtype)
+                consistency = consistency_loss(self.model, x, q, out=out)
+        else:
+            logits = self.model(x)
+        loss, error, sequence_error = classification_loss(logits, y)
+        loss_total = loss if consistency is None else loss + self.config.consistency_weight * consistency
+        if stage == "train" and not torch.isfinite(loss_total):
+            return self._nonfinite(f"the loss is {float(loss_total.detach())}")  # before it reaches the logs
+        sync = stage != "train"
+        self.log(f"{stage}_error", error, on_step=False, on_epoch=True, prog_bar=stage != "test", sync_dist=sync)
+        if sequence_error is not None:
+            self.log(f"{stage}_sequence_error", sequence_error, on_step=False, on_epoch=True, sync_dist=sync)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=sync)
+        if consistency is not None:
+            self.log("train_consistency", consistency, on_step=False, on_epoch=True)
+        return loss_total
+
+    def _where(self) -> str:
+        return f"global step {self.global_step} (epoch {self.current_epoch})"
+
+    def _nonfinite(self, what: str) -> None:
+        """Stop training (``on_nonfinite="stop"``, :class:`NonFiniteError`) or skip this step (``"skip"``)."""
+        if self.config.on_nonfinite == "stop":
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: {what}; no checkpoint holds these weights "
+                "(--on-nonfinite skip skips such steps)"
+            )
+        print(f"skipping {self._where()}: {what}")
+        return None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = {n: p.grad for n, p in self.named_parameters() if p.grad is not None}
+        bad = nonfinite_names(grads)
+        if bad:
+            self._nonfinite(f"non-finite gradients in {', '.join(bad[:3])}")
+            for p in self.parameters():  # "skip": parameters without a gradient are left as they are
+                p.grad = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        bad = nonfinite_names(dict(self.named_parameters()))
+        if bad:  # cannot be undone: stop whatever on_nonfinite says
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: the step made parameters non-finite "
+                f"({', '.join(bad[:3])}); no checkpoint holds these weights (try a lower --lr or --grad-clip)"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        # the steps' random numbers restart from (seed, epoch): a resumed epoch draws what it drew before
+        torch.manual_seed(epoch_seed(self.config.seed, self.current_epoch, "steps"))
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        cfg = self.config
+        loc_ids = set()
+        if isinstance(self.model, STClassifier):
+            loc_ids = {id(p) for p in self.model.transformer.parameters()}
+        groups: dict[tuple[bool, bool], list] = {}
+        for p in self.model.parameters():
+            # no weight decay on biases: it would pull the identity-initialised
+            # transformer heads towards the zero (collapsed) transform
+            groups.setdefault((id(p) in loc_ids, p.ndim > 1), []).append(p)
+        param_groups = [
+            {
+                "params": ps,
+                "lr": cfg.lr * (cfg.loc_lr_mult if is_loc else 1.0),
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+            }
+            for (is_loc, decay), ps in groups.items()
+        ]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum)
+        elif cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(param_groups, lr=cfg.lr)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
+        if cfg.schedule == "none":
+            return opt
+        if cfg.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+        elif cfg.schedule == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.step_epochs), gamma=0.1)
+        else:
+            raise ValueError(f"schedule must be 'cosine', 'step' or 'none', got {cfg.schedule!r}")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

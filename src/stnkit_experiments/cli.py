@@ -1,0 +1,369 @@
+"""``stnkit reproduce`` (the paper experiments) and ``stnkit experiments`` (the recipe log).
+
+These commands live with the experiments, on top of the library: the ``stnkit`` command
+line finds them through the ``stnkit.commands`` entry point (pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from stnkit.cli.train import (
+    _grid_options,
+    _validate,
+    add_config_arguments,
+    config_from_args,
+    given_options,
+    option_errors,
+)
+from stnkit.train.config import TrainConfig
+
+from .table1 import ROWS, TABLE1_DATASETS
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import table1 as rep
+
+    out = Path(args.out)
+    if args.experiment == "icstn":
+        return _reproduce_icstn(args, out)
+    if args.seeds is None:  # each target's own default: table1 and budget 3; sequence and addition 1 (3-hour budget)
+        args.seeds = 1 if args.experiment in ("sequence", "addition") else 3
+    if args.experiment == "budget":
+        return _reproduce_budget(args, out)
+    if args.experiment == "sequence":
+        return _reproduce_sequence(args, out)
+    if args.experiment == "colocalization":
+        return _reproduce_colocalization(args, out)
+    if args.experiment == "addition":
+        return _reproduce_addition(args, out)
+    if args.check:
+        if not (out / "table1.json").is_file():
+            print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
+            return 1
+        problems = rep.check_readme(Path(args.readme), out)
+        for p in problems:
+            print(f"check failed: {p}")
+        if not problems:
+            print(f"{args.readme} and {out / 'table1.md'} match {out / 'table1.json'}")
+        return 1 if problems else 0
+    _validate(config_from_args(args))
+    # each cell: these defaults, its model's recipe, then the options given (reproduce.cell_config)
+    options = _grid_options(args)
+    base = args._config_defaults.replace(**options)
+    if args.update_readme and rep.README_START not in (
+        Path(args.readme).read_text() if Path(args.readme).is_file() else ""
+    ):
+        raise SystemExit(f"stnkit reproduce: {args.readme} has no {rep.README_START} block for --update-readme")
+    datasets = (args.datasets or ",".join(rep.TABLE1_DATASETS)).split(",")
+    for d in datasets:
+        if d not in rep.TABLE1_DATASETS:
+            raise SystemExit(f"stnkit reproduce: unknown dataset {d!r}; valid: {', '.join(rep.TABLE1_DATASETS)}")
+    rows = (args.models or ",".join(rep.ROWS)).split(",")
+    for r in rows:
+        if r not in rep.ROWS:
+            raise SystemExit(f"stnkit reproduce: unknown row {r!r}; valid: {', '.join(rep.ROWS)}")
+    plan = rep.cells(datasets, rows, args.seeds)
+    if args.dry_run:
+        for cell in plan:
+            print(cell.dirname)
+        return 0
+    if args.report_only:
+        previous = json.loads((out / "table1.json").read_text()) if (out / "table1.json").is_file() else {}
+        summary = rep.summarize_grid(out, base, args.seeds, previous.get("wall_seconds"))
+        rep.write_outputs(out, summary)
+    else:
+        summary = rep.run_table1(out, base, plan, args.seeds, options=options)
+    from stnkit.train.run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
+    rep.make_figures(out, summary)
+    if args.update_readme:
+        rep.update_readme(Path(args.readme), out)
+    print(rep.render_markdown(summary))
+    print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+def _reproduce_icstn(args: argparse.Namespace, out: Path) -> int:
+    from stnkit.train.run import is_rank_zero
+
+    from . import icstn
+
+    seeds = icstn.DEFAULT_SEEDS if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {seeds}")
+    rows = args.models.split(",") if args.models else list(icstn.ROWS)
+    for r in rows:
+        if r not in icstn.ROWS:
+            raise SystemExit(f"stnkit reproduce: unknown icstn row {r!r}; valid: {', '.join(icstn.ROWS)}")
+    options = _grid_options(args)
+    if "ic_steps" in options:
+        raise SystemExit(
+            "stnkit reproduce: --ic-steps is set by each icstn row (ic-stn-1, -2, -4), not on the command line"
+        )
+    base = args._config_defaults.replace(**options)
+    plan = icstn.cells(rows, seeds)
+    with option_errors():
+        for cell in plan:  # every cell's config is valid before any training
+            _validate(icstn.cell_config(cell, base, options), options)
+    if args.dry_run:
+        for cell in plan:
+            print(cell.dirname)
+        return 0
+    if args.report_only:
+        previous = json.loads((out / "icstn.json").read_text()) if (out / "icstn.json").is_file() else {}
+        summary = icstn.summarize(out, base, seeds, previous.get("wall_seconds"))
+        icstn.write_outputs(out, summary)
+    else:
+        summary = icstn.run_icstn(out, base, plan, seeds, options=options)
+    if not is_rank_zero():
+        return 0
+    figure = icstn.make_figure(out)
+    print(icstn.render_markdown(summary))
+    print(f"wrote {out / 'icstn.json'}, {out / 'icstn.md'}" + (f", {figure}" if figure else ""))
+
+
+def _reproduce_sequence(args: argparse.Namespace, out: Path) -> int:
+    from . import sequence as rs
+
+    models = list(rs.SEQUENCE_ROWS) if args.models is None else args.models.split(",")
+    for m in models:
+        if m not in rs.SEQUENCE_ROWS:
+            raise SystemExit(f"stnkit reproduce: unknown model {m!r}; valid: {', '.join(rs.SEQUENCE_ROWS)}")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    options = _grid_options(args)
+    with option_errors():
+        base = rs.SEQUENCE_DEFAULTS.replace(**options)
+    if args.dry_run:
+        for m in models:
+            for s in range(args.seeds):
+                print(rs.run_dir(Path(""), m, s))
+        return 0
+    if args.report_only:
+        summary = rs.summarize_sequence(out, base, models, args.seeds)
+        rs.write_sequence_outputs(out, summary)
+    else:
+        summary = rs.run_sequence(out, base, models, args.seeds, options)
+    from stnkit.train.run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
+    rs.attention_figure(out)
+    print(rs.render_sequence_markdown(summary))
+    print(f"wrote {out / 'sequence.json'}, {out / 'sequence.md'}, {out / 'figures' / 'sequence_attention.png'}")
+    return 0
+
+
+def _reproduce_addition(args: argparse.Namespace, out: Path) -> int:
+    from . import addition as add
+
+    for flag, value in (
+        ("--datasets", args.datasets),
+        ("--check", args.check),
+        ("--update-readme", args.update_readme),
+    ):
+        if value:
+            raise SystemExit(f"stnkit reproduce addition: {flag} applies to table1 only")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    rows = args.models.split(",") if args.models else list(add.ROWS)
+    for r in rows:
+        if r not in add.ROWS:
+            raise SystemExit(f"stnkit reproduce addition: unknown row {r!r}; valid: {', '.join(add.ROWS)}")
+    _validate(config_from_args(args))
+    options = _grid_options(args)
+    base = args._config_defaults.replace(**options)
+    plan = add.addition_cells(rows, args.seeds)
+    if args.dry_run:
+        for cell in plan:
+            print(cell.dirname)
+        return 0
+    if args.report_only:
+        previous = json.loads((out / "addition.json").read_text()) if (out / "addition.json").is_file() else {}
+        summary = add.summarize_addition(out, base, args.seeds, previous.get("wall_seconds"))
+        add.write_addition(out, summary)
+    else:
+        summary = add.run_addition(out, base, plan, args.seeds, options=options)
+    from stnkit.train.run import is_rank_zero
+
+    if not is_rank_zero():
+        return 0
+    figure = add.addition_figure(out)
+    print(add.render_addition_markdown(summary))
+    print(f"wrote {out / 'addition.json'}, {out / 'addition.md'}" + (f", {figure}" if figure else ""))
+    return 0
+
+
+def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
+    from stnkit.data import DISTORTIONS
+
+    from .budget import BUDGET_MODELS, render_budget, run_budget
+
+    if args.dataset not in DISTORTIONS:
+        raise SystemExit(f"stnkit reproduce: --dataset must be one of {', '.join(DISTORTIONS)}, got {args.dataset!r}")
+    if not args.minutes > 0:
+        raise SystemExit(f"stnkit reproduce: --minutes must be > 0, got {args.minutes}")
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    models = [m.strip() for m in args.models.split(",")] if args.models else list(BUDGET_MODELS)
+    for m in models:
+        if m not in BUDGET_MODELS:
+            raise SystemExit(f"stnkit reproduce: --models must be among {', '.join(BUDGET_MODELS)}, got {m!r}")
+    # the models a user gets from `stnkit train` (its defaults and each model's recipe, not
+    # table1's paper networks): the main job's, each checked with the options given
+    options = _grid_options(args)
+    for m in models:
+        with option_errors():
+            _validate(TrainConfig.for_model(m, TrainConfig(), **{**options, "dataset": args.dataset}), options)
+    summary = run_budget(out, args.dataset, args.minutes, TrainConfig(), args.seeds, models, **options)
+    print(render_budget(summary), end="")
+    print(f"wrote {out / f'budget_{args.dataset}.json'} and {out / f'budget_{args.dataset}.md'}")
+    return 0
+
+
+def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
+    from . import colocalization as co
+
+    kinds = args.kinds.split(",")
+    for k in kinds:
+        if k not in co.COLOC_KINDS:
+            raise SystemExit(f"stnkit reproduce: --kinds must be from {', '.join(co.COLOC_KINDS)}, got {k!r}")
+    classes = []
+    for c in args.classes.split(","):
+        if c not in tuple(map(str, co.COLOC_CLASSES)):
+            raise SystemExit(f"stnkit reproduce: --classes must be digits 0-9 separated by commas, got {c!r}")
+        classes.append(int(c))
+    if args.seeds < 1:
+        raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
+    if args.coloc_epochs < 1:
+        raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= 1, got {args.coloc_epochs}")
+    if args.coloc_descriptor not in co.DESCRIPTORS:
+        raise SystemExit(
+            f"stnkit reproduce: --coloc-descriptor must be one of {', '.join(co.DESCRIPTORS)}, "
+            f"got {args.coloc_descriptor!r}"
+        )
+    if args.coloc_rand_patch not in co.RAND_PATCHES:
+        raise SystemExit(
+            f"stnkit reproduce: --coloc-rand-patch must be one of {', '.join(co.RAND_PATCHES)}, "
+            f"got {args.coloc_rand_patch!r}"
+        )
+    if not 0.0 < args.coloc_init_scale < 2.0:
+        raise SystemExit(f"stnkit reproduce: --coloc-init-scale must be in (0, 2), got {args.coloc_init_scale}")
+    options = {
+        "epochs": args.coloc_epochs,
+        "descriptor": args.coloc_descriptor,
+        "rand_patch": args.coloc_rand_patch,
+        "init_scale": args.coloc_init_scale,
+    }
+    data_dir = given_options(args).get("data_dir")
+    if args.report_only:
+        summary = co.summarize_colocalization(out, kinds, classes, args.seeds)
+        co.write_outputs(out, summary)
+    else:
+        summary = co.run_colocalization(out, kinds, classes, args.seeds, data_dir=data_dir, quiet=False, **options)
+    co.make_figure(out, summary, data_dir=data_dir)
+    print(co.render_markdown(summary), end="")
+    print(f"wrote {out / 'colocalization.json'}, {out / 'colocalization.md'}, {out / 'figures' / 'colocalization.png'}")
+    return 0
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from stnkit._io import atomic_write_text
+
+    from .recipe_log import experiment_rows, render_log
+
+    try:
+        rows = experiment_rows(args.runs)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise SystemExit(f"stnkit: {err}") from None
+    text = render_log(rows, args.title)
+    print(text, end="")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out, text)
+        atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+# Table 1 keeps the paper's localisation nets, on the full input; 15 epochs for the CNNs and ST-CNNs
+# (the FCNs take their recipe's 100)
+REPRODUCE_DEFAULTS = TrainConfig(epochs=15, patience=None, loc_downsample=1)
+
+
+def add_parsers(sub) -> None:
+    """``stnkit reproduce`` and ``stnkit experiments`` (registered through the ``stnkit.commands`` entry point)."""
+    exp = sub.add_parser(
+        "experiments",
+        help="experiment log: validation error per recipe (mean ± std over seeds) from results.json files",
+    )
+    exp.add_argument("runs", nargs="+", help="run directories or folders holding them (searched for results.json)")
+    exp.add_argument("--out", default=None, help="write the markdown table here (and the rows as JSON beside it)")
+    exp.add_argument("--title", default="Experiment log", help="heading of the markdown file")
+    exp.set_defaults(func=_cmd_experiments)
+
+    rep = sub.add_parser(
+        "reproduce", help="reproduce the paper's results", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    rep.add_argument(
+        "experiment",
+        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition"),
+        help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
+        "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset, "
+        "from `stnkit train`'s defaults; "
+        "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017); "
+        "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015); "
+        "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes); "
+        "addition: MNIST addition (FCN, CNN, ST-FCN, 2xST-FCN; appendix A.1)",
+    )
+    rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
+    rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
+    rep.add_argument("--coloc-epochs", type=int, default=30, help="colocalization: epochs per problem")
+    rep.add_argument(
+        "--coloc-descriptor",
+        default="concat",
+        help="colocalization: e(), concat (the paper: hidden layers + logits), concat_l2, logits_l2 or softmax",
+    )
+    rep.add_argument(
+        "--coloc-rand-patch", default="fixed", help="colocalization: I^rand, fixed (28x28) or same (the crop's scale)"
+    )
+    rep.add_argument(
+        "--coloc-init-scale", type=float, default=1.0, help="colocalization: start window scale (1 = identity)"
+    )
+    rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
+    rep.add_argument("--dataset", default="rts", help="budget: the dataset")
+    rep.add_argument("--out", default="results", help="results directory")
+    rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
+    rep.add_argument("--readme", default="README.md", help="README holding the table block")
+    rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
+    rep.add_argument(
+        "--datasets", default=None, help=f"table1: comma-separated datasets (default: {','.join(TABLE1_DATASETS)})"
+    )
+    rep.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
+        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; default all)",
+    )
+    rep.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="table1: seeds for CNN and ST-CNN affine (3); budget: seeds of every model (3); "
+        "icstn, sequence, addition: seeds of every row (1)",
+    )
+    rep.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    rep.add_argument(
+        "--report-only", action="store_true", help="train nothing: rewrite the tables and figures from finished cells"
+    )
+    add_config_arguments(
+        rep,
+        REPRODUCE_DEFAULTS,
+        exclude=("dataset", "model", "transform", "num_transformers", "st_size", "tps_grid_size", "seed"),
+    )
+    rep.set_defaults(func=_cmd_reproduce)
