@@ -122,3 +122,13 @@ def check_range(name: str, value: object, *, low: float, high: float | None = No
     if lo > hi:
         raise ValueError(f"{name} must have low <= high, got {tuple(value)}")
     return (lo, hi)
+
+
+def check_input(x: object, shape: tuple[int, int, int]) -> Tensor:
+    """``x`` as a ``(B, *shape)`` batch, or a ValueError naming the shape expected."""
+    x = check_image("x", x)
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"x must have shape (B, {shape[0]}, {shape[1]}, {shape[2]}) for this model, got shape {tuple(x.shape)}"
+        )
+    return x

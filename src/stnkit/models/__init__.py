@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor, nn
 
-from .._checks import check_image, check_int, check_size
+from .._checks import check_input, check_int, check_size
 from ..geometry import TRANSFORMS, TransformFamily, get_transform
 from ..nn import InverseCompositionalTransformer, ParallelTransformers, SpatialTransformer, default_localization
+from .sequence import RecurrentSPN, SequenceCNN
 
 
 @dataclass(frozen=True)
@@ -202,16 +203,6 @@ def row_label(key: str) -> str:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def check_input(x: object, shape: tuple[int, int, int]) -> Tensor:
-    """``x`` as a ``(B, *shape)`` batch, or a ValueError naming the shape expected."""
-    x = check_image("x", x)
-    if tuple(x.shape[1:]) != shape:
-        raise ValueError(
-            f"x must have shape (B, {shape[0]}, {shape[1]}, {shape[2]}) for this model, got shape {tuple(x.shape)}"
-        )
-    return x
 
 
 def _pooled(n: int) -> int:
@@ -503,8 +494,6 @@ def create(
 
 
 def _sequence_model(name, in_channels, in_size, num_classes, num_labels, transform, st_size, loc_size, dropout):
-    from .sequence import RecurrentSPN, SequenceCNN
-
     if name == "seq-cnn":
         return SequenceCNN(in_channels, in_size, num_labels, num_classes, dropout)
     if transform != "affine":

@@ -13,15 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int, check_number, check_size
+from .._checks import check_input, check_int, check_number, check_size
 from ..geometry import get_transform, warp
 from ..nn import default_localization
-
-
-def _check_input(x: Tensor, shape: tuple[int, int, int]) -> Tensor:
-    from . import check_input  # the one input check of stnkit.models
-
-    return check_input(x, shape)
 
 
 def _conv_block(c_in: int, c_out: int, k: int) -> list[nn.Module]:
@@ -51,7 +45,7 @@ class SequenceCNN(nn.Module):
         self.heads = nn.Linear(256, num_labels * num_classes)  # the heads side by side
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.hidden(self.features(_check_input(x, self.in_shape)))
+        z = self.hidden(self.features(check_input(x, self.in_shape)))
         return self.heads(z).view(-1, self.num_labels, self.num_classes)
 
 
@@ -160,7 +154,7 @@ class RecurrentSPN(nn.Module):
 
     def attend(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The crops ``(B, num_steps, C, *crop_size)`` and parameters ``(B, num_steps, 6)``."""
-        x = _check_input(x, self.in_shape)
+        x = check_input(x, self.in_shape)
         params = self.predict_params(x)
         b, k = params.shape[:2]
         xs = x.unsqueeze(1).expand(-1, k, -1, -1, -1).reshape(b * k, *x.shape[1:])
