@@ -20,6 +20,10 @@ ON_NONFINITE = ("stop", "skip")
 
 # a batch beyond this is a typo, not a request (it would need gigabytes per step): refused up front
 MAX_BATCH_SIZE = 1 << 16
+# the largest side of your images after --image-size (a typo beyond it would allocate gigabytes)
+MAX_IMAGE_SIDE = 8192
+# the distorted-MNIST recipes that apply to your own images (stnkit.data.folder)
+DISTORT_RECIPES = ("r", "rts", "p", "e")
 # the IC-STN paper used up to 4; beyond a few dozen every step costs a localisation pass for nothing
 MAX_IC_STEPS = 64
 
@@ -48,12 +52,19 @@ class TrainConfig:
     # data
     dataset: str = "rts"
     data_dir: str | None = None
+    # your own images: an image folder (a subfolder per class; train/, val/, test/ when present)
+    # or a CSV manifest (path,label); dataset, data_dir and the digit options are then not read
+    data: str | None = None
+    image_size: tuple[int, int] | None = None  # (H, W) of your images after resizing (stnkit.data.folder)
+    distort: str | None = None  # your images distorted on the fly by a distorted-MNIST recipe: r, rts, p, e
     val_size: int = 500  # digits carved from the training split for model selection
     train_size: int | None = None  # use only the first N training digits (None: all)
     test_size: int | None = None
     test_seed: int = 0
     # model
     model: str = "st-cnn"
+    # the classifier of cnn and st-cnn: cnn (the paper's), resnet18, resnet34, or package.module:callable
+    backbone: str = "cnn"
     transform: str = "affine"
     num_transformers: int = 1
     # the transformers' output size: SpatialTransformer's out_size (models.create's st_size);
@@ -83,6 +94,8 @@ class TrainConfig:
     step_epochs: int = 10  # "step": divide the learning rate by 10 every step_epochs
     grad_clip: float | None = None
     consistency_weight: float = 0.0
+    # weight of a penalty on the transformers' sampling points outside the input (0: off)
+    coverage_weight: float = 0.0
     consistency_strength: float = 1.0
     patience: int | None = None
     compile: bool = False  # torch.compile the model's parts (in place: checkpoints are unchanged)
@@ -110,6 +123,18 @@ class TrainConfig:
             if not isinstance(self.data_dir, (str, os.PathLike)):
                 raise TypeError(f"data_dir must be a directory path or None, got {type(self.data_dir).__name__}")
             self.data_dir = os.fspath(self.data_dir)  # JSON-serialisable
+        if self.data is not None:
+            if not isinstance(self.data, (str, os.PathLike)) or not os.fspath(self.data):
+                raise TypeError(f"data must be an image folder or a .csv path, got {self.data!r}")
+            self.data = os.fspath(self.data)
+        if self.image_size is not None:
+            if not isinstance(self.image_size, (list, tuple)) or len(self.image_size) != 2:
+                raise ValueError(f"image_size must be two ints (H W), got {self.image_size!r}")
+            self.image_size = tuple(check_int("image_size", s, high=MAX_IMAGE_SIDE) for s in self.image_size)
+        if self.distort is not None:
+            check_choice("distort", self.distort, DISTORT_RECIPES)
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise TypeError(f"backbone must be a name or package.module:callable, got {self.backbone!r}")
         check_int("val_size", self.val_size)
         _optional(check_int, "train_size", self.train_size)
         _optional(check_int, "test_size", self.test_size)
@@ -127,7 +152,15 @@ class TrainConfig:
         check_int("epochs", self.epochs)
         check_int("batch_size", self.batch_size, high=MAX_BATCH_SIZE)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        for name in ("lr", "loc_lr_mult", "momentum", "weight_decay", "consistency_weight", "consistency_strength"):
+        for name in (
+            "lr",
+            "loc_lr_mult",
+            "momentum",
+            "weight_decay",
+            "consistency_weight",
+            "consistency_strength",
+            "coverage_weight",
+        ):
             check_number(name, getattr(self, name), low=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)

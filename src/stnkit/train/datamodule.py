@@ -60,14 +60,46 @@ class SeededShuffle(Sampler[int]):
         return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist())
 
 
-class DistortedMNISTDataModule(pl.LightningDataModule):
+class DataModule(pl.LightningDataModule):
+    """Any map-style datasets of ``(image, label)``: ``train`` (shuffled in an order fixed by
+    ``(seed, epoch)``; its ``set_epoch(epoch)``, when it has one, is called before each epoch,
+    so a dataset that draws its augmentations from ``(seed, epoch)`` resumes exactly), and
+    optional ``val`` and ``test`` (in order)."""
+
+    def __init__(self, config: TrainConfig, train=None, val=None, test=None):
+        super().__init__()
+        self.config = config
+        self.train_set, self.val_set, self.test_set = train, val, test
+
+    def _loader(self, dataset, shuffle_seed: int | None = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            sampler=None if shuffle_seed is None else SeededShuffle(len(dataset), shuffle_seed),
+            num_workers=self.config.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # called again every epoch (reload_dataloaders_every_n_epochs=1): a new draw of the
+        # augmentations and a new order, both functions of (seed, epoch)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        return self._loader(self.train_set, shuffle_seed=epoch_seed(self.config.seed, epoch, "shuffle"))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set if self.val_set is not None else [])
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+
+class DistortedMNISTDataModule(DataModule):
     """Train (distorted afresh every epoch), validation (carved from the training
     digits, fixed draw) and test (the test digits, fixed by ``test_seed``)."""
 
     def __init__(self, config: TrainConfig):
-        super().__init__()
-        self.config = config
-        self.train_set = self.val_set = self.test_set = None
+        super().__init__(config)
 
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config
@@ -82,24 +114,3 @@ class DistortedMNISTDataModule(pl.LightningDataModule):
             )
         if self.test_set is None and stage in (None, "test"):
             self.test_set = load_test_set(cfg, size=cfg.test_size)
-
-    def _loader(self, dataset, shuffle_seed: int | None = None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size,
-            sampler=None if shuffle_seed is None else SeededShuffle(len(dataset), shuffle_seed),
-            num_workers=self.config.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        # called again every epoch (reload_dataloaders_every_n_epochs=1): a new draw of the
-        # distortions and a new order, both functions of (seed, epoch)
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        self.train_set.set_epoch(epoch)
-        return self._loader(self.train_set, shuffle_seed=epoch_seed(self.config.seed, epoch, "shuffle"))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
