@@ -37,7 +37,13 @@ from torch import Tensor, nn
 
 from .._checks import check_image, check_int, check_size
 from ..geometry import TransformFamily, get_transform
-from ..nn import InverseCompositionalTransformer, ParallelTransformers, SpatialTransformer, default_localization
+from ..nn import (
+    InverseCompositionalTransformer,
+    ParallelTransformers,
+    SpatialTransformer,
+    STClassifier,  # defined in stnkit.nn.wrap; re-exported here, where it always was
+    default_localization,
+)
 
 MODELS = ("fcn", "cnn", "st-fcn", "st-cnn", "tutorial-cnn", "tutorial-stn", "ic-stn")
 # the digit-sequence models (stnkit.models.sequence): logits (B, num_labels, num_classes)
@@ -187,27 +193,6 @@ def tutorial_localization(in_channels: int, in_size) -> nn.Module:
         nn.Linear(10 * ph * pw, 32),
         nn.ReLU(inplace=True),
     )
-
-
-class STClassifier(nn.Module):
-    """Spatial transformer(s) followed by a classifier.
-
-    ``forward(x)`` returns logits; ``warp_input(x)`` returns the transformer's
-    output (the warped input the classifier sees) and parameters (a list, one
-    entry per parallel transformer).
-    """
-
-    def __init__(self, transformer: nn.Module, classifier: nn.Module):
-        super().__init__()
-        self.transformer = transformer
-        self.classifier = classifier
-
-    def warp_input(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        out, params = self.transformer(x, return_params=True)
-        return out, params if isinstance(params, list) else [params]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.transformer(x))
 
 
 def transformer_families(model: nn.Module) -> list[TransformFamily]:

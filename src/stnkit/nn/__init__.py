@@ -1,4 +1,5 @@
-"""``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, and the inverse compositional one."""
+"""``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, the inverse compositional
+one, and a classifier behind transformers (:class:`STClassifier`, :func:`with_transformer`)."""
 
 from .transformer import (
     IdentityHead,
@@ -8,12 +9,16 @@ from .transformer import (
     SpatialTransformer,
     default_localization,
 )
+from .wrap import STClassifier, default_loc_size, with_transformer
 
 __all__ = [
     "IdentityHead",
     "InverseCompositionalTransformer",
     "ParallelTransformers",
+    "STClassifier",
     "SeriesTransformers",
     "SpatialTransformer",
+    "default_loc_size",
     "default_localization",
+    "with_transformer",
 ]
