@@ -6,7 +6,7 @@ default, exactly as ``torch.nn.functional.affine_grid``.
 """
 
 from .geometry import TRANSFORMS, get_transform, warp
-from .nn import ParallelTransformers, SeriesTransformers, SpatialTransformer
+from .nn import ParallelTransformers, SeriesTransformers, SpatialTransformer, with_transformer
 
 __version__ = "0.1.0"
 
@@ -18,4 +18,5 @@ __all__ = [
     "__version__",
     "get_transform",
     "warp",
+    "with_transformer",
 ]

@@ -23,8 +23,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import gradcheck
 
+import stnkit
 from stnkit.geometry import TRANSFORMS, get_transform
-from stnkit.nn import IdentityHead, ParallelTransformers, SeriesTransformers, SpatialTransformer, default_localization
+from stnkit.models.backbones import resnet18
+from stnkit.nn import (
+    IdentityHead,
+    ParallelTransformers,
+    SeriesTransformers,
+    SpatialTransformer,
+    STClassifier,
+    default_loc_size,
+    default_localization,
+    with_transformer,
+)
 
 FAMILIES = list(TRANSFORMS)
 F64 = torch.float64
@@ -151,6 +162,22 @@ class TestDefaultLocalization:
         size = (in_size, in_size) if isinstance(in_size, int) else in_size
         assert features == 50 and net[-2].in_features == flat
         assert net.to(device)(rand(5, 2, *size, device=device)).shape == (5, 50)
+
+    def test_size_capped_past_the_sequence_canvas(self):
+        # before the cap: 785k (96x128), 3.1M (224), 16M (512) parameters, growing with the input
+        counts = {s: sum(p.numel() for p in default_localization(3, s)[0].parameters()) for s in [224, 512, 104]}
+        assert counts[224] == counts[512] == counts[104] == 636_590
+        net, _ = default_localization(3, (96, 128))  # 24 x 32 features: only the long side is averaged
+        assert [type(m).__name__ for m in net[-4:]] == ["AdaptiveAvgPool2d", "Flatten", "Linear", "ReLU"]
+        assert net[-4].output_size == (24, 25) and net[-2].in_features == 20 * 24 * 25
+        assert net(rand(2, 3, 96, 128)).shape == (2, 50)
+
+    @pytest.mark.parametrize("side", [28, 42, 60, 84, 100, 103])
+    def test_no_pooling_layer_up_to_103_px(self, side):
+        # 103 // 4 = 25, the cap: every model stnkit builds keeps its layers (and state_dict keys)
+        net, _ = default_localization(1, side)
+        assert len(net) == 9 and not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in net)
+        assert net[-2].in_features == 20 * (side // 4) ** 2
 
     def test_exceptions(self):
         with pytest.raises(ValueError, match="in_channels must be a positive int, got 0"):
@@ -647,3 +674,78 @@ class TestSeriesTransformers:
     def test_gradcheck(self, device):
         ser = SeriesTransformers(flat_transformer("similarity", device, 1), flat_transformer("projective", device, 2))
         check_gradients(ser, rand(1, 1, 4, 4, dtype=F64, device=device).requires_grad_())
+
+
+# ----------------------------------------------------------------------------------------
+class TestWithTransformer:
+    def test_exported(self):
+        assert stnkit.with_transformer is with_transformer and "with_transformer" in stnkit.__all__
+
+    @pytest.mark.parametrize(
+        ("in_size", "loc"), [((224, 224), (56, 56)), ((64, 64), None), ((65, 30), (32, 15)), ((100, 300), (20, 60))]
+    )
+    def test_default_loc_size_rule(self, in_size, loc):
+        # the input itself up to 64 px on the longest side, else divided by ceil(max(H, W) / 64)
+        assert default_loc_size(in_size) == loc
+        model = with_transformer(nn.Identity(), in_channels=1, in_size=in_size)
+        assert model.transformer.loc_size == loc
+        h, w = loc or in_size
+        assert model.transformer.localization[0].in_channels == 1
+        assert model.transformer.localization[-2].in_features == 20 * (h // 4) * (w // 4)
+
+    def test_identity_at_init_in_front_of_any_backbone(self):
+        model = with_transformer(nn.Identity(), in_size=(96, 128)).double()
+        assert isinstance(model, STClassifier) and model.transformer.loc_size == (48, 64)
+        x = rand(2, 3, 96, 128, dtype=F64)
+        out, params = model.warp_input(x)
+        torch.testing.assert_close(out, x, atol=1e-12, rtol=0)
+        torch.testing.assert_close(params[0], get_transform("affine").identity(2, dtype=F64), atol=0, rtol=0)
+        assert {k.split(".")[0] for k in model.state_dict()} == {"transformer"}
+
+    def test_resnet_backbone_trains_the_head(self):
+        torch.manual_seed(0)
+        model = with_transformer(resnet18(num_classes=4, small_input=True), in_size=(72, 72), out_size=(48, 48))
+        x = rand(2, 3, 72, 72)
+        logits = model(x)
+        assert logits.shape == (2, 4)
+        F.cross_entropy(logits, torch.tensor([0, 3])).backward()
+        # at the identity the head's weights get gradient from the sampler (its bias too)
+        assert torch.any(model.transformer.head.weight.grad != 0)
+        assert all(p.grad is not None for p in model.classifier.parameters())
+
+    def test_parallel_transformers_concatenate_channels(self):
+        model = with_transformer(nn.Identity(), transform="tps", grid_size=3, in_size=48, num_transformers=2)
+        assert isinstance(model.transformer, ParallelTransformers)
+        assert [t.family.name for t in model.transformer.transformers] == ["tps", "tps"]
+        assert model.transformer.transformers[0].family.grid_size == 3
+        a, b = (t.localization for t in model.transformer.transformers)
+        assert a is not b and not torch.equal(a[0].weight, b[0].weight)  # independent localisation nets
+        x = rand(2, 3, 48, 48)
+        out = model(x)
+        assert out.shape == (2, 6, 48, 48)
+        torch.testing.assert_close(out, torch.cat([x, x], 1), atol=ATOL, rtol=0)
+
+    def test_custom_localization(self):
+        loc = nn.Sequential(nn.Flatten(), nn.Linear(3 * 14 * 14, 5))
+        model = with_transformer(nn.Identity(), in_size=(56, 56), loc_size=14, localization=loc)
+        assert model.transformer.localization is loc and model.transformer.head.in_features == 5
+        locs = [nn.Flatten(), nn.Flatten()]
+        model = with_transformer(nn.Identity(), in_size=8, localization=locs, num_transformers=2)
+        assert [t.head.in_features for t in model.transformer.transformers] == [192, 192]
+
+    def test_errors(self):
+        with pytest.raises(TypeError, match="backbone must be an nn.Module .*, got str"):
+            with_transformer("resnet18")
+        with pytest.raises(ValueError, match="localization must be a sequence of num_transformers=2 distinct modules"):
+            with_transformer(nn.Identity(), in_size=8, localization=nn.Flatten(), num_transformers=2)
+        shared = nn.Flatten()
+        with pytest.raises(
+            ValueError, match=esc("localization must be 2 distinct modules (num_transformers), got 2 (1 distinct)")
+        ):
+            with_transformer(nn.Identity(), in_size=8, localization=[shared, shared], num_transformers=2)
+        with pytest.raises(ValueError, match=esc("loc_size must not exceed in_size (8, 8), got (9, 9)")):
+            with_transformer(nn.Identity(), in_size=8, loc_size=9)
+        with pytest.raises(ValueError, match="num_transformers must be a positive int, got 0"):
+            with_transformer(nn.Identity(), num_transformers=0)
+        with pytest.raises(TypeError, match="in_size must be an int or a pair"):
+            with_transformer(nn.Identity(), in_size="224")

@@ -30,330 +30,43 @@ conv 9x9 (3) -> FC 10.)
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import torch  # noqa: F401  (used by the doctest)
-from torch import Tensor, nn
+from torch import nn
 
-from .._checks import check_input, check_int, check_size
-from ..geometry import TRANSFORMS, TransformFamily, get_transform
-from ..nn import InverseCompositionalTransformer, ParallelTransformers, SpatialTransformer, default_localization
-from .sequence import RecurrentSPN, SequenceCNN
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What one built-in model is, in the one registry (:data:`REGISTRY`) that the command
-    line's help, its option checks and the experiment tables read.
-
-    Attributes:
-        name: ``stnkit train --model NAME``.
-        summary: one line for the help text.
-        options: the model-specific training options it reads (:data:`MODEL_OPTIONS`); the
-            others of that set are refused when given for it.
-        transformer: it has spatial transformers in front of its classifier (an :class:`STClassifier`).
-        sequence: it reads several labels per sample (logits ``(B, num_labels, classes)``).
-        recipe: training options of its own, applied unless given (``TrainConfig.for_model``).
-    """
-
-    name: str
-    summary: str
-    options: frozenset[str]
-    transformer: bool = False
-    sequence: bool = False
-    recipe: dict = field(default_factory=dict, compare=False)
-
-
-# the training options that only some models read; every other option is read by every model
-_ST = frozenset(
-    {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult", "tps_grid_size"}
-    | {"consistency_weight", "consistency_strength", "coverage_weight"}
+from .._checks import check_int, check_size
+from ..geometry import TransformFamily, get_transform
+from ..nn import (
+    InverseCompositionalTransformer,
+    Normalize,
+    ParallelTransformers,
+    SpatialTransformer,
+    STClassifier,  # defined in stnkit.nn.wrap; re-exported here, where it always was
+    default_localization,
 )
-MODEL_OPTIONS = _ST | {"hidden", "ic_steps", "backbone"}
-
-# Models trained with a recipe of their own unless an option says otherwise: the
-# PyTorch tutorial's network with the tutorial's recipe (plain SGD at 0.01, batch
-# 64, 20 epochs, no schedule, no weight decay, one learning rate for all layers).
-_TUTORIAL_RECIPE = {
-    "loc_downsample": 1,
-    "optimizer": "sgd",
-    "lr": 0.01,
-    "momentum": 0.0,
-    "batch_size": 64,
-    "epochs": 20,
-    "schedule": "none",
-    "weight_decay": 0.0,
-    "loc_lr_mult": 1.0,
-}
-# The FCNs cost a few seconds an epoch and are far from converged after 30: on TC the
-# FCN's validation error falls from 68 % (10 epochs) to 47 % (100), the ST-FCN's from 52 % to 10 %.
-_FCN_EPOCHS = 100
-
-REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec("fcn", "the paper's fully connected baseline (3 layers)", frozenset({"hidden"}), recipe={"epochs": _FCN_EPOCHS}),
-        ModelSpec("cnn", "the paper's CNN, or --backbone", frozenset({"backbone"})),
-        ModelSpec(
-            "st-fcn",
-            "spatial transformer(s) + the FCN",
-            _ST | {"hidden"},
-            transformer=True,
-            # not measured with a downsampled localisation input yet: the paper's net on the full input
-            recipe={"epochs": _FCN_EPOCHS, "loc_downsample": 1},
-        ),
-        ModelSpec("st-cnn", "spatial transformer(s) + the CNN, or --backbone", _ST | {"backbone"}, transformer=True),
-        ModelSpec("tutorial-cnn", "the PyTorch tutorial's classifier", frozenset(), recipe=_TUTORIAL_RECIPE),
-        ModelSpec(
-            "tutorial-stn",
-            "the PyTorch tutorial's STN (its network and recipe)",
-            _ST - {"num_transformers"},
-            transformer=True,
-            recipe=_TUTORIAL_RECIPE,
-        ),
-        ModelSpec(
-            "ic-stn",
-            "inverse compositional STN (Lin and Lucey 2017)",
-            _ST - {"num_transformers", "tps_grid_size"} | {"ic_steps"},
-            transformer=True,
-            # the IC-STN paper's warps are homographies (its perturbed MNIST)
-            recipe={"transform": "projective"},
-        ),
-        # the digit-sequence models (stnkit.models.sequence): logits (B, num_labels, num_classes)
-        ModelSpec("seq-cnn", "digit sequences: a CNN with one head per digit", frozenset(), sequence=True),
-        ModelSpec(
-            "seq-st-cnn",
-            "digit sequences: one affine transformer + the sequence CNN",
-            _ST - {"num_transformers", "tps_grid_size", "bounded"},
-            transformer=True,
-            sequence=True,
-        ),
-        # RecurrentSPN is not an STClassifier: its localisation net shares the learning rate
-        ModelSpec(
-            "rnn-spn",
-            "digit sequences: recurrent spatial transformer (Sonderby et al. 2015)",
-            frozenset({"transform", "st_size", "loc_downsample"}),
-            sequence=True,
-        ),
-    )
-}
-MODELS = tuple(REGISTRY)
-SEQUENCE_MODELS = tuple(n for n, s in REGISTRY.items() if s.sequence)
-# the models with a spatial transformer in front of their classifier (an STClassifier), sequences apart
-TRANSFORMER_MODELS = tuple(n for n, s in REGISTRY.items() if s.transformer and not s.sequence)
-# the registry's recipes by model name (``TrainConfig.for_model`` reads them)
-MODEL_RECIPES: dict[str, dict] = {n: s.recipe for n, s in REGISTRY.items() if s.recipe}
-
-
-def model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of a built-in model, or a ValueError naming the valid ones."""
-    if name not in REGISTRY:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
-    return REGISTRY[name]
-
-
-def options_unused_by(model: str, transform: str | None = None) -> frozenset[str]:
-    """The model-specific training options (:data:`MODEL_OPTIONS`) that ``model`` ignores and,
-    given its ``transform``, ``tps_grid_size`` unless that is tps."""
-    unused = set(MODEL_OPTIONS - model_spec(model).options)
-    if transform is not None and transform != "tps":
-        unused.add("tps_grid_size")
-    return frozenset(unused)
-
-
-def row_key(model: str, transform: str | None = None) -> str:
-    """The one name of a (model, transform) pair: a table row, a run directory, a title.
-
-    A model with a transformer is named with its family, a plain classifier alone:
-
-    >>> row_key("st-cnn", "affine"), row_key("cnn", "affine"), row_key("cnn")
-    ('st-cnn-affine', 'cnn', 'cnn')
-    """
-    if model in TRANSFORMER_MODELS:
-        if transform is None:
-            raise ValueError(f"row_key: model {model!r} has a transformer, so it needs a transform family")
-        return f"{model}-{transform}"
-    return model
-
-
-def split_row_key(key: str) -> tuple[str, str | None]:
-    """``(model, transform)`` of a :func:`row_key` (``transform`` is ``None`` for a plain classifier).
-
-    >>> split_row_key("st-cnn-affine"), split_row_key("cnn")
-    (('st-cnn', 'affine'), ('cnn', None))
-    """
-    for model in TRANSFORMER_MODELS:
-        family = key.removeprefix(model + "-")
-        if family != key and family in TRANSFORMS:
-            return model, family
-    if key in MODELS and key not in TRANSFORMER_MODELS:
-        return key, None
-    raise ValueError(
-        f"unknown row {key!r}: a model ({', '.join(m for m in MODELS if m not in TRANSFORMER_MODELS)}) "
-        f"or a model with a transformer and its family ({', '.join(TRANSFORMER_MODELS)}, e.g. st-cnn-affine)"
-    )
-
-
-def row_label(key: str) -> str:
-    """How a table shows a :func:`row_key`: ``"ST-CNN AFFINE"``, ``"CNN"``."""
-    model, transform = split_row_key(key)
-    return model.upper() if transform is None else f"{model.upper()} {transform.upper()}"
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _pooled(n: int) -> int:
-    return (n // 2) // 2
-
-
-class CNN(nn.Module):
-    """conv 9x9 -> pool -> ReLU -> conv 7x7 -> pool -> ReLU -> linear (three weight layers)."""
-
-    def __init__(self, in_channels: int, in_size, num_classes: int = 10, channels=(32, 32), dropout: float = 0.0):
-        super().__init__()
-        h, w = check_size("in_size", in_size)
-        self.in_shape = (in_channels, h, w)
-        c1, c2 = channels
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 9, padding=4),
-            nn.MaxPool2d(2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 7, padding=3),
-            nn.MaxPool2d(2),
-            nn.ReLU(inplace=True),
-            nn.Flatten(),
-            nn.Dropout(dropout),
-        )
-        self.classifier = nn.Linear(c2 * _pooled(h) * _pooled(w), num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(check_input(x, self.in_shape)))
-
-
-def _cnn_param_count(in_channels: int, h: int, w: int, num_classes: int, channels=(32, 32)) -> int:
-    c1, c2 = channels
-    feat = c2 * _pooled(h) * _pooled(w)
-    return (in_channels * 81 + 1) * c1 + (c1 * 49 + 1) * c2 + (feat + 1) * num_classes
-
-
-class FCN(nn.Module):
-    """linear -> ReLU -> linear -> ReLU -> linear (two hidden layers)."""
-
-    def __init__(
-        self, in_channels: int, in_size, num_classes: int = 10, hidden: int | None = None, dropout: float = 0.0
-    ):
-        super().__init__()
-        h, w = check_size("in_size", in_size)
-        self.in_shape = (in_channels, h, w)
-        d = in_channels * h * w
-        if hidden is None:
-            # match the CNN's parameter count: h^2 + (d + num_classes + 2) h + num_classes = target
-            target = _cnn_param_count(in_channels, h, w, num_classes)
-            b = d + num_classes + 2
-            hidden = max(8, int((-b + math.sqrt(b * b + 4 * (target - num_classes))) / 2))
-        self.hidden = hidden
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(d, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(check_input(x, self.in_shape))
-
-
-def fc_localization(in_channels: int, in_size, width: int = 32) -> nn.Module:
-    """The ST-FCN localisation net: three fully connected layers of ``width`` units (the head is added by ST)."""
-    h, w = check_size("in_size", in_size)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(in_channels * h * w, width),
-        nn.ReLU(inplace=True),
-        nn.Linear(width, width),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _tutorial_pooled(n: int, k1: int, k2: int) -> int:
-    """Side after conv k1 (no padding) -> max-pool 2 -> conv k2 -> max-pool 2."""
-    return ((n - k1 + 1) // 2 - k2 + 1) // 2
-
-
-class TutorialCNN(nn.Module):
-    """The PyTorch tutorial's classifier: conv 10@5x5 -> pool -> ReLU -> conv 20@5x5 -> 2-D dropout -> pool
-    -> ReLU -> FC 50 -> ReLU -> dropout -> FC (dropout 0.5 both times, as in the tutorial)."""
-
-    def __init__(self, in_channels: int, in_size, num_classes: int = 10):
-        super().__init__()
-        h, w = check_size("in_size", in_size)
-        ph, pw = _tutorial_pooled(h, 5, 5), _tutorial_pooled(w, 5, 5)
-        if ph < 1 or pw < 1:
-            raise ValueError(f"in_size must be at least (16, 16) for the tutorial network, got {(h, w)}")
-        self.in_shape = (in_channels, h, w)
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 10, 5),
-            nn.MaxPool2d(2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(10, 20, 5),
-            nn.Dropout2d(0.5),
-            nn.MaxPool2d(2),
-            nn.ReLU(inplace=True),
-            nn.Flatten(),
-        )
-        self.classifier = nn.Sequential(
-            nn.Linear(20 * ph * pw, 50), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(50, num_classes)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(check_input(x, self.in_shape)))
-
-
-def tutorial_localization(in_channels: int, in_size) -> nn.Module:
-    """The tutorial's localisation net: conv 8@7x7 -> pool -> ReLU -> conv 10@5x5 -> pool -> ReLU -> FC 32 -> ReLU."""
-    h, w = check_size("in_size", in_size)
-    ph, pw = _tutorial_pooled(h, 7, 5), _tutorial_pooled(w, 7, 5)
-    if ph < 1 or pw < 1:
-        raise ValueError(f"in_size must be at least (20, 20) for the tutorial localisation net, got {(h, w)}")
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 8, 7),
-        nn.MaxPool2d(2),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(8, 10, 5),
-        nn.MaxPool2d(2),
-        nn.ReLU(inplace=True),
-        nn.Flatten(),
-        nn.Linear(10 * ph * pw, 32),
-        nn.ReLU(inplace=True),
-    )
-
-
-class STClassifier(nn.Module):
-    """Spatial transformer(s) followed by a classifier.
-
-    ``forward(x)`` returns logits; ``warp_input(x)`` returns the transformer's
-    output (the warped input the classifier sees) and parameters (a list, one
-    entry per parallel transformer).
-    """
-
-    def __init__(self, transformer: nn.Module, classifier: nn.Module):
-        super().__init__()
-        self.transformer = transformer
-        self.classifier = classifier
-
-    def warp_input(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        out, params = self.transformer(x, return_params=True)
-        return out, params if isinstance(params, list) else [params]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.transformer(x))
+from .backbones import BACKBONES, load_backbone
+from .classifiers import (
+    CNN,
+    FCN,
+    TutorialCNN,
+    count_parameters,
+    fc_localization,
+    tutorial_localization,
+)
+from .registry import (
+    MODEL_OPTIONS,
+    MODEL_RECIPES,
+    MODELS,
+    REGISTRY,
+    SEQUENCE_MODELS,
+    TRANSFORMER_MODELS,
+    ModelSpec,
+    model_spec,
+    options_unused_by,
+    row_key,
+    row_label,
+    split_row_key,
+)
+from .sequence import RecurrentSPN, SequenceCNN
 
 
 def transformer_families(model: nn.Module) -> list[TransformFamily]:
@@ -386,6 +99,8 @@ def create(
     loc_downsample: int = 1,
     ic_steps: int = 4,
     num_labels: int = 1,
+    backbone: str = "cnn",
+    normalize: tuple | None = None,
 ) -> nn.Module:
     """Build a model by name (``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``, ``tutorial-cnn``, ``tutorial-stn``, ``ic-stn``).
 
@@ -405,6 +120,11 @@ def create(
             ``loc_downsample x loc_downsample`` blocks (``SpatialTransformer(loc_size=...)``);
             the sampler still reads the full-resolution input. 1: the input itself.
         ic_steps: ``ic-stn``: the number of recurrent warps.
+        backbone: the classifier of ``cnn`` and ``st-cnn``: ``"cnn"`` (the paper's), a
+            :data:`~stnkit.models.backbones.BACKBONES` name (``"resnet18"``, ``"resnet34"``)
+            or a user's ``"package.module:callable"`` (:func:`~stnkit.models.backbones.load_backbone`).
+        normalize: ``(mean, std)`` per channel: a :class:`~stnkit.nn.Normalize` layer after the
+            transformers, before the classifier (``None``: the inputs are used as they are).
         num_labels: labels per sample; the sequence models (``seq-cnn``, ``seq-st-cnn``,
             ``rnn-spn``, :mod:`stnkit.models.sequence`) need it > 1 and output
             ``(B, num_labels, num_classes)``; the others need 1.
@@ -414,6 +134,49 @@ def create(
         >>> model(torch.rand(2, 1, 42, 42)).shape
         torch.Size([2, 10])
     """
+    model = _create(
+        name,
+        in_channels,
+        in_size,
+        num_classes,
+        transform,
+        num_transformers,
+        st_size,
+        bounded,
+        dropout,
+        hidden,
+        tps_grid_size,
+        loc_downsample,
+        ic_steps,
+        num_labels,
+        backbone,
+    )
+    if normalize is None:
+        return model
+    norm = Normalize(*normalize)
+    if isinstance(model, STClassifier):
+        model.classifier = nn.Sequential(norm, model.classifier)
+        return model
+    return nn.Sequential(norm, model)
+
+
+def _create(
+    name,
+    in_channels,
+    in_size,
+    num_classes,
+    transform,
+    num_transformers,
+    st_size,
+    bounded,
+    dropout,
+    hidden,
+    tps_grid_size,
+    loc_downsample,
+    ic_steps,
+    num_labels,
+    backbone,
+) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
     in_size = check_size("in_size", in_size)
@@ -488,9 +251,9 @@ def create(
             )
             transformers.append(st)
         stack = transformers[0] if num_transformers == 1 else ParallelTransformers(*transformers)
-        classifier = _classifier(base, in_channels * num_transformers, out_size, num_classes, hidden, dropout)
+        classifier = _classifier(base, in_channels * num_transformers, out_size, num_classes, hidden, dropout, backbone)
         return STClassifier(stack, classifier)
-    return _classifier(base, in_channels, in_size, num_classes, hidden, dropout)
+    return _classifier(base, in_channels, in_size, num_classes, hidden, dropout, backbone)
 
 
 def _sequence_model(name, in_channels, in_size, num_classes, num_labels, transform, st_size, loc_size, dropout):
@@ -514,14 +277,20 @@ def _sequence_model(name, in_channels, in_size, num_classes, num_labels, transfo
     return STClassifier(st, SequenceCNN(in_channels, out_size, num_labels, num_classes, dropout))
 
 
-def _classifier(base: str, in_channels: int, in_size, num_classes: int, hidden, dropout: float) -> nn.Module:
+def _classifier(
+    base: str, in_channels: int, in_size, num_classes: int, hidden, dropout: float, backbone: str = "cnn"
+) -> nn.Module:
+    if base == "cnn" and backbone != "cnn":
+        return load_backbone(backbone)(in_channels=in_channels, in_size=in_size, num_classes=num_classes)
     if base == "cnn":
         return CNN(in_channels, in_size, num_classes, dropout=dropout)
     return FCN(in_channels, in_size, num_classes, hidden=hidden, dropout=dropout)
 
 
 __all__ = [
+    "BACKBONES",
     "CNN",
+    "load_backbone",
     "FCN",
     "MODELS",
     "MODEL_OPTIONS",

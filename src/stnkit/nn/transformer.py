@@ -56,18 +56,33 @@ def _identity_bias(family: TransformFamily, bounded: bool) -> Tensor:
     return torch.zeros(family.num_params) if bounded else family.identity(1)[0]
 
 
+# the largest feature map default_localization flattens as is: the 100x100 sequence canvas's 25x25
+LOC_FEATURE_CAP = 25
+
+
 def default_localization(in_channels: int, in_size: int | tuple[int, int]) -> tuple[nn.Module, int]:
     """A small conv localisation net for ``(in_channels, *in_size)`` inputs.
 
     conv 5x5 (20) -> [max-pool 2] -> ReLU -> conv 5x5 (20) -> [max-pool 2] -> ReLU
-    -> FC 50 -> ReLU, the paper's ST-CNN localisation net; pooling is skipped on
-    inputs too small for it. Returns the net, mapping ``(B, in_channels, H, W)``
-    to ``(B, 50)``, and its number of output features (50).
+    -> [adaptive average pool] -> FC 50 -> ReLU, the paper's ST-CNN localisation
+    net; pooling is skipped on inputs too small for it. Returns the net, mapping
+    ``(B, in_channels, H, W)`` to ``(B, 50)``, and its number of output features (50).
+
+    The FC layer's size would grow with the input (16M parameters on 512x512),
+    so a feature map larger than ``LOC_FEATURE_CAP`` (25) on a side is averaged
+    down to at most 25 x 25 (``nn.AdaptiveAvgPool2d((min(h, 25), min(w, 25)))``
+    before Flatten): the parameter count stops growing past 100 x 100 inputs.
+    25 is the largest map of the models stnkit builds (the 100x100 sequence
+    canvas), so those, and every input up to 103 px a side, keep the exact
+    structure (no pooling layer) they always had.
 
     Example:
         >>> net, features = default_localization(1, (28, 28))
         >>> features, net(torch.rand(2, 1, 28, 28)).shape
         (50, torch.Size([2, 50]))
+        >>> net, _ = default_localization(3, (224, 224))  # 56 x 56 features averaged to 25 x 25
+        >>> net[-4], net[-2].in_features
+        (AdaptiveAvgPool2d(output_size=(25, 25)), 12500)
 
     References:
         Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, appendix (distorted MNIST).
@@ -83,6 +98,9 @@ def default_localization(in_channels: int, in_size: int | tuple[int, int]) -> tu
             h, w = h // 2, w // 2
         layers.append(nn.ReLU(inplace=True))
         c = 20
+    if h > LOC_FEATURE_CAP or w > LOC_FEATURE_CAP:  # only then: smaller inputs keep their structure and keys
+        h, w = min(h, LOC_FEATURE_CAP), min(w, LOC_FEATURE_CAP)
+        layers.append(nn.AdaptiveAvgPool2d((h, w)))
     layers += [nn.Flatten(), nn.Linear(c * h * w, 50), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers), 50
 

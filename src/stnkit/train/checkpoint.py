@@ -91,7 +91,11 @@ def check_data_info(info: object, where: str = "data_info") -> dict:
     if not isinstance(info, dict):
         raise ValueError(f"{where} must be a dict, got {type(info).__name__}")
     classes = info.get("classes")
-    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES or not all(isinstance(c, str) for c in classes):
+    if (
+        not isinstance(classes, list)
+        or not 2 <= len(classes) <= MAX_CLASSES
+        or not all(isinstance(c, str) for c in classes)
+    ):
         raise ValueError(f"{where}: classes must be a list of 2 to {MAX_CLASSES:,} names")
     c = info.get("in_channels")
     if c not in (1, 3):
