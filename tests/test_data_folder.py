@@ -414,3 +414,47 @@ def test_dataset_arguments_are_checked(tmp_path):
         ImageFolderDataset([], [], (), image_size=4, channels=1, distort="tc")
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\)"):
         ImageFolderDataset([tmp_path / "x.png"], [3], ("a",), image_size=4, channels=1)
+
+
+def test_jpeg_headers(tmp_path):
+    rgb = np.full((9, 7, 3), 90, np.uint8)
+    path = save(tmp_path / "x.jpg", rgb, fmt="JPEG", exif=b"Exif\x00\x00" + b"\x00" * 3000)  # a segment to skip
+    h = read_image_header(path)
+    assert (h.format, h.width, h.height, h.grey) == ("jpeg", 7, 9, False)
+    assert read_image_header(save(tmp_path / "g.jpg", grey(9, (3, 5)), fmt="JPEG")).grey
+    data = path.read_bytes()
+    (tmp_path / "nosof.jpg").write_bytes(data[:20])
+    with pytest.raises(ImageFileError, match=r"nosof\.jpg: truncated or corrupt JPEG \(no frame header\)"):
+        read_image_header(tmp_path / "nosof.jpg")
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) - 40])
+    with pytest.raises(ImageFileError, match=r"cut\.jpg: not a readable JPEG"):
+        read_image(tmp_path / "cut.jpg")
+
+
+def test_order_index_needs_integer_names(grey_folder):
+    with pytest.raises(DatasetError, match="order='index' needs every file name to be a distinct integer, got 'im"):
+        open_image_data(grey_folder, order="index")
+    with pytest.raises(ValueError, match="order must be one of"):
+        open_image_data(grey_folder, order="random")
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def failing(img):
+        calls.append(1)
+        if len(calls) > 5:
+            raise OSError("disk full")
+        return png_bytes(img)
+
+    monkeypatch.setattr(folder_mod, "png_bytes", failing)
+    out = tmp_path / "o"
+    assert (
+        main(["data", "make", "r", "--split", "test", "--n", "20", "--format", "imagefolder", "--out", str(out)]) == 1
+    )
+    assert "disk full" in capsys.readouterr().err
+    assert not (out / "test").exists() and not list(out.glob(".*"))
+    (tmp_path / "afile").write_text("mine")
+    argv = ["data", "make", "r", "--split", "test", "--n", "4", "--format", "imagefolder"]
+    assert main([*argv, "--out", str(tmp_path / "afile" / "d")]) == 1
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -138,6 +138,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._checks import check_choice, check_int, check_number, check_size
+from .._io import _fsync
 from ..geometry import get_transform, warp
 from .dataset import check_fresh, stream_seed
 from .distortions import get_distortion
@@ -895,7 +896,8 @@ def write_image_folder(
 
     ``out`` must not exist or be an empty folder (nothing is ever overwritten or
     deleted). The files go to a hidden ``.OUT.part`` folder next to it, which becomes
-    ``out`` once complete, so a reader never sees half a set. ``info`` is written
+    ``out`` once complete (every file and folder flushed to disk first), so a reader
+    never sees half a set and a killed run leaves only the hidden folder. ``info`` is written
     as ``out/info.json`` (ignored by the reader).
     """
     images, labels = np.asarray(images), np.asarray(labels)
@@ -922,11 +924,17 @@ def write_image_folder(
             path = tmp / str(int(labels[i])) / f"{i:0{width}d}.png"
             with open(path, "wb") as f:
                 f.write(png_bytes(images[i]))
+                f.flush()
+                os.fsync(f.fileno())
         if info is not None:
             (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        for sub in (*tmp.iterdir(), tmp):
+            if sub.is_dir():
+                _fsync(sub, directory=True)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
+        _fsync(out.parent, directory=True)
         done = True
     finally:
         if not done:
