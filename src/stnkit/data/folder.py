@@ -23,8 +23,8 @@ Sources
 Without given splits, each class's images are split by a SHA-256 key of
 ``(seed, path)``: the ``round(n * test_fraction)`` smallest keys are test, the next
 ``round(n * val_fraction)`` are validation, the rest training (defaults 10 % and
-10 %). Stratified per class, identical on every machine, and adding an image moves
-at most one image per class between splits.
+10 %). Stratified per class, identical on every machine (no random generator), and
+adding an image to a class moves at most two of its other images between splits.
 
 Images
 ------
@@ -86,9 +86,9 @@ rts    affine         rotation ~ U[-45, 45] deg, then the image shrunk to ``s / 
                       unrotated shrunk image stays inside (MNIST's 28 px digit on its
                       42 px canvas, at the frame's own size)
 p      projective     shrink by ``s ~ U[0.75, 1]``, then the four image corners move by
-                      N(0, 5/28 of the half-side) in x and in y
+                      N(0, 5/28 of the side) in x and in y
 e      tps            shrink by ``s ~ U[0.75, 1]``, then a 4x4 grid of control points
-                      moves by N(0, 1.5/28 of the half-side)
+                      moves by N(0, 1.5/28 of the side)
 =====  =============  ================================================================
 
 ``r`` and ``rts`` are rigid in pixels: on a non-square image the similarity of the
