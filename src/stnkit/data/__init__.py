@@ -12,7 +12,16 @@ from .colocalization import COLOC_KINDS, CoLocalization
 from .dataset import DistortedMNIST, load_distorted
 from .distortions import DISTORTIONS, Distortion, get_distortion
 from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnist
-from .export import load_dataset_dir, make_dataset, write_dataset
+from .export import load_dataset_dir, make_dataset, make_image_folder, write_dataset
+from .folder import (
+    ImageData,
+    ImageFolderDataset,
+    channel_stats,
+    open_image_data,
+    read_image,
+    read_image_manifest,
+    scan_image_folder,
+)
 from .idx import DatasetError, IdxError, read_idx, write_idx
 from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
@@ -33,8 +42,11 @@ __all__ = [
     "Distortion",
     "DownloadError",
     "IdxError",
+    "ImageData",
+    "ImageFolderDataset",
     "bundled_mnist",
     "bundled_split_indices",
+    "channel_stats",
     "dataset_info",
     "download_mnist",
     "fit_to_canvas",
@@ -45,9 +57,14 @@ __all__ = [
     "load_distorted",
     "load_mnist_dir",
     "make_dataset",
+    "make_image_folder",
     "open_dataset",
+    "open_image_data",
     "read_grey_png",
     "read_idx",
+    "read_image",
+    "read_image_manifest",
+    "scan_image_folder",
     "write_dataset",
     "write_idx",
 ]

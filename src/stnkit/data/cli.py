@@ -39,18 +39,18 @@ def _fail(cmd: str, err: Exception) -> int:
 
 
 def _cmd_make(args: argparse.Namespace) -> int:
-    from .export import make_dataset
+    from .export import make_dataset, make_image_folder
 
+    make = make_image_folder if args.format == "imagefolder" else make_dataset
     try:
-        manifest = make_dataset(
-            args.name, args.split, args.seed, args.out, n=args.n, data_dir=args.data_dir, **_options(args)
-        )
+        manifest = make(args.name, args.split, args.seed, args.out, n=args.n, data_dir=args.data_dir, **_options(args))
     except (ValueError, TypeError, OSError) as err:
         return _fail("make", err)
+    where = Path(args.out) / args.split if args.format == "imagefolder" else args.out
     print(
         f"wrote {manifest['count']} {args.name} {args.split} samples "
         f"({manifest['image_shape'][0]}x{manifest['image_shape'][1]}, ground truth: {manifest['recipe']['transform']}) "
-        f"to {args.out}"
+        f"to {where}"
     )
     return 0
 
@@ -140,6 +140,13 @@ def add_parser(subparsers) -> None:
     _common(make, None)
     make.add_argument("--n", type=_positive_int, default=None, help="only the first N digits of the split")
     make.add_argument("--out", required=True, help="output directory")
+    make.add_argument(
+        "--format",
+        choices=("idx", "imagefolder"),
+        default="idx",
+        help="idx (default): IDX files, params, manifest, preview; imagefolder: OUT/SPLIT/<label>/<index>.png "
+        "(8-bit grey, the IDX route's pixels; run once per split with the same --out)",
+    )
     make.set_defaults(func=_cmd_make)
 
     show = sub.add_parser("show", help="write a montage of the first samples of a distorted split")

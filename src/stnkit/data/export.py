@@ -127,6 +127,58 @@ def make_dataset(
     return write_dataset(ds, out, info)
 
 
+def make_image_folder(
+    name: str,
+    split: str,
+    seed: int,
+    out: str | os.PathLike,
+    *,
+    n: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    **recipe_options,
+) -> dict:
+    """Like :func:`make_dataset`, written as an image folder: ``OUT/<split>/<label>/<index>.png``.
+
+    The uint8 pixels are exactly those of the IDX route (:func:`to_uint8` of the same
+    draw), ``index`` is the sample's position in the IDX file (zero-padded), and
+    ``OUT/<split>/`` also holds ``params.npz`` (the ground truth) and ``info.json``
+    (recipe, seeds, counts), which the folder reader ignores. ``OUT/<split>`` must
+    not exist yet (or be empty): nothing is overwritten. Returns the info.
+    """
+    from .folder import write_image_folder
+
+    ds = load_distorted(name, split, seed, data_dir=data_dir, n=n, **recipe_options)
+    labels = ds.labels.numpy()
+    source = "bundled mnist8k (7,000 train / 1,000 test)" if data_dir is None else "MNIST IDX directory"
+    info = {
+        "format": "stnkit-distorted-mnist-imagefolder/1",
+        "name": name,
+        "split": split,
+        "source": source,
+        **({"data_dir": str(data_dir)} if data_dir is not None else {}),
+        "seed": ds.seed,
+        "fresh": ds.fresh,
+        "epoch": ds.epoch,
+        "generator_seed": stream_seed(ds.seed, ds.epoch),
+        "recipe": ds.distortion.recipe(),
+        "count": len(ds),
+        "class_counts": np.bincount(labels, minlength=10).tolist(),
+        "image_shape": [ds.canvas_size, ds.canvas_size],
+        "images": "<label>/<index>.png, 8-bit grey, value = round(255 * intensity), index = position in the IDX file",
+        "convention": CONVENTION,
+    }
+    folder = write_image_folder(to_uint8(ds.images), labels, Path(out) / split, info)
+    write_npz(
+        folder / PARAMS_FILE,
+        {
+            "params": ds.params.numpy().astype(np.float32),
+            "transform": np.array(ds.transform),
+            "canvas_size": np.array(ds.canvas_size, dtype=np.int64),
+        },
+    )
+    return info
+
+
 def load_dataset_dir(directory: str | os.PathLike, verify: bool = True) -> dict:
     """Read a directory written by :func:`write_dataset`.
 
@@ -186,4 +238,4 @@ def _read_params(path: Path, n: int) -> tuple[np.ndarray, str]:
     return params, str(transform)
 
 
-__all__ = ["load_dataset_dir", "make_dataset", "write_dataset", "write_npz"]
+__all__ = ["load_dataset_dir", "make_dataset", "make_image_folder", "write_dataset", "write_npz"]
