@@ -21,7 +21,7 @@ Sources
   ``train``/``val``/``test`` on every row.
 
 Without given splits, each class's images are split by a SHA-256 key of
-``(seed, path)``: the ``round(n * test_fraction)`` smallest keys are test, the next
+``(test_seed, path)``: the ``round(n * test_fraction)`` smallest keys are test, the next
 ``round(n * val_fraction)`` are validation, the rest training (defaults 10 % and
 10 %). Stratified per class, identical on every machine (no random generator), and
 adding an image to a class moves at most two of its other images between splits.
@@ -787,10 +787,11 @@ def open_image_data(
         image_size: ``(H, W)`` (or an int) to resize every image to; ``None``: all
             images must have one size, which is kept.
         channels: ``None`` (1 if every image is grey, else 3), 1 or 3.
-        seed: the seed of the carved splits and of the training distortions.
+        seed: the seed of the training distortions.
         val_fraction, test_fraction: per class, when the split is not given.
         distort: ``None`` or ``r``, ``rts``, ``p``, ``e``, applied to every split.
-        test_seed: the seed of the test draw (default ``seed``); validation uses ``test_seed + 1000``.
+        test_seed: the seed of the carved splits and of the test draw (default ``seed``); validation
+            draws use ``test_seed + 1000``.
         order: ``auto``, ``class`` or ``index`` (see :func:`order_indices`).
         cache_size: decoded images each dataset keeps in memory.
         max_pixels: the largest image (width x height) read.
@@ -819,7 +820,8 @@ def open_image_data(
                 )
         size = (first.height, first.width)
     in_channels = channels if channels is not None else (1 if all(h.grey for h in headers) else 3)
-    split = assign_splits(images, seed, val_fraction, test_fraction)
+    # the held-out images are fixed by test_seed: runs of several seeds are tested on the same images
+    split = assign_splits(images, test_seed, val_fraction, test_fraction)
     seeds = {"train": seed, "val": test_seed + VAL_SEED_OFFSET, "test": test_seed}
     sets = {}
     for s in SPLITS:
