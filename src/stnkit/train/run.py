@@ -1,11 +1,21 @@
-"""``train()``: fit a model with Lightning, then evaluate it and write the run directory.
+"""Training runs: :func:`fit` trains any model on any datasets, :func:`train` a built-in model on a
+named dataset or on your own images; both write the same run directory.
 
-The pieces it relies on live by concern: the resume policy in :mod:`.resume`,
-provenance (commit, weight digest) in :mod:`.provenance`, the wall clock in
-:mod:`.module`, the tables of finished runs in :mod:`.report`."""
+The pieces they rely on live by concern: the resume policy in :mod:`.resume`,
+provenance (commit, weight digest) in :mod:`.provenance`, the callbacks in
+:mod:`.callbacks`, the data modules in :mod:`.datamodule`, the tables of finished runs in
+:mod:`.report`.
+
+A run directory ``OUT`` holds ``checkpoints/{best-*,last}.ckpt`` (Lightning's, read
+back with ``weights_only=True``), ``model.safetensors`` (the best weights by validation
+error, with the config), ``logs/version_*/metrics.csv`` (one version per start or
+resume), ``config.yaml`` (the options that reproduce the run), ``results.json`` and,
+for built-in models, ``show.png`` and ``confusion.png``.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -13,22 +23,43 @@ import signal
 import threading
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+from torch.utils.data import default_collate
 
 from .._io import atomic_write_text
 from ..data import AdditionMNIST, DistortedMNIST, dataset_info
+from ..data.folder import ImageData, channel_stats, open_image_data
 from ..models import STClassifier, count_parameters, row_key
-from .budget import plan_epochs, plan_length
-from .callbacks import Replan, WallClock
-from .checkpoint import checkpoint_config, load_model, save_model
+from .budget import dataset_batch, draw_seconds, plan_epochs, plan_length
+from .callbacks import Diagnostics, Replan, TransformerImages, WallClock
+from .checkpoint import checkpoint_config, load_run, read_lightning_checkpoint, save_model
 from .config import TrainConfig
-from .datamodule import DistortedMNISTDataModule, check_split_sizes
-from .evaluate import channel_pose_spread, confusion_png, evaluate, pose_spread
+from .datamodule import DataModule, DistortedMNISTDataModule, check_split_sizes
+from .evaluate import channel_pose_spread, confusion_png, evaluate, evaluate_dataset, pose_spread
 from .module import STNModule
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
 from .safety import AtomicCheckpointIO, NoteInterrupt, PinThreads, TrainingInterrupted, interrupted_message
 from .show import show_figure
+
+# what a run writes into OUT: --overwrite removes these, and only these, of an earlier run
+RUN_OUTPUTS = (
+    "checkpoints",
+    "logs",
+    "tb",
+    "ddp",
+    "results.json",
+    "model.safetensors",
+    "budget.json",
+    "config.yaml",
+    "show.png",
+    "confusion.png",
+)
 
 
 def _devices(value: str):
@@ -39,6 +70,10 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -46,20 +81,21 @@ def train(
     quiet: bool = False,
     overwrite: bool = False,
 ) -> dict:
-    """Train a model as ``config`` says, evaluate it on the test split, write results to ``out``.
+    """Train the built-in model ``config`` describes, evaluate it on the test split, write the run to ``out``.
 
-    Writes ``out/checkpoints/{best-*,last}.ckpt``, ``out/model.safetensors`` (the
-    best weights by validation error, with the config), ``out/logs/version_*/metrics.csv``
-    (one version per start or resume),
-    ``out/results.json`` and ``out/show.png``. ``resume=True`` continues from
-    ``out/checkpoints/last.ckpt`` (a path resumes from that file). A directory
-    that already holds a run is refused unless ``resume`` or ``overwrite``
-    (which deletes the earlier run's checkpoints, logs and results first).
+    The data: a named dataset (``config.dataset``, from the bundled digits or
+    ``config.data_dir``), or your own images (``config.data``: an image folder or a CSV
+    manifest, :func:`stnkit.data.open_image_data`; classes, channels and size from the
+    data, normalisation statistics from the training split, all kept in the checkpoint).
+
+    ``resume=True`` continues from ``out/checkpoints/last.ckpt`` (a path resumes from
+    that file). A directory that already holds a run is refused unless ``resume`` or
+    ``overwrite`` (which deletes the earlier run's outputs first).
 
     With ``config.deterministic`` on CPU, two runs of the same config with the same
     number of torch threads (``results["num_threads"]``) end with identical weights and
     results, and so does a run killed at any moment and resumed: the distortions, the
-    order of the digits and the steps' random numbers are functions of (seed, epoch),
+    order of the samples and the steps' random numbers are functions of (seed, epoch),
     and a resume restarts the interrupted epoch from the last epoch-end checkpoint.
     """
     threads_before = torch.get_num_threads()
@@ -69,69 +105,294 @@ def train(
         torch.set_num_threads(threads_before)  # PinThreads may have changed it
 
 
-def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> dict:
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+def fit(
+    model: nn.Module,
+    train_data,
+    val_data=None,
+    config: TrainConfig | dict | None = None,
+    *,
+    test_data=None,
+    out: str | os.PathLike = "runs/fit",
+    resume: bool | str = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """Train any ``nn.Module`` classifier on map-style datasets of ``(image, label)``, with Lightning.
 
-    out = Path(out)
-    ckpt_dir = out / "checkpoints"
-    earlier = [
-        out / n
-        for n in ("checkpoints", "logs", "tb", "ddp", "results.json", "model.safetensors", "budget.json")
-        if (out / n).exists()
-    ]
+    ``config`` (a :class:`TrainConfig` or a dict of its options) gives the optimisation
+    (``optimizer``, ``lr``, ``schedule``, ``epochs`` or ``max_time`` minutes, ``batch_size``,
+    ``loc_lr_mult`` for the ``transformer`` of an :class:`~stnkit.nn.STClassifier`,
+    ``coverage_weight``, ...) and the run (``seed``, ``deterministic``, ``accelerator``,
+    ...); its data and model options are not read: you give the model and the data.
+
+    A dataset with a ``set_epoch(epoch)`` method is told each epoch before it is read
+    (draw augmentations from ``(seed, epoch)`` there, and a resumed run is exact). Writes
+    the run directory ``out`` as :func:`train` does (checkpoints, ``model.safetensors``,
+    metrics, ``config.yaml``, ``results.json``); the model ends with the best weights by
+    validation error (the last ones without ``val_data``) and is returned in
+    ``results["model"]``... no: the model passed in is trained in place and left in eval mode.
+
+    Returns the results: ``best_val_error`` (%), ``test_error`` (% with ``test_data``),
+    ``epochs``, ``global_step``, ``fit_seconds``, ``num_parameters``, ...
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from stnkit.nn import with_transformer
+        >>> from stnkit.models import CNN
+        >>> model = with_transformer(CNN(1, 16, num_classes=3), in_channels=1, in_size=(16, 16))
+        >>> data = TensorDataset(torch.rand(24, 1, 16, 16), torch.randint(0, 3, (24,)))
+        >>> import tempfile; out = tempfile.mkdtemp()
+        >>> results = fit(model, data, data, {"epochs": 1, "batch_size": 8}, out=out, quiet=True)
+        >>> results["epochs"], results["global_step"]
+        (1, 3)
+    """
+    if config is None:
+        config = TrainConfig()
+    elif isinstance(config, dict):
+        config = TrainConfig().replace(**config)
+    elif not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, a dict of its options or None, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    for name, data in (("train_data", train_data), ("val_data", val_data), ("test_data", test_data)):
+        if data is not None and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            raise TypeError(f"{name} must be a map-style dataset (with __getitem__ and __len__), got {type(data).__name__}")
+    if len(train_data) == 0:
+        raise ValueError("train_data is empty")
+    threads_before = torch.get_num_threads()
+    try:
+        out = Path(out)
+        ckpt_path = _prepare(out, config, resume, overwrite)
+        data = DataModule(config, train_data, val_data, test_data)
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+        budget = None
+        if config.max_time is not None:
+            x, y = default_collate([train_data[i] for i in range(min(config.batch_size, len(train_data)))])
+            budget = _budget_plan(config, out, ckpt_path, lambda: (model, x, y, len(train_data), len(val_data or [])))
+            config = config.replace(epochs=plan_length(budget))
+        run = _fit(STNModule(model, config), data, config, out, ckpt_path, quiet, budget, has_val=val_data is not None)
+        if run is None:
+            return {}
+        trainer, best_path, results = run
+        state = read_lightning_checkpoint(best_path)["state_dict"]
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        model.eval()
+        save_model(out / "model.safetensors", model, run_config(config, budget))
+        if test_data is not None and len(test_data):
+            result = evaluate_dataset(model, test_data, batch_size=config.batch_size)
+            results.update(test_error=result["error"], test_size=result["n"])
+        results.update(
+            train_size=len(train_data),
+            val_size=len(val_data) if val_data is not None else 0,
+            num_parameters=count_parameters(model),
+            data_source="datasets given to stnkit.train.fit",
+            config=run_config(config, budget).to_dict(),
+        )
+        _write_json(out / "results.json", results)
+        return results
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def run_config(config: TrainConfig, budget: dict | None) -> TrainConfig:
+    """``config`` with the epochs the run trains (a ``--max-time`` run's re-plan, once made)."""
+    return config if budget is None else config.replace(epochs=plan_length(budget))
+
+
+def _prepare(out: Path, config: TrainConfig, resume, overwrite: bool) -> Path | None:
+    """Refuse (or, with ``overwrite``, clear) an earlier run in ``out``; the checkpoint to resume from."""
+    earlier = [out / n for n in RUN_OUTPUTS if (out / n).exists()]
     if earlier and not resume:
         if not overwrite:
-            raise FileExistsError(
-                f"{out} already holds a run: pass --resume to continue it or --overwrite to start again"
-            )
+            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it or --overwrite to start again")
         if is_rank_zero():  # under DDP every rank runs this function
             for p in earlier:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     ckpt_path = resume_checkpoint(out, resume)
     if ckpt_path is not None:
         check_resumable(checkpoint_config(ckpt_path), config, ckpt_path)
-    if config.data_dir is not None and not Path(config.data_dir).is_dir():
-        raise FileNotFoundError(f"--data-dir {config.data_dir} is not a directory of MNIST IDX files")
-    check_split_sizes(config)
+    return ckpt_path
+
+
+def image_data(config: TrainConfig) -> ImageData:
+    """The splits of ``config.data`` (your own images), as ``stnkit train --data`` reads them."""
+    return open_image_data(
+        config.data,
+        image_size=config.image_size,
+        seed=config.seed,
+        distort=config.distort,
+        test_seed=config.test_seed,
+    )
+
+
+def data_info_of(images: ImageData) -> dict:
+    """What a model trained on your images keeps of them: classes, channels, size, and the training
+    split's per-channel mean and std (computed on the undistorted images)."""
+    if len(images.train) == 0:
+        raise ValueError(f"--data {images.source} has no training images (a train/ folder or a split column)")
+    plain = copy.copy(images.train)
+    plain.distort = None
+    mean, std = channel_stats(plain)
+    return {
+        "classes": list(images.classes),
+        "in_channels": images.in_channels,
+        "image_size": list(images.image_size),
+        "mean": [round(float(m), 6) for m in mean],
+        "std": [round(float(s), 6) for s in std],
+    }
+
+
+def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> dict:
+    from .checkpoint import build_model
+
+    out = Path(out)
+    ckpt_path = _prepare(out, config, resume, overwrite)
+    info = None
+    if config.data is not None:
+        images = image_data(config)
+        info = data_info_of(images)
+        if ckpt_path is not None:
+            saved = read_lightning_checkpoint(ckpt_path)["hyper_parameters"].get("data_info")
+            if saved is not None and saved["classes"] != info["classes"]:
+                raise ValueError(f"cannot resume {ckpt_path}: the classes of --data {config.data} have changed")
+        data = DataModule(config, images.train, images.val if len(images.val) else None, images.test)
+    else:
+        if config.data_dir is not None and not Path(config.data_dir).is_dir():
+            raise FileNotFoundError(f"--data-dir {config.data_dir} is not a directory of MNIST IDX files")
+        check_split_sizes(config)
+        data = DistortedMNISTDataModule(config)
     out.mkdir(parents=True, exist_ok=True)  # only once the run is known to start (no partial output on refusal)
-    data = DistortedMNISTDataModule(config)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(config, info)
     budget = None
     if config.max_time is not None:
-        budget = _budget_plan(config, data, out, resumed=ckpt_path is not None)
+
+        def timing():
+            data.setup("fit")
+            n_train, n_val = len(data.train_set), len(data.val_set) if data.val_set is not None else 0
+            if info is None:
+                x, y = dataset_batch(config)
+                return model, x, y, n_train, n_val, draw_seconds(config.dataset, n_train)
+            x, y = default_collate([data.train_set[i % n_train] for i in range(config.batch_size)])
+            return model, x, y, n_train, n_val
+
+        budget = _budget_plan(config, out, ckpt_path, timing)
         config = config.replace(epochs=plan_length(budget))
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = STNModule(config.to_dict())
-    # no version counter: an epoch trained again after a kill writes its checkpoint under the same name
-    best_cb = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best-{epoch:03d}",
-        monitor="val_error",
-        mode="min",
-        enable_version_counter=False,
-    )
+    module = STNModule(model, config, data_info=info)
+    run = _fit(module, data, config, out, ckpt_path, quiet, budget, has_val=data.val_set is not None or info is None)
+    if run is None:
+        return {}
+    trainer, best_path, results = run
+    model, _, _ = load_run(best_path)
+    config = run_config(config, budget)
+    save_model(out / "model.safetensors", model, config, info)
+    data.setup("test")  # the test set: the config's test_size digits (evaluate.load_test_set)
+    test_set = data.test_set
+    name = config.data if info is not None else config.dataset
+    if info is not None:
+        result = evaluate_dataset(model, test_set, num_classes=len(info["classes"]), batch_size=config.batch_size)
+        images_, labels_ = _first(test_set, 8)
+        results["classes"] = info["classes"]
+    else:
+        images_, labels_ = test_set.images, test_set.labels
+        result = evaluate(model, images_, labels_, num_classes=dataset_info(config.dataset).num_classes)
+    confusion_png(result["confusion"], out / "confusion.png", f"{_row(config)} on {name}", classes=_classes(info))
+    show_figure(model, images_, labels_, out / "show.png", _title(config, name, result["error"]), classes=_classes(info))
+    results = {
+        "test_error": result["error"],
+        **results,
+        **({"sequence_error": result["sequence_error"]} if "sequence_error" in result else {}),
+        "per_class_error": result["per_class_error"],
+        "confusion": result["confusion"],
+        "num_parameters": count_parameters(model),
+        "test_size": result["n"],
+        "train_size": len(data.train_set),
+        "val_size": len(data.val_set) if data.val_set is not None else 0,
+        "data_source": config.data or config.data_dir or "bundled mnist8k",
+        "config": config.to_dict(),
+    }
+    if budget is not None:
+        results["budget"] = {**budget, "epochs_run": results["epochs"], "steps_run": results["global_step"]}
+    if isinstance(model, STClassifier) and isinstance(test_set, DistortedMNIST):  # ground-truth poses
+        results["pose_spread"] = pose_spread(model, images_[:500], test_set.params[:500], test_set.transform)
+    if isinstance(model, STClassifier) and isinstance(test_set, AdditionMNIST):  # which digit each follows
+        results["pose_spread_channels"] = channel_pose_spread(model, test_set)
+    _write_json(out / "results.json", _ordered(results))
+    return results
+
+
+# the order of results.json's keys (as it always was)
+_RESULT_KEYS = (
+    "test_error",
+    "best_val_error",
+    "sequence_error",
+    "per_class_error",
+    "confusion",
+    "epochs",
+    "global_step",
+    "fit_seconds",
+    "num_parameters",
+    "best_checkpoint",
+    "test_size",
+    "train_size",
+    "val_size",
+    "data_source",
+    "git_commit",
+    "torch",
+    "num_threads",
+    "device",
+    "config",
+)
+
+
+def _ordered(results: dict) -> dict:
+    return {**{k: results[k] for k in _RESULT_KEYS if k in results}, **results}
+
+
+def _first(dataset, n: int):
+    """The first ``n`` samples of a dataset as ``(images, labels)`` tensors."""
+    return default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+
+
+def _classes(info: dict | None):
+    return None if info is None else info["classes"]
+
+
+def _fit(module: STNModule, data, config: TrainConfig, out: Path, ckpt_path, quiet: bool, budget, has_val: bool):
+    """Lightning's fit of ``module``; ``(trainer, best checkpoint, results so far)``, ``None`` off rank zero."""
+    ckpt_dir = out / "checkpoints"
+    out.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():
+        atomic_write_text(out / "config.yaml", config_yaml(config))
+    callbacks = []
+    best_cb = None
+    if has_val:
+        # no version counter: an epoch trained again after a kill writes its checkpoint under the same name
+        best_cb = ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_error", mode="min", enable_version_counter=False
+        )
+        callbacks.append(best_cb)
     # last.ckpt at every epoch's end: the best callback's save_last writes it only when the best
     # improves (Lightning 2.6), so a kill would restart from the best epoch, not the last
-    last_cb = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
-    )
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     clock = WallClock()
     interrupt = NoteInterrupt()
-    callbacks = [best_cb, last_cb, clock, interrupt]
+    callbacks += [last_cb, clock, interrupt, Diagnostics(quiet=quiet)]
     if config.deterministic:
         callbacks.append(PinThreads())
     if budget is not None:
         callbacks.append(Replan(budget, lambda plan: is_rank_zero() and _write_json(out / "budget.json", plan)))
-    if config.patience is not None:
+    if config.patience is not None and has_val:
         callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
     # one version directory per (re)start, so a resumed run keeps the earlier logs
     loggers = [CSVLogger(out, name="logs")]
     try:
-        import tensorboard  # noqa: F401
+        import tensorboard  # noqa: F401  (optional: TensorBoard logs and images when it is installed)
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(out, name="tb"))
+        callbacks.append(TransformerImages())
     except ImportError:
         pass
     trainer = pl.Trainer(
@@ -152,7 +413,8 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         enable_model_summary=not quiet,
         log_every_n_steps=10,
         limit_train_batches=config.limit_train_batches,
-        limit_val_batches=config.limit_val_batches,
+        limit_val_batches=config.limit_val_batches if has_val else 0,
+        num_sanity_val_steps=None if has_val else 0,
         default_root_dir=out,
     )
     try:
@@ -170,71 +432,47 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         # every rank records its final weights: they must agree under DDP
         (out / "ddp").mkdir(exist_ok=True)
         _write_json(out / "ddp" / f"rank{trainer.global_rank}.json", {"digest": param_digest(module.model)})
-    if budget is not None:  # the epochs of the re-plan after the first epoch (Replan)
-        config = config.replace(epochs=plan_length(budget))
     if not trainer.is_global_zero:
-        return {}
-    best_path = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
-    model, _ = load_model(best_path)
-    save_model(out / "model.safetensors", model, config)
-    data.setup("test")  # the test set: the config's test_size digits (evaluate.load_test_set)
-    test_set = data.test_set
-    images, labels = test_set.images, test_set.labels
-    result = evaluate(model, images, labels, num_classes=dataset_info(config.dataset).num_classes)
-    confusion_png(result["confusion"], out / "confusion.png", f"{_row(config)} on {config.dataset}")
-    show_figure(model, images, labels, out / "show.png", _title(config, result["error"]))
+        return None
+    best_path = (best_cb.best_model_path if best_cb is not None else "") or str(ckpt_dir / "last.ckpt")
     results = {
-        "test_error": result["error"],
-        "best_val_error": _float(best_cb.best_model_score),
-        **({"sequence_error": result["sequence_error"]} if "sequence_error" in result else {}),
-        "per_class_error": result["per_class_error"],
-        "confusion": result["confusion"],
+        "best_val_error": _float(best_cb.best_model_score) if best_cb is not None else None,
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "fit_seconds": round(clock.elapsed, 1),
-        "num_parameters": count_parameters(model),
         "best_checkpoint": os.path.relpath(best_path, out),
-        "test_size": result["n"],
-        "train_size": len(data.train_set),
-        "val_size": len(data.val_set),
-        "data_source": config.data_dir or "bundled mnist8k",
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "num_threads": torch.get_num_threads(),
         # where the fit ran ("cpu", "cuda:0", ...): fit times compare only on the same device
         "device": str(trainer.strategy.root_device),
-        "config": config.to_dict(),
     }
-    if budget is not None:
-        results["budget"] = {**budget, "epochs_run": int(trainer.current_epoch), "steps_run": int(trainer.global_step)}
-    if isinstance(model, STClassifier) and isinstance(test_set, DistortedMNIST):  # ground-truth poses
-        results["pose_spread"] = pose_spread(model, images[:500], test_set.params[:500], test_set.transform)
-    if isinstance(model, STClassifier) and isinstance(test_set, AdditionMNIST):  # which digit each follows
-        results["pose_spread_channels"] = channel_pose_spread(model, test_set)
-    _write_json(out / "results.json", results)
-    return results
+    return trainer, best_path, results
 
 
-def _budget_plan(config: TrainConfig, data, out: Path, resumed: bool) -> dict:
-    """The epochs that fit in ``--max-time``: planned once, kept in ``out/budget.json`` for resumes."""
+def config_yaml(config: TrainConfig) -> str:
+    """The options of a run as ``--config`` reads them back (``stnkit train --config OUT/config.yaml``)."""
+    import yaml
+
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+    return "# stnkit train --config this-file reproduces the run\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def _budget_plan(config: TrainConfig, out: Path, ckpt_path, timing) -> dict:
+    """The epochs that fit in ``--max-time``: planned once (``timing()`` gives the model, a batch and
+    the split sizes to time), kept in ``out/budget.json`` for resumes."""
     path = out / "budget.json"
-    if resumed and path.is_file():
+    if ckpt_path is not None and path.is_file():
         return json.loads(path.read_text())
-    data.setup("fit")
-    plan = plan_epochs(config, len(data.train_set), len(data.val_set))
+    plan = plan_epochs(config, *timing())
     if is_rank_zero():
+        out.mkdir(parents=True, exist_ok=True)
         _write_json(path, plan)
     print(
         f"budget {config.max_time:g} min: {plan['step_seconds'] * 1e3:.0f} ms per step, "
         f"{plan['estimated_epoch_seconds']:.0f} s per epoch -> {plan['planned_epochs']} epochs"
     )
     return plan
-
-
-def is_rank_zero() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _float(x) -> float | None:
@@ -245,5 +483,5 @@ def _row(config: TrainConfig) -> str:
     return row_key(config.model, config.transform)
 
 
-def _title(config: TrainConfig, error: float) -> str:
-    return f"{_row(config)} on {config.dataset}: test error {error:.2f}%"
+def _title(config: TrainConfig, data: str, error: float) -> str:
+    return f"{_row(config)} on {data}: test error {error:.2f}%"
