@@ -1,5 +1,15 @@
-"""``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, and the inverse compositional one."""
+"""``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, and the inverse compositional one;
+diagnostics of a transformer's sampling grid (:mod:`stnkit.nn.diagnostics`)."""
 
+from .diagnostics import (
+    COLLAPSED_SCALE,
+    IDENTITY_DISTANCE,
+    OUTSIDE_FRACTION_WARN,
+    collapse_warning,
+    coverage_penalty,
+    sampling_grid_stats,
+    sampling_stats,
+)
 from .transformer import (
     IdentityHead,
     InverseCompositionalTransformer,
@@ -10,10 +20,17 @@ from .transformer import (
 )
 
 __all__ = [
+    "COLLAPSED_SCALE",
+    "IDENTITY_DISTANCE",
+    "OUTSIDE_FRACTION_WARN",
     "IdentityHead",
     "InverseCompositionalTransformer",
     "ParallelTransformers",
     "SeriesTransformers",
     "SpatialTransformer",
+    "collapse_warning",
+    "coverage_penalty",
     "default_localization",
+    "sampling_grid_stats",
+    "sampling_stats",
 ]
