@@ -145,6 +145,39 @@ class Branchy(nn.Module):
         return x * 2 if float(x.sum()) > 100 else x - 1
 
 
+class FixedBatch(nn.Module):
+    """Reads the batch size as a Python int: tracing freezes it, torch.export specialises it."""
+
+    def forward(self, x):
+        return x.reshape(int(x.shape[0]), -1).sum(1)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [
+        ("onnx", r"^ONNX export of FixedBatch kept a fixed batch size for input 'input': forward fixes"),
+        ("torchscript", r"^the exported torchscript model failed at batch size 1 \(is the batch dimension fixed"),
+    ],
+)
+def test_a_fixed_batch_is_a_one_line_error(fmt, message, tmp_path):
+    with pytest.raises(RuntimeError, match=message) as err:
+        export_model(FixedBatch(), torch.rand(2, 3), tmp_path / "m", format=fmt)
+    assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
+
+
+def test_a_model_failing_at_a_check_batch_size_is_named(tmp_path):
+    class Pairs(nn.Module):
+        def forward(self, x):
+            return x.reshape(-1, 2, 3).sum(1)  # needs an even batch
+
+    with pytest.raises(RuntimeError, match=r"^the PyTorch model itself failed at batch size 1: RuntimeError: "):
+        export_model(Pairs(), torch.rand(2, 3), tmp_path / "m.pt", "torchscript")
+    assert (
+        export_model(Pairs(), torch.rand(2, 3), tmp_path / "m.pt", "torchscript", batch_sizes=[4, 6])["max_abs_diff"]
+        == 0
+    )
+
+
 def test_check_false_skips_the_comparison(tmp_path):
     info = export_model(Branchy(), torch.ones(2, 3), tmp_path / "b.pt", "torchscript", check=False)
     assert info["max_abs_diff"] is None and info["batch_sizes_checked"] == []

@@ -224,6 +224,12 @@ def _export_onnx(model: nn.Module, inputs: tuple[Tensor, ...], tmp: Path, opset:
             f"ONNX export of {type(model).__name__} with a dynamic batch failed: {_first_line(err)}"
         ) from err
     proto = onnx.load(str(tmp))
+    fixed = [i.name for i in proto.graph.input if not i.type.tensor_type.shape.dim[0].dim_param]
+    if fixed:
+        raise RuntimeError(
+            f"ONNX export of {type(model).__name__} kept a fixed batch size for input {fixed[0]!r}: forward fixes "
+            "the batch dimension somewhere (a Python int of x.shape[0], a constant reshape)"
+        )
     written = {o.domain: o.version for o in proto.opset_import}.get("", 0)
     if opset is not None and written != opset:
         samples = any(n.op_type == "GridSample" for n in _all_nodes(proto.graph))
@@ -299,8 +305,17 @@ def _check(model, inputs, tmp: Path, format: str, batch_sizes: list[int], seed: 
     worst = 0.0
     for n in batch_sizes:
         xs = tuple(_random_like(x, n, gen) for x in inputs)
-        ref = _flatten(model(*xs))
-        got = run(xs)
+        try:
+            ref = _flatten(model(*xs))
+        except Exception as err:
+            raise RuntimeError(f"the PyTorch model itself failed at batch size {n}: {_first_line(err)}") from err
+        try:
+            got = run(xs)
+        except Exception as err:
+            raise RuntimeError(
+                f"the exported {format} model failed at batch size {n} (is the batch dimension fixed "
+                f"somewhere in forward?): {_first_line(err)}"
+            ) from err
         if len(got) != len(ref):
             raise RuntimeError(f"the exported {format} model returns {len(got)} outputs, PyTorch {len(ref)}")
         for r, g in zip(ref, got):
