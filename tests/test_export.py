@@ -20,7 +20,7 @@ from torch import nn
 import stnkit
 from stnkit.export import MIN_GRID_SAMPLE_OPSET, export_model
 from stnkit.models import create
-from stnkit.nn import SpatialTransformer
+from stnkit.nn import SeriesTransformers, SpatialTransformer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -97,6 +97,33 @@ def test_export_matches_pytorch(name, fmt, tmp_path):
     got = rerun(info, x)
     assert got.shape == ref.shape
     assert (got - ref).abs().max() < 1e-4
+
+
+def series_net() -> nn.Module:
+    torch.manual_seed(2)
+    a = SpatialTransformer(transform="attention", in_channels=1, in_size=16, out_size=12)
+    b = SpatialTransformer(transform="tps", in_channels=1, in_size=12)
+    perturb(a, seed=2)
+    perturb(b, seed=3)
+    return SeriesTransformers(a, b)
+
+
+def ic_stn() -> nn.Module:
+    torch.manual_seed(3)
+    model = create("ic-stn", in_size=16, transform="projective", ic_steps=2)
+    perturb(model.transformer, seed=4)
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("make", [series_net, ic_stn])
+def test_series_and_inverse_compositional_export(make, fmt, tmp_path):
+    # regression: tracing the IC-STN failed, step_params turned the input size into a tuple of 0-dim tensors
+    model = make()
+    info = export_model(model, torch.rand(2, 1, 16, 16), tmp_path / "m", format=fmt)
+    x = torch.rand(UNSEEN_BATCH, 1, 16, 16)
+    with torch.no_grad():
+        assert (rerun(info, x) - model.eval()(x)).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
