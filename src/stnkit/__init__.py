@@ -5,6 +5,7 @@ coordinates, normalised to [-1, 1], x before y, ``align_corners=False`` by
 default, exactly as ``torch.nn.functional.affine_grid``.
 """
 
+from .export import export_model
 from .geometry import TRANSFORMS, get_transform, warp
 from .nn import ParallelTransformers, SeriesTransformers, SpatialTransformer, with_transformer
 
@@ -16,6 +17,7 @@ __all__ = [
     "SeriesTransformers",
     "SpatialTransformer",
     "__version__",
+    "export_model",
     "get_transform",
     "warp",
     "with_transformer",

@@ -1,6 +1,17 @@
 """``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, the inverse compositional
-one, and a classifier behind transformers (:class:`STClassifier`, :func:`with_transformer`)."""
+one, a classifier behind transformers (:class:`STClassifier`, :func:`with_transformer`), a
+normalisation layer to put after them, and diagnostics of a transformer's sampling grid
+(:mod:`stnkit.nn.diagnostics`)."""
 
+from .diagnostics import (
+    COLLAPSED_SCALE,
+    IDENTITY_DISTANCE,
+    OUTSIDE_FRACTION_WARN,
+    collapse_warning,
+    coverage_penalty,
+    sampling_grid_stats,
+    sampling_stats,
+)
 from .normalize import Normalize
 from .transformer import (
     IdentityHead,
@@ -13,6 +24,9 @@ from .transformer import (
 from .wrap import STClassifier, default_loc_size, with_transformer
 
 __all__ = [
+    "COLLAPSED_SCALE",
+    "IDENTITY_DISTANCE",
+    "OUTSIDE_FRACTION_WARN",
     "IdentityHead",
     "InverseCompositionalTransformer",
     "Normalize",
@@ -20,7 +34,11 @@ __all__ = [
     "STClassifier",
     "SeriesTransformers",
     "SpatialTransformer",
+    "collapse_warning",
+    "coverage_penalty",
     "default_loc_size",
     "default_localization",
+    "sampling_grid_stats",
+    "sampling_stats",
     "with_transformer",
 ]

@@ -494,7 +494,7 @@ class InverseCompositionalTransformer(SpatialTransformer):
             [torch.Size([3, 6]), torch.Size([3, 6])]
         """
         x = self.check_input(x)
-        size = tuple(x.shape[-2:])
+        size = x.shape[-2:]  # torch.Size: check_size reads it under tracing too
         params = self.predict_params(x)  # step 1 reads the input itself: p_0 is the identity
         out = [params]
         for _ in range(self.steps - 1):
