@@ -10,7 +10,7 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from ..models import MODEL_RECIPES, options_unused_by, row_key
+from ..models import MODEL_OPTIONS, MODEL_RECIPES, REGISTRY, model_spec, options_unused_by, row_key
 from ..train.config import TrainConfig
 
 _HELP = {
@@ -20,8 +20,18 @@ _HELP = {
     "train_size": "use only the first N training digits",
     "test_size": "evaluate on only the first N test digits",
     "test_seed": "seed of the fixed test distortions",
-    "model": "fcn, cnn, st-fcn, st-cnn, tutorial-cnn, tutorial-stn (the PyTorch tutorial's network) "
-    "or ic-stn (inverse compositional STN)",
+    "model": "; ".join(f"{s.name}: {s.summary}" for s in REGISTRY.values()),
+    "data": "your own images: a folder with a subfolder per class (train/, val/, test/ when present, "
+    "otherwise a seeded 80/10/10 split per class) or a CSV manifest with path,label columns; PNG or JPEG, "
+    "grey or RGB (instead of --dataset)",
+    "image_size": "with --data: resize every image to H W (the whole image, antialiased, aspect not kept); "
+    "default: the images' own size, which must then be the same for all",
+    "distort": "with --data: distort your images on the fly with a distorted-MNIST recipe (r, rts, p, e), "
+    "seeded: a new draw per training epoch, one fixed draw for validation and test",
+    "backbone": "the classifier of cnn and st-cnn: cnn (the paper's), resnet18, resnet34, or "
+    "package.module:callable, a factory of your own called with in_channels=, in_size=, num_classes=",
+    "coverage_weight": "weight of a penalty on the transformers' sampling points outside the input "
+    "(against a transformer that zooms out past the image; 0: off)",
     "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
     "st_size": "the transformers' output size (SpatialTransformer's out_size; smaller downsamples)",
@@ -99,6 +109,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig 
         if own:
             values = ", ".join(f"{m} {MODEL_RECIPES[m][f.name]}" for m in own)
             help_text += f" (models with their own recipe: {values})"
+        if f.name == "image_size":
+            parser.add_argument(flag, type=int, nargs=2, metavar=("H", "W"), default=default, help=help_text)
+            continue
         kind = _argument_type(f.name)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
@@ -113,7 +126,10 @@ def _int_or_float(text: str) -> int | float:
 
 
 def given_options(args: argparse.Namespace) -> dict:
-    """The training options written on the command line (not left at their defaults)."""
+    """The training options written on the command line (not left at their defaults), and
+    those of its ``--config`` file once :func:`config_from_args` has read it."""
+    if hasattr(args, "_file_options"):
+        return dict(args._file_options)
     return {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)
@@ -126,13 +142,52 @@ def _grid_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given_options(args).items() if k not in ("model", "dataset", "seed")}
 
 
+# a --config file is a few hundred bytes; a larger one is not a config
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_config_file(path) -> dict:
+    """The options of a ``--config`` YAML (or JSON) file: a mapping of option names (``lr`` or
+    ``--lr`` spelling) to values, as ``OUT/config.yaml`` of every run holds them. Options at
+    their default are dropped (they are not "given"). A one-line ValueError for anything else."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} is not a file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"--config {path} is {path.stat().st_size:,} bytes, more than a config ({MAX_CONFIG_BYTES:,})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"--config {path} is not YAML ({' '.join(str(err).split())[:120]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path} must map option names to values, got {type(data).__name__}")
+    names = {f.name for f in fields(TrainConfig)}
+    options = {}
+    for key, value in data.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name not in names:
+            raise ValueError(f"--config {path}: unknown option {key!r}")
+        options[name] = tuple(value) if name == "image_size" and isinstance(value, list) else value
+    defaults = TrainConfig()
+    return {k: v for k, v in options.items() if k == "model" or v != getattr(defaults, k)}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The defaults, then the chosen model's own recipe, then the options given.
+    """The defaults, then the chosen model's own recipe, then the ``--config`` file's options,
+    then the options given on the command line.
 
     An option :class:`TrainConfig` refuses ends the command with a one-line error.
     """
     defaults = getattr(args, "_config_defaults", TrainConfig())
     given = given_options(args)
+    if getattr(args, "config", None):
+        with option_errors():
+            given = {**read_config_file(args.config), **given}
+        args._file_options = given
     model = given.pop("model", defaults.model)
     with option_errors():
         return TrainConfig.for_model(model, defaults, **given)
@@ -168,6 +223,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             with option_errors():
                 config = checkpoint_config(path).replace(**given_options(args))
     _validate(config, given_options(args))
+    check_options_read(config, given_options(args))
     try:
         results = train(config, args.out, resume=resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:
@@ -176,7 +232,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except NonFiniteError as err:
         raise SystemExit(f"stnkit: {err}") from None
     if results:
-        print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
+        if config.data is not None:
+            print(
+                f"test error: {results['test_error']:.2f}% ({results['test_size']} test images of {config.data}, "
+                f"{len(results['classes'])} classes)"
+            )
+        else:
+            print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
         if "pose_spread" in results:
             pr = results["pose_spread"]
@@ -217,6 +279,41 @@ def _validate(config: TrainConfig, given=()) -> None:
             "stnkit: --tps-grid-size sets the TPS control grid: --model must have a transformer "
             f"(st-fcn, st-cnn or tutorial-stn), got {config.model!r}"
         )
+
+
+# options of the distorted-MNIST digits, not read on your own images (--data), and the reverse
+_DIGIT_OPTIONS = ("dataset", "data_dir", "val_size", "train_size", "test_size")
+_IMAGE_OPTIONS = ("image_size", "distort")
+
+
+def check_options_read(config: TrainConfig, given) -> None:
+    """Refuse, in one line, an option given (on the command line or in ``--config``) that the run
+    would not read: a model-specific option its model does not read (the model registry,
+    :data:`~stnkit.models.REGISTRY`), a digit option with ``--data``, an image option without it."""
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    unused = options_unused_by(config.model, config.transform)
+    for name in sorted(given):
+        if name in unused:
+            reads = sorted(model_spec(config.model).options) or ["none of the model-specific options"]
+            raise SystemExit(
+                f"stnkit: {flag(name)} is not read by --model {config.model} "
+                f"(it reads {', '.join(flag(r) if r in MODEL_OPTIONS else r for r in reads)})"
+            )
+        if config.data is not None and name in _DIGIT_OPTIONS:
+            raise SystemExit(
+                f"stnkit: {flag(name)} is for the distorted-MNIST digits, not read with --data {config.data}"
+            )
+        if config.data is None and name in _IMAGE_OPTIONS:
+            raise SystemExit(f"stnkit: {flag(name)} is for your own images: it needs --data DIR")
+    if config.backbone != "cnn":
+        from ..models import load_backbone
+
+        with option_errors():
+            load_backbone(config.backbone)
+
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch  # noqa: F401  (used by the doctests)
 from torch import Tensor, nn
 
 from .._checks import check_int, check_size
@@ -22,6 +23,13 @@ class STClassifier(nn.Module):
     output (the warped input the classifier sees) and parameters (a list, one
     entry per parallel transformer). The state_dict keys start with
     ``transformer.`` and ``classifier.``.
+
+    Example:
+        >>> st = SpatialTransformer(in_channels=1, in_size=16)
+        >>> model = STClassifier(st, nn.Sequential(nn.Flatten(), nn.Linear(256, 3)))
+        >>> out, params = model.warp_input(torch.rand(2, 1, 16, 16))
+        >>> model(torch.rand(2, 1, 16, 16)).shape, out.shape, params[0].shape
+        (torch.Size([2, 3]), torch.Size([2, 1, 16, 16]), torch.Size([2, 6]))
     """
 
     def __init__(self, transformer: nn.Module, classifier: nn.Module):

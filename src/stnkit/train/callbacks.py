@@ -1,4 +1,4 @@
-"""Lightning callbacks of every run: the ``--max-time`` re-plan and the wall clock."""
+"""Lightning callbacks of every run: the ``--max-time`` re-plan, the wall clock, what the transformers do."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import time
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import default_collate
 
+from ..models import STClassifier, transformer_families
+from ..nn import collapse_warning, sampling_stats
+from ..viz import transformer_outputs_grid
 from .budget import replan_epochs
+from .evaluate import pose_spread
 
 
 class Replan(pl.Callback):
@@ -70,3 +76,90 @@ class WallClock(pl.Callback):
 
     def load_state_dict(self, state_dict):
         self.before = float(state_dict["elapsed"])
+
+
+def _probe_batch(trainer, n: int = 64):
+    """The first ``n`` samples of the validation set (the training set without one), as a batch."""
+    dm = trainer.datamodule
+    ds = getattr(dm, "val_set", None)
+    if ds is None or len(ds) == 0:
+        ds = getattr(dm, "train_set", None)
+    if ds is None or len(ds) == 0:
+        return None, None
+    x, _ = default_collate([ds[i] for i in range(min(n, len(ds)))])
+    return ds, x
+
+
+class Diagnostics(pl.Callback):
+    """What the transformers do, every epoch, on the first 64 validation samples: the fraction of
+    sampling points outside the input (``st_outside_fraction``), the warp's mean area scale
+    (``st_mean_scale``, > 1 zooms out), the distance from the identity (``st_identity_distance``)
+    and, where the data know each sample's distortion, the pose spread in pixels
+    (``st_pose_spread_px``); logged with the metrics. When the transformer collapses, zooms out
+    past the image or never leaves the identity, one line says so and what to try
+    (:func:`~stnkit.nn.collapse_warning`), once per kind of failure.
+
+    Models that are not an :class:`~stnkit.nn.STClassifier` are left alone."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.history: list[dict] = []
+        self.warned: set[str] = set()
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer, pl_module):
+        model = pl_module.model
+        if trainer.sanity_checking or not isinstance(model, STClassifier):
+            return
+        ds, x = _probe_batch(trainer)
+        if x is None:
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            x = x.to(pl_module.device)
+            out, params = model.warp_input(x)
+            stats = [
+                sampling_stats(family, p.float(), tuple(out.shape[-2:]))
+                for family, p in zip(transformer_families(model), params, strict=True)
+            ]
+            spread = None
+            if getattr(ds, "params", None) is not None and getattr(ds, "transform", None) and ds.params.ndim == 2:
+                images = getattr(ds, "images", None)
+                if images is not None and images.shape[-2:] == x.shape[-2:]:
+                    spread = pose_spread(model, x.cpu(), ds.params[: x.shape[0]], ds.transform)["spread_st_px"]
+        finally:
+            model.train(was_training)
+        worst = max(stats, key=lambda s: (s["nonfinite"], s["outside_fraction"]))
+        pl_module.log_dict(
+            {f"st_{k}": float(worst[k]) for k in ("outside_fraction", "mean_scale", "identity_distance")},
+            on_epoch=True,
+        )
+        if spread is not None:
+            pl_module.log("st_pose_spread_px", float(spread), on_epoch=True)
+        self.history.append(worst)
+        warning = collapse_warning(self.history)
+        if warning is not None and trainer.is_global_zero:
+            kind = warning.split(":")[0]
+            if kind not in self.warned:
+                self.warned.add(kind)
+                rank_zero_warn(f"epoch {trainer.current_epoch}: {warning}")
+
+
+class TransformerImages(pl.Callback):
+    """The transformers' outputs as a TensorBoard image (``transformer``) at the end of every
+    validation epoch: the first 8 validation inputs, and below them what each transformer makes
+    of them (:func:`~stnkit.viz.transformer_outputs_grid`)."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero or not isinstance(pl_module.model, STClassifier):
+            return
+        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+        if not writers:
+            return
+        _, x = _probe_batch(trainer, 8)
+        if x is None:
+            return
+        grid = transformer_outputs_grid(pl_module.model, x.to(pl_module.device), n=8)
+        for writer in writers:
+            writer.add_image("transformer", grid, trainer.current_epoch)

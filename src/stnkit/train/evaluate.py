@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from .._io import save_figure
 from ..data import dataset_info, load_digits, open_dataset
@@ -72,11 +72,33 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, num_classes: int 
         raise ValueError(
             f"labels must have shape ({images.shape[0]},) or ({images.shape[0]}, K), got {tuple(labels.shape)}"
         )
+    return error_report(predict_logits(model, images).argmax(-1), labels, num_classes)
+
+
+@torch.no_grad()
+def evaluate_dataset(model: nn.Module, dataset, num_classes: int | None = None, batch_size: int = 64) -> dict:
+    """:func:`evaluate` on a map-style dataset of ``(image, label)``, read in batches (never all in
+    memory at once); ``num_classes`` defaults to the model's number of outputs."""
+    model.eval()
+    preds, labels = [], []
+    device = next(model.parameters()).device
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        preds.append(model(x.to(device)).argmax(-1).cpu())
+        labels.append(torch.as_tensor(y).long())
+    if not preds:
+        raise ValueError("the dataset to evaluate on is empty")
+    pred = torch.cat(preds)
+    if num_classes is None:
+        num_classes = int(model(x[:1].to(device)).shape[-1])
+    return error_report(pred, torch.cat(labels), num_classes)
+
+
+def error_report(pred: Tensor, labels: Tensor, num_classes: int) -> dict:
+    """Error %, per-class error % and the confusion matrix of predicted classes ``pred`` against ``labels``."""
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
         )
-    pred = predict_logits(model, images).argmax(-1)
     sequence_error = None
     if labels.ndim == 2:
         sequence_error = round(100.0 * float((pred != labels).any(1).float().mean()), 3)
@@ -158,7 +180,8 @@ def channel_pose_spread(model: STClassifier, dataset, n: int = 500) -> dict:
     }
 
 
-def confusion_png(confusion: list, path, title: str = "") -> None:
+def confusion_png(confusion: list, path, title: str = "", classes=None) -> None:
+    """The confusion matrix as a PNG (rows: true, columns: predicted), axes labelled with ``classes`` when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,6 +199,10 @@ def confusion_png(confusion: list, path, title: str = "") -> None:
     ax.set_ylabel("true")
     ax.set_xticks(range(conf.shape[1]))
     ax.set_yticks(range(conf.shape[0]))
+    if classes is not None:
+        names = [c if len(c) <= 12 else c[:11] + "…" for c in classes]
+        ax.set_xticklabels(names, rotation=90, fontsize=6)
+        ax.set_yticklabels(names, fontsize=6)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="log(1 + count)")
     fig.tight_layout()

@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..models import STClassifier, transformer_families
-from .checkpoint import build_model
+from ..nn import coverage_penalty
 from .config import TrainConfig
 from .losses import classification_loss, consistency_loss, epoch_seed
 from .safety import NonFiniteError, nonfinite_names
 
 
 class STNModule(pl.LightningModule):
-    """Trains a classifier (with or without spatial transformers) with cross-entropy.
+    """Trains ``model``, any classifier (with or without spatial transformers), with cross-entropy.
+
+    ``config`` gives the optimisation (and is stored in every checkpoint, with
+    ``data_info``, the classes and normalisation of a run on your own images). The
+    localisation nets of an :class:`~stnkit.nn.STClassifier` (its ``transformer``) train at
+    ``lr * loc_lr_mult``; ``coverage_weight`` adds :func:`~stnkit.nn.coverage_penalty` of
+    their sampling grids, ``consistency_weight`` the transformation-consistency loss.
 
     Logs ``train_loss``, ``train_error``, ``val_loss``, ``val_error`` and
     ``test_error`` (errors in %).
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, model: nn.Module, config: TrainConfig | dict, data_info: dict | None = None):
         super().__init__()
-        self.save_hyperparameters({"config": config})
-        self.config = TrainConfig.from_dict(config)
-        self.model = build_model(self.config)
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        hparams = {"config": self.config.to_dict()}
+        if data_info is not None:
+            hparams["data_info"] = data_info
+        self.save_hyperparameters(hparams)
+        self.model = model
         if self.config.compile:
             # in place (nn.Module.compile): parameter names, and so checkpoints, stay as they are
             parts = [self.model.transformer, self.model.classifier] if isinstance(self.model, STClassifier) else []
@@ -36,10 +45,12 @@ class STNModule(pl.LightningModule):
 
     def _step(self, batch, stage: str) -> Tensor | None:
         x, y = batch
-        consistency = None
+        consistency = coverage = None
         if isinstance(self.model, STClassifier):
-            out, _ = self.model.warp_input(x)
+            out, params = self.model.warp_input(x)
             logits = self.model.classifier(out)
+            if stage == "train" and self.config.coverage_weight > 0:
+                coverage = self.coverage(params, tuple(out.shape[-2:]))
             if stage == "train" and self.config.consistency_weight > 0:
                 family = transformer_families(self.model)[0]
                 q = family.random(x.shape[0], self.config.consistency_strength, device=x.device, dtype=x.dtype)
@@ -48,6 +59,8 @@ class STNModule(pl.LightningModule):
             logits = self.model(x)
         loss, error, sequence_error = classification_loss(logits, y)
         loss_total = loss if consistency is None else loss + self.config.consistency_weight * consistency
+        if coverage is not None:
+            loss_total = loss_total + self.config.coverage_weight * coverage
         if stage == "train" and not torch.isfinite(loss_total):
             return self._nonfinite(f"the loss is {float(loss_total.detach())}")  # before it reaches the logs
         sync = stage != "train"
@@ -57,7 +70,18 @@ class STNModule(pl.LightningModule):
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=sync)
         if consistency is not None:
             self.log("train_consistency", consistency, on_step=False, on_epoch=True)
+        if coverage is not None:
+            self.log("train_coverage", coverage, on_step=False, on_epoch=True)
         return loss_total
+
+    def coverage(self, params: list[Tensor], out_size: tuple[int, int]) -> Tensor:
+        """The mean :func:`~stnkit.nn.coverage_penalty` of the transformers' sampling grids."""
+        st = self.model.transformer
+        modules = getattr(st, "transformers", [st])
+        total = 0.0
+        for module, family, p in zip(modules, transformer_families(self.model), params, strict=True):
+            total = total + coverage_penalty(family.grid(p, out_size, getattr(module, "align_corners", False)))
+        return total / len(params)
 
     def _where(self) -> str:
         return f"global step {self.global_step} (epoch {self.current_epoch})"

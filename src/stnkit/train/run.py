@@ -128,9 +128,9 @@ def fit(
     A dataset with a ``set_epoch(epoch)`` method is told each epoch before it is read
     (draw augmentations from ``(seed, epoch)`` there, and a resumed run is exact). Writes
     the run directory ``out`` as :func:`train` does (checkpoints, ``model.safetensors``,
-    metrics, ``config.yaml``, ``results.json``); the model ends with the best weights by
-    validation error (the last ones without ``val_data``) and is returned in
-    ``results["model"]``... no: the model passed in is trained in place and left in eval mode.
+    metrics, ``config.yaml``, ``results.json``). The model is trained in place and left
+    in eval mode with the best weights by validation error (the last ones without
+    ``val_data``); ``resume=True`` continues ``out``'s run (build the same model first).
 
     Returns the results: ``best_val_error`` (%), ``test_error`` (% with ``test_data``),
     ``epochs``, ``global_step``, ``fit_seconds``, ``num_parameters``, ...
@@ -157,7 +157,9 @@ def fit(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     for name, data in (("train_data", train_data), ("val_data", val_data), ("test_data", test_data)):
         if data is not None and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-            raise TypeError(f"{name} must be a map-style dataset (with __getitem__ and __len__), got {type(data).__name__}")
+            raise TypeError(
+                f"{name} must be a map-style dataset (with __getitem__ and __len__), got {type(data).__name__}"
+            )
     if len(train_data) == 0:
         raise ValueError("train_data is empty")
     threads_before = torch.get_num_threads()
@@ -205,7 +207,9 @@ def _prepare(out: Path, config: TrainConfig, resume, overwrite: bool) -> Path | 
     earlier = [out / n for n in RUN_OUTPUTS if (out / n).exists()]
     if earlier and not resume:
         if not overwrite:
-            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it or --overwrite to start again")
+            raise FileExistsError(
+                f"{out} already holds a run: pass --resume to continue it or --overwrite to start again"
+            )
         if is_rank_zero():  # under DDP every rank runs this function
             for p in earlier:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -298,7 +302,9 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         images_, labels_ = test_set.images, test_set.labels
         result = evaluate(model, images_, labels_, num_classes=dataset_info(config.dataset).num_classes)
     confusion_png(result["confusion"], out / "confusion.png", f"{_row(config)} on {name}", classes=_classes(info))
-    show_figure(model, images_, labels_, out / "show.png", _title(config, name, result["error"]), classes=_classes(info))
+    show_figure(
+        model, images_, labels_, out / "show.png", _title(config, name, result["error"]), classes=_classes(info)
+    )
     results = {
         "test_error": result["error"],
         **results,
@@ -375,7 +381,9 @@ def _fit(module: STNModule, data, config: TrainConfig, out: Path, ckpt_path, qui
         callbacks.append(best_cb)
     # last.ckpt at every epoch's end: the best callback's save_last writes it only when the best
     # improves (Lightning 2.6), so a kill would restart from the best epoch, not the last
-    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    last_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
     clock = WallClock()
     interrupt = NoteInterrupt()
     callbacks += [last_cb, clock, interrupt, Diagnostics(quiet=quiet)]

@@ -36,9 +36,13 @@ def side_by_side(batch: Tensor, gap: int = _CHANNEL_GAP) -> Tensor:
 
 
 @torch.no_grad()
-def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: str = "", n: int = 8) -> None:
-    """Write a PNG: inputs with the transformers' sampling grids, outputs, predictions.
+def show_figure(
+    model: nn.Module, images: Tensor, labels: Tensor, path, title: str = "", n: int = 8, classes=None
+) -> None:
+    """Write a PNG: inputs with the transformers' sampling grids, outputs, predictions
+    (named by ``classes`` when given, else by index).
 
+    Three-channel samples are drawn as RGB pictures (your own images).
     A sample of several channels (``addition``) is drawn channel by channel, left to
     right, with a blue bar between them; every channel is sampled at the same points,
     so each transformer's grid is drawn on each channel.
@@ -61,16 +65,17 @@ def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: s
         for i in range(k):
             label = "transformer output" if k == 1 else f"transformer {i + 1} output"
             rows.append((label, out[:, i * c : (i + 1) * c]))
-    channels = images.shape[1]
+    rgb = images.shape[1] == 3
+    channels = 1 if rgb else images.shape[1]
     width = 1.3 * (channels + (channels - 1) * 0.1)
     fig, axes = plt.subplots(len(rows), n, figsize=(width * n, 1.45 * len(rows) + 0.5), squeeze=False)
     h, w = images.shape[-2:]
     cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")
     for r, (label, batch) in enumerate(rows):
-        tiles = side_by_side(batch)
+        tiles = batch.permute(0, 2, 3, 1).clamp(0, 1) if rgb else side_by_side(batch)
         for j in range(n):
             ax = axes[r, j]
-            ax.imshow(tiles[j].numpy(), cmap=cmap, vmin=0, vmax=1)
+            ax.imshow(tiles[j].numpy(), cmap=None if rgb else cmap, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0 and grids:
@@ -87,11 +92,14 @@ def show_figure(model: nn.Module, images: Tensor, labels: Tensor, path, title: s
                     xs = torch.cat([torch.cat([x, gap]) for x in xs]).numpy()
                     ys = torch.cat([torch.cat([y, gap]) for y in ys]).numpy()
                     ax.plot(xs, ys, color=_GRID_COLOURS[t % len(_GRID_COLOURS)], lw=0.6)
-                ax.set_xlim(-0.5, tiles.shape[-1] - 0.5)
+                ax.set_xlim(-0.5, (w if rgb else tiles.shape[-1]) - 0.5)
                 ax.set_ylim(h - 0.5, -0.5)
             if r == 0:
                 ok = bool((pred[j] == labels[j]).all())
-                text = "".join(str(int(v)) for v in pred[j].flatten())
+                if classes is not None:
+                    text = str(classes[int(pred[j])])[:14]
+                else:
+                    text = "".join(str(int(v)) for v in pred[j].flatten())
                 ax.set_title(f"pred {text}", fontsize=8, color="k" if ok else "r")
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
