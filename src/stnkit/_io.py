@@ -46,6 +46,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_staged(path: str | os.PathLike, data: bytes) -> Path:
+    """Write a new file inside a staging directory that its writer renames into place as a whole
+    (an image folder, :func:`stnkit.data.folder.write_image_folder`): flushed to disk, not renamed."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

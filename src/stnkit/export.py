@@ -134,9 +134,13 @@ def export_model(
     try:
         with torch.no_grad(), atomic_path(path) as tmp:
             if format == "onnx":
-                written_opset = _export_onnx(model, inputs, tmp, opset)
+                program = _onnx_program(model, inputs, opset)
+                with _quiet():
+                    program.save(str(tmp), external_data=False)  # one self-contained file (models under 2 GB)
+                written_opset = _check_onnx_file(model, tmp, opset)
             else:
-                _export_torchscript(model, inputs, tmp)
+                with _quiet():
+                    torch.jit.save(_trace(model, inputs), str(tmp))
                 written_opset = None
             diff, checked = None, []
             if check:
@@ -200,9 +204,8 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _export_onnx(model: nn.Module, inputs: tuple[Tensor, ...], tmp: Path, opset: int | None) -> int:
-    import onnx
-
+def _onnx_program(model: nn.Module, inputs: tuple[Tensor, ...], opset: int | None):
+    """The exporter's ONNX program of ``model`` with a dynamic batch (saved by the caller, atomically)."""
     batch = torch.export.Dim("batch")
     dynamic = tuple({0: batch} for _ in inputs)
     names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
@@ -218,11 +221,17 @@ def _export_onnx(model: nn.Module, inputs: tuple[Tensor, ...], tmp: Path, opset:
                 input_names=names,
                 verbose=False,
             )
-            program.save(str(tmp), external_data=False)  # one self-contained file (models under 2 GB)
     except Exception as err:
         raise RuntimeError(
             f"ONNX export of {type(model).__name__} with a dynamic batch failed: {_first_line(err)}"
         ) from err
+    return program
+
+
+def _check_onnx_file(model: nn.Module, tmp: Path, opset: int | None) -> int:
+    """The opset of the ONNX file ``tmp``, once its batch is known to be dynamic and its opset the one asked for."""
+    import onnx
+
     proto = onnx.load(str(tmp))
     fixed = [i.name for i in proto.graph.input if not i.type.tensor_type.shape.dim[0].dim_param]
     if fixed:
@@ -252,11 +261,11 @@ def _all_nodes(graph):
                 yield from _all_nodes(g)
 
 
-def _export_torchscript(model: nn.Module, inputs: tuple[Tensor, ...], tmp: Path) -> None:
+def _trace(model: nn.Module, inputs: tuple[Tensor, ...]):
+    """``model`` traced by TorchScript (saved by the caller, atomically)."""
     try:
         with _quiet():
-            traced = torch.jit.trace(model, inputs, check_trace=False)
-            torch.jit.save(traced, str(tmp))
+            return torch.jit.trace(model, inputs, check_trace=False)
     except Exception as err:
         raise RuntimeError(f"TorchScript tracing of {type(model).__name__} failed: {_first_line(err)}") from err
 

@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (stnkit ... | head): stop quietly, as cat does
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (DatasetError, DownloadError, OSError, ValueError, TypeError) as err:
         # bad input: a missing, unreadable or refused file, a value out of range (stnkit's own errors
         # are ValueError or OSError subclasses)

@@ -81,6 +81,8 @@ def _argument_type(name: str):
         return _int_or_float
     if len(kinds) == 1 and (kind := kinds.pop()) in (bool, int, float, str):
         return kind
+    if typing.get_origin(kind) is tuple and len(set(typing.get_args(kind))) == 1:
+        return kind  # tuple[int, int]: nargs=2 of int
     raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
 
 
@@ -109,11 +111,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig 
         if own:
             values = ", ".join(f"{m} {MODEL_RECIPES[m][f.name]}" for m in own)
             help_text += f" (models with their own recipe: {values})"
-        if f.name == "image_size":
-            parser.add_argument(flag, type=int, nargs=2, metavar=("H", "W"), default=default, help=help_text)
-            continue
         kind = _argument_type(f.name)
-        if kind is bool:
+        if typing.get_origin(kind) is tuple:
+            items = typing.get_args(kind)
+            metavar = ("H", "W") if f.name.endswith("size") and len(items) == 2 else None
+            parser.add_argument(flag, type=items[0], nargs=len(items), metavar=metavar, default=default, help=help_text)
+        elif kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
             parser.add_argument(flag, type=kind, default=default, help=help_text)
@@ -315,17 +318,20 @@ def check_options_read(config: TrainConfig, given) -> None:
             load_backbone(config.backbone)
 
 
-
 def _cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from .._io import atomic_write_text
     from ..data import dataset_info
-    from ..train.checkpoint import load_model
+    from ..train.checkpoint import load_run
     from ..train.evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
-    model, config = load_model(args.checkpoint)
+    model, config, info = load_run(args.checkpoint)
+    if info is not None or args.data is not None:
+        return _eval_images(args, model, config, info)
+    if args.split == "val":
+        raise ValueError("--split val is for models trained on your own images (--data); digits: train or test")
     if args.images is not None and args.dataset is None:  # already distorted: evaluated as they are
         images, labels = _read_labelled_idx(args.images, args.labels)
         images, labels = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(labels)
@@ -351,6 +357,86 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_split(args: argparse.Namespace, config: TrainConfig, info: dict | None):
+    """The ``--split`` of ``--data`` (default: the run's own images) as the model saw its images:
+    its size and channels, its distortion recipe; labels by the run's class names."""
+    from ..data.folder import open_image_data
+
+    distort = config.distort
+    if info is None:  # a digit model on a folder of its canvases (stnkit data make ... --format imagefolder)
+        from ..data import dataset_info
+
+        d = dataset_info(config.dataset)
+        if d.num_labels != 1:
+            raise ValueError(f"--data: {args.checkpoint} reads digit sequences ({config.dataset}), not an image folder")
+        info = {"classes": [str(c) for c in range(d.num_classes)], "in_channels": d.in_channels}
+        info["image_size"] = [d.canvas_size, d.canvas_size]
+        distort = None  # the folder holds the distorted canvases themselves
+    source = args.data or config.data
+    if args.data is None and getattr(args, "dataset", None) is not None:
+        raise ValueError(f"{args.checkpoint} was trained on your own images ({config.data}): use --data, not --dataset")
+    data = open_image_data(
+        source,
+        image_size=tuple(info["image_size"]),
+        channels=info["in_channels"],
+        seed=config.seed,
+        distort=distort,
+        test_seed=config.test_seed if args.seed is None else args.seed,
+    )
+    ds = {"train": data.train, "val": data.val, "test": data.test}[args.split]
+    if len(ds) == 0:
+        raise ValueError(f"--data {source} has no {args.split} images")
+    unknown = sorted(set(data.classes) - set(info["classes"]))
+    if unknown:
+        raise ValueError(
+            f"--data {source} has classes the model does not know: {', '.join(unknown[:5])} "
+            f"(it knows {', '.join(info['classes'][:10])}{', ...' if len(info['classes']) > 10 else ''})"
+        )
+    if tuple(data.classes) != tuple(info["classes"]):  # a subset of the classes: labels by name
+        index = {c: i for i, c in enumerate(info["classes"])}
+        ds = _Relabelled(ds, [index[c] for c in data.classes])
+    return ds, f"{source} {args.split}", info
+
+
+class _Relabelled:
+    """A dataset whose labels are mapped through ``mapping`` (``label -> mapping[label]``)."""
+
+    def __init__(self, dataset, mapping):
+        self.dataset, self.mapping = dataset, mapping
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        import torch
+
+        x, y = self.dataset[i]
+        return x, torch.tensor(self.mapping[int(y)])
+
+
+def _eval_images(args: argparse.Namespace, model, config: TrainConfig, info: dict | None) -> int:
+    from .._io import atomic_write_text
+    from ..train.evaluate import confusion_png, evaluate_dataset
+
+    ds, source, info = _image_split(args, config, info)
+    result = evaluate_dataset(model, ds, num_classes=len(info["classes"]), batch_size=config.batch_size)
+    result.update({"checkpoint": str(args.checkpoint), "data": source, "classes": info["classes"]})
+    print(f"error: {result['error']:.2f}% on {result['n']} images ({source})")
+    per_class = {info["classes"][int(k)]: v for k, v in result["per_class_error"].items() if v is not None}
+    print("per-class error %: " + ", ".join(f"{k}: {v}" for k, v in per_class.items()))
+    out = Path(args.checkpoint).parent / "eval" if args.out is None else Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "eval.json", json.dumps(result, indent=2) + "\n")
+    confusion_png(
+        result["confusion"],
+        out / "confusion.png",
+        f"{config.model} on {source}: {result['error']:.2f}% error",
+        classes=info["classes"],
+    )
+    print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}")
+    return 0
+
+
 def _read_labelled_idx(images_file, labels_file):
     """``--images`` and ``--labels``: (N, H, W) uint8 images and (N,) int64 labels."""
     import numpy as np
@@ -366,14 +452,33 @@ def _read_labelled_idx(images_file, labels_file):
     return images, labels.astype(np.int64)
 
 
+def _check_png_out(out: Path) -> None:
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file path, got {out}{' (a directory)' if out.is_dir() else ''}")
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import load_model
+    from ..train.checkpoint import load_run
     from ..train.evaluate import check_input_size, load_test_set, pose_spread
     from ..train.show import show_figure
 
     if not 1 <= args.n <= 64:
         raise ValueError(f"--n must be an int in [1, 64] (samples drawn), got {args.n}")
-    model, config = load_model(args.checkpoint)
+    model, config, info = load_run(args.checkpoint)
+    if info is not None or args.data is not None:
+        from torch.utils.data import default_collate
+
+        ds, source, info = _image_split(args, config, info)
+        images, labels = default_collate([ds[i] for i in range(min(args.n, len(ds)))])
+        out = Path(args.checkpoint).parent / "show" / "show.png" if args.out is None else Path(args.out)
+        _check_png_out(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        title = f"{row_key(config.model, config.transform)} on {source}"
+        show_figure(model, images, labels, out, title, n=args.n, classes=info["classes"])
+        print(f"wrote {out}")
+        return 0
+    if args.split == "val":
+        raise ValueError("--split val is for models trained on your own images (--data); digits: train or test")
     ds = load_test_set(config, dataset=args.dataset, split=args.split, seed=args.seed, data_dir=args.data_dir)
     images, labels = ds.images, ds.labels
     check_input_size(config, images)
@@ -387,6 +492,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         )
     # beside the checkpoint (in show/, not over the show.png that training wrote) unless --out says
     out = Path(args.checkpoint).parent / "show" / "show.png" if args.out is None else Path(args.out)
+    _check_png_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     show_figure(model, images, labels, out, title, n=args.n)
     print(f"wrote {out}")
@@ -398,9 +504,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import dataset_info, fit_to_canvas, read_grey_png
-    from ..train.checkpoint import load_model
+    from ..train.checkpoint import load_run
 
-    model, config = load_model(args.checkpoint)
+    model, config, info = load_run(args.checkpoint)
+    if info is not None:
+        return _predict_images(args, model, info)
     canvas = dataset_info(config.dataset).canvas_size
     # every image read (and refused) before any answer is printed
     batch = [(path, fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)) for path in args.images]
@@ -421,6 +529,62 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_images(args: argparse.Namespace, model, info: dict) -> int:
+    """``stnkit predict`` for a model trained on your own images: each image read as training read
+    them (alpha onto white, the run's channels and size), the top classes by name."""
+    import torch
+
+    from ..data.folder import convert_channels, read_image, resize_image
+
+    if args.invert:
+        raise ValueError("--invert is for digit models; a model trained on your own images reads them as they are")
+    size = tuple(info["image_size"])
+    # every image read (and refused) before any answer is printed
+    batch = [(p, resize_image(convert_channels(read_image(p), info["in_channels"]), size)) for p in args.images]
+    classes = info["classes"]
+    for path, x in batch:
+        with torch.no_grad():
+            prob = torch.softmax(model(x.unsqueeze(0)), dim=1)[0]
+        top = prob.argsort(descending=True)[:3].tolist()
+        alts = ", ".join(f"{classes[c]}: {float(prob[c]):.3f}" for c in top)
+        print(f"{path}: {classes[top[0]]} (p={float(prob[top[0]]):.3f}; top {len(top)} {alts})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``stnkit export RUN --format onnx|torchscript --out FILE``."""
+    import torch
+
+    from ..data import dataset_info
+    from ..export import export_model
+    from ..train.checkpoint import load_run
+
+    run = Path(args.run)
+    path = run / "model.safetensors" if run.is_dir() else run
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out must be a file path, got the directory {out}")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out {out} exists: pass --overwrite to replace it")
+    model, config, info = load_run(path)
+    if info is not None:
+        shape = (1, info["in_channels"], *info["image_size"])
+    else:
+        d = dataset_info(config.dataset)
+        shape = (1, d.in_channels, d.canvas_size, d.canvas_size)
+    example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    report = export_model(model, example, out, format=args.format, check=not args.no_check)
+    line = f"wrote {out} ({args.format}{', opset ' + str(report['opset']) if report.get('opset') else ''}, input (B, "
+    line += ", ".join(map(str, shape[1:])) + ") with a dynamic batch)"
+    print(line)
+    if report.get("max_abs_diff") is not None:
+        print(
+            f"checked against PyTorch on random inputs of batch sizes {report['batch_sizes_checked']}: "
+            f"largest difference {report['max_abs_diff']:.3g}"
+        )
+    return 0
+
+
 def _cmd_summarize(args: argparse.Namespace) -> int:
     from .._io import atomic_write_text
     from ..train.report import summarize
@@ -435,10 +599,15 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     train = sub.add_parser(
         "train",
-        help="train a model on a distorted-MNIST dataset",
+        help="train a model on a distorted-MNIST dataset or on your own images (--data)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_arguments(train)
+    train.add_argument(
+        "--config",
+        default=None,
+        help="a YAML file of options (as OUT/config.yaml of every run holds them); the command line's win",
+    )
     train.add_argument("--out", default="runs/default", help="run directory")
     train.add_argument(
         "--resume",
@@ -453,11 +622,18 @@ def add_parsers(sub) -> None:
     def data_args(p, with_files: bool) -> None:
         p.add_argument("checkpoint", help="model.safetensors or a .ckpt written by stnkit train")
         p.add_argument("--dataset", default=None, help="dataset recipe (default: the one the model was trained on)")
-        p.add_argument("--split", default="test", choices=("train", "test"))
+        p.add_argument(
+            "--split", default="test", choices=("train", "val", "test"), help="val: your own images (--data) only"
+        )
         p.add_argument(
             "--seed", type=int, default=None, help="distortion seed (default: the training config's test seed)"
         )
         p.add_argument("--data-dir", default=None, help="full-MNIST directory (default: as trained)")
+        p.add_argument(
+            "--data",
+            default=None,
+            help="a model trained on your own images: an image folder or CSV (default: as trained)",
+        )
         if with_files:
             p.add_argument(
                 "--images", default=None, help="IDX images file (already distorted unless --dataset is given)"
@@ -477,11 +653,22 @@ def add_parsers(sub) -> None:
     show.add_argument("--out", default=None, help="output PNG (default: show/show.png beside the checkpoint)")
     show.set_defaults(func=_cmd_show)
 
-    pred = sub.add_parser("predict", help="classify PNG images")
+    pred = sub.add_parser("predict", help="classify PNG or JPEG images")
     pred.add_argument("checkpoint")
-    pred.add_argument("images", nargs="+", help="PNG files (white digit on black, resized to the model's input)")
+    pred.add_argument("images", nargs="+", help="PNG or JPEG files (digit models: a white digit on black; all: resized to the model's input)")
     pred.add_argument("--invert", action="store_true", help="invert images (for a dark digit on a light background)")
     pred.set_defaults(func=_cmd_predict)
+
+    exp = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX or TorchScript (dynamic batch), checked against PyTorch",
+    )
+    exp.add_argument("run", help="a run directory (its model.safetensors), a .safetensors or a .ckpt")
+    exp.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    exp.add_argument("--out", required=True, help="the file to write")
+    exp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    exp.add_argument("--no-check", action="store_true", help="skip the check against PyTorch (onnxruntime)")
+    exp.set_defaults(func=_cmd_export)
 
     summ = sub.add_parser("summarize", help="markdown table of finished training runs")
     summ.add_argument("runs", nargs="+", help="run directories (with results.json)")

@@ -138,7 +138,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._checks import check_choice, check_int, check_number, check_size
-from .._io import _fsync
+from .._io import _fsync, write_staged
 from ..geometry import get_transform, warp
 from .dataset import check_fresh, stream_seed
 from .distortions import get_distortion
@@ -924,12 +924,9 @@ def write_image_folder(
             (tmp / str(int(label))).mkdir()
         for i in range(images.shape[0]):
             path = tmp / str(int(labels[i])) / f"{i:0{width}d}.png"
-            with open(path, "wb") as f:
-                f.write(png_bytes(images[i]))
-                f.flush()
-                os.fsync(f.fileno())
+            write_staged(path, png_bytes(images[i]))
         if info is not None:
-            (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+            write_staged(tmp / "info.json", (json.dumps(info, indent=2) + "\n").encode())
         for sub in (*tmp.iterdir(), tmp):
             if sub.is_dir():
                 _fsync(sub, directory=True)

@@ -38,6 +38,7 @@ class STClassifier(nn.Module):
         self.classifier = classifier
 
     def warp_input(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The transformers' output for ``x`` (what the classifier sees) and their parameters, one per transformer."""
         out, params = self.transformer(x, return_params=True)
         return out, params if isinstance(params, list) else [params]
 
