@@ -102,16 +102,16 @@ def test_bench_refuses_bad_repeat(capsys):
         main(["bench", "--quick", "--repeat", "0"])
 
 
-def test_readme_speed_section_is_the_committed_bench():
+def test_docs_speed_section_is_the_committed_bench():
     import json
     from pathlib import Path
 
     from stnkit.bench import to_markdown
 
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    block = readme[readme.index("<!-- bench:start -->\n") + 21 : readme.index("<!-- bench:end -->")]
+    page = (root / "docs" / "benchmarks.md").read_text()
+    block = page[page.index("<!-- bench:start -->\n") + 21 : page.index("<!-- bench:end -->")]
     md = (root / "benchmarks" / "results" / "bench.md").read_text()
-    assert block == md, "README's speed tables differ from benchmarks/results/bench.md"
+    assert block == md, "docs/benchmarks.md's speed tables differ from benchmarks/results/bench.md"
     report = json.loads((root / "benchmarks" / "results" / "bench.json").read_text())
     assert to_markdown(report) == md and not report["quick"]

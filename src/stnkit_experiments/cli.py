@@ -338,9 +338,15 @@ def add_parsers(sub) -> None:
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")
     rep.add_argument("--out", default="results", help="results directory")
-    rep.add_argument("--check", action="store_true", help="only verify that README and table1.md match table1.json")
-    rep.add_argument("--readme", default="README.md", help="README holding the table block")
-    rep.add_argument("--update-readme", action="store_true", help="write the table into the README's table block")
+    rep.add_argument(
+        "--check", action="store_true", help="only verify that the --readme page and table1.md match table1.json"
+    )
+    rep.add_argument(
+        "--readme", default="docs/results/table1.md", help="the page holding the table block (the docs' Table 1 page)"
+    )
+    rep.add_argument(
+        "--update-readme", action="store_true", help="write the table into the --readme page's table block"
+    )
     rep.add_argument(
         "--datasets", default=None, help=f"table1: comma-separated datasets (default: {','.join(TABLE1_DATASETS)})"
     )

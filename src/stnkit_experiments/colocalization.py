@@ -30,18 +30,9 @@ the optimiser (Adam, or SGD with momentum), learning rate, batch, number of
 steps and ``bounded`` (the window's centre kept on the canvas, ``0 < s < 2``)
 are ours.
 
-What we found (bundled digits, our encoder: 3.3 % test error; the trials are
-listed in the README's co-localisation section): no setting tried localises
-from an uninformed start (0-2 % of IoU > 0.5 on plain 3s). With the paper's descriptor the loss over a
-problem's pairs is *higher* at the true boxes than at the identity (199 vs 140
-for plain 3s): two crops of different 3s lie further apart in ``e()`` than a 3
-from a blank patch. Unit-length descriptors (``concat_l2``, ``logits_l2``) or
-``softmax`` make the true boxes better than the identity and than a blank
-window, but trained from the true boxes themselves (a supervised start, 100 %)
-the triplet loss still leads away from them (0 % after 30 epochs): windows that
-make all crops alike (zoomed out, or on empty canvas) score lower than the
-truth. ``loss_at`` records the loss at the truth, the identity and the trained
-transformer for every run. Options beyond the paper: ``descriptor``,
+What was found with it (no setting tried localises from an uninformed start; the
+triplet loss is lowest for windows that make all crops alike) is in
+``docs/results/colocalization.md``. Options beyond the paper: ``descriptor``,
 ``rand_patch``, ``init_scale`` (start window ``(s, 0, 0)``; 1 is the identity,
 the paper's and the default) and ``learn_scale``.
 """

@@ -8,7 +8,7 @@ from stnkit_experiments.colocalization import *
 from stnkit.train.checkpoint import save_tensors, load_tensors
 torch.set_num_threads(1)
 tr, te = load_digits("train"), load_digits("test")
-path = Path("/tmp/coloc2/enc_aug.safetensors")
+path = Path("runs/coloc-trials/enc_aug.safetensors")
 if not path.is_file():
     d = as_digits(tr[0]); lab = torch.as_tensor(tr[1])
     torch.manual_seed(0); cnn = CNN(1, 28); opt = torch.optim.Adam(cnn.parameters(), 1e-3)
@@ -30,6 +30,6 @@ for mode in ["concat", "logits_l2"]:
     pts = dict(truth=truth, ident=torch.tensor([[1.,0,0]]).repeat(n,1).double(), blank=torch.tensor([[0.2,0.8,-0.8]]).repeat(n,1).double())
     print(mode, {k: loss_at(e, ds, p, 1.0, 0) for k,p in pts.items()}, flush=True)
 kw = json.loads(sys.argv[1]); cfg = ColocConfig(**kw)
-rd = Path("/tmp/coloc2/runs")/sys.argv[2]; shutil.rmtree(rd, ignore_errors=True)
+rd = Path("runs/coloc-trials/runs")/sys.argv[2]; shutil.rmtree(rd, ignore_errors=True)
 r = train_colocalization(cfg, rd, cnn, tr, te)
 print(sys.argv[2], kw, r["train"], r["held_out"], r["losses"][::6], flush=True)

@@ -5,7 +5,7 @@ from stnkit_experiments.colocalization import *
 from stnkit.geometry import warp, attention_from_box
 torch.set_num_threads(1)
 tr = load_digits("train")
-enc = load_or_train_encoder(Path("/tmp/coloc/enc.safetensors"), *tr, seed=0, epochs=2)
+enc = load_or_train_encoder(Path("runs/coloc-trials/enc.safetensors"), *tr, seed=0, epochs=2)
 class E(torch.nn.Module):
     def __init__(s, cnn, mode): super().__init__(); s.cnn=cnn; s.mode=mode; s.c=DigitEncoder(cnn,"concat")
     def forward(s, x):

@@ -1,13 +1,13 @@
-import sys, json, time, torch; exec(open("/tmp/coloc2/zin.py").read()) if "ZIN" in __import__("os").environ else None
+import sys, json, time, torch; exec(open(__import__("pathlib").Path(__file__).with_name("zin.py")).read()) if "ZIN" in __import__("os").environ else None
 from pathlib import Path
 from stnkit.data import load_digits, CoLocalization
 from stnkit_experiments.colocalization import *
 torch.set_num_threads(1)
 kw = json.loads(sys.argv[1]); name = sys.argv[2]
 tr, te = load_digits("train"), load_digits("test")
-enc = load_or_train_encoder(Path("/tmp/coloc/enc.safetensors"), *tr, seed=0, epochs=2)
+enc = load_or_train_encoder(Path("runs/coloc-trials/enc.safetensors"), *tr, seed=0, epochs=2)
 cfg = ColocConfig(**kw)
-rd = Path("/tmp/coloc2/runs")/name
+rd = Path("runs/coloc-trials/runs")/name
 import shutil; shutil.rmtree(rd, ignore_errors=True)
 t=time.time()
 r = train_colocalization(cfg, rd, enc, tr, te)

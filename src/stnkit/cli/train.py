@@ -655,7 +655,11 @@ def add_parsers(sub) -> None:
 
     pred = sub.add_parser("predict", help="classify PNG or JPEG images")
     pred.add_argument("checkpoint")
-    pred.add_argument("images", nargs="+", help="PNG or JPEG files (digit models: a white digit on black; all: resized to the model's input)")
+    pred.add_argument(
+        "images",
+        nargs="+",
+        help="PNG or JPEG files (digit models: a white digit on black; all: resized to the model's input)",
+    )
     pred.add_argument("--invert", action="store_true", help="invert images (for a dark digit on a light background)")
     pred.set_defaults(func=_cmd_predict)
 
