@@ -10,6 +10,7 @@ import doctest
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -66,3 +67,17 @@ def test_size_arguments_are_typed():
         if arg in SIZE_ARGUMENTS and "int | tuple[int, int]" not in str(p.annotation)
     ]
     assert len(functions) > 30 and not untyped
+
+
+def test_readme_own_model_example_runs(tmp_path, monkeypatch):
+    """The README's Python example (marked <!-- example:own-model -->) runs as it is."""
+    import re
+
+    pytest.importorskip("lightning")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- example:own-model -->")
+    code = re.search(r"```python\n(.*?)```", readme[start:], re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md example", "exec"), namespace)  # noqa: S102 (our own README)
+    assert namespace["results"]["epochs"] == 1 and (tmp_path / "runs" / "example" / "model.safetensors").is_file()
