@@ -83,14 +83,15 @@ class _StemConvFunction(torch.autograd.Function):
 
 class StemConv(nn.Conv2d):
     """The ResNet stem's conv 7x7, stride 2, padding 3, no bias: an ``nn.Conv2d`` (same
-    parameters, same forward) whose input gradient, when one is needed, is computed
-    about twice as fast (:class:`_StemConvFunction`)."""
+    parameters, same forward) whose input gradient, when one is needed on the CPU, is
+    computed about twice as fast (:class:`_StemConvFunction`)."""
 
     def __init__(self, in_channels: int, out_channels: int = 64):
         super().__init__(in_channels, out_channels, 7, stride=2, padding=3, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.requires_grad and torch.is_grad_enabled() and not is_tracing():
+        # measured on the CPU only (oneDNN); on a GPU the plain conv's backward (cuDNN) is kept
+        if x.requires_grad and x.device.type == "cpu" and torch.is_grad_enabled() and not is_tracing():
             return _StemConvFunction.apply(x, self.weight)
         return super().forward(x)
 
