@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -75,6 +76,53 @@ def test_bench_quick_reports_ratios(tmp_path, monkeypatch):
     md = out.with_suffix(".md").read_text()
     assert "| affine | 4x1x16 | forward |" in md and "ratio to CNN" in md
     assert "| F.affine_grid + F.grid_sample | 2.00 (" in md and "**1.50** |" in md and "**1.25** |" in md
+
+
+def test_bench_only_resnet(tmp_path, monkeypatch):
+    from stnkit.cli import main
+
+    real = stnkit.bench.time_interleaved
+    planted_s = {stnkit.bench.RESNET: 4e-3, stnkit.bench.RESNET_ST: 5e-3, stnkit.bench.RESNET_IG: 4.4e-3}
+
+    def planted(fns, repeat, warmup=2, **kwargs):
+        out = real(fns, repeat, warmup, **kwargs)
+        for k, v in out.items():
+            v["median_s"] = planted_s.get(k, 1e-3)
+            if "times_s" in v:
+                v["times_s"] = [planted_s[k]] * repeat
+        return out
+
+    monkeypatch.setattr(stnkit.bench, "time_interleaved", planted)
+    out = tmp_path / "r.json"
+    assert main(["bench", "--quick", "--only", "resnet", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["only"] == ["resnet"] and "warps" not in report and "generators" not in report
+    rn = report["resnet"]
+    assert (rn["ratio"], rn["ratio_of_medians"]) == (pytest.approx(1.25), pytest.approx(1.25))
+    assert [r["model"] for r in rn["rows"]] == [
+        "resnet18",
+        "resnet18 + affine transformer",
+        "resnet18, input gradient too",
+    ]
+    assert (rn["input_grad_ratio"], rn["ratio_to_input_grad"]) == (pytest.approx(1.1), pytest.approx(5 / 4.4))
+    assert rn["loc_size"] == [48, 48] and len(rn["parts"]) == 3  # quick: 96x96 input, 2 per batch
+    assert "with / without **1.250**" in out.with_suffix(".md").read_text()
+    with pytest.raises(
+        ValueError, match=r"only must name sections among warps, steps, resnet, generators, got \['gpu'\]"
+    ):
+        stnkit.bench.run_bench(quick=True, only=["gpu"])
+
+
+def test_bench_shuffled_order_is_seeded():
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    stnkit.bench.time_interleaved(fns, 20, warmup=0, shuffle_seed=0)
+    first = list(calls)
+    calls.clear()
+    stnkit.bench.time_interleaved(fns, 20, warmup=0, shuffle_seed=0)
+    assert calls == first and sorted(first) == sorted("abc" * 20)
+    rounds = {tuple(first[i : i + 3]) for i in range(0, 60, 3)}
+    assert len(rounds) > 1  # not the same order every round
 
 
 def test_bench_times_warps_and_steps_on_the_device(device):

@@ -24,7 +24,16 @@ fastest peer time``: below 1 stnkit is faster.
   tutorial's network with and without its transformer, each as a
   ratio to the CNN step timed beside it, with the activation memory the step
   saves for backward; and ``torch.compile`` against eager for the ST-CNN.
+* **ResNet-18 behind a transformer** (``--only resnet``): a training step of the
+  built-in ResNet-18 at 3x224x224, batch 16, 10 classes, alone and with an
+  affine transformer in front (:func:`~stnkit.nn.with_transformer`, localisation
+  net on the 56x56 copy), timed in a shuffled order each round; the ratio is the
+  median of the rounds' with / without ratios. The transformer's pieces
+  (localisation net, grid + grid_sample) are timed beside it.
 * **Generators**: samples per second of each distorted-MNIST recipe.
+
+``--only SECTION`` (repeatable: ``warps``, ``steps``, ``resnet``, ``generators``)
+runs only those sections.
 
 ``stnkit bench --quick`` runs everything at toy sizes in seconds (the test
 suite runs it); the full run writes ``benchmarks/results/bench.json`` and
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import statistics
 import time
@@ -72,26 +82,41 @@ def _sync(device: torch.device) -> Callable[[], None]:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 2, device: torch.device | str = "cpu"
+    fns: dict[str, Callable[[], object]],
+    repeat: int,
+    warmup: int = 2,
+    device: torch.device | str = "cpu",
+    shuffle_seed: int | None = None,
+    keep_times: bool = False,
 ) -> dict[str, dict]:
     """Median and quartiles (seconds) of each callable, the callables run in turn each round;
-    on a GPU each call is timed until ``device`` has finished its work."""
+    on a GPU each call is timed until ``device`` has finished its work.
+
+    ``shuffle_seed``: run the callables in a fresh random order each round (seeded), so none
+    always runs right after another; ``None``: the dict's order every round. ``keep_times``:
+    also return each round's seconds (``times_s``, in round order), for paired ratios."""
     sync = _sync(torch.device(device))
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     sync()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns)
+    gen = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
     for _ in range(repeat):
-        for name, fn in fns.items():
+        if gen is not None:
+            order = [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
+        for name in order:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             sync()
             times[name].append(time.perf_counter() - start)
     out = {}
     for name, t in times.items():
         q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3
         out[name] = {"median_s": statistics.median(t), "q1_s": q[0], "q3_s": q[2]}
+        if keep_times:
+            out[name]["times_s"] = list(t)
     return out
 
 
@@ -323,6 +348,106 @@ def _step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callab
     return step
 
 
+RESNET = "resnet18"
+RESNET_ST = "resnet18 + affine transformer"
+RESNET_IG = "resnet18, input gradient too"  # what a transformer in front makes the backbone compute
+
+
+def bench_resnet(batch: int, size: int, repeat: int, num_classes: int = 10, device: torch.device | str = "cpu") -> dict:
+    """One training step (forward, cross-entropy, backward, AdamW) of the built-in ResNet-18 on
+    ``(batch, 3, size, size)`` input, alone and behind an affine transformer
+    (:func:`~stnkit.nn.with_transformer`, its localisation net on the default downsampled copy),
+    timed in turn in a shuffled order each round; ``ratio`` = median of each round's
+    with-transformer / backbone times (``ratio_of_medians`` beside it). Beside them, the
+    backbone's step with its input's gradient computed too (``input_grad_ratio``): a
+    transformer in front is trained through the warped image, so the backbone's stem conv
+    must compute that gradient. ``parts``: the transformer's own pieces, forward + backward,
+    timed the same way."""
+    from .models import count_parameters
+    from .models.backbones import resnet18
+    from .nn import with_transformer
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, size, size, generator=gen).to(device)
+    y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
+    torch.manual_seed(0)
+    plain = resnet18(num_classes=num_classes).to(device)
+    torch.manual_seed(0)  # the same backbone weights behind the transformer
+    st_model = with_transformer(resnet18(num_classes=num_classes), in_size=size).to(device)
+    torch.manual_seed(0)
+    plain_ig = resnet18(num_classes=num_classes).to(device)
+    timing = time_interleaved(
+        {
+            RESNET: _step_fn(plain, x, y),
+            RESNET_ST: _step_fn(st_model, x, y),
+            # the backbone's step when its input needs a gradient, as it does behind a transformer
+            RESNET_IG: _step_fn(plain_ig, x.clone().requires_grad_(True), y),
+        },
+        repeat,
+        device=device,
+        shuffle_seed=0,
+        keep_times=True,
+    )
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(timing[a]["times_s"], timing[b]["times_s"]))
+
+    st = st_model.transformer
+    upstream = torch.randn(batch, 3, size, size, generator=gen).to(device)
+    loc_in = st.loc_input(x)
+    params = st.predict_params(x).detach().requires_grad_(True)
+
+    def transformer_alone():
+        st.zero_grad(set_to_none=True)
+        st(x).backward(upstream)
+
+    def loc_net():
+        st.zero_grad(set_to_none=True)
+        st.head(st.localization(st.loc_input(x)).flatten(1)).sum().backward()
+
+    def sampler():
+        params.grad = None
+        F.grid_sample(x, st.grid(params, (size, size)), align_corners=False).backward(upstream)
+
+    parts = time_interleaved(
+        {
+            "transformer alone": transformer_alone,
+            f"localisation net on {tuple(loc_in.shape[-2:])}": loc_net,
+            f"grid + grid_sample at {size}x{size}x3": sampler,
+        },
+        repeat,
+        device=device,
+        shuffle_seed=1,
+    )
+    rows = [
+        {"model": RESNET, "times": _no_rounds(timing[RESNET]), "parameters": count_parameters(plain)},
+        {"model": RESNET_ST, "times": _no_rounds(timing[RESNET_ST]), "parameters": count_parameters(st_model)},
+        {"model": RESNET_IG, "times": _no_rounds(timing[RESNET_IG]), "parameters": count_parameters(plain_ig)},
+    ]
+    return {
+        "batch": batch,
+        "size": size,
+        "num_classes": num_classes,
+        "loc_size": list(st.loc_size) if st.loc_size else None,
+        "repeat": repeat,
+        "rows": rows,
+        "round_times_s": {k: timing[k]["times_s"] for k in (RESNET, RESNET_ST, RESNET_IG)},
+        "ratio": paired(RESNET_ST, RESNET),
+        "ratio_of_medians": timing[RESNET_ST]["median_s"] / timing[RESNET]["median_s"],
+        # the share of the overhead the backbone's own input gradient (its stem conv's) accounts for
+        "input_grad_ratio": paired(RESNET_IG, RESNET),
+        "ratio_to_input_grad": paired(RESNET_ST, RESNET_IG),
+        "parts": [
+            {"part": k, "times": v, "share_of_step": v["median_s"] / timing[RESNET]["median_s"]}
+            for k, v in parts.items()
+        ],
+    }
+
+
+def _no_rounds(t: dict) -> dict:
+    return {k: v for k, v in t.items() if k != "times_s"}
+
+
 def bench_distortions(n: int, repeat: int) -> list[dict]:
     from .data import DISTORTIONS, get_distortion
     from .data.mnist import bundled_mnist
@@ -337,24 +462,60 @@ def bench_distortions(n: int, repeat: int) -> list[dict]:
     return rows
 
 
-def run_bench(quick: bool = False, repeat: int | None = None, compile: bool | None = None, device: str = "cpu") -> dict:
+# the sections of the report, by their --only name: (report key, runner(quick, repeat, compile, device))
+SECTIONS: dict[str, tuple[str, Callable[..., object]]] = {
+    "warps": ("warps", lambda q, r, c, d: bench_warps(QUICK_SIZES if q else FULL_SIZES, r, device=d)),
+    "steps": ("training_step", lambda q, r, c, d: bench_steps(8 if q else 128, 28 if q else 42, r, c, device=d)),
+    "resnet": ("resnet", lambda q, r, c, d: bench_resnet(2 if q else 16, 96 if q else 224, r, device=d)),
+    # generators run on the CPU, where the data loaders run them
+    "generators": ("generators", lambda q, r, c, d: bench_distortions(64 if q else 8000, 1 if q else 3)),
+}
+
+
+def run_bench(
+    quick: bool = False,
+    repeat: int | None = None,
+    compile: bool | None = None,
+    device: str = "cpu",
+    only: list[str] | tuple[str, ...] | None = None,
+) -> dict:
+    """The report of every section of :data:`SECTIONS`, or of the ``only`` ones (``["resnet"]``)."""
     repeat = repeat or (3 if quick else 15)
     compile = (not quick) if compile is None else compile
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device must be one this machine has (cpu, or cuda with a GPU), got {device!r}")
+    names = list(SECTIONS) if only is None else list(only)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise ValueError(f"only must name sections among {', '.join(SECTIONS)}, got {names!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
     report = {
         "quick": quick,
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "device": str(dev),
         "machine": _machine(),
-        "warps": bench_warps(QUICK_SIZES if quick else FULL_SIZES, repeat, device=dev),
-        "training_step": bench_steps(8 if quick else 128, 28 if quick else 42, repeat, compile, device=dev),
-        "generators": bench_distortions(64 if quick else 8000, 1 if quick else 3),  # the key of the committed reports
     }
+    if only is not None:
+        report["only"] = names
+    load_start = _load_average()
+    for name in SECTIONS:  # the report's order, whatever the order of only
+        if name in names:
+            key, runner = SECTIONS[name]
+            report[key] = runner(quick, repeat, compile, dev)
     report["seconds"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+    if load_start is not None:
+        # other programs' load on the machine: the interleaving spreads it over the contenders alike
+        report["load_average"] = {"start": load_start, "end": _load_average(), "cpus": os.cpu_count()}
     return report
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (``None`` where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _machine() -> dict:
@@ -389,6 +550,28 @@ def to_markdown(report: dict) -> str:
         + (f", GPU {m['cuda']}" if m["cuda"] else "")
         + (f"; warps and training steps timed on {report['device']}" if report.get("device", "cpu") != "cpu" else "")
         + ". Median ms (quartiles) over interleaved repeats; ratio = stnkit / fastest peer (< 1: stnkit faster).",
+    ]
+    if "load_average" in report:
+        la = report["load_average"]
+        lines[0] += (
+            f" Load average (1 min) {la['start'][0]} at the start and {la['end'][0]} at the end on "
+            f"{la['cpus']} CPUs (other programs' load included)."
+        )
+    if "warps" in report:
+        lines += _warps_markdown(report)
+    if "training_step" in report:
+        lines += _steps_markdown(report["training_step"])
+    if "resnet" in report:
+        lines += _resnet_markdown(report["resnet"])
+    if "generators" in report:
+        lines += ["", "| generator | samples | samples/s |", "|---|---|---|"]
+        for r in report["generators"]:
+            lines.append(f"| {r['dataset']} | {r['samples']:,} | {r['samples_per_s']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _warps_markdown(report: dict) -> list[str]:
+    lines = [
         "",
         "| warp | B x C x size | mode | stnkit ms | fastest peer | peer ms | ratio |",
         "|---|---|---|---|---|---|---|",
@@ -400,8 +583,11 @@ def to_markdown(report: dict) -> str:
             f"{peer or '-'} | {_ms(r['times'][peer]) if peer else '-'} | "
             + (f"**{r['ratio']:.2f}** |" if peer else "- |")
         )
-    st = report["training_step"]
-    lines += [
+    return lines
+
+
+def _steps_markdown(st: dict) -> list[str]:
+    lines = [
         "",
         f"Training step (forward, cross-entropy, backward, AdamW), batch {st['batch']}, "
         f"{st['size']}x{st['size']} input:",
@@ -417,13 +603,35 @@ def to_markdown(report: dict) -> str:
         )
     if "compile_seconds" in st:
         lines += ["", f"torch.compile took {st['compile_seconds']:.0f} s before its first step."]
-    lines += ["", "| generator | samples | samples/s |", "|---|---|---|"]
-    for r in report["generators"]:
-        lines.append(f"| {r['dataset']} | {r['samples']:,} | {r['samples_per_s']:,.0f} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _resnet_markdown(rn: dict) -> list[str]:
+    loc = "the input itself" if rn["loc_size"] is None else "a {}x{} copy".format(*rn["loc_size"])
+    lines = [
+        "",
+        f"ResNet-18 training step (forward, cross-entropy, backward, AdamW), batch {rn['batch']}, "
+        f"3x{rn['size']}x{rn['size']} input, {rn['num_classes']} classes, with and without an affine "
+        f"transformer in front (localisation net on {loc}), {rn['repeat']} rounds in a shuffled order: "
+        f"with / without **{rn['ratio']:.3f}** (median of the rounds' ratios; ratio of medians "
+        f"{rn['ratio_of_medians']:.3f}). The backbone alone but with its input's gradient computed too "
+        f"(which a transformer in front needs: it trains through the warped image) takes "
+        f"{rn['input_grad_ratio']:.3f}x the step, and the transformer step is {rn['ratio_to_input_grad']:.3f}x that.",
+        "",
+        "| model | parameters | step ms |",
+        "|---|---|---|",
+    ]
+    for r in rn["rows"]:
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {_ms(r['times'])} |")
+    lines += ["", "| transformer part (forward + backward) | ms | share of the ResNet-18 step |", "|---|---|---|"]
+    for p in rn["parts"]:
+        lines.append(f"| {p['part']} | {_ms(p['times'])} | {p['share_of_step']:.3f} |")
+    return lines
 
 
 def main_bench(out: str | None, threads: int | None = None, quick: bool = False, **kwargs) -> dict:
+    """Run :func:`run_bench` (``kwargs``: ``repeat``, ``compile``, ``device``, ``only``), print its markdown,
+    and write the JSON report to ``out`` with the markdown beside it."""
     if threads:
         torch.set_num_threads(threads)
     report = run_bench(quick=quick, **kwargs)

@@ -7,7 +7,7 @@ from torch import nn
 
 import stnkit.nn
 from stnkit.models import MODELS, SEQUENCE_MODELS, STClassifier, count_parameters, create
-from stnkit.models.backbones import BACKBONES, ResNet, load_backbone, resnet18, resnet34
+from stnkit.models.backbones import BACKBONES, ResNet, StemConv, _StemConvFunction, load_backbone, resnet18, resnet34
 
 # one label per sample (the sequence models: tests/test_sequence.py)
 SINGLE = [m for m in MODELS if m not in SEQUENCE_MODELS]
@@ -280,6 +280,36 @@ class TestResNet:
         loss.backward()
         missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
         assert missing == []
+
+    def test_torchvision_key_names(self):
+        keys = set(resnet18().state_dict())
+        assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer1.1.bn2.bias"} <= keys
+        assert {"layer2.0.downsample.0.weight", "layer4.0.downsample.1.running_var", "fc.weight", "fc.bias"} <= keys
+
+    @pytest.mark.parametrize(("h", "w", "c"), [(9, 12, 3), (10, 7, 2), (13, 13, 1)])
+    def test_stem_conv_gradients(self, h, w, c):
+        # the space-to-depth input gradient, on even and odd sizes
+        conv = StemConv(c, 4).double()
+        x = torch.rand(2, c, h, w, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(_StemConvFunction.apply, (x, conv.weight))
+
+    def test_stem_conv_is_the_conv(self):
+        torch.manual_seed(0)
+        conv = StemConv(3)
+        x = torch.rand(2, 3, 40, 36, requires_grad=True)
+        g = torch.randn(2, 64, 20, 18)
+        out = conv(x)
+        assert torch.equal(out, nn.functional.conv2d(x, conv.weight, stride=2, padding=3))
+        assert out.grad_fn.name() == "_StemConvFunctionBackward"
+        out.backward(g)
+        ours = x.grad.clone(), conv.weight.grad.clone()
+        x.grad = conv.weight.grad = None
+        nn.functional.conv2d(x, conv.weight, stride=2, padding=3).backward(g)
+        torch.testing.assert_close(ours[0], x.grad, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours[1], conv.weight.grad, atol=0, rtol=0)
+        with torch.no_grad():
+            assert conv(x).grad_fn is None  # inference: the plain conv
+        assert conv(x.detach()).grad_fn.name() != "_StemConvFunctionBackward"  # no input gradient needed
 
     def test_bad_input(self):
         net = resnet18(in_channels=3, num_classes=10)

@@ -32,7 +32,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise SystemExit("stnkit: --device cuda needs a GPU that torch can see, and this machine has none")
     main_bench(
-        args.out, threads=args.threads, quick=args.quick, repeat=args.repeat, compile=args.compile, device=args.device
+        args.out,
+        threads=args.threads,
+        quick=args.quick,
+        repeat=args.repeat,
+        compile=args.compile,
+        device=args.device,
+        only=args.only,
     )
     return 0
 
@@ -82,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="where warps and training steps run (default: cpu)"
+    )
+    bench.add_argument(
+        "--only",
+        action="append",
+        choices=("warps", "steps", "resnet", "generators"),
+        default=None,
+        help="run only this section (repeatable; default: all). resnet: a ResNet-18 step at 3x224x224, batch 16, "
+        "with and without an affine transformer in front",
     )
     bench.add_argument("--out", default=None, help="write the report as JSON, and markdown beside it (.md)")
     bench.set_defaults(func=_cmd_bench)

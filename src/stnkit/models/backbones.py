@@ -12,7 +12,9 @@ four stages of BasicBlocks (``[2, 2, 2, 2]`` for ResNet-18, ``[3, 4, 6, 3]`` for
 ResNet-34; 64, 128, 256, 512 channels; stages 2-4 start with stride 2 and a
 1x1 conv + batch norm shortcut), global average pooling and a linear layer.
 With 3 input channels and 1000 classes they have the published parameter
-counts, 11,689,512 and 21,797,672. Initialisation as torchvision documents it:
+counts, 11,689,512 and 21,797,672 (and torchvision's state_dict keys). The stem's
+conv (:class:`StemConv`) computes its input's gradient, which a transformer in
+front needs, by a faster route (about 2x on the CPU). Initialisation as torchvision documents it:
 convs ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``, batch norm
 weight 1 and bias 0, the linear layer PyTorch's default.
 
@@ -34,14 +36,65 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_image, check_int, check_size
+from .._checks import check_image, check_int, check_size, is_tracing
 from .classifiers import CNN
 
 RESNET_STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 MIN_SIZE = 32  # the smallest side the BACKBONES' ResNets take
 SMALL_INPUT_BELOW = 64  # the BACKBONES' ResNets use the small-input stem below this side
+
+
+class _StemConvFunction(torch.autograd.Function):
+    """conv 7x7, stride 2, padding 3 (no bias), with a faster gradient for its input.
+
+    The forward is ``F.conv2d``'s. The input's gradient, the transposed convolution,
+    is computed as a stride-1 transposed convolution on the space-to-depth view
+    (the 7x7 stride-2 kernel zero-padded to 8x8 is a 4x4 kernel on 4x the channels,
+    then ``pixel_shuffle``): the same sums in another order (float rounding aside),
+    about twice as fast on the CPU as torch's for a 3-channel input. A transformer
+    in front of the backbone needs that gradient every step (it trains through the
+    warped image).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, stride=2, padding=3)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            o, c = weight.shape[:2]
+            # k[o, 4 c' + 2 s + r, t, u] = w8[o, c', 2 t + s, 2 u + r]: the padded input's pixel
+            # (2 a + s, 2 b + r) of channel c' is pixel (a, b) of channel 4 c' + 2 s + r after pixel_unshuffle
+            k = F.pad(weight, (0, 1, 0, 1)).view(o, c, 4, 2, 4, 2).permute(0, 1, 3, 5, 2, 4).reshape(o, 4 * c, 4, 4)
+            padded = F.pixel_shuffle(F.conv_transpose2d(grad, k), 2)  # the gradient of the 3-px-padded input
+            h, w = x.shape[-2:]
+            grad_x = padded[:, :, 3 : 3 + h, 3 : 3 + w]
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, grad, stride=2, padding=3)
+        return grad_x, grad_w
+
+
+class StemConv(nn.Conv2d):
+    """The ResNet stem's conv 7x7, stride 2, padding 3, no bias: an ``nn.Conv2d`` (same
+    parameters, same forward) whose input gradient, when one is needed on the CPU, is
+    computed about twice as fast (:class:`_StemConvFunction`)."""
+
+    def __init__(self, in_channels: int, out_channels: int = 64):
+        super().__init__(in_channels, out_channels, 7, stride=2, padding=3, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # measured on the CPU only (oneDNN); on a GPU the plain conv's backward (cuDNN) is kept
+        if x.requires_grad and x.device.type == "cpu" and torch.is_grad_enabled() and not is_tracing():
+            return _StemConvFunction.apply(x, self.weight)
+        return super().forward(x)
 
 
 class BasicBlock(nn.Module):
@@ -107,7 +160,7 @@ class ResNet(nn.Module):
         if self.small_input:
             self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = StemConv(in_channels, 64)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity() if self.small_input else nn.MaxPool2d(3, stride=2, padding=1)
@@ -230,4 +283,4 @@ def load_backbone(spec: str) -> Callable[..., nn.Module]:
     return factory
 
 
-__all__ = ["BACKBONES", "BasicBlock", "ResNet", "load_backbone", "resnet18", "resnet34"]
+__all__ = ["BACKBONES", "BasicBlock", "ResNet", "StemConv", "load_backbone", "resnet18", "resnet34"]
