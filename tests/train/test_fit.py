@@ -121,7 +121,9 @@ class _RecordingData(Dataset):
         return x + 0.1 * torch.rand(x.shape, generator=g), y
 
 
-CFG = {"epochs": 2, "batch_size": 8, "deterministic": True, "seed": 3}
+# a constant learning rate: the 1-epoch run's schedule is then the 2-epoch run's first epoch
+# (a cosine schedule's length is the run's epochs; see the xfail below)
+CFG = {"epochs": 2, "batch_size": 8, "deterministic": True, "seed": 3, "schedule": "none"}
 
 
 def _last(run):
@@ -155,6 +157,18 @@ class TestResume:
         fit(_mlp(seed=3), _RecordingData(), None, CFG, out=tmp_path / "a", quiet=True)
         fit(_mlp(seed=3), _RecordingData(), None, {**CFG, "seed": 4}, out=tmp_path / "b", quiet=True)
         assert not _same_state(_last(tmp_path / "a"), _last(tmp_path / "b"))
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="resuming with more epochs keeps the checkpoint's CosineAnnealingLR (T_max = the old epochs): "
+        "the lr restarts at its maximum instead of following the longer run's cosine",
+    )
+    def test_extending_a_cosine_run_equals_the_longer_run(self, tmp_path):
+        cfg = {**CFG, "schedule": "cosine"}
+        fit(_mlp(seed=3), _RecordingData(), None, cfg, out=tmp_path / "full", quiet=True)
+        fit(_mlp(seed=3), _RecordingData(), None, {**cfg, "epochs": 1}, out=tmp_path / "part", quiet=True)
+        fit(_mlp(seed=3), _RecordingData(), None, cfg, out=tmp_path / "part", resume=True, quiet=True)
+        assert _same_state(_last(tmp_path / "full"), _last(tmp_path / "part"))
 
     @pytest.mark.xfail(
         strict=True,
