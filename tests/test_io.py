@@ -12,7 +12,7 @@ import torch
 
 from stnkit._io import atomic_path, atomic_write_bytes, atomic_write_text, save_figure
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "stnkit"
+SRC = Path(__file__).resolve().parents[1] / "src" / "stnkit"
 
 
 def test_a_writer_that_raises_mid_write_leaves_the_old_file_and_no_part(tmp_path):
