@@ -226,7 +226,7 @@ def collapse_warning(
         return (
             f"spatial transformer zoomed or moved out past the image: {now['outside_fraction']:.0%} of sampling "
             f"points read the padding (> {outside_threshold:.0%}), the output goes black; try --bounded, a lower "
-            "--loc-lr-mult, or add stnkit.nn.coverage_penalty to the loss"
+            "--loc-lr-mult, or --coverage-weight W (stnkit.nn.coverage_penalty in the loss)"
         )
     if started and all(s["identity_distance"] < identity_threshold for s in history):
         return (
