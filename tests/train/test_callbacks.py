@@ -31,7 +31,8 @@ def _model(scale: float = 1.0):
 
 
 def _metrics(out):
-    rows = list(csv.DictReader(open(out / "logs" / "version_0" / "metrics.csv")))
+    with open(out / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     return [r for r in rows if r.get("st_mean_scale")]
 
 
