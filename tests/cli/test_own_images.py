@@ -256,11 +256,6 @@ def test_a_folder_of_one_class_is_refused(tmp_path, capsys):
     assert not (out / "results.json").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a one-class --data is refused only by build_model's check_data_info, after _train has made OUT, "
-    "with 'data_info: classes must be a list of 2 to 100,000 names' (names neither --data nor the class)",
-)
 def test_a_folder_of_one_class_is_refused_naming_it_before_any_output(tmp_path, capsys):
     data = _folder(tmp_path / "imgs", classes=["only"], per_class=6, mixed=False)
     out = tmp_path / "run"

@@ -122,7 +122,7 @@ class _RecordingData(Dataset):
 
 
 # a constant learning rate: the 1-epoch run's schedule is then the 2-epoch run's first epoch
-# (a cosine schedule's length is the run's epochs; see the xfail below)
+# (a cosine run extended on resume takes the new length: test_extending_a_cosine_run_equals_the_longer_run)
 CFG = {"epochs": 2, "batch_size": 8, "deterministic": True, "seed": 3, "schedule": "none"}
 
 
@@ -158,11 +158,6 @@ class TestResume:
         fit(_mlp(seed=3), _RecordingData(), None, {**CFG, "seed": 4}, out=tmp_path / "b", quiet=True)
         assert not _same_state(_last(tmp_path / "a"), _last(tmp_path / "b"))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="resuming with more epochs keeps the checkpoint's CosineAnnealingLR (T_max = the old epochs): "
-        "the lr restarts at its maximum instead of following the longer run's cosine",
-    )
     def test_extending_a_cosine_run_equals_the_longer_run(self, tmp_path):
         cfg = {**CFG, "schedule": "cosine"}
         fit(_mlp(seed=3), _RecordingData(), None, cfg, out=tmp_path / "full", quiet=True)
@@ -170,11 +165,6 @@ class TestResume:
         fit(_mlp(seed=3), _RecordingData(), None, cfg, out=tmp_path / "part", resume=True, quiet=True)
         assert _same_state(_last(tmp_path / "full"), _last(tmp_path / "part"))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="DataModule.train_dataloader reads trainer.current_epoch, still 0 at Lightning's first "
-        "setup_data of a resumed run (before fit_loop.reset): a resumed dataset is told 0, then 1",
-    )
     def test_a_resumed_run_tells_the_dataset_only_the_epochs_it_trains(self, tmp_path):
         fit(_mlp(seed=3), _RecordingData(), None, {**CFG, "epochs": 1}, out=tmp_path / "run", quiet=True)
         second = _RecordingData()

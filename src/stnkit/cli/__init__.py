@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("stnkit: interrupted", file=sys.stderr)
+        return 130  # the shell's status for a Ctrl-C
     except BrokenPipeError:
         # the reader went away (stnkit ... | head): stop quietly, as cat does
         import os

@@ -70,6 +70,7 @@ class DataModule(pl.LightningDataModule):
         super().__init__()
         self.config = config
         self.train_set, self.val_set, self.test_set = train, val, test
+        self._told: int | None = None  # the epoch the training set was last told
 
     def _loader(self, dataset, shuffle_seed: int | None = None) -> DataLoader:
         return DataLoader(
@@ -82,9 +83,13 @@ class DataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # called again every epoch (reload_dataloaders_every_n_epochs=1): a new draw of the
         # augmentations and a new order, both functions of (seed, epoch)
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        if hasattr(self.train_set, "set_epoch"):
+        # the epoch about to be trained: on a resume from the checkpoint at the end of epoch e - 1,
+        # Lightning fetches the loader before current_epoch counts epoch e - 1 as completed, while
+        # the processed count already says e
+        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        if hasattr(self.train_set, "set_epoch") and epoch != self._told:  # Lightning may ask twice on a resume
             self.train_set.set_epoch(epoch)
+            self._told = epoch
         return self._loader(self.train_set, shuffle_seed=epoch_seed(self.config.seed, epoch, "shuffle"))
 
     def val_dataloader(self) -> DataLoader:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
@@ -111,6 +113,21 @@ class STNModule(pl.LightningModule):
                 f"training stopped at {self._where()}: the step made parameters non-finite "
                 f"({', '.join(bad[:3])}); no checkpoint holds these weights (try a lower --lr or --grad-clip)"
             )
+
+    def on_train_start(self) -> None:
+        # a run resumed with more (or fewer) epochs: the restored cosine schedule still has the old
+        # length; give it the new one, at the closed-form learning rate of the epoch it resumes at
+        for cfg in self.trainer.lr_scheduler_configs:
+            sched = cfg.scheduler
+            if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max != max(
+                1, self.config.epochs
+            ):
+                sched.T_max = max(1, self.config.epochs)
+                e = min(sched.last_epoch, sched.T_max)
+                for group in sched.optimizer.param_groups:
+                    base = group["initial_lr"]
+                    group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * e / sched.T_max)) / 2
+                sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
 
     def on_train_epoch_start(self) -> None:
         # the steps' random numbers restart from (seed, epoch): a resumed epoch draws what it drew before

@@ -235,6 +235,11 @@ def data_info_of(images: ImageData) -> dict:
     split's per-channel mean and std (computed on the undistorted images)."""
     if len(images.train) == 0:
         raise ValueError(f"--data {images.source} has no training images (a train/ folder or a split column)")
+    if len(images.classes) < 2:
+        raise ValueError(
+            f"--data {images.source} has {len(images.classes)} class ({', '.join(map(repr, images.classes))}); "
+            "a classifier needs at least 2 class folders (or labels)"
+        )
     plain = copy.copy(images.train)
     plain.distort = None
     mean, std = channel_stats(plain)
@@ -288,6 +293,17 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
     if run is None:
         return {}
     trainer, best_path, results = run
+    try:
+        return _finish(config, out, info, data, budget, best_path, results)
+    except KeyboardInterrupt:  # Ctrl-C after the fit, while evaluating: the checkpoints are whole
+        last = out / "checkpoints" / "last.ckpt"
+        raise TrainingInterrupted(
+            interrupted_message(out, (results["epochs"], results["global_step"]), last, after_fit=True)
+        ) from None
+
+
+def _finish(config: TrainConfig, out: Path, info, data, budget, best_path, results: dict) -> dict:
+    """After the fit of :func:`train`: the best weights, their test error, the pictures, ``results.json``."""
     model, _, _ = load_run(best_path)
     config = run_config(config, budget)
     save_model(out / "model.safetensors", model, config, info)
