@@ -23,11 +23,15 @@ def is_tracing() -> bool:
     return bool(torch.onnx.is_in_onnx_export())
 
 
+# the floating dtypes stnkit computes in (float16 and bfloat16 geometry runs in float32: see stnkit.geometry.warp)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_float_tensor(name: str, x: object) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {x.dtype}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), got {x.dtype}")
     return x
 
 

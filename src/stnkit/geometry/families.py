@@ -178,7 +178,9 @@ class TransformFamily:
         to the input. Feed it to :func:`~stnkit.geometry.sample` (or
         ``F.grid_sample``) with the same ``align_corners``. Finite and within
         ``GRID_LIMIT`` for any finite parameters (degenerate transforms read the
-        padding, never NaN).
+        padding, never NaN); float16 / bfloat16 parameters give a grid made in
+        float32 and cast to their dtype (sample it with :func:`~stnkit.geometry.sample`,
+        which samples half precision in float32).
 
         Args:
             params: ``(B, num_params)``.
@@ -192,7 +194,11 @@ class TransformFamily:
             >>> torch.allclose(fam.grid(theta, (4, 6)), ref)
             True
         """
-        return self._grid(self.check_params(params), check_size("out_size", out_size), align_corners)
+        params = self.check_params(params)
+        size = check_size("out_size", out_size)
+        if params.dtype in (torch.float16, torch.bfloat16):  # made in float32, clamped to GRID_LIMIT, cast back
+            return self._grid(params.float(), size, align_corners).to(params.dtype)
+        return self._grid(params, size, align_corners)
 
     def _grid(self, params: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
         """:meth:`grid` on parameters and a size already validated (the hot path)."""

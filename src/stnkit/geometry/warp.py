@@ -8,7 +8,7 @@ References:
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (doctest namespace)
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -19,6 +19,15 @@ from .families import TransformFamily, get_transform
 # the interpolations and paddings of F.grid_sample that every warp accepts
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
+
+# float16 and bfloat16 images are sampled in float32 and the result cast back (as torch.autocast runs
+# grid_sample): in float16 the sampler's pixel coordinates ((g + 1) * W - 1) / 2 overflow to inf for grid
+# points a few thousand widths outside the image (|g| * W > 65504), and the output turns NaN
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
 def sample(
@@ -37,8 +46,8 @@ def sample(
     sampled at the same points; points outside the image read the padding.
 
     Args:
-        x: ``(B, C, H, W)`` floating tensor.
-        grid: ``(B, H_out, W_out, 2)``; cast to ``x``'s dtype.
+        x: ``(B, C, H, W)`` floating tensor (float16 and bfloat16 are sampled in float32).
+        grid: ``(B, H_out, W_out, 2)``; cast to ``x``'s dtype (float32 for float16 or bfloat16 ``x``).
         mode: ``bilinear``, ``nearest`` or ``bicubic``.
         padding_mode: ``zeros``, ``border`` or ``reflection``.
         align_corners: the frame the grid was made in (see :mod:`stnkit.geometry.coords`).
@@ -58,7 +67,9 @@ def sample(
     if not isinstance(grid, Tensor) or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != x.shape[0]:
         got = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
         raise ValueError(f"grid must have shape ({x.shape[0]}, H_out, W_out, 2), got {got}")
-    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    work = _work_dtype(x.dtype)
+    out = F.grid_sample(x.to(work), grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    return out.to(x.dtype)
 
 
 def warp(
@@ -78,9 +89,11 @@ def warp(
     therefore moves the content to the left.
 
     Args:
-        x: ``(B, C, H, W)`` floating tensor, any number of channels.
+        x: ``(B, C, H, W)`` floating tensor, any number of channels: float32,
+            float64, or float16 / bfloat16 (the grid is made and sampled in float32,
+            the result cast back, so huge parameters read the padding, never NaN).
         params: ``(B, num_params)`` parameters of the family (affine also takes
-            ``(B, 2, 3)``).
+            ``(B, 2, 3)``); float16 / bfloat16 parameters make the grid in float32.
         transform: a family name (``translation``, ``attention``, ``similarity``,
             ``affine``, ``projective``, ``tps``) or a ``TransformFamily``.
         out_size: ``(H_out, W_out)`` or an int; defaults to ``(H, W)``.
@@ -89,7 +102,7 @@ def warp(
         align_corners: see :mod:`stnkit.geometry.coords`.
 
     Returns:
-        ``(B, C, H_out, W_out)`` in ``x``'s dtype. For ``affine`` this equals
+        ``(B, C, H_out, W_out)`` in ``x``'s dtype, finite for finite ``x`` and ``params``. For ``affine`` this equals
         ``F.grid_sample(x, F.affine_grid(theta, ...))`` with the same settings.
 
     Raises:
@@ -118,8 +131,10 @@ def warp(
     if params.device != x.device:
         raise ValueError(f"params must be on the device of x ({x.device}), got {params.device}")
     size = check_size("out_size", x.shape[-2:] if out_size is None else out_size)  # torch.Size: traceable
-    grid = family._grid(params, size, align_corners)
-    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    grid = family._grid(params.to(_work_dtype(params.dtype)), size, align_corners)
+    work = _work_dtype(x.dtype)
+    out = F.grid_sample(x.to(work), grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    return out.to(x.dtype)
 
 
 def compose_grid(
