@@ -212,8 +212,11 @@ def option_errors():
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..train.checkpoint import checkpoint_config
     from ..train.resume import resume_checkpoint
-    from ..train.run import train
+    from ..train.run import check_devices, read_run_config, train
     from ..train.safety import NonFiniteError, TrainingInterrupted
+
+    if not args.out:
+        raise SystemExit("stnkit: --out must name a run directory, got an empty string")
 
     config = config_from_args(args)
     resume = args.resume
@@ -225,10 +228,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             # continue the saved run: its options, except those given on this command line
             with option_errors():
                 config = checkpoint_config(path).replace(**given_options(args))
+        elif (Path(args.out) / "config.yaml").is_file():
+            # stopped before its first checkpoint: the options it started with, from its config.yaml
+            with option_errors():
+                config = read_run_config(Path(args.out) / "config.yaml").replace(**given_options(args))
     _validate(config, given_options(args))
     check_options_read(config, given_options(args))
+    check_devices(config)
     try:
-        results = train(config, args.out, resume=resume, overwrite=args.overwrite)
+        results = train(config, args.out, resume=resume, overwrite=args.overwrite, quiet=args.quiet)
     except TrainingInterrupted as stop:
         print(f"stnkit: {stop}", file=sys.stderr)
         return 130  # the shell's status for a Ctrl-C
@@ -617,6 +625,9 @@ def add_parsers(sub) -> None:
         help="continue from OUT/checkpoints/last.ckpt (or a given .ckpt)",
     )
     train.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUT and start again")
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress (a bar on a terminal, one line per epoch in a log otherwise)"
+    )
     train.set_defaults(func=_cmd_train)
 
     def data_args(p, with_files: bool) -> None:

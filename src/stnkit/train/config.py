@@ -24,6 +24,13 @@ MAX_BATCH_SIZE = 1 << 16
 MAX_IMAGE_SIDE = 8192
 # the distorted-MNIST recipes that apply to your own images (stnkit.data.folder)
 DISTORT_RECIPES = ("r", "rts", "p", "e")
+# the paper's most is 4 in parallel; thousands would hang building them, each a localisation net
+MAX_TRANSFORMERS = 64
+# more data loader processes than this is a typo (each is a process with its own copy of the dataset)
+MAX_WORKERS = 64
+# a run longer than this is a typo (and 1e308 minutes overflows the timers)
+MAX_EPOCHS = 1_000_000
+MAX_MINUTES = 1_000_000.0
 # the IC-STN paper used up to 4; beyond a few dozen every step costs a localisation pass for nothing
 MAX_IC_STEPS = 64
 
@@ -141,7 +148,7 @@ class TrainConfig:
         check_int("test_seed", self.test_seed, low=0)
         check_choice("model", self.model, MODELS)
         check_choice("transform", self.transform, tuple(TRANSFORMS))
-        check_int("num_transformers", self.num_transformers)
+        check_int("num_transformers", self.num_transformers, high=MAX_TRANSFORMERS)
         _optional(check_int, "st_size", self.st_size)
         check_int("loc_downsample", self.loc_downsample)
         if check_number("dropout", self.dropout, low=0.0, high=1.0) == 1.0:
@@ -149,7 +156,7 @@ class TrainConfig:
         _optional(check_int, "hidden", self.hidden)
         check_int("tps_grid_size", self.tps_grid_size, low=2)
         check_int("ic_steps", self.ic_steps, high=MAX_IC_STEPS)
-        check_int("epochs", self.epochs)
+        check_int("epochs", self.epochs, high=MAX_EPOCHS)
         check_int("batch_size", self.batch_size, high=MAX_BATCH_SIZE)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in (
@@ -167,13 +174,17 @@ class TrainConfig:
         check_int("step_epochs", self.step_epochs)
         _optional(check_number, "grad_clip", self.grad_clip, low=0.0)
         _optional(check_int, "patience", self.patience, low=0)
-        if _optional(check_number, "max_time", self.max_time, low=0.0) == 0.0:
+        if _optional(check_number, "max_time", self.max_time, low=0.0, high=MAX_MINUTES) == 0.0:
             raise ValueError(f"max_time must be > 0 (minutes), got {self.max_time!r}")
         check_int("seed", self.seed, low=0)
-        check_int("num_workers", self.num_workers, low=0)
+        check_int("num_workers", self.num_workers, low=0, high=MAX_WORKERS)
         check_int("num_nodes", self.num_nodes)
         for name in ("limit_train_batches", "limit_val_batches"):
-            _optional(check_number, name, getattr(self, name), low=0.0)
+            value = getattr(self, name)
+            if value is not None and check_number(name, value, low=0.0) == 0 and name == "limit_train_batches":
+                raise ValueError(f"{name} must be > 0 (a number of batches, or a fraction in (0, 1]), got {value!r}")
+            if isinstance(value, float) and value > 1.0:
+                raise ValueError(f"{name} must be an int (batches) or a fraction in (0, 1], got {value!r}")
         for names, kind in (
             (("bounded", "compile", "deterministic"), bool),
             (("accelerator", "devices", "strategy"), str),

@@ -15,12 +15,16 @@ for built-in models, ``show.png`` and ``confusion.png``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
 import shutil
 import signal
+import sys
 import threading
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -36,7 +40,7 @@ from ..data import AdditionMNIST, DistortedMNIST, dataset_info
 from ..data.folder import ImageData, channel_stats, open_image_data
 from ..models import STClassifier, count_parameters, row_key
 from .budget import dataset_batch, draw_seconds, plan_epochs, plan_length
-from .callbacks import Diagnostics, Replan, TransformerImages, WallClock
+from .callbacks import Diagnostics, EpochLines, Replan, TransformerImages, WallClock
 from .checkpoint import checkpoint_config, load_run, read_lightning_checkpoint, save_model
 from .config import TrainConfig
 from .datamodule import DataModule, DistortedMNISTDataModule, check_split_sizes
@@ -162,6 +166,7 @@ def fit(
             )
     if len(train_data) == 0:
         raise ValueError("train_data is empty")
+    check_devices(config)
     threads_before = torch.get_num_threads()
     try:
         out = Path(out)
@@ -197,26 +202,96 @@ def fit(
         torch.set_num_threads(threads_before)
 
 
+def check_devices(config: TrainConfig) -> None:
+    """Refuse, before Lightning waits for them forever, more devices than this machine has: CPU
+    processes beyond its cores, GPUs beyond those torch sees."""
+    if not config.devices.isdigit():
+        return
+    n = int(config.devices)
+    gpus = torch.cuda.device_count()
+    if config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and gpus):
+        if n > gpus:
+            raise ValueError(f"devices must be at most {gpus} (the GPUs torch sees here), got {n}")
+    elif config.num_nodes == 1 and n > (os.cpu_count() or 1):
+        raise ValueError(f"devices must be at most {os.cpu_count()} (this machine's CPU cores), got {n}")
+
+
 def run_config(config: TrainConfig, budget: dict | None) -> TrainConfig:
     """``config`` with the epochs the run trains (a ``--max-time`` run's re-plan, once made)."""
     return config if budget is None else config.replace(epochs=plan_length(budget))
 
 
+# what stnkit writes inside the folders of RUN_OUTPUTS (glob patterns, relative to the folder)
+_RUN_FILES = {
+    "checkpoints": ("*.ckpt", "*.ckpt.part"),
+    "logs": ("version_*/metrics.csv", "version_*/hparams.yaml", "version_*/*.part"),
+    "tb": ("version_*/events.out.tfevents.*", "version_*/hparams.yaml"),
+    "ddp": ("rank*.json", "rank*.json.part"),
+}
+
+
+def _not_ours(folder: Path) -> Path | None:
+    """The first file (or folder) under ``folder`` that stnkit did not write, if any."""
+    patterns = _RUN_FILES[folder.name]
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            if folder.name in ("logs", "tb") and path.parent == folder and path.name.startswith("version_"):
+                continue
+            return path
+        rel = path.relative_to(folder)
+        if path.is_symlink() or not any(rel.match(p) for p in patterns):
+            return path
+    return None
+
+
 def _prepare(out: Path, config: TrainConfig, resume, overwrite: bool) -> Path | None:
-    """Refuse (or, with ``overwrite``, clear) an earlier run in ``out``; the checkpoint to resume from."""
-    earlier = [out / n for n in RUN_OUTPUTS if (out / n).exists()]
-    if earlier and not resume:
+    """Refuse (or, with ``overwrite``, clear) an earlier run in ``out``; the checkpoint to resume from.
+
+    ``overwrite`` removes only what stnkit wrote (:data:`RUN_OUTPUTS`, and inside their folders only
+    stnkit's own files); a file of yours among them is never deleted: the run is refused, naming it.
+    A resume continues the run that was started: its checkpoint's options or, when it was stopped
+    before its first checkpoint, those of its ``config.yaml``."""
+    if not os.fspath(out) or os.fspath(out) == ".":
+        raise ValueError(f"out must name a run directory, got {os.fspath(out)!r}")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a directory")
+    earlier = [out / n for n in RUN_OUTPUTS if (out / n).exists() or (out / n).is_symlink()]
+    # under DDP the other ranks start once rank 0 has begun writing the run: they follow it
+    if earlier and not resume and is_rank_zero():
         if not overwrite:
             raise FileExistsError(
                 f"{out} already holds a run: pass --resume to continue it or --overwrite to start again"
             )
-        if is_rank_zero():  # under DDP every rank runs this function
-            for p in earlier:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for p in earlier:
+            theirs = p if p.is_symlink() or (p.is_dir() and p.name not in _RUN_FILES) else None
+            if theirs is None and p.is_dir():
+                theirs = _not_ours(p)
+            if theirs is not None:
+                raise FileExistsError(
+                    f"--overwrite removes only files stnkit wrote, and {theirs} is not one of them; "
+                    "move it or use another --out"
+                )
+        for p in earlier:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     ckpt_path = resume_checkpoint(out, resume)
     if ckpt_path is not None:
         check_resumable(checkpoint_config(ckpt_path), config, ckpt_path)
+    elif resume and (out / "config.yaml").is_file():  # stopped before its first checkpoint
+        check_resumable(read_run_config(out / "config.yaml"), config, out / "config.yaml")
     return ckpt_path
+
+
+def read_run_config(path: Path) -> TrainConfig:
+    """The :class:`TrainConfig` of a run's ``config.yaml`` (written when it started)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("image_size"), list):
+            data["image_size"] = tuple(data["image_size"])
+        return TrainConfig.from_dict(data)
+    except (yaml.YAMLError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not the config.yaml of a stnkit run ({' '.join(str(err).split())[:160]})") from None
 
 
 def image_data(config: TrainConfig) -> ImageData:
@@ -255,6 +330,7 @@ def data_info_of(images: ImageData) -> dict:
 def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> dict:
     from .checkpoint import build_model
 
+    check_devices(config)
     out = Path(out)
     ckpt_path = _prepare(out, config, resume, overwrite)
     info = None
@@ -403,6 +479,10 @@ def _fit(module: STNModule, data, config: TrainConfig, out: Path, ckpt_path, qui
     clock = WallClock()
     interrupt = NoteInterrupt()
     callbacks += [last_cb, clock, interrupt, Diagnostics(quiet=quiet)]
+    # a progress bar on a terminal; one line per epoch in a log file; nothing with quiet (or TQDM_DISABLE=1)
+    bar = not quiet and sys.stderr.isatty() and os.environ.get("TQDM_DISABLE", "") in ("", "0")
+    if not quiet and not bar:
+        callbacks.append(EpochLines())
     if config.deterministic:
         callbacks.append(PinThreads())
     if budget is not None:
@@ -419,30 +499,11 @@ def _fit(module: STNModule, data, config: TrainConfig, out: Path, ckpt_path, qui
         callbacks.append(TransformerImages())
     except ImportError:
         pass
-    trainer = pl.Trainer(
-        max_epochs=config.epochs,
-        max_time=None if config.max_time is None else {"seconds": round(config.max_time * 60.0)},
-        accelerator=config.accelerator,
-        devices=_devices(config.devices),
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
-        callbacks=callbacks,
-        logger=loggers,
-        plugins=[AtomicCheckpointIO()],
-        # "warn": grid_sample's CUDA backward has no deterministic kernel
-        deterministic="warn" if config.deterministic else None,
-        gradient_clip_val=config.grad_clip,
-        reload_dataloaders_every_n_epochs=1,
-        enable_progress_bar=not quiet,
-        enable_model_summary=not quiet,
-        log_every_n_steps=10,
-        limit_train_batches=config.limit_train_batches,
-        limit_val_batches=config.limit_val_batches if has_val else 0,
-        num_sanity_val_steps=None if has_val else 0,
-        default_root_dir=out,
-    )
+    with quiet_lightning():  # its accelerator lines and tips are printed here
+        trainer = _trainer(config, callbacks, loggers, bar, has_val, out)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        with quiet_lightning():
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if interrupt.where is None:
             raise
@@ -472,6 +533,53 @@ def _fit(module: STNModule, data, config: TrainConfig, out: Path, ckpt_path, qui
         "device": str(trainer.strategy.root_device),
     }
     return trainer, best_path, results
+
+
+def _trainer(config: TrainConfig, callbacks, loggers, bar: bool, has_val: bool, out: Path):
+    return pl.Trainer(
+        max_epochs=config.epochs,
+        max_time=None if config.max_time is None else {"seconds": round(config.max_time * 60.0)},
+        accelerator=config.accelerator,
+        devices=_devices(config.devices),
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        # "warn": grid_sample's CUDA backward has no deterministic kernel
+        deterministic="warn" if config.deterministic else None,
+        gradient_clip_val=config.grad_clip,
+        reload_dataloaders_every_n_epochs=1,
+        enable_progress_bar=bar,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        limit_train_batches=config.limit_train_batches,
+        limit_val_batches=config.limit_val_batches if has_val else 0,
+        num_sanity_val_steps=None if has_val else 0,
+        default_root_dir=out,
+    )
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning without its chatter: its accelerator and tip lines (INFO logs), and the third-party
+    deprecation warnings and "possible user warnings" it passes on; stnkit's own warnings still show."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def config_yaml(config: TrainConfig) -> str:
