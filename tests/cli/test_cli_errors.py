@@ -65,6 +65,9 @@ def _files(root: Path) -> None:
     (root / "corrupt.png").write_bytes(png[:40] + b"\x00garbage" * 20)
     Image.new("L", (2, 2)).save(root / "tiny.png")
     Image.new("CMYK", (28, 28)).save(root / "cmyk.jpg")
+    (root / "userrun" / "logs").mkdir(parents=True)  # a run folder where the user keeps notes of their own
+    (root / "userrun" / "logs" / "notes.txt").write_text("mine\n")
+    (root / "userrun" / "results.json").write_text("{}\n")
 
 
 G, E, C = "fx/good.safetensors", "fx/evil.ckpt", "fx/cnn.ckpt"
@@ -101,7 +104,7 @@ CASES = [
     ("data-make-unknown", ["data", "make", "svhn", "--split", "test", "--out", "new"], r"invalid choice: 'svhn'"),
     ("unknown-command", ["fly"], r"invalid choice: 'fly'"),
     # zero, negative and absurd sizes and counts
-    ("train-epochs-0", ["train", "--out", "new", "--epochs", "0"], r"--epochs must be a positive int, got 0"),
+    ("train-epochs-0", ["train", "--out", "new", "--epochs", "0"], r"--epochs must be an int in \[1, 1000000\], got 0"),
     ("train-batch-negative", ["train", "--out", "new", "--batch-size", "-4"], r"--batch-size must be .* got -4"),
     ("train-batch-absurd", ["train", "--out", "new", "--batch-size", str(10**12)], r"--batch-size must be an int in"),
     ("train-val-size-0", ["train", "--out", "new", "--val-size", "0"], r"--val-size must be a positive int"),
@@ -138,6 +141,31 @@ CASES = [
     ),
     ("data-show-data-dir-missing", ["data", "show", "r", "--data-dir", "fx/nope", "--out", "new.png"], r"fx/nope"),
     ("summarize-missing", ["summarize", "fx/nope"], r"fx/nope"),
+    # round two: no hang, no overflow, no option silently ignored, no user file deleted
+    ("train-devices-100", ["train", "--out", "new", "--devices", "100", *T], r"devices must be at most \d+"),
+    (
+        "train-num-transformers-10000",
+        ["train", "--out", "new", "--num-transformers", "10000"],
+        r"--num-transformers must be an int in \[1, 64\]",
+    ),
+    ("train-num-workers-1000", ["train", "--out", "new", "--num-workers", "1000"], r"--num-workers must be an int in"),
+    ("train-max-time-huge", ["train", "--out", "new", "--max-time", "1e308"], r"--max-time must be a finite number in"),
+    ("train-limit-0", ["train", "--out", "new", "--limit-train-batches", "0"], r"--limit-train-batches must be > 0"),
+    ("train-out-empty", ["train", "--out", ""], r"--out must name a run directory"),
+    (
+        "train-tps-for-cnn",
+        ["train", "--out", "new", "--model", "cnn", "--transform", "tps"],
+        r"--transform is not read",
+    ),
+    ("train-image-size-no-data", ["train", "--out", "new", "--image-size", "32", "32"], r"needs --data DIR"),
+    ("show-out-dir", ["show", G, "--out", "fx"], r"--out must be a \.png file path"),
+    ("export-out-dir", ["export", G, "--out", "fx"], r"--out must be a file path"),
+    ("export-out-exists", ["export", G, "--out", "fx/afile"], r"--out fx/afile exists"),
+    (
+        "train-overwrite-keeps-user-files",
+        ["train", "--out", "fx/userrun", "--overwrite", *T],
+        r"--overwrite removes only files stnkit wrote, and fx/userrun/logs/notes.txt is not one of them",
+    ),
 ]
 
 

@@ -565,7 +565,7 @@ class TestConfigValidation:
             ({"model": "resnet"}, ValueError, "model must be one of 'fcn', .*, got 'resnet'"),
             ({"dataset": "svhn"}, ValueError, "dataset must be one of 'mnist', .*, got 'svhn'"),
             ({"transform": "spline"}, ValueError, "transform must be one of 'translation', .*, got 'spline'"),
-            ({"epochs": 0}, ValueError, "epochs must be a positive int, got 0"),
+            ({"epochs": 0}, ValueError, "epochs must be an int in \\[1, 1000000\\], got 0"),
             ({"epochs": 2.0}, TypeError, "epochs must be an int, got float 2.0"),
             ({"batch_size": True}, TypeError, "batch_size must be an int, got bool True"),
             ({"lr": -0.1}, ValueError, "lr must be a finite number in \\[0.0, inf\\], got -0.1"),
