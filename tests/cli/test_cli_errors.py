@@ -304,3 +304,14 @@ def test_debug_may_stand_before_or_after_the_command(monkeypatch, argv):
     monkeypatch.setattr(stnkit.demo, "run_demo", broken)
     with pytest.raises(RuntimeError, match="internal"):
         main(argv)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    # `stnkit data make ... | head -0`: the reader is gone before stnkit writes its line
+    argv = ["data", "make", "r", "--split", "test", "--n", "4", "--out", str(tmp_path / "d")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stnkit", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env()
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and stderr == "", stderr

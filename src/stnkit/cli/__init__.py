@@ -124,10 +124,35 @@ def _message(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _quiet_pipe() -> int:
+    """The reader went away (``stnkit ... | head``): stop quietly, as ``cat`` does."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; an error ends it with one line on stderr (``--debug``: the traceback)."""
-    parser = build_parser()
+    """Run the command line; an error ends it with one line on stderr (``--debug``: the traceback).
+
+    A Ctrl-C ends it with ``stnkit: interrupted`` and status 130 (during training: with how to
+    resume), a closed pipe quietly."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except KeyboardInterrupt:
+        if "--debug" in argv:
+            raise
+        print("stnkit: interrupted", file=sys.stderr)
+        return 130  # the shell's status for a Ctrl-C
+    except BrokenPipeError:
+        return _quiet_pipe()
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
     # --debug is global but may stand anywhere (`stnkit eval x.ckpt --debug` too)
     end = argv.index("--") if "--" in argv else len(argv)
     debug = "--debug" in argv[:end]
@@ -140,17 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("stnkit: interrupted", file=sys.stderr)
-        return 130  # the shell's status for a Ctrl-C
-    except BrokenPipeError:
-        # the reader went away (stnkit ... | head): stop quietly, as cat does
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
     except (DatasetError, DownloadError, OSError, ValueError, TypeError) as err:
         # bad input: a missing, unreadable or refused file, a value out of range (stnkit's own errors
         # are ValueError or OSError subclasses)
