@@ -265,13 +265,27 @@ def test_a_folder_of_one_class_is_refused_naming_it_before_any_output(tmp_path, 
     assert not out.exists()
 
 
-def test_images_of_different_sizes_need_image_size(tmp_path, capsys):
+def test_images_of_different_sizes_are_resized_to_their_median_size(tmp_path, capsys):
     data = _folder(tmp_path / "imgs", per_class=4, mixed=True)
     out = tmp_path / "run"
-    code, _, err = _cli(["train", "--data", data, "--model", "cnn", "--epochs", "1", "--out", out], capsys)
-    line = _one_line(code, err)
-    assert "--image-size" in line and "differ in size" in line, line
-    assert not (out / "results.json").exists()
+    code, printed, err = _cli(["train", "--data", data, "--model", "cnn", "--epochs", "1", "--out", out], capsys)
+    assert code == 0, err
+    line = next(x for x in printed.splitlines() if "differ in size" in x)
+    assert "median" in line and "--image-size H W chooses" in line, line
+    size = json.loads((out / "results.json").read_text())
+    from stnkit.train.checkpoint import load_run
+
+    _, config, info = load_run(out / "model.safetensors")
+    assert config.image_size is None and f"{info['image_size'][0]}x{info['image_size'][1]}" in line, (line, size)
+
+
+def test_the_library_refuses_images_of_different_sizes_without_a_size(tmp_path):
+    from stnkit.data import DatasetError
+    from stnkit.data.folder import open_image_data
+
+    data = _folder(tmp_path / "imgs", per_class=4, mixed=True)
+    with pytest.raises(DatasetError, match=r"differ in size.*--image-size"):
+        open_image_data(data)
 
 
 def test_folder_and_idx_routes_agree_on_distorted_digits(tmp_path, capsys):

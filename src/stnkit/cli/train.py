@@ -243,7 +243,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except NonFiniteError as err:
         raise SystemExit(f"stnkit: {err}") from None
     if results:
-        if config.data is not None:
+        if config.data is not None and results["test_size"] == 0:
+            print(f"test error: none: {config.data} has no test images ({len(results['classes'])} classes)")
+        elif config.data is not None:
             print(
                 f"test error: {results['test_error']:.2f}% ({results['test_size']} test images of {config.data}, "
                 f"{len(results['classes'])} classes)"

@@ -785,7 +785,8 @@ def open_image_data(
     Args:
         path: a folder (``ROOT/<class>/...`` or ``ROOT/{train,val,test}/<class>/...``) or a ``.csv``.
         image_size: ``(H, W)`` (or an int) to resize every image to; ``None``: all
-            images must have one size, which is kept.
+            images must have one size, which is kept; ``"median"``: the median height and
+            width of the images (``stnkit train --data`` without ``--image-size``).
         channels: ``None`` (1 if every image is grey, else 3), 1 or 3.
         seed: the seed of the training distortions.
         val_fraction, test_fraction: per class, when the split is not given.
@@ -805,11 +806,16 @@ def open_image_data(
     max_pixels = check_int("max_pixels", max_pixels)
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-    size = None if image_size is None else check_size("image_size", image_size)
+    median = isinstance(image_size, str) and image_size == "median"
+    size = None if image_size is None or median else check_size("image_size", image_size)
     test_seed = seed if test_seed is None else test_seed
     check_int("test_seed", test_seed, low=0)
     check_choice("order", order, ORDERS)
     headers = [read_image_header(p, max_pixels) for p in images.paths]
+    if size is None and median:  # the median height and width (each rounded down to an int)
+        size = (int(np.median([h.height for h in headers])), int(np.median([h.width for h in headers])))
+        if all((h.height, h.width) == size for h in headers):
+            median = False  # one size for all: nothing to resize
     if size is None:
         first = headers[0]
         for p, h in zip(images.paths, headers):

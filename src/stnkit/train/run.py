@@ -298,10 +298,23 @@ def image_data(config: TrainConfig) -> ImageData:
     """The splits of ``config.data`` (your own images), as ``stnkit train --data`` reads them."""
     return open_image_data(
         config.data,
-        image_size=config.image_size,
+        # without --image-size, images of several sizes are resized to their median size
+        image_size=config.image_size or "median",
         seed=config.seed,
         distort=config.distort,
         test_seed=config.test_seed,
+    )
+
+
+def _one_size(images: ImageData) -> bool:
+    """Whether every image of ``images`` already has its size (nothing was resized)."""
+    from ..data.folder import read_image_header
+
+    h, w = images.image_size
+    return all(
+        (hd.height, hd.width) == (h, w)
+        for ds in (images.train, images.val, images.test)
+        for hd in map(read_image_header, ds.paths)
     )
 
 
@@ -337,6 +350,11 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
     if config.data is not None:
         images = image_data(config)
         info = data_info_of(images)
+        if config.image_size is None and not _one_size(images):
+            print(
+                f"images of --data {config.data} differ in size: all resized to {images.image_size[0]}x"
+                f"{images.image_size[1]} (their median height and width); --image-size H W chooses"
+            )
         if ckpt_path is not None:
             saved = read_lightning_checkpoint(ckpt_path)["hyper_parameters"].get("data_info")
             if saved is not None and saved["classes"] != info["classes"]:
@@ -387,16 +405,22 @@ def _finish(config: TrainConfig, out: Path, info, data, budget, best_path, resul
     test_set = data.test_set
     name = config.data if info is not None else config.dataset
     if info is not None:
-        result = evaluate_dataset(model, test_set, num_classes=len(info["classes"]), batch_size=config.batch_size)
-        images_, labels_ = _first(test_set, 8)
         results["classes"] = info["classes"]
+        shown = test_set if len(test_set) else data.val_set if data.val_set is not None else data.train_set
+        images_, labels_ = _first(shown, 8)
+        if len(test_set):
+            result = evaluate_dataset(model, test_set, num_classes=len(info["classes"]), batch_size=config.batch_size)
+        else:  # a folder too small to carve test images from (or with no test/ of its own)
+            n = len(info["classes"])
+            result = {"n": 0, "error": None, "per_class_error": {}, "confusion": [[0] * n for _ in range(n)]}
     else:
         images_, labels_ = test_set.images, test_set.labels
         result = evaluate(model, images_, labels_, num_classes=dataset_info(config.dataset).num_classes)
-    confusion_png(result["confusion"], out / "confusion.png", f"{_row(config)} on {name}", classes=_classes(info))
-    show_figure(
-        model, images_, labels_, out / "show.png", _title(config, name, result["error"]), classes=_classes(info)
-    )
+    if result["n"]:
+        title = f"{_row(config)} on {name}"
+        confusion_png(result["confusion"], out / "confusion.png", title, classes=_classes(info))
+    title = _title(config, name, result["error"]) if result["n"] else f"{_row(config)} on {name} (no test images)"
+    show_figure(model, images_, labels_, out / "show.png", title, classes=_classes(info))
     results = {
         "test_error": result["error"],
         **results,
