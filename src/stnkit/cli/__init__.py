@@ -53,7 +53,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="stnkit",
-        description="Spatial transformer networks for PyTorch: warps, distorted-MNIST data, training.",
+        description="Spatial transformer networks for PyTorch: warps, training on distorted MNIST or on your own images "
+        "with your own backbone, pictures of what the transformer does, export, the papers' experiments.",
     )
     parser.add_argument("--version", action="version", version=f"stnkit {__version__}")
     parser.add_argument(
