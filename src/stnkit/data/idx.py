@@ -23,9 +23,12 @@ _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E
 _CODES = {np.dtype(v).newbyteorder("=").str.lstrip("<>|="): k for k, v in _DTYPES.items()}
 
 
-# the most an IDX file may hold once decompressed (full MNIST: 47 MB); a header that
-# declares more is refused before anything is read, so a hostile file cannot exhaust memory
-MAX_IDX_BYTES = 1 << 32
+# the most an IDX file may hold once decompressed (full MNIST: 47 MB; the largest MNIST-like sets,
+# EMNIST's 700k digits, 550 MB); a header that declares more is refused before anything is read or
+# inflated, so a hostile file (a 7 MB gzip declaring 1.6 GB) cannot exhaust memory
+MAX_IDX_BYTES = 1 << 30
+# the most any dimension after the first (an image's side) may declare
+MAX_IDX_SIDE = 16384
 _CHUNK = 1 << 20
 
 
@@ -38,9 +41,21 @@ class IdxError(DatasetError):
 
 
 def _open(path: Path):
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return (gzip.open(path, "rb") if gz else open(path, "rb")), gz
+    """``path`` opened if it is a regular file (non-blocking: a FIFO never hangs), gzip detected from its content."""
+    from .folder import open_regular  # folder imports this module
+    from .images import ImageFileError
+
+    try:
+        raw = open_regular(path, "an IDX file")
+    except ImageFileError as err:
+        raise IdxError(str(err)) from None
+    try:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        return (gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw), raw, gz
+    except BaseException:
+        raw.close()
+        raise
 
 
 def _read_exactly(f, n: int) -> bytes:
@@ -55,6 +70,19 @@ def _read_exactly(f, n: int) -> bytes:
     return b"".join(parts)
 
 
+def _read_into(f, n: int) -> tuple[bytearray, int]:
+    """``n`` bytes of ``f`` in one buffer (grown chunk by chunk, so a short stream never allocates
+    ``n``, and never copied), and whether a byte follows them (trailing data)."""
+    buf, got = bytearray(), 0
+    while got < n:
+        block = f.read(min(_CHUNK << 4, n - got))
+        if not block:
+            break
+        buf += block
+        got += len(block)
+    return buf, len(f.read(1)) if got == n else 0
+
+
 def read_idx(path: str | os.PathLike, expect_magic: int | None = None, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (gzip detected from its content) into a numpy array.
 
@@ -62,29 +90,32 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None, *, max_by
         path: the file.
         expect_magic: the magic number it must have (:data:`IMAGES_MAGIC` for
             MNIST images, :data:`LABELS_MAGIC` for labels); ``None`` accepts any valid one.
-        max_bytes: refuse a header that declares more data than this (default 4 GiB).
+        max_bytes: refuse a header that declares more data than this (default
+            :data:`MAX_IDX_BYTES`, 1 GiB); every dimension after the first must be at
+            most :data:`MAX_IDX_SIDE`.
 
     The header is checked before the data are read: a plain file's length against
-    the declared dimensions, a gzip file read in chunks up to the declared length,
-    so a corrupt or hostile header never makes it allocate what it declares.
+    the declared dimensions, a gzip file inflated only up to the declared length (and
+    one byte more, which tells trailing data), so a corrupt or hostile header never
+    makes it allocate more than it declares, nor more than ``max_bytes``.
 
     Raises:
         IdxError: bad magic number, unknown type code, a length that does not
             match the dimensions in the header (truncated or padded file), a
-            corrupt gzip stream, or a directory.
+            corrupt gzip stream, or not a regular file (a directory, a FIFO, a device).
         FileNotFoundError: no such file.
     """
     path = Path(path)
-    if path.is_dir():
-        raise IdxError(f"{path} is a directory, not an IDX file")
     try:
-        f, gz = _open(path)
-        with f:
+        f, raw, gz = _open(path)
+        with raw, f:
             arr = _parse(f, path, gz, expect_magic, max_bytes)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         if isinstance(err, (FileNotFoundError, PermissionError)):
             raise
         raise IdxError(f"{path}: cannot be read as IDX (corrupt gzip?): {err}") from None
+    except MemoryError:  # pragma: no cover (within max_bytes, the machine has less)
+        raise IdxError(f"{path}: not enough memory for the data its header declares") from None
     return arr
 
 
@@ -106,20 +137,30 @@ def _parse(f, path: Path, gz: bool, expect_magic: int | None, max_bytes: int) ->
     dtype = np.dtype(_DTYPES[code])
     body = math.prod(dims) * dtype.itemsize  # a Python int: no overflow
     expected = header + body
+    if any(d > MAX_IDX_SIDE for d in dims[1:]):
+        raise IdxError(
+            f"{path}: dimensions {dims}: expected every dimension after the first to be at most {MAX_IDX_SIDE:,}"
+        )
     if body > max_bytes:
-        raise IdxError(f"{path}: dimensions {dims} declare {body:,} bytes, more than the {max_bytes:,} stnkit reads")
+        raise IdxError(
+            f"{path}: dimensions {dims} declare {body:,} bytes, more than the {max_bytes:,} stnkit reads (max_bytes)"
+        )
     if not gz:  # the file's size tells before anything is allocated
         size = os.fstat(f.fileno()).st_size
         if size != expected:
             kind = "truncated" if size < expected else "has trailing bytes"
             raise IdxError(f"{path}: file {kind}: dimensions {dims} need {expected} bytes, got {size}")
-    payload = _read_exactly(f, body + 1)  # one more byte tells trailing bytes
+    payload, more = _read_into(f, body)  # and one more byte, which tells trailing bytes
     got = header + len(payload)
-    if got != expected:
+    if got != expected or more:
         kind = "truncated" if got < expected else "has trailing bytes"
-        raise IdxError(f"{path}: file {kind}: dimensions {dims} need {expected} bytes, got {got}")
-    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="))
+        what = "decompresses to" if gz else "holds"
+        found = f"{got:,}" if got < expected else f"more than {expected:,}"
+        raise IdxError(f"{path}: file {kind}: dimensions {dims} need {expected:,} bytes, it {what} {found}")
+    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)  # a view of the one buffer
+    if dtype.byteorder == ">" and dtype.itemsize > 1:  # big-endian on disk: swapped in place
+        return arr.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return arr.view(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:

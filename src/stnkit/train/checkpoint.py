@@ -10,6 +10,15 @@
 Nothing else loads: a file that is neither (a pickle of other objects, a truncated
 or random file, a directory) raises :class:`CheckpointError` with one line that
 says what the file is not; stnkit never falls back to unpickling it.
+
+Every checkpoint is a file from elsewhere, checked before anything it declares is
+allocated: only a regular file is opened (a FIFO, a device or a directory is named
+as what it is, and nothing blocks); a safetensors header's length and its tensors'
+declared sizes are checked against the file's size and :data:`MAX_CHECKPOINT_BYTES`
+before a tensor is read; a ``.ckpt`` (a zip) has its entries' declared sizes and
+compression ratios checked before ``torch.load`` inflates any; the stored config
+must describe a model whose every weight has the file's shape (checked on the
+``meta`` device, before the model is built); and every weight must be finite.
 """
 
 from __future__ import annotations
@@ -17,6 +26,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -42,11 +54,183 @@ def _not_a_checkpoint(path: Path) -> CheckpointError:
     )
 
 
-def _check_file(path: Path) -> None:
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+# what a checkpoint may declare (a file from elsewhere: checked before anything is allocated).
+# stnkit's models hold a few MB of weights; a Lightning .ckpt adds the optimiser's state (2x)
+MAX_CHECKPOINT_BYTES = 4 << 30  # the tensors (uncompressed zip entries) of one checkpoint
+MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit on its JSON header
+MAX_ZIP_ENTRIES = 100_000  # a .ckpt has one entry per tensor storage, and a few more
+# torch.save stores its zip entries uncompressed; an entry over _RATIO_FLOOR bytes that inflates
+# more than this is a zip bomb (deflate's best is ~1030x)
+MAX_COMPRESSION_RATIO = 100
+_RATIO_FLOOR = 1 << 20
+# the thin-plate spline's control points per side a stored config may ask for (the paper: 4; the
+# model holds a (k^2 + 3)^2 float64 system, built when the model is)
+MAX_TPS_GRID_SIZE = 64
+
+# safetensors dtypes -> bytes per element
+_ST_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _check_file(path: Path) -> os.stat_result:
+    """``path``'s stat (following symbolic links): a regular file, or one line saying what it is."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(
+                f"checkpoint {path} is a symbolic link to {os.readlink(path)}, which does not exist"
+            ) from None
+        raise FileNotFoundError(f"checkpoint {path} does not exist") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"checkpoint {path} is {_kind(st.st_mode)}, not a file")
+    return st
+
+
+@contextmanager
+def _open_checkpoint(path: Path):
+    """``path`` opened for reading if it is a regular file (stat first, then opened non-blocking and
+    checked again, so a FIFO swapped in between never blocks), with its size."""
+    from ..data.folder import open_regular
+    from ..data.images import ImageFileError
+
+    _check_file(path)
+    try:
+        f = open_regular(path, "a checkpoint")
+    except ImageFileError:
+        _check_file(path)  # it changed in between: say what it is now
+        raise
+    with f:
+        yield f, os.fstat(f.fileno()).st_size
+
+
+def _check_zip(f, path: Path, size: int) -> None:
+    """Refuse a zip whose entries declare more than :data:`MAX_CHECKPOINT_BYTES` or inflate absurdly,
+    from the central directory alone (nothing is inflated). ``f`` is left at its start."""
+    try:
+        end = zipfile._EndRecData(f)  # the end record: entry count and directory size, before they are read
+    except (AttributeError, OSError):  # pragma: no cover (a zipfile without it: the directory is bounded below)
+        end = None
+    if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_ZIP_ENTRIES:
+        raise CheckpointError(
+            f"{path}: a zip of {end[zipfile._ECD_ENTRIES_TOTAL]:,} entries; a checkpoint has at most "
+            f"{MAX_ZIP_ENTRIES:,} (a corrupt or hostile file)"
+        )
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise _not_a_checkpoint(path) from None
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise CheckpointError(f"{path}: a zip of {len(infos):,} entries; a checkpoint has at most {MAX_ZIP_ENTRIES:,}")
+    total = 0
+    for info in infos:
+        if info.file_size > _RATIO_FLOOR and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise CheckpointError(
+                f"{path}: zip entry {info.filename} inflates {info.compress_size:,} bytes to {info.file_size:,} "
+                f"(more than {MAX_COMPRESSION_RATIO}x; torch.save stores its entries uncompressed): a zip bomb?"
+            )
+        total += info.file_size
+    if total > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path}: its zip entries declare {total:,} bytes uncompressed, more than the {MAX_CHECKPOINT_BYTES:,} "
+            "stnkit reads (MAX_CHECKPOINT_BYTES)"
+        )
+    f.seek(0)
+
+
+def _torch_load(path: Path, map_location) -> object:
+    """``torch.load(weights_only=True)`` of a checked regular file: a zip's declared sizes first; a
+    legacy (non-zip) file holds its tensors raw, so its size bounds them."""
+    with _open_checkpoint(path) as (f, size):
+        if zipfile.is_zipfile(f):
+            _check_zip(f, path, size)
+        elif size > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(
+                f"{path}: {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} stnkit reads (MAX_CHECKPOINT_BYTES)"
+            )
+        f.seek(0)
+        try:
+            return torch.load(f, map_location=map_location, weights_only=True)
+        except Exception:  # torch's message advises weights_only=False: never show it
+            raise _not_a_checkpoint(path) from None
+
+
+def _safetensors_header(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """The metadata and the tensors' shapes a safetensors file declares, checked against its size and
+    :data:`MAX_CHECKPOINT_BYTES` (the header is read, no tensor)."""
+    bad = f"{path} is not a readable safetensors file"
+    with _open_checkpoint(path) as (f, size):
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{bad} (truncated: {size} bytes; its header's length alone takes 8)")
+        n = int.from_bytes(head, "little")
+        if n > MAX_SAFETENSORS_HEADER:
+            raise CheckpointError(
+                f"{bad} (its header declares {n:,} bytes; expected at most {MAX_SAFETENSORS_HEADER:,})"
+            )
+        if 8 + n > size:
+            raise CheckpointError(f"{bad} (truncated: its header declares {n:,} bytes, the file holds {size - 8:,})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{bad} (its header is not JSON: corrupt)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{bad} (its header is JSON {type(header).__name__}, not an object)")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{bad} (its __metadata__ is not a map of strings)")
+    room, total, shapes = size - 8 - n, 0, {}
+    for name, entry in header.items():
+        entry = entry if isinstance(entry, dict) else {}
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if (
+            dtype not in _ST_ITEMSIZE
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise CheckpointError(
+                f"{bad} (tensor {name!r}: a dtype, shape and data_offsets expected, got {entry!r:.200})"
+            )
+        nbytes = math.prod(shape) * _ST_ITEMSIZE[dtype]  # a Python int: no overflow
+        if offsets[1] - offsets[0] != nbytes:
+            raise CheckpointError(
+                f"{bad} (tensor {name!r}: shape {tuple(shape)} of {dtype} is {nbytes:,} bytes, "
+                f"its data_offsets hold {offsets[1] - offsets[0]:,})"
+            )
+        if offsets[1] > room:
+            raise CheckpointError(
+                f"{bad} (truncated: tensor {name!r} ends at byte {offsets[1]:,} of the data, the file holds {room:,})"
+            )
+        total += nbytes
+        shapes[name] = tuple(shape)
+    if total > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path}: its tensors declare {total:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} stnkit reads "
+            "(MAX_CHECKPOINT_BYTES)"
+        )
+    return meta, shapes
 
 
 def read_lightning_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
@@ -61,10 +245,7 @@ def read_lightning_checkpoint(path: str | os.PathLike, map_location: str = "cpu"
     _check_file(path)
     if path.suffix == ".safetensors":
         raise CheckpointError(f"{path} holds only weights; a Lightning .ckpt (OUT/checkpoints/last.ckpt) is needed")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:  # torch's message advises weights_only=False: never show it
-        raise _not_a_checkpoint(path) from None
+    ckpt = _torch_load(path, map_location)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict):
         raise CheckpointError(f"{path}: not a checkpoint written by stnkit train") from None
     return ckpt
@@ -74,9 +255,14 @@ def _config_of(path: Path, data: object) -> TrainConfig:
     try:
         if isinstance(data, str):
             data = json.loads(data)
-        return TrainConfig.from_dict(data)
-    except (KeyError, TypeError, ValueError) as err:
+        config = TrainConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: not a checkpoint written by stnkit train (its config: {err})") from None
+    if config.tps_grid_size > MAX_TPS_GRID_SIZE:
+        raise CheckpointError(
+            f"{path}: its config asks for tps_grid_size {config.tps_grid_size}; at most {MAX_TPS_GRID_SIZE} is read"
+        )
+    return config
 
 
 # what a checkpoint may say of its data (input from elsewhere: checked before anything is built)
@@ -213,22 +399,15 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         CheckpointError: not a readable safetensors file, or one without stnkit metadata.
         FileNotFoundError: no such file.
     """
-    from safetensors import safe_open
-
     path = Path(path)
-    _check_file(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except Exception:  # safetensors' own error for a truncated or foreign file
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt)") from None
+    meta, _ = _safetensors_header(path)
     if _META_KEY not in meta:
         raise CheckpointError(f"{path}: not an stnkit file (no {_META_KEY!r} metadata)")
     try:
-        return tensors, json.loads(meta[_META_KEY])
-    except ValueError:
+        info = json.loads(meta[_META_KEY])
+    except (ValueError, RecursionError):
         raise CheckpointError(f"{path}: its {_META_KEY!r} metadata is not JSON") from None
+    return _read_safetensors(path, "cpu"), info
 
 
 def checkpoint_config(path: str | os.PathLike) -> TrainConfig:
@@ -259,29 +438,26 @@ def load_run(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Mod
     path = Path(path)
     _check_file(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device=map_location) as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        except Exception:  # safetensors' own error for a truncated or foreign file
-            raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt)") from None
+        meta, shapes = _safetensors_header(path)  # the config and the shapes, before any tensor is read
         if _META_KEY not in meta:
             raise CheckpointError(f"{path}: not an stnkit model file (no {_META_KEY!r} metadata)")
         config = _config_of(path, meta[_META_KEY])
         data_info = _data_info_of(path, meta.get(_DATA_KEY))
+        _check_data_info_needed(path, config, data_info)
+        _check_shapes(path, config, data_info, shapes)
+        state = _read_safetensors(path, map_location)
     else:
         ckpt = read_lightning_checkpoint(path, map_location)
         config = _config_of(path, ckpt["hyper_parameters"].get("config"))
         data_info = _data_info_of(path, ckpt["hyper_parameters"].get("data_info"))
         weights = ckpt.get("state_dict")
-        if not isinstance(weights, dict):
-            raise CheckpointError(f"{path}: not a checkpoint written by stnkit train (no state_dict)")
+        if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+            raise CheckpointError(f"{path}: not a checkpoint written by stnkit train (no state_dict of tensors)")
         state = {k.removeprefix("model."): v for k, v in weights.items()}
-    if config.data is not None and data_info is None:
-        raise CheckpointError(f"{path}: a run on your own images ({config.data}) without its data_info")
-    model = build_model(config, data_info)
+        _check_data_info_needed(path, config, data_info)
+        _check_shapes(path, config, data_info, {k: tuple(v.shape) for k, v in state.items()})
+    _check_finite(path, state)
+    model = _build(path, config, data_info)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -291,6 +467,70 @@ def load_run(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Mod
         ) from None
     model.eval()
     return model, config, data_info
+
+
+def _read_safetensors(path: Path, device) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    _check_file(path)  # safe_open opens the path itself: still a regular file
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception:  # safetensors' own error for a truncated or foreign file
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt)") from None
+
+
+def _check_data_info_needed(path: Path, config: TrainConfig, data_info: dict | None) -> None:
+    if config.data is not None and data_info is None:
+        raise CheckpointError(f"{path}: a run on your own images ({config.data}) without its data_info")
+
+
+def _build(path: Path, config: TrainConfig, data_info: dict | None) -> nn.Module:
+    try:
+        return build_model(config, data_info)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its config describes no model stnkit builds ({err})") from None
+
+
+def _check_shapes(path: Path, config: TrainConfig, data_info: dict | None, shapes: dict) -> None:
+    """The model the config describes, built on the ``meta`` device (no memory), must have exactly the
+    file's weights: a config that asks for a huge model is refused before it is built."""
+    from ..geometry import families
+
+    families._cached_family.cache_clear()  # the families made on meta must not serve real models
+    try:
+        with torch.device("meta"):
+            skeleton = _build(path, config, data_info)
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    except CheckpointError:
+        raise
+    except Exception:  # pragma: no cover (a module that cannot be built on meta: the real build checks)
+        return
+    finally:
+        families._cached_family.cache_clear()
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            detail = f"size mismatch for {k}: the file has {shapes[k]}, the model {expected[k]}"
+        elif missing:
+            detail = f"missing key(s) in the file: {', '.join(missing[:3])}"
+        else:
+            detail = f"unexpected key(s) in the file: {', '.join(unexpected[:3])}"
+        raise CheckpointError(f"{path}: weights do not fit the {config.model} model its config describes ({detail})")
+
+
+def _check_finite(path: Path, state: dict) -> None:
+    """Every floating weight finite, else one line naming the first that is not (before a model is built)."""
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            bad = int((~value.isfinite()).sum())
+            raise CheckpointError(
+                f"{path}: weight {name} holds {bad:,} NaN or inf value(s) of {value.numel():,}; "
+                "a model with non-finite weights answers nothing meaningful"
+            )
 
 
 def _data_info_of(path: Path, data: object) -> dict | None:
