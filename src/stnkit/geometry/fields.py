@@ -467,7 +467,7 @@ def jacobian_determinant(u: Tensor, align_corners: bool = False) -> Tensor:
     """
     d = field_to_pixels(u, align_corners, order="xyz")
     n = d.ndim - 2
-    # rows[k][j] = d(p_k + d_k) / dp_j; coordinate j (x = 0) runs along tensor axis n - 1 - l of d[:, k]
+    # rows[k][j] = d(p_k + d_k) / dp_j; coordinate j (x = 0) runs along tensor axis n - 1 - j of d[:, k]
     rows = []
     for k in range(n):
         comp = d[:, k]
