@@ -12,6 +12,7 @@ from .coords import (
     normalization_matrix,
     to_pixel_matrix,
 )
+from .cubic import bspline_prefilter, sample_cubic
 from .families import (
     TRANSFORMS,
     Affine,
@@ -61,6 +62,7 @@ __all__ = [
     "base_grid",
     "base_grid_3d",
     "box_iou",
+    "bspline_prefilter",
     "compose_fields",
     "compose_grid",
     "field_from_pixels",
@@ -78,6 +80,7 @@ __all__ = [
     "normalization_matrix",
     "quad_is_convex",
     "sample",
+    "sample_cubic",
     "to_monai",
     "to_pixel_matrix",
     "to_voxelmorph",
