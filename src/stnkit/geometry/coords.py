@@ -178,6 +178,58 @@ def base_grid(
     return torch.stack([gx, gy], dim=-1)
 
 
+def base_grid_3d(
+    out_size: int | tuple[int, int, int],
+    align_corners: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """The 3-D identity sampling grid: the normalised coordinates of every output voxel centre.
+
+    ``grid[k, i, j] = (x_j, y_i, z_k)``, x before y before z (x along the width,
+    y along the height, z along the depth), each axis as in :func:`base_grid`.
+    This is ``F.affine_grid`` of the ``(3, 4)`` identity for a ``(B, C, D, H, W)``
+    volume.
+
+    Args:
+        out_size: ``(D, H, W)``, or an int for a cube.
+        align_corners: the frame, as in ``F.affine_grid``.
+        device: of the result.
+        dtype: of the result; torch's default dtype when ``None``.
+
+    Returns:
+        ``(D, H, W, 3)``.
+
+    Example:
+        >>> g = base_grid_3d((2, 3, 4))
+        >>> g.shape
+        torch.Size([2, 3, 4, 3])
+        >>> g[:, 0, 0, 2]  # z of the two slice centres
+        tensor([-0.5000,  0.5000])
+    """
+    if isinstance(out_size, bool):
+        raise TypeError(f"out_size must be an int or a triple (D, H, W) of ints, got {out_size!r}")
+    if isinstance(out_size, int):
+        out_size = (out_size,) * 3
+    if isinstance(out_size, torch.Size):  # under tracing the entries are 0-dim tensors
+        out_size = tuple(int(s) for s in out_size)
+    if (
+        not isinstance(out_size, (tuple, list))
+        or len(out_size) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in out_size)
+    ):
+        raise TypeError(f"out_size must be an int or a triple (D, H, W) of ints, got {out_size!r}")
+    if min(out_size) <= 0:
+        raise ValueError(f"out_size must be positive, got {tuple(out_size)}")
+    d, h, w = out_size
+    zs = linspace_coords(d, align_corners, device=device, dtype=dtype)
+    ys = linspace_coords(h, align_corners, device=device, dtype=dtype)
+    xs = linspace_coords(w, align_corners, device=device, dtype=dtype)
+    gz, gy, gx = torch.meshgrid(zs, ys, xs, indexing="ij")
+    return torch.stack([gx, gy, gz], dim=-1)
+
+
 def normalization_matrix(
     size: int | tuple[int, int],
     align_corners: bool = False,
