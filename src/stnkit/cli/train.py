@@ -521,7 +521,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return _predict_images(args, model, info)
     canvas = dataset_info(config.dataset).canvas_size
     # every image read (and refused) before any answer is printed
-    batch = [(path, fit_to_canvas(read_grey_png(path), canvas, invert=args.invert)) for path in args.images]
+    # transparency composited onto the paper: black for white-on-black digits, white for --invert's dark ink
+    background = "white" if args.invert else "black"
+    batch = [
+        (path, fit_to_canvas(read_grey_png(path, background=background), canvas, invert=args.invert))
+        for path in args.images
+    ]
     for path, x in batch:
         with torch.no_grad():
             logits = model(x)
