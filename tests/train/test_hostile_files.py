@@ -183,7 +183,8 @@ finally:
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"hidden": 10_000_000}, "weights do not fit the fcn model its config describes"),  # 31 GB of weights
+        ({"hidden": 10_000_000}, "hidden must be an int in"),  # 31 GB of weights: over the bound
+        ({"hidden": 60_000}, "weights do not fit the fcn model its config describes"),  # within it: shapes checked
         ({"model": "st-cnn", "num_transformers": 100_000}, "num_transformers"),
         ({"batch_size": 10**9}, "batch_size"),
         ({"model": "st-cnn", "transform": "tps", "tps_grid_size": 2000}, "tps_grid_size"),

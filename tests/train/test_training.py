@@ -451,7 +451,7 @@ def test_hidden_sets_the_fcn_width(tmp_path):
     model, config = load_model(tmp_path / "r" / "model.safetensors")
     assert config.hidden == 12 and res["config"]["hidden"] == 12
     assert model.classifier.hidden == 12
-    with pytest.raises(SystemExit, match="--hidden must be a positive int, got 0"):
+    with pytest.raises(SystemExit, match="--hidden must be an int in \\[1, 65536\\], got 0"):
         main(["train", "--model", "fcn", "--hidden", "0", "--out", "unused"])
     with pytest.raises(SystemExit, match="--model must be fcn or st-fcn, got 'cnn'"):
         main(["train", "--model", "cnn", "--hidden", "64", "--out", "unused"])
@@ -573,8 +573,8 @@ class TestConfigValidation:
             ({"dropout": 1.0}, ValueError, "dropout must be in \\[0, 1\\), got 1.0"),
             ({"max_time": 0.0}, ValueError, "max_time must be > 0 \\(minutes\\), got 0.0"),
             ({"patience": -1}, ValueError, "patience must be an int >= 0, got -1"),
-            ({"hidden": 0}, ValueError, "hidden must be a positive int, got 0"),
-            ({"tps_grid_size": 1}, ValueError, "tps_grid_size must be an int >= 2, got 1"),
+            ({"hidden": 0}, ValueError, "hidden must be an int in \\[1, 65536\\], got 0"),
+            ({"tps_grid_size": 1}, ValueError, "tps_grid_size must be an int in \\[2, 64\\], got 1"),
             ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
             ({"test_size": 0}, ValueError, "test_size must be a positive int, got 0"),
             ({"devices": 2}, TypeError, "devices must be a str, got int 2"),
@@ -653,7 +653,7 @@ class TestTpsGridSize:
             (["--tps-grid-size", "3"], "--transform must be tps, got 'affine'"),
             (["--transform", "projective", "--tps-grid-size", "4"], "--transform must be tps, got 'projective'"),
             (["--model", "cnn", "--transform", "tps", "--tps-grid-size", "3"], "--model must have a transformer"),
-            (["--transform", "tps", "--tps-grid-size", "1"], "--tps-grid-size must be an int >= 2, got 1"),
+            (["--transform", "tps", "--tps-grid-size", "1"], "--tps-grid-size must be an int in \\[2, 64\\], got 1"),
         ],
     )
     def test_refused_where_no_tps_reads_it(self, argv, message):

@@ -65,7 +65,6 @@ MAX_COMPRESSION_RATIO = 100
 _RATIO_FLOOR = 1 << 20
 # the thin-plate spline's control points per side a stored config may ask for (the paper: 4; the
 # model holds a (k^2 + 3)^2 float64 system, built when the model is)
-MAX_TPS_GRID_SIZE = 64
 
 # safetensors dtypes -> bytes per element
 _ST_ITEMSIZE = {
@@ -258,11 +257,7 @@ def _config_of(path: Path, data: object) -> TrainConfig:
         config = TrainConfig.from_dict(data)
     except (KeyError, TypeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: not a checkpoint written by stnkit train (its config: {err})") from None
-    if config.tps_grid_size > MAX_TPS_GRID_SIZE:
-        raise CheckpointError(
-            f"{path}: its config asks for tps_grid_size {config.tps_grid_size}; at most {MAX_TPS_GRID_SIZE} is read"
-        )
-    return config
+    return config  # TrainConfig's own bounds (MAX_TPS_GRID_SIZE, MAX_TRANSFORMERS, ...) apply
 
 
 # what a checkpoint may say of its data (input from elsewhere: checked before anything is built)

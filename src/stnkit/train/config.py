@@ -31,6 +31,9 @@ MAX_WORKERS = 64
 # a run longer than this is a typo (and 1e308 minutes overflows the timers)
 MAX_EPOCHS = 1_000_000
 MAX_MINUTES = 1_000_000.0
+# a TPS of more control points per side is a typo (64 x 64 is 4,096 points); the FCN's widest layer
+MAX_TPS_GRID_SIZE = 64
+MAX_HIDDEN = 1 << 16
 # the IC-STN paper used up to 4; beyond a few dozen every step costs a localisation pass for nothing
 MAX_IC_STEPS = 64
 
@@ -149,12 +152,12 @@ class TrainConfig:
         check_choice("model", self.model, MODELS)
         check_choice("transform", self.transform, tuple(TRANSFORMS))
         check_int("num_transformers", self.num_transformers, high=MAX_TRANSFORMERS)
-        _optional(check_int, "st_size", self.st_size)
-        check_int("loc_downsample", self.loc_downsample)
+        _optional(check_int, "st_size", self.st_size, high=MAX_IMAGE_SIDE)
+        check_int("loc_downsample", self.loc_downsample, high=MAX_IMAGE_SIDE)
         if check_number("dropout", self.dropout, low=0.0, high=1.0) == 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        _optional(check_int, "hidden", self.hidden)
-        check_int("tps_grid_size", self.tps_grid_size, low=2)
+        _optional(check_int, "hidden", self.hidden, high=MAX_HIDDEN)
+        check_int("tps_grid_size", self.tps_grid_size, low=2, high=MAX_TPS_GRID_SIZE)
         check_int("ic_steps", self.ic_steps, high=MAX_IC_STEPS)
         check_int("epochs", self.epochs, high=MAX_EPOCHS)
         check_int("batch_size", self.batch_size, high=MAX_BATCH_SIZE)
