@@ -67,6 +67,25 @@ class TestOutputs:
         assert not model.training
         assert not _same_state(before, model.state_dict())
 
+    def test_its_files_hold_your_weights_for_your_code_to_load(self, tmp_path, capsys):
+        from safetensors.torch import load_file
+
+        from stnkit.cli import main
+
+        out = tmp_path / "run"
+        model = _mlp()
+        fit(model, _data(24), _data(16, seed=1), TINY, out=out, quiet=True)
+        # your code rebuilds the model and loads the weights
+        again = _mlp(seed=5)
+        again.load_state_dict(load_file(str(out / "model.safetensors")))
+        assert _same_state(again.state_dict(), model.state_dict())
+        # stnkit's commands cannot build a model of yours: one line that says how to load it
+        for path in (out / "model.safetensors", out / "checkpoints" / "last.ckpt"):
+            assert main(["eval", str(path)]) == 1
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "a model of your own" in err[0] and "load_state_dict" in err[0], err
+        assert "model and data options are not read" in (out / "config.yaml").read_text()
+
     def test_test_error_is_the_models_error_on_the_test_data(self, tmp_path):
         test = _data(20, seed=5)
         model = _mlp()

@@ -41,6 +41,8 @@ from .config import TrainConfig
 
 _META_KEY = "stnkit_config"
 _DATA_KEY = "stnkit_data"
+# a model of the user's own (stnkit.train.fit): its class, which stnkit cannot build
+_OWN_KEY = "stnkit_own_model"
 
 
 class CheckpointError(ValueError):
@@ -355,9 +357,16 @@ def build_model(config: TrainConfig, data_info: dict | None = None) -> nn.Module
     )
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, config: TrainConfig, data_info: dict | None = None) -> Path:
+def save_model(
+    path: str | os.PathLike,
+    model: nn.Module,
+    config: TrainConfig,
+    data_info: dict | None = None,
+    own_model: bool = False,
+) -> Path:
     """Write ``model``'s weights, ``config`` and, for a run on your own images, its ``data_info``
-    (classes, channels, size, normalisation) to a safetensors file (atomically)."""
+    (classes, channels, size, normalisation) to a safetensors file (atomically). ``own_model``:
+    the weights of a model of yours (:func:`stnkit.train.fit`), which only your code can rebuild."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -367,6 +376,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, config: TrainConfig, d
         meta = {_META_KEY: json.dumps(config.to_dict())}
         if data_info is not None:
             meta[_DATA_KEY] = json.dumps(data_info)
+        if own_model:
+            meta[_OWN_KEY] = type(model).__name__
         save_file(tensors, str(tmp), metadata=meta)
     return path
 
@@ -427,6 +438,14 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
     return model, config
 
 
+def _refuse_own_model(path: Path, own: object) -> None:
+    if own:
+        raise CheckpointError(
+            f"{path} holds the weights of a model of your own ({own}, trained by stnkit.train.fit): build it "
+            "and load them with model.load_state_dict(safetensors.torch.load_file(path)), or the .ckpt's state_dict"
+        )
+
+
 def load_run(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, TrainConfig, dict | None]:
     """:func:`load_model`, and the ``data_info`` of a run on your own images (classes, channels,
     size, normalisation; :func:`check_data_info`), ``None`` for a named dataset."""
@@ -436,6 +455,7 @@ def load_run(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Mod
         meta, shapes = _safetensors_header(path)  # the config and the shapes, before any tensor is read
         if _META_KEY not in meta:
             raise CheckpointError(f"{path}: not an stnkit model file (no {_META_KEY!r} metadata)")
+        _refuse_own_model(path, meta.get(_OWN_KEY))
         config = _config_of(path, meta[_META_KEY])
         data_info = _data_info_of(path, meta.get(_DATA_KEY))
         _check_data_info_needed(path, config, data_info)
@@ -443,6 +463,7 @@ def load_run(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Mod
         state = _read_safetensors(path, map_location)
     else:
         ckpt = read_lightning_checkpoint(path, map_location)
+        _refuse_own_model(path, ckpt["hyper_parameters"].get("own_model"))
         config = _config_of(path, ckpt["hyper_parameters"].get("config"))
         data_info = _data_info_of(path, ckpt["hyper_parameters"].get("data_info"))
         weights = ckpt.get("state_dict")

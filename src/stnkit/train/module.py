@@ -28,12 +28,16 @@ class STNModule(pl.LightningModule):
     ``test_error`` (errors in %).
     """
 
-    def __init__(self, model: nn.Module, config: TrainConfig | dict, data_info: dict | None = None):
+    def __init__(
+        self, model: nn.Module, config: TrainConfig | dict, data_info: dict | None = None, own_model: bool = False
+    ):
         super().__init__()
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         hparams = {"config": self.config.to_dict()}
         if data_info is not None:
             hparams["data_info"] = data_info
+        if own_model:  # a model of the user's (stnkit.train.fit): stnkit cannot rebuild it from the config
+            hparams["own_model"] = type(model).__name__
         self.save_hyperparameters(hparams)
         self.model = model
         if self.config.compile:

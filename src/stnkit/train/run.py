@@ -178,14 +178,15 @@ def fit(
             x, y = default_collate([train_data[i] for i in range(min(config.batch_size, len(train_data)))])
             budget = _budget_plan(config, out, ckpt_path, lambda: (model, x, y, len(train_data), len(val_data or [])))
             config = config.replace(epochs=plan_length(budget))
-        run = _fit(STNModule(model, config), data, config, out, ckpt_path, quiet, budget, has_val=val_data is not None)
+        module = STNModule(model, config, own_model=True)
+        run = _fit(module, data, config, out, ckpt_path, quiet, budget, has_val=val_data is not None, own_model=True)
         if run is None:
             return {}
         trainer, best_path, results = run
         state = read_lightning_checkpoint(best_path)["state_dict"]
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
         model.eval()
-        save_model(out / "model.safetensors", model, run_config(config, budget))
+        save_model(out / "model.safetensors", model, run_config(config, budget), own_model=True)
         if test_data is not None and len(test_data):
             result = evaluate_dataset(model, test_data, batch_size=config.batch_size)
             results.update(test_error=result["error"], test_size=result["n"])
@@ -481,12 +482,22 @@ def _classes(info: dict | None):
     return None if info is None else info["classes"]
 
 
-def _fit(module: STNModule, data, config: TrainConfig, out: Path, ckpt_path, quiet: bool, budget, has_val: bool):
+def _fit(
+    module: STNModule,
+    data,
+    config: TrainConfig,
+    out: Path,
+    ckpt_path,
+    quiet: bool,
+    budget,
+    has_val: bool,
+    own_model=False,
+):
     """Lightning's fit of ``module``; ``(trainer, best checkpoint, results so far)``, ``None`` off rank zero."""
     ckpt_dir = out / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
     if is_rank_zero():
-        atomic_write_text(out / "config.yaml", config_yaml(config))
+        atomic_write_text(out / "config.yaml", config_yaml(config, own_model))
     callbacks = []
     best_cb = None
     if has_val:
@@ -606,12 +617,17 @@ def quiet_lightning():
             lg.setLevel(level)
 
 
-def config_yaml(config: TrainConfig) -> str:
+def config_yaml(config: TrainConfig, own_model: bool = False) -> str:
     """The options of a run as ``--config`` reads them back (``stnkit train --config OUT/config.yaml``)."""
     import yaml
 
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
-    return "# stnkit train --config this-file reproduces the run\n" + yaml.safe_dump(data, sort_keys=False)
+    head = (
+        "# the options of a stnkit.train.fit run of a model of your own (its model and data options are not read)\n"
+        if own_model
+        else "# stnkit train --config this-file reproduces the run\n"
+    )
+    return head + yaml.safe_dump(data, sort_keys=False)
 
 
 def _budget_plan(config: TrainConfig, out: Path, ckpt_path, timing) -> dict:
