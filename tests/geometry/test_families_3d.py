@@ -36,7 +36,8 @@ from stnkit.geometry import (
 )
 
 F64 = torch.float64
-FAMILIES_3D = ["translation", "attention", "rigid", "similarity", "affine"]
+FAMILIES_3D = ["translation", "attention", "rigid", "similarity", "affine", "projective"]
+AFFINE_3D = FAMILIES_3D[:-1]  # all but projective
 SIZE = (4, 5, 6)  # (D, H, W)
 PROPERTY = settings(deadline=None, max_examples=25)
 
@@ -131,7 +132,7 @@ def _params(name: str):
 class TestGetTransform3D:
     def test_smoke(self):
         assert list(TRANSFORMS_3D)[: len(FAMILIES_3D)] == FAMILIES_3D
-        for name, n in zip(FAMILIES_3D, [3, 4, 6, 7, 12]):
+        for name, n in zip(FAMILIES_3D, [3, 4, 6, 7, 12, 15]):
             fam = fam3(name)
             assert isinstance(fam, MatrixFamily3D) and fam.dims == 3 and fam.name == name and fam.num_params == n
             assert fam is fam3(name) and (name == "rigid" or fam is not get_transform(name))
@@ -211,7 +212,7 @@ class TestFamilies3D:
         grid = fam3(name).grid(p, SIZE, align_corners).view(2, -1, 3)
         torch.testing.assert_close(grid, apply_homogeneous(documented_matrix(name, p), pts), atol=1e-12, rtol=0)
 
-    @pytest.mark.parametrize("name", FAMILIES_3D)
+    @pytest.mark.parametrize("name", AFFINE_3D)
     @pytest.mark.parametrize("align_corners", [False, True])
     def test_convention_grid_is_affine_grid_of_the_matrix(self, name, align_corners):
         # the oracle: torch's own F.affine_grid on the family's (B, 3, 4) matrix
@@ -230,7 +231,8 @@ class TestFamilies3D:
         def check(a, b, ac):
             chained = fam.transform_points(a, fam.grid(b, SIZE, ac).view(1, -1, 3)).view(1, *SIZE, 3)
             torch.testing.assert_close(fam.grid(fam.compose(a, b), SIZE, ac), chained, atol=1e-9, rtol=1e-9)
-            torch.testing.assert_close(fam.matrix(fam.compose(a, b)), fam.matrix(a) @ fam.matrix(b), atol=1e-9, rtol=0)
+            prod = fam.matrix(a) @ fam.matrix(b)  # a homography is normalised to h44 = 1
+            torch.testing.assert_close(fam.matrix(fam.compose(a, b)), prod / prod[:, 3:, 3:], atol=1e-9, rtol=0)
 
         check()
 
@@ -261,7 +263,7 @@ class TestFamilies3D:
 
         check()
 
-    @pytest.mark.parametrize("name", ["attention", "affine"])
+    @pytest.mark.parametrize("name", ["attention", "affine", "projective"])
     def test_exception_inverse_of_singular(self, name):
         with pytest.raises(ValueError, match="singular"):
             fam3(name).inverse(torch.zeros(1, fam3(name).num_params))
@@ -315,6 +317,47 @@ class TestFamilies3D:
             assert fam.grid(p, 4).abs().max() <= GRID_LIMIT
 
         check()
+
+
+# ----------------------------------------------------------------------------------------
+class TestProjective3D:
+    def test_zero_perspective_is_the_affine(self):
+        p = rand_params("projective", 2, seed=3)
+        p[:, 12:] = 0
+        for ac in (False, True):
+            torch.testing.assert_close(
+                fam3("projective").grid(p, SIZE, ac), fam3("affine").grid(p[:, :12], SIZE, ac), atol=1e-15, rtol=0
+            )
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_degenerate_points_at_infinity(self, align_corners):
+        # w = 1 - 2 x vanishes on the plane x = 1/2 inside the cube: the grid stays finite, the
+        # points near it read the padding, and the rest is the homogeneous division
+        p = fam3("projective").identity(1, dtype=F64)
+        p[0, 12] = -2.0
+        grid = fam3("projective").grid(p, (4, 4, 8), align_corners)
+        assert torch.isfinite(grid).all() and grid.abs().max() <= GRID_LIMIT
+        pts = ref_points((4, 4, 8), align_corners)[None]
+        ref = apply_homogeneous(documented_matrix("projective", p), pts).clamp(-GRID_LIMIT, GRID_LIMIT)
+        torch.testing.assert_close(grid.view(1, -1, 3), ref, atol=1e-9, rtol=1e-9)
+        out = warp(rand(1, 1, 4, 4, 8), p, "projective", align_corners=align_corners)
+        assert torch.isfinite(out).all()
+
+    @given(strength=st.floats(0.0, 40.0), seed=st.integers(0, 2**16))
+    @settings(max_examples=25, deadline=None)
+    def test_guard_only_when_needed(self, strength, seed):
+        # the grid skips the guard when the parameters prove it idle; the result must not change
+        p = rand_params("projective", 3, strength=strength, seed=seed)
+        pts = ref_points(SIZE, False)[None].expand(3, -1, -1)
+        m = documented_matrix("projective", p)
+        q = pts @ m[:, :3, :3].transpose(1, 2) + m[:, None, :3, 3]
+        w = pts @ m[:, 3:, :3].transpose(1, 2) + m[:, None, 3:, 3]
+        w = torch.where(w.abs() < 1e-8, torch.where(w < 0, -1e-8, 1e-8), w)
+        ref = torch.nan_to_num(q / w, nan=GRID_LIMIT, posinf=GRID_LIMIT, neginf=-GRID_LIMIT).clamp(
+            -GRID_LIMIT, GRID_LIMIT
+        )
+        grid = fam3("projective").grid(p, SIZE).view(3, -1, 3)
+        torch.testing.assert_close(grid, ref, atol=1e-9 * max(1.0, strength), rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------------------

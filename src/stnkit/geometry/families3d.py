@@ -21,6 +21,7 @@ rigid          6           ``rx, ry, rz, tx, ty, tz`` (rotation vector, radians)
 similarity     7           ``log_s, rx, ry, rz, tx, ty, tz`` (log-scale)
 affine         12          the 3x4 matrix, row-major: ``F.affine_grid``'s 3-D theta
 projective     15          the 4x4 homography row-major, ``h44 = 1`` left out
+                           (the denominator kept away from 0, as in 2-D)
 =============  ==========  ====================================================
 
 Rotations are **rotation vectors** (axis-angle: the axis ``r / |r|``, the angle
@@ -53,6 +54,7 @@ from torch import Tensor
 from .._checks import check_finite, check_float_tensor, check_points_3d, check_size_3d, is_tracing
 from .coords import GRID_LIMIT, cached_operator, finite_grid, linspace_coords
 from .families import (
+    _TAME_MARGIN,
     TRANSFORMS_3D,
     MatrixFamily,
     _check_batch,
@@ -432,13 +434,75 @@ class Affine3D(MatrixFamily3D):
         return m[:, :3].reshape(-1, 12).clone()
 
 
-for _cls in (Translation3D, Attention3D, Rigid3D, Similarity3D, Affine3D):
+class Projective3D(MatrixFamily3D):
+    """A 3-D homography with ``h44 = 1``: ``T(p) = (H [p; 1])_{xyz} / (H [p; 1])_w``.
+
+    ``h = (h11 .. h14, h21 .. h24, h31 .. h34, h41, h42, h43)``, the 4x4 matrix
+    row-major without its last entry; ``p = (x, y, z)`` normalised as in
+    ``F.affine_grid``'s 3-D frame (``align_corners`` as given). As in 2-D, the
+    denominator ``w`` is kept at least ``1e-8`` away from 0 (with its sign), and
+    the grid is clamped to ``GRID_LIMIT``, so output points that ``H`` sends to
+    infinity read the padding, never NaN. With ``h41 = h42 = h43 = 0`` this is
+    the 3-D affine family.
+
+    Example:
+        >>> h = torch.tensor([[1.0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0.5, 0, 0]])
+        >>> Projective3D().transform_points(h, torch.tensor([[[1.0, 1.0, 1.0]]]))  # w = 0.5 * 1 + 1
+        tensor([[[0.6667, 0.6667, 0.6667]]])
+    """
+
+    name = "projective"
+    num_params = 15
+    is_affine = False
+
+    def _identity_vector(self):
+        return [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+    def _random_std(self):
+        return [0.1] * 15
+
+    def bound(self, raw):
+        t = torch.tanh(raw)
+        ident = torch.tensor(self._identity_vector(), device=raw.device, dtype=raw.dtype)
+        # perspective terms of at most 1/3 each: the plane w = 0 stays outside the open cube
+        scale = torch.tensor([1.0] * 12 + [1.0 / 3.0] * 3, device=raw.device, dtype=raw.dtype)
+        return ident + scale * t
+
+    def _matrix(self, p):
+        return torch.cat([p, torch.ones_like(p[:, :1])], dim=1).view(-1, 4, 4)
+
+    def _from_matrix(self, m):
+        m = m / _safe_denominator(m[:, 3:, 3:])
+        return m.reshape(-1, 16)[:, :15].clone()
+
+    def _grid(self, params, size, align_corners):
+        m = self._matrix(params)
+        pts = _points(size, align_corners, params)  # (N, 4)
+        num = pts @ m[:, :3].transpose(1, 2)  # (B, N, 3)
+        den = pts @ m[:, 3:].transpose(1, 2)  # (B, N, 1)
+        if is_tracing() or not _projective_is_tame(m):
+            return finite_grid(num / _safe_denominator(den)).view(-1, *size, 3)
+        return (num / den).view(-1, *size, 3)
+
+
+def _projective_is_tame(m: Tensor) -> bool:
+    """True when ``w = g . p + 1`` stays above ``_TAME_MARGIN`` on ``[-1, 1]^3`` and the grid within ``GRID_LIMIT``."""
+    m = m.detach()
+    margin = 1.0 - m[:, 3, :3].abs().sum(-1)
+    top = m[:, :3].abs().sum(-1).amax(-1)
+    worst = torch.stack([margin.amin(), (top / margin.clamp_min(_TAME_MARGIN)).amax()]).tolist()
+    # "not >=" / "not <=" are False for NaN: NaN (from inf - inf) takes the guarded path
+    return worst[0] >= _TAME_MARGIN and worst[1] <= GRID_LIMIT
+
+
+for _cls in (Translation3D, Attention3D, Rigid3D, Similarity3D, Affine3D, Projective3D):
     TRANSFORMS_3D[_cls.name] = _cls
 
 __all__ = [
     "Affine3D",
     "Attention3D",
     "MatrixFamily3D",
+    "Projective3D",
     "Rigid3D",
     "Similarity3D",
     "Translation3D",
