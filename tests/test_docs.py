@@ -64,7 +64,8 @@ def test_size_arguments_are_typed():
         f"{name}({arg})"
         for name, fn in functions
         for arg, p in inspect.signature(fn).parameters.items()
-        if arg in SIZE_ARGUMENTS and "int | tuple[int, int]" not in str(p.annotation)
+        if arg in SIZE_ARGUMENTS
+        and not any(t in str(p.annotation) for t in ("int | tuple[int, int]", "int | tuple[int, int, int]"))
     ]
     assert len(functions) > 30 and not untyped
 

@@ -52,6 +52,48 @@ def check_image(name: str, x: object) -> Tensor:
     return x
 
 
+def check_image_or_volume(name: str, x: object) -> Tensor:
+    """An image batch (B, C, H, W) or a volume batch (B, C, D, H, W), every size > 0."""
+    x = check_float_tensor(name, x)
+    if x.ndim not in (4, 5):
+        raise ValueError(f"{name} must have shape (B, C, H, W) or (B, C, D, H, W), got shape {tuple(x.shape)}")
+    if any(s == 0 for s in x.shape):
+        layout = "(B, C, H, W)" if x.ndim == 4 else "(B, C, D, H, W)"
+        raise ValueError(f"{name} must be non-empty in every dimension {layout}, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_size_3d(name: str, size: object) -> tuple[int, int, int]:
+    """A 3-D output size: an int (cube) or a triple (D, H, W) of positive ints."""
+    if isinstance(size, bool):
+        raise TypeError(f"{name} must be an int or a triple (D, H, W) of ints, got {size!r}")
+    if isinstance(size, int):
+        size = (size, size, size)
+    if isinstance(size, torch.Size):  # under tracing the entries are 0-dim tensors
+        size = tuple(int(s) for s in size)
+    if (
+        not isinstance(size, Sequence)
+        or isinstance(size, str)
+        or len(size) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in size)
+    ):
+        raise TypeError(f"{name} must be an int or a triple (D, H, W) of ints, got {size!r}")
+    if min(size) <= 0:
+        raise ValueError(f"{name} must be positive, got {tuple(size)}")
+    return int(size[0]), int(size[1]), int(size[2])
+
+
+def check_points_3d(name: str, points: object) -> Tensor:
+    points = check_float_tensor(name, points)
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise ValueError(
+            f"{name} must have shape (B, N, 3) with x, y, z in that order, got shape {tuple(points.shape)}"
+        )
+    if points.shape[0] == 0:
+        raise ValueError(f"{name} must have a non-empty batch, got shape {tuple(points.shape)}")
+    return points
+
+
 def check_size(name: str, size: object) -> tuple[int, int]:
     """An output size: an int (square) or a pair (H, W) of positive ints."""
     if isinstance(size, bool):

@@ -369,7 +369,9 @@ class TestSample:
             sample(x, torch.zeros(2, 4, 4, 3))
         with pytest.raises(ValueError, match="grid must have shape .* got list"):
             sample(x, [0.0])
-        with pytest.raises(ValueError, match=esc("x must have shape (B, C, H, W), got shape (8, 8)")):
+        with pytest.raises(
+            ValueError, match=esc("x must have shape (B, C, H, W) or (B, C, D, H, W), got shape (8, 8)")
+        ):
             sample(torch.rand(8, 8), torch.zeros(1, 4, 4, 2))
         with pytest.raises(ValueError, match="mode must be one of 'bilinear', 'nearest', 'bicubic', got 'area'"):
             sample(x, torch.zeros(2, 4, 4, 2), mode="area")
@@ -405,10 +407,12 @@ class TestWarp:
         assert_on(warp(x, p, name, out_size=(5, 9), mode="bicubic"), (2, 3, 5, 9), dtype, device)
 
     # -- exceptions -----------------------------------------------------------------------
-    @pytest.mark.parametrize("shape", [(3, 8, 8), (8, 8), (1, 2, 3, 8, 8)])
+    @pytest.mark.parametrize("shape", [(3, 8, 8), (8, 8), (1, 1, 2, 3, 8, 8)])  # 5-D: volumes (test_families_3d)
     def test_exception_x_rank(self, shape):
         params = get_transform("affine").identity(1)
-        with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\), got shape " + esc(str(shape))):
+        with pytest.raises(
+            ValueError, match=esc(f"x must have shape (B, C, H, W) or (B, C, D, H, W), got shape {shape}")
+        ):
             warp(torch.rand(shape), params)
 
     @pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool])

@@ -80,6 +80,7 @@ class TransformFamily:
     name: str = ""
     num_params: int = 0
     is_matrix: bool = False
+    dims: int = 2  # 2: images (B, C, H, W); 3: volumes (B, C, D, H, W), see stnkit.geometry.families3d
 
     # -- parameters -----------------------------------------------------------------
     def identity(
@@ -104,21 +105,26 @@ class TransformFamily:
         Raises ``TypeError``/``ValueError`` with a message naming ``name``.
 
         Example:
-            >>> get_transform("translation").check_params(torch.zeros(1, 3))
+            >>> get_transform("translation").check_params(torch.zeros(1, 4))
             Traceback (most recent call last):
             ...
-            ValueError: params for transform 'translation' must have shape (B, 2), got shape (1, 3)
+            ValueError: params for transform 'translation' must have shape (B, 2), got shape (1, 4)
         """
         params = check_float_tensor(name, params)
         if params.ndim != 2 or params.shape[1] != self.num_params:
             raise ValueError(
                 f"{name} for transform {self.name!r} must have shape (B, {self.num_params}), "
-                f"got shape {tuple(params.shape)}"
+                f"got shape {tuple(params.shape)}{_other_dims_hint(self, params)}"
             )
         if params.shape[0] == 0:
             raise ValueError(f"{name} must have a non-empty batch, got shape {tuple(params.shape)}")
         check_finite(name, params)
         return params
+
+    @classmethod
+    def accepts_shape(cls, shape: tuple[int, ...]) -> bool:
+        """Whether parameters of shape ``(B, *shape)`` fit this family (the class's own ``num_params``)."""
+        return shape == (cls.num_params,)
 
     def bound(self, raw: Tensor) -> Tensor:
         """Squash unconstrained values into a safe range; ``raw = 0`` gives the identity.
@@ -328,6 +334,18 @@ class MatrixFamily(TransformFamily):
         return _apply_matrix(m, points, affine=self.is_affine)
 
 
+def _other_dims_hint(family: TransformFamily, params: Tensor) -> str:
+    """``"; (B, 12) is the shape of the 3-D 'affine' ..."`` when ``params`` fit the family of the other dimension."""
+    other = (TRANSFORMS_3D if family.dims == 2 else TRANSFORMS).get(family.name)
+    if other is None or params.ndim < 2 or not other.accepts_shape(tuple(params.shape[1:])):
+        return ""
+    layout = "(B, C, D, H, W) volume" if other.dims == 3 else "(B, C, H, W) image"
+    return (
+        f"; that is the shape of the {other.dims}-D {family.name!r}, which warps a {layout}"
+        f" (get_transform({family.name!r}, dims={other.dims}))"
+    )
+
+
 def _check_batch(params: Tensor, other: Tensor, name: str) -> None:
     if other.shape[0] != params.shape[0]:
         raise ValueError(f"{name} must have the same batch size as params ({params.shape[0]}), got {other.shape[0]}")
@@ -478,6 +496,10 @@ class Affine(MatrixFamily):
 
     def _random_std(self):
         return [0.15, 0.15, 0.1, 0.15, 0.15, 0.1]
+
+    @classmethod
+    def accepts_shape(cls, shape):
+        return shape in ((6,), (2, 3))
 
     def check_params(self, params, name="params"):
         # Accept affine_grid's (B, 2, 3) theta as well as (B, 6).
@@ -983,26 +1005,35 @@ class ThinPlateSpline(TransformFamily):
 TRANSFORMS: dict[str, type[TransformFamily]] = {
     cls.name: cls for cls in (Translation, Attention, Similarity, Affine, Projective, ThinPlateSpline)
 }
+# name -> 3-D family class: filled by stnkit.geometry.families3d (imported with stnkit.geometry)
+TRANSFORMS_3D: dict[str, type[TransformFamily]] = {}
 
 
 @lru_cache(maxsize=64)
-def _cached_family(name: str, options: tuple) -> TransformFamily:
-    return TRANSFORMS[name](**dict(options))
+def _cached_family(name: str, options: tuple, dims: int = 2) -> TransformFamily:
+    return (TRANSFORMS if dims == 2 else TRANSFORMS_3D)[name](**dict(options))
 
 
-def get_transform(transform: str | TransformFamily, **options) -> TransformFamily:
+def get_transform(transform: str | TransformFamily, dims: int | None = None, **options) -> TransformFamily:
     """Look a transform family up by name (``"affine"``, ``"tps"``, ...) or pass one through.
 
     Options go to the family's constructor (``get_transform("tps", grid_size=3)``).
     Instances are cached, so the TPS precomputation is shared between calls.
 
+    ``dims=3`` gives the 3-D family of that name (:data:`TRANSFORMS_3D`, see
+    :mod:`stnkit.geometry.families3d`: ``get_transform("affine", dims=3)`` is the
+    12-parameter :class:`~stnkit.geometry.Affine3D`, for volumes ``(B, C, D, H, W)``);
+    ``None`` (the default) means 2-D for a name and leaves a ``TransformFamily`` as it is.
+
     Args:
-        transform: a name of :data:`TRANSFORMS` or a ``TransformFamily`` (returned as is).
+        transform: a name of :data:`TRANSFORMS` (or of :data:`TRANSFORMS_3D` with
+            ``dims=3``) or a ``TransformFamily`` (returned as is).
+        dims: ``2``, ``3`` or ``None``; with a ``TransformFamily``, it must be the family's ``dims``.
         **options: the family's constructor arguments, with a name only.
 
     Raises:
-        ValueError: an unknown name (the message lists the valid ones), or
-            options with a ``TransformFamily``.
+        ValueError: an unknown name (the message lists the valid ones), options
+            with a ``TransformFamily``, or ``dims`` that is not the family's.
         TypeError: ``transform`` of another type, or options the family does not take.
 
     Example:
@@ -1013,22 +1044,34 @@ def get_transform(transform: str | TransformFamily, **options) -> TransformFamil
         >>> get_transform("affine").num_params
         6
     """
+    if dims is not None and (isinstance(dims, bool) or dims not in (2, 3)):
+        raise ValueError(f"dims must be 2 or 3, got {dims!r}")
     if isinstance(transform, TransformFamily):
         if options:
             raise ValueError("options can only be given with a transform name, not a TransformFamily")
+        if dims is not None and transform.dims != dims:
+            raise ValueError(
+                f"transform {transform!r} is a {transform.dims}-D family, but dims={dims} was asked for"
+                f" (get_transform({transform.name!r}, dims={dims}) gives the {dims}-D one)"
+            )
         return transform
     if not isinstance(transform, str):
         raise TypeError(f"transform must be a name or a TransformFamily, got {type(transform).__name__}")
-    if transform not in TRANSFORMS:
-        raise ValueError(f"unknown transform {transform!r}; valid names: {', '.join(TRANSFORMS)}")
+    dims = 2 if dims is None else dims
+    table, other = (TRANSFORMS, TRANSFORMS_3D) if dims == 2 else (TRANSFORMS_3D, TRANSFORMS)
+    if transform not in table:
+        where = "" if dims == 2 else " in 3-D"
+        hint = f" ({transform!r} is a {5 - dims}-D family)" if transform in other else ""
+        raise ValueError(f"unknown transform {transform!r}{where}; valid names: {', '.join(table)}{hint}")
     try:
-        return _cached_family(transform, tuple(sorted(options.items())))
+        return _cached_family(transform, tuple(sorted(options.items())), dims)
     except TypeError as err:
         raise TypeError(f"invalid options for transform {transform!r}: {err}") from None
 
 
 __all__ = [
     "TRANSFORMS",
+    "TRANSFORMS_3D",
     "Affine",
     "Attention",
     "MatrixFamily",

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_image, check_points, check_size
+from .._checks import check_choice, check_image_or_volume, check_points, check_size, check_size_3d
 from .coords import finite_grid
 from .families import TransformFamily, get_transform
 
@@ -30,6 +30,14 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
+def _check_mode_3d(mode: str, x: Tensor) -> None:
+    if mode == "bicubic" and x.ndim == 5:
+        raise ValueError(
+            "mode 'bicubic' is 2-D only (F.grid_sample has no 3-D bicubic); for a volume (B, C, D, H, W) "
+            "sample the grid with stnkit.geometry.sample_cubic (cubic B-spline) instead"
+        )
+
+
 def sample(
     x: Tensor,
     grid: Tensor,
@@ -45,15 +53,22 @@ def sample(
     :func:`compose_grid` or ``F.affine_grid`` make one). Every channel is
     sampled at the same points; points outside the image read the padding.
 
+    Volumes work the same way: ``x`` ``(B, C, D, H, W)`` and ``grid``
+    ``(B, D_out, H_out, W_out, 3)`` of points ``(x, y, z)`` along ``(W, H, D)``
+    (``F.affine_grid``'s 3-D frame, ``align_corners`` as in 2-D); ``bilinear``
+    is trilinear there, and ``bicubic`` is refused (use
+    :func:`~stnkit.geometry.sample_cubic`).
+
     Args:
-        x: ``(B, C, H, W)`` floating tensor (float16 and bfloat16 are sampled in float32).
-        grid: ``(B, H_out, W_out, 2)``; cast to ``x``'s dtype (float32 for float16 or bfloat16 ``x``).
-        mode: ``bilinear``, ``nearest`` or ``bicubic``.
+        x: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` floating tensor (float16 and bfloat16 are sampled in float32).
+        grid: ``(B, H_out, W_out, 2)``, or ``(B, D_out, H_out, W_out, 3)`` for a volume; cast to ``x``'s
+            dtype (float32 for float16 or bfloat16 ``x``).
+        mode: ``bilinear``, ``nearest`` or ``bicubic`` (2-D only).
         padding_mode: ``zeros``, ``border`` or ``reflection``.
         align_corners: the frame the grid was made in (see :mod:`stnkit.geometry.coords`).
 
     Returns:
-        ``(B, C, H_out, W_out)`` in ``x``'s dtype.
+        ``(B, C, H_out, W_out)`` or ``(B, C, D_out, H_out, W_out)`` in ``x``'s dtype.
 
     Example:
         >>> x = torch.arange(6.0).view(1, 1, 2, 3)  # rows [0, 1, 2] and [3, 4, 5]
@@ -61,12 +76,15 @@ def sample(
         >>> sample(x, grid, mode="nearest")
         tensor([[[[2.]]]])
     """
-    x = check_image("x", x)
+    x = check_image_or_volume("x", x)
     check_choice("mode", mode, MODES)
     check_choice("padding_mode", padding_mode, PADDING_MODES)
-    if not isinstance(grid, Tensor) or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != x.shape[0]:
+    _check_mode_3d(mode, x)
+    k = x.ndim - 2
+    if not isinstance(grid, Tensor) or grid.ndim != x.ndim or grid.shape[-1] != k or grid.shape[0] != x.shape[0]:
         got = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
-        raise ValueError(f"grid must have shape ({x.shape[0]}, H_out, W_out, 2), got {got}")
+        spatial = "H_out, W_out" if k == 2 else "D_out, H_out, W_out"
+        raise ValueError(f"grid must have shape ({x.shape[0]}, {spatial}, {k}), got {got}")
     work = _work_dtype(x.dtype)
     out = F.grid_sample(x.to(work), grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
     return out.to(x.dtype)
@@ -88,22 +106,34 @@ def warp(
     output pixel at ``p`` reads the input at ``T_params(p)``. A positive ``tx``
     therefore moves the content to the left.
 
+    Volumes: for ``x`` of shape ``(B, C, D, H, W)`` a family name means the
+    3-D family of that name (``get_transform(name, dims=3)``, see
+    :mod:`stnkit.geometry.families3d`): ``"affine"`` is then the 12-parameter
+    affine, ``params`` ``(B, 12)`` or ``(B, 3, 4)``, exactly ``F.affine_grid``'s
+    3-D theta; coordinates ``(x, y, z)`` run along ``(W, H, D)`` and
+    ``align_corners`` means what it means in 2-D. Parameters of the other
+    dimension's shape, or a ``TransformFamily`` of the other dimension, raise a
+    ``ValueError`` naming both.
+
     Args:
-        x: ``(B, C, H, W)`` floating tensor, any number of channels: float32,
+        x: ``(B, C, H, W)`` image or ``(B, C, D, H, W)`` volume, floating, any number of channels: float32,
             float64, or float16 / bfloat16 (the grid is made and sampled in float32,
             the result cast back, so huge parameters read the padding, never NaN).
         params: ``(B, num_params)`` parameters of the family (affine also takes
-            ``(B, 2, 3)``); float16 / bfloat16 parameters make the grid in float32.
+            ``(B, 2, 3)``, or ``(B, 3, 4)`` in 3-D); float16 / bfloat16 parameters make the grid in float32.
         transform: a family name (``translation``, ``attention``, ``similarity``,
-            ``affine``, ``projective``, ``tps``) or a ``TransformFamily``.
-        out_size: ``(H_out, W_out)`` or an int; defaults to ``(H, W)``.
-        mode: ``bilinear``, ``nearest`` or ``bicubic``.
+            ``affine``, ``projective``, ``tps``; in 3-D ``translation``, ``attention``,
+            ``rigid``, ``similarity``, ``affine``, ``projective``) or a ``TransformFamily`` of ``x``'s dimension.
+        out_size: ``(H_out, W_out)`` (``(D_out, H_out, W_out)`` for a volume) or an int;
+            defaults to ``x``'s spatial size.
+        mode: ``bilinear`` (trilinear on a volume), ``nearest`` or ``bicubic`` (2-D
+            only: for volumes use :func:`~stnkit.geometry.sample_cubic` on the family's grid).
         padding_mode: ``zeros``, ``border`` or ``reflection``.
         align_corners: see :mod:`stnkit.geometry.coords`.
 
     Returns:
-        ``(B, C, H_out, W_out)`` in ``x``'s dtype, finite for finite ``x`` and ``params``. For ``affine`` this equals
-        ``F.grid_sample(x, F.affine_grid(theta, ...))`` with the same settings.
+        ``(B, C, H_out, W_out)`` (or ``(B, C, D_out, H_out, W_out)``) in ``x``'s dtype, finite for finite ``x`` and
+        ``params``. For ``affine`` this equals ``F.grid_sample(x, F.affine_grid(theta, ...))`` with the same settings.
 
     Raises:
         TypeError, ValueError: a message naming the argument, for input of the
@@ -121,16 +151,25 @@ def warp(
     References:
         Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015.
     """
-    family = get_transform(transform)
-    x = check_image("x", x)
+    x = check_image_or_volume("x", x)
+    dims = x.ndim - 2
+    if isinstance(transform, TransformFamily) and transform.dims != dims:
+        layout = "(B, C, H, W) image" if dims == 2 else "(B, C, D, H, W) volume"
+        raise ValueError(
+            f"transform {transform!r} is {transform.dims}-D, but x of shape {tuple(x.shape)} is a {layout}; "
+            f"pass the name {transform.name!r} or get_transform({transform.name!r}, dims={dims})"
+        )
+    family = get_transform(transform, dims=dims)
     check_choice("mode", mode, MODES)
     check_choice("padding_mode", padding_mode, PADDING_MODES)
+    _check_mode_3d(mode, x)
     params = family.check_params(params)
     if params.shape[0] != x.shape[0]:
         raise ValueError(f"params must have the same batch size as x ({x.shape[0]}), got {params.shape[0]}")
     if params.device != x.device:
         raise ValueError(f"params must be on the device of x ({x.device}), got {params.device}")
-    size = check_size("out_size", x.shape[-2:] if out_size is None else out_size)  # torch.Size: traceable
+    spatial = x.shape[2:] if out_size is None else out_size  # torch.Size: traceable
+    size = check_size("out_size", spatial) if dims == 2 else check_size_3d("out_size", spatial)
     grid = family._grid(params.to(_work_dtype(params.dtype)), size, align_corners)
     work = _work_dtype(x.dtype)
     out = F.grid_sample(x.to(work), grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
