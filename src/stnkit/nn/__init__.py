@@ -20,6 +20,7 @@ from .transformer import (
     SeriesTransformers,
     SpatialTransformer,
     default_localization,
+    default_localization_3d,
 )
 from .wrap import STClassifier, default_loc_size, with_transformer
 
@@ -38,6 +39,7 @@ __all__ = [
     "coverage_penalty",
     "default_loc_size",
     "default_localization",
+    "default_localization_3d",
     "sampling_grid_stats",
     "sampling_stats",
     "with_transformer",

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_image, check_int, check_size
+from .._checks import check_choice, check_image, check_image_or_volume, check_int, check_size, check_size_3d
 from ..geometry import MODES, PADDING_MODES, TransformFamily, get_transform
 from ..geometry.warp import compose_grid, sample
 
@@ -105,6 +105,54 @@ def default_localization(in_channels: int, in_size: int | tuple[int, int]) -> tu
     return nn.Sequential(*layers), 50
 
 
+# the largest feature map default_localization_3d flattens as is: 6^3 voxels (20 * 216 = 4320 features)
+LOC_FEATURE_CAP_3D = 6
+
+
+def default_localization_3d(in_channels: int, in_size: int | tuple[int, int, int]) -> tuple[nn.Module, int]:
+    """The 3-D twin of :func:`default_localization`, for ``(in_channels, D, H, W)`` volumes.
+
+    conv3d 5x5x5 (20) -> [max-pool 2] -> ReLU -> conv3d 5x5x5 (20) -> [max-pool 2]
+    -> ReLU -> [adaptive average pool] -> FC 50 -> ReLU (convolutions padded by 2,
+    so they keep the size). Each max-pool is skipped when the smallest side is
+    below 4, as in 2-D. A feature map larger than ``LOC_FEATURE_CAP_3D`` (6) on
+    a side is averaged down to at most 6 x 6 x 6
+    (``nn.AdaptiveAvgPool3d((min(d, 6), min(h, 6), min(w, 6)))``) before Flatten,
+    so the FC layer has at most ``20 * 216 * 50`` weights whatever the volume
+    (volumes up to 27 voxels a side keep the structure without that layer).
+    Returns the net, mapping ``(B, in_channels, D, H, W)`` to ``(B, 50)``, and its
+    number of output features (50).
+
+    Example:
+        >>> net, features = default_localization_3d(1, (8, 8, 8))
+        >>> features, net(torch.rand(2, 1, 8, 8, 8)).shape
+        (50, torch.Size([2, 50]))
+        >>> net, _ = default_localization_3d(1, 64)  # 16^3 features averaged to 6^3
+        >>> net[-4], net[-2].in_features
+        (AdaptiveAvgPool3d(output_size=(6, 6, 6)), 4320)
+    """
+    check_int("in_channels", in_channels)
+    size = check_size_3d("in_size", in_size)
+    layers: list[nn.Module] = []
+    c = in_channels
+    for _ in range(2):
+        layers.append(nn.Conv3d(c, 20, kernel_size=5, padding=2))
+        if min(size) >= 4:
+            layers.append(nn.MaxPool3d(2))
+            size = tuple(n // 2 for n in size)
+        layers.append(nn.ReLU(inplace=True))
+        c = 20
+    if max(size) > LOC_FEATURE_CAP_3D:
+        size = tuple(min(n, LOC_FEATURE_CAP_3D) for n in size)
+        layers.append(nn.AdaptiveAvgPool3d(size))
+    layers += [nn.Flatten(), nn.Linear(c * size[0] * size[1] * size[2], 50), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers), 50
+
+
+def _is_triple(size: object) -> bool:
+    return isinstance(size, (tuple, list, torch.Size)) and len(size) == 3
+
+
 class SpatialTransformer(nn.Module):
     """Localisation net -> transform family -> grid generator -> sampler.
 
@@ -114,6 +162,14 @@ class SpatialTransformer(nn.Module):
 
     Shapes: input ``(B, C, H, W)``; output ``(B, C, H_out, W_out)`` (every
     channel sampled at the same points); parameters ``(B, num_params)``.
+
+    Volumes: a 3-tuple ``in_size`` ``(D, H, W)`` (or a 3-D ``TransformFamily``)
+    makes a 3-D transformer: the family is ``get_transform(transform, dims=3)``
+    (``"affine"`` is then the 12-parameter :class:`~stnkit.geometry.Affine3D`),
+    the input ``(B, C, D, H, W)``, ``out_size`` and ``loc_size`` ``(D, H, W)``
+    (or an int: a cube), the default localisation net
+    :func:`default_localization_3d`, ``bilinear`` trilinear (``bicubic`` is
+    refused). An int ``in_size`` with a name means 2-D, as before.
 
     Args:
         localization: any module mapping the input ``(B, C, H, W)`` to features
@@ -155,26 +211,37 @@ class SpatialTransformer(nn.Module):
         self,
         localization: nn.Module | None = None,
         transform: str | TransformFamily = "affine",
-        out_size: int | tuple[int, int] | None = None,
+        out_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         align_corners: bool = False,
         in_channels: int | None = None,
-        in_size: int | tuple[int, int] | None = None,
+        in_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
         bounded: bool = False,
-        loc_size: int | tuple[int, int] | None = None,
+        loc_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
     ):
         super().__init__()
-        self.family = get_transform(transform)
+        if isinstance(transform, TransformFamily) and transform.dims == 3 or _is_triple(in_size):
+            self.dims = 3
+            self.family = get_transform(transform, dims=3)
+            size_check = check_size_3d
+        else:
+            self.dims = 2
+            self.family = get_transform(transform)
+            size_check = check_size
         self.transform = self.family.name
-        self.out_size = None if out_size is None else check_size("out_size", out_size)
+        self.out_size = None if out_size is None else size_check("out_size", out_size)
         self.mode = check_choice("mode", mode, MODES)
+        if self.dims == 3 and mode == "bicubic":
+            raise ValueError(
+                "mode 'bicubic' is 2-D only; use 'bilinear' (trilinear) or 'nearest' for a 3-D transformer"
+            )
         self.padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES)
         self.align_corners = bool(align_corners)
         self.bounded = bool(bounded)
         self.in_channels = in_channels
-        self.in_size = None if in_size is None else check_size("in_size", in_size)
-        self.loc_size = None if loc_size is None else check_size("loc_size", loc_size)
+        self.in_size = None if in_size is None else size_check("in_size", in_size)
+        self.loc_size = None if loc_size is None else size_check("loc_size", loc_size)
         if self.loc_size is not None and self.in_size is not None and not _fits(self.loc_size, self.in_size):
             raise ValueError(f"loc_size must not exceed in_size {self.in_size}, got {self.loc_size}")
         if localization is None:
@@ -183,7 +250,8 @@ class SpatialTransformer(nn.Module):
                     "the default localisation net needs in_channels and in_size; "
                     f"got in_channels={in_channels!r}, in_size={in_size!r}"
                 )
-            localization, features = default_localization(in_channels, self.loc_size or self.in_size)
+            make = default_localization if self.dims == 2 else default_localization_3d
+            localization, features = make(in_channels, self.loc_size or self.in_size)
         elif not isinstance(localization, nn.Module):
             raise TypeError(f"localization must be an nn.Module or None, got {type(localization).__name__}")
         else:
@@ -218,11 +286,24 @@ class SpatialTransformer(nn.Module):
             ...
             ValueError: x must have shape (B, 1, 8, 8) for this transformer, got shape (1, 3, 8, 8)
         """
+        if self.dims == 3:
+            return self._check_volume(x)
         x = check_image("x", x)
         c, size = self.in_channels, self.in_size
         if (c is not None and x.shape[1] != c) or (size is not None and tuple(x.shape[-2:]) != size):
             want = f"(B, {c if c is not None else 'C'}, {size[0] if size else 'H'}, {size[1] if size else 'W'})"
             raise ValueError(f"x must have shape {want} for this transformer, got shape {tuple(x.shape)}")
+        return x
+
+    def _check_volume(self, x: object) -> Tensor:
+        x = check_image_or_volume("x", x)
+        c, size = self.in_channels, self.in_size
+        if x.ndim != 5 or (c is not None and x.shape[1] != c) or (size is not None and tuple(x.shape[2:]) != size):
+            dhw = ", ".join(str(n) for n in size) if size else "D, H, W"
+            raise ValueError(
+                f"x must have shape (B, {c if c is not None else 'C'}, {dhw}) for this 3-D transformer, "
+                f"got shape {tuple(x.shape)}"
+            )
         return x
 
     def predict_params(self, x: Tensor) -> Tensor:
@@ -246,8 +327,10 @@ class SpatialTransformer(nn.Module):
             >>> st.loc_input(torch.rand(2, 1, 8, 8)).shape
             torch.Size([2, 1, 4, 4])
         """
-        if self.loc_size is None or tuple(x.shape[-2:]) == self.loc_size:
+        if self.loc_size is None or tuple(x.shape[2:]) == self.loc_size:
             return x
+        if self.dims == 3:
+            return self._loc_input_3d(x)
         h, w = x.shape[-2:]
         lh, lw = self.loc_size
         if not _fits(self.loc_size, (h, w)):
@@ -256,7 +339,15 @@ class SpatialTransformer(nn.Module):
             return F.avg_pool2d(x, (h // lh, w // lw))
         return F.adaptive_avg_pool2d(x, self.loc_size)
 
-    def grid(self, params: Tensor, in_size: int | tuple[int, int]) -> Tensor:
+    def _loc_input_3d(self, x: Tensor) -> Tensor:
+        spatial = tuple(x.shape[2:])
+        if not _fits(self.loc_size, spatial):
+            raise ValueError(f"x must be at least loc_size {self.loc_size}, got shape {tuple(x.shape)}")
+        if all(n % m == 0 for n, m in zip(spatial, self.loc_size)):
+            return F.avg_pool3d(x, tuple(n // m for n, m in zip(spatial, self.loc_size)))
+        return F.adaptive_avg_pool3d(x, self.loc_size)
+
+    def grid(self, params: Tensor, in_size: int | tuple[int, int] | tuple[int, int, int]) -> Tensor:
         """The sampling grid ``(B, H_out, W_out, 2)`` of ``params`` ``(B, num_params)``.
 
         ``H_out, W_out`` is ``out_size``, or ``in_size`` (the input's ``(H, W)``)
@@ -267,14 +358,15 @@ class SpatialTransformer(nn.Module):
             >>> st.grid(st.family.identity(2), (8, 8)).shape
             torch.Size([2, 4, 6, 2])
         """
-        size = self.out_size or check_size("in_size", in_size)
+        size = self.out_size or (check_size if self.dims == 2 else check_size_3d)("in_size", in_size)
         return self.family.grid(params, size, self.align_corners)
 
     def forward(self, x: Tensor, return_params: bool = False):
-        """Warp ``x`` ``(B, C, H, W)``; returns the output ``(B, C, H_out, W_out)``, or ``(output, params)``."""
+        """Warp ``x`` ``(B, C, H, W)`` (or ``(B, C, D, H, W)``); returns the output
+        ``(B, C, H_out, W_out)`` (``(B, C, D_out, H_out, W_out)``), or ``(output, params)``."""
         x = self.check_input(x)
         params = self.predict_params(x)
-        out = sample(x, self.grid(params, x.shape[-2:]), self.mode, self.padding_mode, self.align_corners)
+        out = sample(x, self.grid(params, x.shape[2:]), self.mode, self.padding_mode, self.align_corners)
         return (out, params) if return_params else out
 
     def extra_repr(self) -> str:
@@ -285,8 +377,8 @@ class SpatialTransformer(nn.Module):
         )
 
 
-def _fits(small: tuple[int, int], big: tuple[int, int]) -> bool:
-    return small[0] <= big[0] and small[1] <= big[1]
+def _fits(small: tuple[int, ...], big: tuple[int, ...]) -> bool:
+    return all(a <= b for a, b in zip(small, big))
 
 
 class _LazyIdentityHead(nn.LazyLinear):
