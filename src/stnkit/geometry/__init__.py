@@ -13,7 +13,9 @@ from .coords import (
     to_pixel_matrix,
 )
 from .cubic import bspline_prefilter, sample_cubic
+from .dense import DenseField, FieldFamily, VelocityField
 from .families import (
+    FIELD_TRANSFORMS,
     TRANSFORMS,
     TRANSFORMS_3D,
     Affine,
@@ -57,6 +59,7 @@ from .polygon import quad_is_convex
 from .warp import MODES, PADDING_MODES, compose_grid, sample, warp
 
 __all__ = [
+    "FIELD_TRANSFORMS",
     "GRID_LIMIT",
     "MODES",
     "PADDING_MODES",
@@ -66,6 +69,8 @@ __all__ = [
     "Affine3D",
     "Attention",
     "Attention3D",
+    "DenseField",
+    "FieldFamily",
     "MatrixFamily",
     "MatrixFamily3D",
     "Projective",
@@ -77,6 +82,7 @@ __all__ = [
     "TransformFamily",
     "Translation",
     "Translation3D",
+    "VelocityField",
     "attention_box",
     "attention_from_box",
     "base_grid",

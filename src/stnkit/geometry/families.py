@@ -1007,10 +1007,14 @@ TRANSFORMS: dict[str, type[TransformFamily]] = {
 }
 # name -> 3-D family class: filled by stnkit.geometry.families3d (imported with stnkit.geometry)
 TRANSFORMS_3D: dict[str, type[TransformFamily]] = {}
+# name -> dense field "family" (2-D and 3-D, a dims argument): filled by stnkit.geometry.dense
+FIELD_TRANSFORMS: dict[str, type[TransformFamily]] = {}
 
 
 @lru_cache(maxsize=64)
 def _cached_family(name: str, options: tuple, dims: int = 2) -> TransformFamily:
+    if name in FIELD_TRANSFORMS:
+        return FIELD_TRANSFORMS[name](dims=dims, **dict(options))
     return (TRANSFORMS if dims == 2 else TRANSFORMS_3D)[name](**dict(options))
 
 
@@ -1024,6 +1028,10 @@ def get_transform(transform: str | TransformFamily, dims: int | None = None, **o
     :mod:`stnkit.geometry.families3d`: ``get_transform("affine", dims=3)`` is the
     12-parameter :class:`~stnkit.geometry.Affine3D`, for volumes ``(B, C, D, H, W)``);
     ``None`` (the default) means 2-D for a name and leaves a ``TransformFamily`` as it is.
+
+    ``"dense"`` and ``"velocity"`` (:data:`FIELD_TRANSFORMS`, see :mod:`stnkit.geometry.dense`)
+    exist in both dimensions: their parameters are a displacement or velocity field
+    ``(B, dims, *spatial)`` (``get_transform("velocity", dims=3, steps=7)``).
 
     Args:
         transform: a name of :data:`TRANSFORMS` (or of :data:`TRANSFORMS_3D` with
@@ -1059,10 +1067,11 @@ def get_transform(transform: str | TransformFamily, dims: int | None = None, **o
         raise TypeError(f"transform must be a name or a TransformFamily, got {type(transform).__name__}")
     dims = 2 if dims is None else dims
     table, other = (TRANSFORMS, TRANSFORMS_3D) if dims == 2 else (TRANSFORMS_3D, TRANSFORMS)
-    if transform not in table:
+    if transform not in table and transform not in FIELD_TRANSFORMS:
         where = "" if dims == 2 else " in 3-D"
         hint = f" ({transform!r} is a {5 - dims}-D family)" if transform in other else ""
-        raise ValueError(f"unknown transform {transform!r}{where}; valid names: {', '.join(table)}{hint}")
+        names = ", ".join([*table, *FIELD_TRANSFORMS])
+        raise ValueError(f"unknown transform {transform!r}{where}; valid names: {names}{hint}")
     try:
         return _cached_family(transform, tuple(sorted(options.items())), dims)
     except TypeError as err:
@@ -1070,6 +1079,7 @@ def get_transform(transform: str | TransformFamily, dims: int | None = None, **o
 
 
 __all__ = [
+    "FIELD_TRANSFORMS",
     "TRANSFORMS",
     "TRANSFORMS_3D",
     "Affine",

@@ -115,6 +115,15 @@ def warp(
     dimension's shape, or a ``TransformFamily`` of the other dimension, raise a
     ``ValueError`` naming both.
 
+    Dense fields: ``transform="dense"`` or ``"velocity"`` (or
+    ``get_transform("velocity", steps=4)``, :mod:`stnkit.geometry.dense`) take a
+    field ``params`` ``(B, 2, H_out, W_out)`` or ``(B, 3, D_out, H_out, W_out)``
+    (channels ``(x, y[, z])``, normalised, :mod:`stnkit.geometry.fields`): ``dense``
+    is :func:`~stnkit.geometry.warp_field`, ``velocity`` integrates the field
+    (:func:`~stnkit.geometry.integrate_velocity`, 7 squarings by default) and then
+    warps. The field's spatial size, which may differ from ``x``'s, is the output
+    size: ``out_size`` must be ``None`` or that size.
+
     Args:
         x: ``(B, C, H, W)`` image or ``(B, C, D, H, W)`` volume, floating, any number of channels: float32,
             float64, or float16 / bfloat16 (the grid is made and sampled in float32,
@@ -168,8 +177,11 @@ def warp(
         raise ValueError(f"params must have the same batch size as x ({x.shape[0]}), got {params.shape[0]}")
     if params.device != x.device:
         raise ValueError(f"params must be on the device of x ({x.device}), got {params.device}")
-    spatial = x.shape[2:] if out_size is None else out_size  # torch.Size: traceable
-    size = check_size("out_size", spatial) if dims == 2 else check_size_3d("out_size", spatial)
+    if getattr(family, "is_field", False):  # dense / velocity: the field's spatial size is the output's
+        size = family.check_out_size(params, out_size)
+    else:
+        spatial = x.shape[2:] if out_size is None else out_size  # torch.Size: traceable
+        size = check_size("out_size", spatial) if dims == 2 else check_size_3d("out_size", spatial)
     grid = family._grid(params.to(_work_dtype(params.dtype)), size, align_corners)
     work = _work_dtype(x.dtype)
     out = F.grid_sample(x.to(work), grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=align_corners)

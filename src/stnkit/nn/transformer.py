@@ -229,6 +229,11 @@ class SpatialTransformer(nn.Module):
             self.dims = 2
             self.family = get_transform(transform)
             size_check = check_size
+        if getattr(self.family, "is_field", False):
+            raise ValueError(
+                f"transform {self.family.name!r} takes a dense field, not a parameter vector, and SpatialTransformer "
+                f"predicts vectors; warp with stnkit.warp(x, field, {self.family.name!r}) instead"
+            )
         self.transform = self.family.name
         self.out_size = None if out_size is None else size_check("out_size", out_size)
         self.mode = check_choice("mode", mode, MODES)
