@@ -16,6 +16,14 @@ exists from opset 16 on: every family (translation ... tps) with every
 no GridSample; the exporter then silently keeps opset 18, so
 :func:`export_model` refuses such an ``opset`` for a model that samples.
 
+Volumes: a 3-D :class:`~stnkit.nn.SpatialTransformer` samples a 5-D input, exported
+as a 5-D ``GridSample``. The ONNX standard has N-D GridSample from opset 20 (opsets 16
+to 19 define it on 4-D input only), and 20 is the exporter's default. onnxruntime's
+CPU build runs it (torch 2.13, onnxruntime 1.32: the affine and projective 3-D
+transformers match PyTorch to ~5e-7, dynamic batch); it also runs the 5-D node in
+files of opsets 16 to 19, which other runtimes need not accept, so keep the default
+(or ``opset >= 20``) for a volume model meant to run elsewhere.
+
 Only torch is needed for TorchScript; ONNX needs ``onnx`` and ``onnxscript``
 (and ``onnxruntime`` when ``check=True``), imported when asked for.
 """
