@@ -312,11 +312,15 @@ class TestExistingRun:
         (out / "notes.txt").write_text("my notes\n")
         (out / "mine").mkdir()
         (out / "mine" / "data.bin").write_bytes(b"\x00\x01")
-        (out / "logs" / "version_0" / "marker").write_text("from the first run")
         res = fit(_mlp(), _data(8), None, {**TINY, "lr": 0.002}, out=out, quiet=True, overwrite=True)
         assert (out / "notes.txt").read_text() == "my notes\n"
         assert (out / "mine" / "data.bin").read_bytes() == b"\x00\x01"
         # the earlier run's outputs are gone: a fresh version_0, the new config
         assert sorted(p.name for p in (out / "logs").iterdir()) == ["version_0"]
-        assert not (out / "logs" / "version_0" / "marker").exists()
+        assert "lr: 0.002" in (out / "logs" / "version_0" / "hparams.yaml").read_text()
+        # a file of yours inside stnkit's folders is never deleted: the overwrite is refused
+        (out / "logs" / "version_0" / "marker").write_text("mine too")
+        with pytest.raises(FileExistsError, match=r"marker is not one of them"):
+            fit(_mlp(), _data(8), None, TINY, out=out, quiet=True, overwrite=True)
+        assert (out / "logs" / "version_0" / "marker").read_text() == "mine too"
         assert json.loads((out / "results.json").read_text())["config"]["lr"] == 0.002 == res["config"]["lr"]
