@@ -1,6 +1,7 @@
 """``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, the inverse compositional
 one, a classifier behind transformers (:class:`STClassifier`, :func:`with_transformer`), a
-normalisation layer to put after them, and diagnostics of a transformer's sampling grid
+normalisation layer to put after them, a U-Net predicting dense fields for registration
+(:class:`FieldNet`), and diagnostics of a transformer's sampling grid
 (:mod:`stnkit.nn.diagnostics`)."""
 
 from .diagnostics import (
@@ -12,6 +13,7 @@ from .diagnostics import (
     sampling_grid_stats,
     sampling_stats,
 )
+from .fieldnet import FieldNet
 from .normalize import Normalize
 from .transformer import (
     IdentityHead,
@@ -27,6 +29,7 @@ from .wrap import STClassifier, default_loc_size, with_transformer
 __all__ = [
     "COLLAPSED_SCALE",
     "IDENTITY_DISTANCE",
+    "FieldNet",
     "OUTSIDE_FRACTION_WARN",
     "IdentityHead",
     "InverseCompositionalTransformer",
