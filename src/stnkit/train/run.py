@@ -384,7 +384,12 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
         budget = _budget_plan(config, out, ckpt_path, timing)
         config = config.replace(epochs=plan_length(budget))
     module = STNModule(model, config, data_info=info)
-    run = _fit(module, data, config, out, ckpt_path, quiet, budget, has_val=data.val_set is not None or info is None)
+    try:
+        run = _fit(
+            module, data, config, out, ckpt_path, quiet, budget, has_val=data.val_set is not None or info is None
+        )
+    except KeyboardInterrupt:  # a Ctrl-C that Lightning did not see (as it finished): the checkpoints are whole
+        raise TrainingInterrupted(interrupted_message(out, None, out / "checkpoints" / "last.ckpt")) from None
     if run is None:
         return {}
     trainer, best_path, results = run
@@ -539,10 +544,11 @@ def _fit(
     try:
         with quiet_lightning():
             trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    except SystemExit:
+    except BaseException:
         if interrupt.where is None:
             raise
-        # Lightning answers Ctrl-C by ignoring SIGINT and exiting: say how to resume instead
+        # Lightning answers Ctrl-C by ignoring SIGINT and exiting (and a Ctrl-C during its teardown may
+        # end in a logger's own error, "Writer is closed"): say how to resume instead
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)
         # last.ckpt, written atomically at every epoch's end, is where a resume restarts exactly

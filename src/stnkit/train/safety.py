@@ -79,9 +79,16 @@ class NoteInterrupt(pl.Callback):
             self.where = (int(trainer.current_epoch), int(trainer.global_step))
 
 
-def interrupted_message(out, where: tuple[int, int], last, after_fit: bool = False) -> str:
+def interrupted_message(out, where: tuple[int, int] | None, last, after_fit: bool = False) -> str:
     """What a Ctrl-C in ``where`` leaves in ``out`` (``last``: the resume checkpoint, if any) and how to
     resume; ``after_fit``: it came once training had finished, while the test set was evaluated."""
+    if where is None:  # a Ctrl-C as Lightning finished or tore down, before it could note where
+        if last is not None and last.is_file():
+            done = int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])
+            kept = f"{last} holds the run at the end of epoch {done}"
+        else:
+            kept = "no checkpoint was written"
+        return f"interrupted: {kept}. Resume with: stnkit train --out {out} --resume"
     epoch, step = where
     if after_fit and last is not None and last.is_file():
         done = int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])
