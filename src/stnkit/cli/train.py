@@ -25,7 +25,7 @@ _HELP = {
     "otherwise a seeded 80/10/10 split per class) or a CSV manifest with path,label columns; PNG or JPEG, "
     "grey or RGB (instead of --dataset)",
     "image_size": "with --data: resize every image to H W (the whole image, antialiased, aspect not kept); "
-    "default: the images' own size, which must then be the same for all",
+    "default: the images' own size, or their median size when they differ (said in one line)",
     "distort": "with --data: distort your images on the fly with a distorted-MNIST recipe (r, rts, p, e), "
     "seeded: a new draw per training epoch, one fixed draw for validation and test",
     "backbone": "the classifier of cnn and st-cnn: cnn (the paper's), resnet18, resnet34, or "

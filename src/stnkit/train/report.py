@@ -74,10 +74,13 @@ def summarize(run_dirs: list[str | os.PathLike]) -> str:
         )
     lines = markdown_table(header, rows)
     first = json.loads((Path(run_dirs[0]) / "results.json").read_text())
+    commits = list(
+        dict.fromkeys(str(json.loads((Path(d) / "results.json").read_text())["git_commit"])[:10] for d in run_dirs)
+    )
     lines += [
         "",
         f"Test: {first['test_size']} digits, fixed distortions (seed {first['config']['test_seed']}); "
         f"training: {first['train_size']} digits ({first['data_source']}), validation {first['val_size']}; "
-        f"torch {first['torch']}, commit {str(first['git_commit'])[:10]}.",
+        f"torch {first['torch']}, commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}.",
     ]
     return "\n".join(lines) + "\n"
