@@ -4,12 +4,14 @@ Each case runs ``python -m stnkit ...`` in its own process (two at a time) in a 
 prepared files: a good model, hostile and broken checkpoints, broken datasets and images.
 """
 
+import gzip
 import json
 import os
 import re
 import struct
 import subprocess
 import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,6 +67,30 @@ def _files(root: Path) -> None:
     (root / "corrupt.png").write_bytes(png[:40] + b"\x00garbage" * 20)
     Image.new("L", (2, 2)).save(root / "tiny.png")
     Image.new("CMYK", (28, 28)).save(root / "cmyk.jpg")
+    # hostile files of round two: a zip bomb, a gzip IDX bomb, special files, NaN weights, a huge config
+    with zipfile.ZipFile(root / "bomb.ckpt", "w") as z:  # 200 KB on disk, 200 MB inflated
+        z.writestr("archive/version", b"3\n")
+        info = zipfile.ZipInfo("archive/data.pkl")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w", force_zip64=True) as f:
+            for _ in range(200):
+                f.write(bytes(1 << 20))
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 2_000_000, 28, 28)  # 1.57 GB declared
+    with gzip.open(root / "bomb.idx.gz", "wb", compresslevel=1) as f:
+        f.write(header)
+        for _ in range(8):
+            f.write(bytes(1 << 20))
+    os.mkfifo(root / "fifo.ckpt")
+    os.mkfifo(root / "fifo.png")
+    os.symlink("/dev/zero", root / "zero.ckpt")
+    nan = build_model(config)
+    with torch.no_grad():
+        next(iter(nan.parameters())).fill_(float("nan"))
+    save_model(root / "nan.safetensors", nan, config)
+    from safetensors.torch import save_file
+
+    huge = {**config.to_dict(), "model": "st-cnn", "num_transformers": 100_000}
+    save_file(dict(model.state_dict()), str(root / "huge.safetensors"), metadata={"stnkit_config": json.dumps(huge)})
     (root / "userrun" / "logs").mkdir(parents=True)  # a run folder where the user keeps notes of their own
     (root / "userrun" / "logs" / "notes.txt").write_text("mine\n")
     (root / "userrun" / "results.json").write_text("{}\n")
@@ -161,6 +187,13 @@ CASES = [
     ("show-out-dir", ["show", G, "--out", "fx"], r"--out must be a \.png file path"),
     ("export-out-dir", ["export", G, "--out", "fx"], r"--out must be a file path"),
     ("export-out-exists", ["export", G, "--out", "fx/afile"], r"--out fx/afile exists"),
+    ("eval-zip-bomb", ["eval", "fx/bomb.ckpt"], r"bomb.ckpt.*(inflates|zip bomb)"),
+    ("eval-gzip-idx-bomb", ["eval", G, "--images", "fx/bomb.idx.gz", "--labels", "fx/labels5.idx"], r"bomb.idx.gz"),
+    ("eval-fifo-ckpt", ["eval", "fx/fifo.ckpt"], r"fifo.ckpt is a FIFO"),
+    ("eval-devzero-ckpt", ["eval", "fx/zero.ckpt"], r"zero.ckpt is a character device"),
+    ("predict-fifo-image", ["predict", G, "fx/fifo.png"], r"fifo.png"),
+    ("predict-nan-weights", ["predict", "fx/nan.safetensors", "fx/digit.png"], r"NaN or inf"),
+    ("eval-huge-config", ["eval", "fx/huge.safetensors"], r"num_transformers"),
     (
         "train-overwrite-keeps-user-files",
         ["train", "--out", "fx/userrun", "--overwrite", *T],
@@ -174,13 +207,16 @@ CASES = [
 # directory, stdout and stderr files and exit status; an uncaught exception is printed as the
 # interpreter would. This keeps 45 cases at a fraction of a second each instead of 3-5 s of imports.
 _SERVER = r"""
-import json, os, runpy, sys, traceback
+import json, os, resource, runpy, sys, traceback
 import stnkit.cli, stnkit.cli.train, stnkit.train.run, stnkit.data, PIL.Image  # preloaded once
 jobs = json.load(open(sys.argv[1]))
 codes = []
 for job in jobs:
     pid = os.fork()
     if pid == 0:
+        # every case within the issue's limits: 8 GB of memory (address space), 60 s of CPU
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+        resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
         os.chdir(job["cwd"])
         for fd, name in ((1, "stdout"), (2, "stderr")):
             os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
