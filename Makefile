@@ -17,8 +17,8 @@ $(VENV)/.stnkit-installed: pyproject.toml
 	touch $@
 
 # the main job: ST-CNN, CNN and the PyTorch tutorial's STN on rts from the bundled digits, each for a fixed
-# number of epochs chosen so that its fit takes about 10 minutes on 2 CPU cores (from the budget runs'
-# seconds per epoch, results/budget_rts.json), with --deterministic: on this machine kind and thread count
+# number of epochs (chosen for about 10 minutes of fit on 2 CPU cores from the budget runs' seconds per
+# epoch, measured under load: alone they take 9.0, 3.6 and 5.2 minutes), with --deterministic: on this machine kind and thread count
 # the numbers are bit-identical to docs/main (the fit times follow the machine). Writes only under runs/;
 # `make main-docs` copies the runs into docs/main for the README. `stnkit reproduce budget` keeps the
 # equal-time comparison (--max-time).
