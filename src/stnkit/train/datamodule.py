@@ -83,10 +83,9 @@ class DataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # called again every epoch (reload_dataloaders_every_n_epochs=1): a new draw of the
         # augmentations and a new order, both functions of (seed, epoch)
-        # the epoch about to be trained: on a resume from the checkpoint at the end of epoch e - 1,
-        # Lightning fetches the loader before current_epoch counts epoch e - 1 as completed, while
-        # the processed count already says e
-        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        # the epoch about to be trained (on a resume Lightning may fetch once more before it has restored
+        # its counters, with the epoch it left; the fetch that feeds the training has the right one)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
         if hasattr(self.train_set, "set_epoch") and epoch != self._told:  # Lightning may ask twice on a resume
             self.train_set.set_epoch(epoch)
             self._told = epoch
