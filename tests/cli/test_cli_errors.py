@@ -351,24 +351,3 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and stderr == "", stderr
-
-
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
-def test_ctrl_c_while_starting_is_one_line(tmp_path, delay):
-    # Ctrl-C while Python still imports torch and Lightning (the command line is not up yet)
-    import signal
-    import time
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stnkit", "train", "--out", str(tmp_path / "run"), "--epochs", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(),
-    )
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    stderr = stderr.decode()
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert proc.returncode == 130 and len(lines) == 1 and lines[0].startswith("stnkit: interrupted"), stderr
