@@ -142,8 +142,7 @@ from .._io import _fsync, write_staged
 from ..geometry import get_transform, warp
 from .dataset import check_fresh, stream_seed
 from .distortions import get_distortion
-from .idx import DatasetError
-from .images import ImageFileError
+from .idx import DatasetError, ImageFileError, open_regular
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -161,23 +160,6 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 # -- files: regular files only, opened without blocking ---------------------------------------
-def open_regular(path: str | os.PathLike, what: str = "an image"):
-    """``path`` opened for binary reading, refused unless it is a regular file (never blocks on a FIFO)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except IsADirectoryError:
-        raise ImageFileError(f"{path} is a directory; {what} must be a regular file") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise ImageFileError(f"{path} is {kind}; {what} must be a regular file")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 # -- headers ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageHeader:

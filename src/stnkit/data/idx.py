@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -36,15 +37,33 @@ class DatasetError(ValueError):
     """A dataset file (IDX, npz, manifest) that is not what stnkit reads: corrupt, truncated, of the wrong kind."""
 
 
+class ImageFileError(DatasetError):
+    """An image file that is not a readable grey or RGB image of a usable size."""
+
+
+def open_regular(path: str | os.PathLike, what: str = "an image"):
+    """``path`` opened for binary reading, refused unless it is a regular file (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except IsADirectoryError:
+        raise ImageFileError(f"{path} is a directory; {what} must be a regular file") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise ImageFileError(f"{path} is {kind}; {what} must be a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class IdxError(DatasetError):
     """A file that is not a valid IDX file (truncated, corrupt, wrong kind)."""
 
 
 def _open(path: Path):
     """``path`` opened if it is a regular file (non-blocking: a FIFO never hangs), gzip detected from its content."""
-    from .folder import open_regular  # folder imports this module
-    from .images import ImageFileError
-
     try:
         raw = open_regular(path, "an IDX file")
     except ImageFileError as err:

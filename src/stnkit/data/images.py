@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_int
-from .idx import DatasetError
+from .folder import PNG_SIGNATURE, read_image
+from .idx import ImageFileError, open_regular
 
 # an image for a model: a digit needs a few pixels, and more than this per side is no digit
 # (refused from the header, before the pixels are decoded)
@@ -20,10 +21,6 @@ GREY_OR_RGB_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "
 
 
 BACKGROUNDS = {"black": 0.0, "white": 1.0}
-
-
-class ImageFileError(DatasetError):
-    """An image file that is not a readable grey or RGB image of a usable size."""
 
 
 def read_grey_png(path: str | os.PathLike, background: str = "black") -> np.ndarray:
@@ -47,8 +44,6 @@ def read_grey_png(path: str | os.PathLike, background: str = "black") -> np.ndar
         FileNotFoundError: no such file.
     """
     from PIL import Image
-
-    from .folder import PNG_SIGNATURE, open_regular, read_image
 
     check_choice("background", background, tuple(BACKGROUNDS))
     try:

@@ -36,6 +36,7 @@ from torch import nn
 
 from .._io import atomic_path
 from ..data import dataset_info
+from ..data.idx import ImageFileError, open_regular
 from ..models import create
 from .config import TrainConfig
 
@@ -107,9 +108,6 @@ def _check_file(path: Path) -> os.stat_result:
 def _open_checkpoint(path: Path):
     """``path`` opened for reading if it is a regular file (stat first, then opened non-blocking and
     checked again, so a FIFO swapped in between never blocks), with its size."""
-    from ..data.folder import open_regular
-    from ..data.images import ImageFileError
-
     _check_file(path)
     try:
         f = open_regular(path, "a checkpoint")
