@@ -17,13 +17,11 @@ def _interrupted_while_loading(signum, frame):  # noqa: ARG001 - a signal handle
 
 def main() -> int:
     previous = signal.getsignal(signal.SIGINT)
-    catch = previous is signal.default_int_handler  # not where the caller has SIGINT ignored (nohup, `cmd &`)
-    if catch:
+    if previous is signal.default_int_handler:  # not where the caller has SIGINT ignored (nohup, `cmd &`)
         signal.signal(signal.SIGINT, _interrupted_while_loading)
     from stnkit.cli import main as cli_main
 
-    if catch:
-        signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, previous)
     return cli_main()
 
 
