@@ -131,8 +131,8 @@ def warp(
         params: ``(B, num_params)`` parameters of the family (affine also takes
             ``(B, 2, 3)``, or ``(B, 3, 4)`` in 3-D); float16 / bfloat16 parameters make the grid in float32.
         transform: a family name (``translation``, ``attention``, ``similarity``,
-            ``affine``, ``projective``, ``tps``; in 3-D ``translation``, ``attention``,
-            ``rigid``, ``similarity``, ``affine``, ``projective``) or a ``TransformFamily`` of ``x``'s dimension.
+            ``affine``, ``projective``, ``tps``; in 3-D these and ``rigid``; ``dense``, ``velocity``)
+            or a ``TransformFamily`` of ``x``'s dimension.
         out_size: ``(H_out, W_out)`` (``(D_out, H_out, W_out)`` for a volume) or an int;
             defaults to ``x``'s spatial size.
         mode: ``bilinear`` (trilinear on a volume), ``nearest`` or ``bicubic`` (2-D
