@@ -425,7 +425,7 @@ class SpatialTransformer(nn.Module):
             return self.family.grid(self.upsample_field(params, size), size, self.align_corners)
         return self.family.grid(params, size, self.align_corners)
 
-    def upsample_field(self, field: Tensor, size: tuple[int, ...]) -> Tensor:
+    def upsample_field(self, field: Tensor, size: int | tuple[int, int] | tuple[int, int, int]) -> Tensor:
         """A predicted field ``(B, dims, *field_size)`` at the output size ``(B, dims, *size)`` (fields only).
 
         ``F.interpolate`` (bilinear, trilinear in 3-D) with this module's
@@ -440,10 +440,11 @@ class SpatialTransformer(nn.Module):
         if not self.is_field:
             raise ValueError(f"upsample_field is for the 'dense' and 'velocity' transforms, not {self.transform!r}")
         field = self.family.check_params(field, "field")
-        if tuple(field.shape[2:]) == tuple(size):
+        size = (check_size if self.dims == 2 else check_size_3d)("size", size)
+        if tuple(field.shape[2:]) == size:
             return field
         mode = "bilinear" if self.dims == 2 else "trilinear"
-        return F.interpolate(field, size=tuple(size), mode=mode, align_corners=self.align_corners)
+        return F.interpolate(field, size=size, mode=mode, align_corners=self.align_corners)
 
     def forward(self, x: Tensor, return_params: bool = False):
         """Warp ``x`` ``(B, C, H, W)`` (or ``(B, C, D, H, W)``); returns the output
