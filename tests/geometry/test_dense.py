@@ -10,7 +10,6 @@ from torch.autograd import gradcheck
 
 import stnkit
 from stnkit.geometry import DenseField, VelocityField, get_transform, integrate_velocity, warp_field
-from stnkit.nn import SpatialTransformer
 
 F64 = torch.float64
 SIZES = {2: (5, 6), 3: (4, 5, 6)}
@@ -94,11 +93,6 @@ class TestFieldFamilies:
             with pytest.raises(ValueError, match=re.escape(message)) as err:
                 stnkit.warp(x, u, "dense")
             assert "\n" not in str(err.value)
-
-
-def test_spatial_transformer_refuses_a_field_family_in_one_line():
-    with pytest.raises(ValueError, match=r"^transform 'dense' takes a dense field, not a parameter vector"):
-        SpatialTransformer(transform="dense", in_channels=1, in_size=(4, 4))
 
 
 def test_unknown_names_list_the_field_families():

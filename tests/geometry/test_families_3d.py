@@ -142,9 +142,8 @@ class TestGetTransform3D:
     def test_exceptions(self):
         one_line_value_error(lambda: get_transform("affine", dims=4), esc("dims must be 2 or 3, got 4"))
         one_line_value_error(
-            lambda: get_transform("tps", dims=3), esc("unknown transform 'tps' in 3-D; valid names: translation")
+            lambda: get_transform("twirl", dims=3), esc("unknown transform 'twirl' in 3-D; valid names: translation")
         )
-        one_line_value_error(lambda: get_transform("tps", dims=3), esc("('tps' is a 2-D family)"))
         one_line_value_error(lambda: get_transform("rigid"), esc("('rigid' is a 3-D family)"))
         one_line_value_error(
             lambda: get_transform(get_transform("affine"), dims=3), esc("is a 2-D family, but dims=3 was asked for")
@@ -479,7 +478,10 @@ class TestWarpVolumes:
             lambda: warp(rand(2, 1, 5, 6), fam3("affine").identity(2), fam3("affine")),
             esc("is 3-D, but x of shape (2, 1, 5, 6) is a (B, C, H, W) image"),
         )
-        one_line_value_error(lambda: warp(x, fam3("affine").identity(2), "tps"), esc("unknown transform 'tps' in 3-D"))
+        one_line_value_error(
+            lambda: warp(x, fam3("affine").identity(2), "tps"),
+            esc("params for the 3-D transform 'tps' (grid_size=4) must have shape (B, 192), got shape (2, 12)"),
+        )
         one_line_value_error(
             lambda: warp(x, fam3("affine").identity(2), mode="bicubic"),
             esc("mode 'bicubic' is 2-D only") + ".*stnkit.geometry.sample_cubic",

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import gradcheck
 
-from stnkit.geometry import get_transform
+from stnkit.geometry import get_transform, warp
 from stnkit.nn import SpatialTransformer, default_localization_3d
 
 F64 = torch.float64
@@ -51,7 +51,7 @@ class TestSpatialTransformer3D:
         y, p = st(rand(3, 2, 4, 6, 8), return_params=True)
         assert y.shape == (3, 2, 3, 5, 7) and p.shape == (3, 12)
 
-    @pytest.mark.parametrize("name", ["translation", "attention", "rigid", "similarity", "affine", "projective"])
+    @pytest.mark.parametrize("name", ["translation", "attention", "rigid", "similarity", "affine", "projective", "tps"])
     def test_identity_at_init(self, name):
         st = SpatialTransformer(transform=name, in_channels=1, in_size=(4, 6, 8)).eval()
         x = rand(2, 1, 4, 6, 8)
@@ -94,6 +94,17 @@ class TestSpatialTransformer3D:
         x = rand(1, 1, 4, 4, 4, dtype=F64).requires_grad_()
         assert gradcheck(st, (x,), eps=1e-6, atol=1e-5)
 
+    def test_tps_3d(self):
+        st = SpatialTransformer(transform=get_transform("tps", dims=3, grid_size=2), in_channels=1, in_size=4)
+        assert st.dims == 3 and st.num_params == 24
+        perturb_head(st, std=0.2)
+        x = rand(1, 1, 4, 4, 4, dtype=F64).requires_grad_()
+        st = st.double()
+        y, p = st(x, return_params=True)
+        assert y.shape == x.shape and p.shape == (1, 24)
+        assert torch.equal(y, warp(x, p, st.family)) and (y - x).abs().max() > 1e-3
+        assert gradcheck(st, (x,), eps=1e-6, atol=1e-5)
+
     def test_custom_localization_feature_size_is_found(self):
         st = SpatialTransformer(nn.Flatten(), transform="translation", in_channels=1, in_size=(2, 3, 4))
         assert st.head.in_features == 24
@@ -125,7 +136,7 @@ class TestSpatialTransformer3D:
             SpatialTransformer(in_channels=1, in_size=(4, 4, 4), out_size=(4, 4))
         with pytest.raises(ValueError, match=r"loc_size must not exceed in_size \(4, 4, 4\), got \(5, 4, 4\)"):
             SpatialTransformer(in_channels=1, in_size=(4, 4, 4), loc_size=(5, 4, 4))
-        with pytest.raises(ValueError, match=r"unknown transform 'tps' in 3-D"):
-            SpatialTransformer(transform="tps", in_channels=1, in_size=(4, 4, 4))
+        with pytest.raises(ValueError, match=r"unknown transform 'twirl' in 3-D"):
+            SpatialTransformer(transform="twirl", in_channels=1, in_size=(4, 4, 4))
         with pytest.raises(ValueError, match=r"is a 2-D family, but dims=3 was asked for"):
             SpatialTransformer(transform=get_transform("affine"), in_channels=1, in_size=(4, 4, 4))

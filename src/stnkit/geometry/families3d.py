@@ -22,6 +22,8 @@ similarity     7           ``log_s, rx, ry, rz, tx, ty, tz`` (log-scale)
 affine         12          the 3x4 matrix, row-major: ``F.affine_grid``'s 3-D theta
 projective     15          the 4x4 homography row-major, ``h44 = 1`` left out
                            (the denominator kept away from 0, as in 2-D)
+tps            3 k^3       x, y, z offsets of a k x k x k grid of control points
+                           (kernel ``U(r) = r``, :class:`ThinPlateSpline3D`)
 =============  ==========  ====================================================
 
 Rotations are **rotation vectors** (axis-angle: the axis ``r / |r|``, the angle
@@ -42,6 +44,9 @@ References:
 
     S. W. Shepperd, "Quaternion from rotation matrix", Journal of Guidance and
     Control 1(3), 1978.
+
+    J. Duchon, "Splines minimizing rotation-invariant semi-norms in Sobolev
+    spaces", 1977 (the 3-D thin-plate kernel ``r``).
 """
 
 from __future__ import annotations
@@ -51,12 +56,15 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import check_finite, check_float_tensor, check_points_3d, check_size_3d, is_tracing
-from .coords import GRID_LIMIT, cached_operator, finite_grid, linspace_coords
+from .._checks import check_finite, check_float_tensor, check_int, check_points_3d, check_size_3d, is_tracing
+from .coords import GRID_LIMIT, base_grid_3d, cached_operator, finite_grid, linspace_coords
 from .families import (
+    _FOLD_CHUNK,
+    _INVERSE_CHUNK,
     _TAME_MARGIN,
     TRANSFORMS_3D,
     MatrixFamily,
+    TransformFamily,
     _check_batch,
     _other_dims_hint,
     _safe_denominator,
@@ -495,7 +503,359 @@ def _projective_is_tame(m: Tensor) -> bool:
     return worst[0] >= _TAME_MARGIN and worst[1] <= GRID_LIMIT
 
 
-for _cls in (Translation3D, Attention3D, Rigid3D, Similarity3D, Affine3D, Projective3D):
+# points per chunk of the 3-D spline's weights (bounds the (N, K, 3) temporaries)
+_TPS3D_POINT_CHUNK = 8192
+
+
+def _tps3d_kernel(points: Tensor, c: Tensor) -> Tensor:
+    """``U = r = |points - c|``: ``(..., N, K)`` for points ``(..., N, 3)`` and control points ``(K, 3)``.
+
+    ``torch.cdist`` without its matrix-product shortcut (exact to rounding), whose gradient is 0, not
+    NaN, at a control point.
+    """
+    c = c.expand(*points.shape[:-2], *c.shape)
+    return torch.cdist(points, c, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+class ThinPlateSpline3D(TransformFamily):
+    """Thin-plate spline in 3-D: a ``k x k x k`` grid of control points spanning ``[-1, 1]^3``.
+
+    The 2-D :class:`~stnkit.geometry.ThinPlateSpline` with a third axis and the 3-D
+    kernel ``U(r) = r`` (the fundamental solution of the 3-D biharmonic equation, up
+    to sign and factor: the spline minimises the 3-D bending energy). Parameters are
+    the ``(x, y, z)`` offsets of the control points, flattened as ``(B, 3 k^3)``, x
+    before y before z per point, points in row-major order (z outermost, then y, x
+    innermost: the volume's ``(D, H, W)`` order); zero offsets are the identity. The
+    control point ``c_i`` of the output maps to ``c_i + d_i`` in the input
+    (normalised, ``F.affine_grid``'s 3-D frame, ``align_corners`` as given to
+    :meth:`grid`), and the spline interpolates in between:
+
+    ``T(u) = sum_i w_i |u - c_i| + a_0 + A u``, with ``sum_i w_i = 0`` and
+    ``sum_i w_i c_i^T = 0``. Affine maps are reproduced exactly. ``reg > 0``
+    smooths instead of interpolating: the system is ``[[U - reg I, P], [P^T, 0]]``,
+    which is scipy's ``RBFInterpolator(kernel="linear", smoothing=reg, degree=1)``
+    (scipy's kernel is ``-r``, so its ``+ smoothing`` is this ``- reg``).
+
+    As in 2-D the system's inverse is computed once (float64), the grid weights are
+    cached per output size, and a batch costs one matrix product; :meth:`inverse_grid`
+    inverts the spline by Newton's method, :meth:`jacobian_det` and :meth:`folds`
+    tell where it is not locally invertible. There is no ``compose``: two splines do
+    not compose into a spline (chain them point-wise with
+    :func:`~stnkit.geometry.compose_grid`).
+
+    Args:
+        grid_size: ``k``, the control points per side (at least 2).
+        reg: ``>= 0``; the smoothing (0: exact interpolation).
+
+    Example:
+        >>> fam = ThinPlateSpline3D(grid_size=3)
+        >>> fam.num_params, fam.control_points.shape
+        (81, torch.Size([27, 3]))
+        >>> offsets = torch.zeros(1, 81)
+        >>> offsets[0, 39:42] = torch.tensor([0.1, -0.2, 0.05])  # move the centre control point (index 13)
+        >>> fam.transform_points(offsets, torch.tensor([[[0.0, 0.0, 0.0]]]))
+        tensor([[[ 0.1000, -0.2000,  0.0500]]])
+
+    References:
+        J. Duchon, "Splines minimizing rotation-invariant semi-norms in Sobolev
+        spaces", 1977; F. L. Bookstein, IEEE TPAMI 11(6), 1989 (the 2-D spline).
+    """
+
+    name = "tps"
+    dims = 3
+
+    def __init__(self, grid_size: int = 4, reg: float = 0.0):
+        check_int("grid_size", grid_size, low=2)
+        if not math.isfinite(reg) or reg < 0:
+            raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+        self.grid_size = grid_size
+        self.reg = float(reg)
+        self.num_params = 3 * grid_size**3
+        c = torch.linspace(-1.0, 1.0, grid_size, dtype=torch.float64)
+        cz, cy, cx = torch.meshgrid(c, c, c, indexing="ij")
+        self.control_points = torch.stack([cx, cy, cz], dim=-1).reshape(-1, 3)  # (K, 3)
+        k = self.control_points.shape[0]
+        # L = [[U - reg I, P], [P^T, 0]] with P = [1, x, y, z]
+        r = _tps3d_kernel(self.control_points, self.control_points)
+        p = torch.cat([torch.ones(k, 1, dtype=torch.float64), self.control_points], dim=1)
+        top = torch.cat([r - self.reg * torch.eye(k, dtype=torch.float64), p], dim=1)
+        bottom = torch.cat([p.T, torch.zeros(4, 4, dtype=torch.float64)], dim=1)
+        self._l_inv = torch.linalg.inv(torch.cat([top, bottom], dim=0))[:, :k]  # (K+4, K)
+        self._grid_cache: dict = {}
+
+    def __repr__(self):
+        return f"ThinPlateSpline3D(grid_size={self.grid_size}, reg={self.reg})"
+
+    def _identity_vector(self):
+        return [0.0] * self.num_params
+
+    def _random_std(self):
+        return [0.3 / (self.grid_size - 1)] * self.num_params
+
+    def check_params(self, params: object, name: str = "params") -> Tensor:
+        """Validate ``params`` ``(B, 3 k^3)`` (floating, finite, ``B > 0``); returns it unchanged.
+
+        Example:
+            >>> ThinPlateSpline3D(grid_size=2).check_params(torch.zeros(1, 8))
+            Traceback (most recent call last):
+            ...
+            ValueError: params for the 3-D transform 'tps' (grid_size=2) must have shape (B, 24), got shape (1, 8)
+        """
+        params = check_float_tensor(name, params)
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ValueError(
+                f"{name} for the 3-D transform 'tps' (grid_size={self.grid_size}) must have shape "
+                f"(B, {self.num_params}), got shape {tuple(params.shape)}"
+            )
+        if params.shape[0] == 0:
+            raise ValueError(f"{name} must have a non-empty batch, got shape {tuple(params.shape)}")
+        check_finite(name, params)
+        return params
+
+    def weights(self, points: Tensor) -> Tensor:
+        """Weights ``(..., N, K)`` with ``T(points) = weights @ targets`` (targets = control points + offsets).
+
+        ``points`` is ``(..., N, 3)``, normalised, x before y before z; each row sums to 1.
+
+        Example:
+            >>> fam = ThinPlateSpline3D(grid_size=2)
+            >>> torch.allclose(fam.weights(fam.control_points), torch.eye(8, dtype=torch.float64))
+            True
+        """
+        c = self.control_points.to(device=points.device, dtype=points.dtype)
+        l_inv = self._l_inv.to(device=points.device, dtype=points.dtype)
+        r = _tps3d_kernel(points, c)
+        basis = torch.cat([r, torch.ones_like(points[..., :1]), points], dim=-1)  # (..., N, K+4)
+        return basis @ l_inv
+
+    def weight_gradients(self, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``d weights / dx``, ``/ dy``, ``/ dz``, each ``(..., N, K)``: the Jacobian at ``points`` has
+        the columns ``wx @ targets``, ``wy @ targets``, ``wz @ targets`` (dT/dx, dT/dy, dT/dz).
+
+        ``dU/du = (u - c) / r``; at a control point itself (where ``r`` has no derivative)
+        that term is taken as 0, the mean of its one-sided derivatives.
+
+        Example:
+            >>> fam = ThinPlateSpline3D(grid_size=3)
+            >>> pts = torch.tensor([[0.3, -0.4, 0.1]], dtype=torch.float64)
+            >>> jac = torch.stack([g @ fam.control_points for g in fam.weight_gradients(pts)], -1)
+            >>> torch.allclose(jac, torch.eye(3, dtype=torch.float64))  # the identity's Jacobian
+            True
+        """
+        c = self.control_points.to(device=points.device, dtype=points.dtype)
+        l_inv = self._l_inv.to(device=points.device, dtype=points.dtype)
+        d, r = points.unsqueeze(-2) - c, _tps3d_kernel(points, c)  # (..., N, K, 3), (..., N, K)
+        inv_r = torch.where(r > 0, 1.0 / torch.where(r > 0, r, torch.ones_like(r)), torch.zeros_like(r))
+        zeros, ones = torch.zeros_like(points[..., :1]), torch.ones_like(points[..., :1])
+        out = []
+        for axis in range(3):
+            poly = [zeros, *(ones if j == axis else zeros for j in range(3))]
+            out.append(torch.cat([d[..., axis] * inv_r, *poly], dim=-1) @ l_inv)
+        return out[0], out[1], out[2]
+
+    def grid_weights(
+        self,
+        out_size: int | tuple[int, int, int],
+        align_corners: bool = False,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The cached identity grid ``(D*H*W, 3)`` and weights ``(D*H*W, K)`` for an output size.
+
+        Computed once in float64 (in chunks of points); the grid is
+        ``identity + weights @ offsets``, which keeps the identity exact.
+
+        Example:
+            >>> ident, w = ThinPlateSpline3D(grid_size=2).grid_weights((2, 3, 4))
+            >>> ident.shape, w.shape
+            (torch.Size([24, 3]), torch.Size([24, 8]))
+        """
+        ident, weights, _ = self._grid_operator(out_size, align_corners, device=device, dtype=dtype)
+        return ident, weights
+
+    def _grid_operator(self, out_size, align_corners=False, *, device=None, dtype=None):
+        """``(ident, weights, reach)``: the grid is ``ident + weights @ offsets``, and no point moves
+        further than ``reach * max|offsets|`` from the identity."""
+        size = check_size_3d("out_size", out_size)
+        dtype = dtype or torch.get_default_dtype()
+        key = (*size, bool(align_corners), str(device), dtype)
+        cached = self._grid_cache.get(key)
+        if cached is None:
+            pts = base_grid_3d(size, align_corners, dtype=torch.float64).view(-1, 3)
+            weights = torch.cat([self.weights(p) for p in pts.split(_TPS3D_POINT_CHUNK)])
+            reach = weights.abs().sum(-1).max()
+            cached = tuple(t.to(device=device, dtype=dtype) for t in (pts, weights, reach))
+            if not is_tracing():  # FakeTensors made while exporting would poison later eager calls
+                self._grid_cache[key] = cached
+        return cached
+
+    def coefficients(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The spline ``T(u) = sum_i w_i |u - c_i| + a_0 + A u``: kernel weights ``(B, K, 3)`` and the
+        affine part ``(B, 4, 3)`` (rows 1, x, y, z).
+
+        Example:
+            >>> w, a = ThinPlateSpline3D(grid_size=2).coefficients(torch.zeros(1, 24, dtype=torch.float64))
+            >>> bool(w.abs().max() < 1e-12), torch.allclose(a[0], torch.cat([torch.zeros(1, 3), torch.eye(3)]).double())
+            (True, True)
+        """
+        params = self.check_params(params)
+        coef = self._l_inv.to(device=params.device, dtype=params.dtype) @ self.targets(params)
+        k = self.control_points.shape[0]
+        return coef[:, :k], coef[:, k:]
+
+    def targets(self, params: Tensor) -> Tensor:
+        """Where the control points map in the input: ``(B, K, 3)``, control points plus offsets."""
+        c = self.control_points.to(device=params.device, dtype=params.dtype)
+        return c + params.view(params.shape[0], -1, 3)
+
+    def grid(self, params: Tensor, out_size: int | tuple[int, int, int], align_corners: bool = False) -> Tensor:
+        """Sampling grid ``(B, D, H, W, 3)``: for each output voxel, the input point ``(x, y, z)`` to read.
+
+        ``F.affine_grid``'s 3-D frame (``align_corners`` as there); finite and within
+        ``GRID_LIMIT`` for any finite parameters; float16 / bfloat16 parameters give
+        a grid made in float32 and cast back.
+
+        Example:
+            >>> fam = ThinPlateSpline3D(grid_size=2)
+            >>> from stnkit.geometry import base_grid_3d
+            >>> ident = fam.identity(1, dtype=torch.float64)
+            >>> torch.equal(fam.grid(ident, (2, 3, 4))[0], base_grid_3d((2, 3, 4), dtype=torch.float64))
+            True
+        """
+        params = self.check_params(params)
+        size = check_size_3d("out_size", out_size)
+        if params.dtype in (torch.float16, torch.bfloat16):
+            return self._grid(params.float(), size, align_corners).to(params.dtype)
+        return self._grid(params, size, align_corners)
+
+    def _grid(self, params, size, align_corners):
+        ident, weights, reach = self._grid_operator(size, align_corners, device=params.device, dtype=params.dtype)
+        # (N, K) @ (B, K, 3): one batched product (an interleaved (3K, 3N) operator as in 2-D would hold
+        # 9x the weights, 600 MB at 64^3)
+        g = (ident + weights @ params.view(params.shape[0], -1, 3)).view(-1, *size, 3)
+        if is_tracing() or not 1.0 + float(reach) * float(params.detach().abs().amax()) <= GRID_LIMIT:
+            g = finite_grid(g)
+        return g
+
+    def transform_points(self, params: Tensor, points: Tensor) -> Tensor:
+        """Map points ``(B, N, 3)`` (x, y, z; normalised) from output to input coordinates."""
+        params = self.check_params(params)
+        points = check_points_3d("points", points)
+        _check_batch(params, points, "points")
+        return self.weights(points) @ self.targets(params).to(points.dtype)
+
+    # -- the spline's inverse and its Jacobian ------------------------------------------
+    def inverse_grid(
+        self, params: Tensor, out_size: int | tuple[int, int, int], align_corners: bool = False, *, iters: int = 7
+    ) -> Tensor:
+        """Sampling grid ``(B, D, H, W, 3)`` of the inverse spline, solved by Newton's method (as in 2-D).
+
+        For each voxel ``v`` of an ``out_size`` frame in the *input*'s normalised
+        coordinates (``(x, y, z)``, ``F.affine_grid``'s 3-D frame), the output point
+        ``u`` with ``T(u) = v``: ``sample(warp(x, params, "tps"), inverse_grid(params,
+        x's size))`` brings a warped volume back onto ``x``'s frame. Newton starts from
+        the inverse of the spline's affine part and takes ``iters`` steps in float64,
+        each clamped to 0.5 per coordinate; the 3x3 systems are solved by Cramer's
+        rule. Where the spline folds (:meth:`folds`) the inverse is not unique.
+
+        Returns:
+            ``(B, D, H, W, 3)`` in the dtype and on the device of ``params``;
+            differentiable in ``params`` (through the unrolled steps).
+
+        Example:
+            >>> tps = ThinPlateSpline3D(grid_size=3)
+            >>> params = 0.05 * torch.randn(1, 81, generator=torch.Generator().manual_seed(0))
+            >>> u = tps.inverse_grid(params, (3, 4, 5))
+            >>> from stnkit.geometry import base_grid_3d
+            >>> v = base_grid_3d((3, 4, 5)).view(1, -1, 3)
+            >>> bool((tps.transform_points(params, u.reshape(1, -1, 3)) - v).abs().max() < 1e-5)
+            True
+        """
+        params = self.check_params(params)
+        size = check_size_3d("out_size", out_size)
+        check_int("iters", iters)
+        v = base_grid_3d(size, align_corners, device=params.device, dtype=torch.float64).view(-1, 3)
+        parts = [
+            torch.cat([self._newton_inverse(p, vc, iters) for vc in v.split(_TPS3D_POINT_CHUNK)], dim=1)
+            for p in params.split(_INVERSE_CHUNK)
+        ]
+        return torch.cat(parts).to(params.dtype).view(-1, *size, 3)
+
+    def _newton_inverse(self, params: Tensor, v: Tensor, iters: int) -> Tensor:
+        """``(n, M, 3)``: Newton's solution ``u`` of ``T(u) = v`` for points ``v`` ``(M, 3)``."""
+        params = params.double()
+        tgt = self.targets(params)  # (n, K, 3)
+        _, a = self.coefficients(params)  # (n, 4, 3), rows 1, x, y, z
+        v = v.expand(params.shape[0], -1, -1)
+        u = torch.linalg.solve(a[:, 1:].transpose(1, 2), (v - a[:, None, 0]).transpose(1, 2)).transpose(1, 2)
+        for _ in range(iters):
+            r = self.weights(u) @ tgt - v
+            jx, jy, jz = (g @ tgt for g in self.weight_gradients(u))  # the Jacobian's columns
+            u = u - _solve_columns(jx, jy, jz, r).clamp(-0.5, 0.5)
+        return u
+
+    def jacobian_det(self, params: Tensor, out_size: int | tuple[int, int, int], align_corners: bool = False) -> Tensor:
+        """Determinant of the spline's Jacobian ``dT/du`` at the voxel centres of an output frame: ``(B, D, H, W)``.
+
+        Exact derivatives (:meth:`weight_gradients`), weights cached per size; 1
+        everywhere for the identity; ``<= 0`` where the spline folds or mirrors.
+
+        Example:
+            >>> tps = ThinPlateSpline3D(grid_size=2)
+            >>> shrink = tps.control_points.float().view(1, 24) * -0.5  # T(u) = u / 2: det 1/8
+            >>> torch.allclose(tps.jacobian_det(shrink, 3), torch.full((1, 3, 3, 3), 0.125))
+            True
+        """
+        params = self.check_params(params)
+        size = check_size_3d("out_size", out_size)
+        return self._jacobian_det(params, size, align_corners).view(-1, *size)
+
+    def _jacobian_det(self, params: Tensor, size: tuple[int, int, int], align_corners: bool) -> Tensor:
+        key = ("jacobian", *size, bool(align_corners), str(params.device), params.dtype)
+        cached = self._grid_cache.get(key)
+        if cached is None:
+            pts = base_grid_3d(size, align_corners, dtype=torch.float64).view(-1, 3)
+            chunks = [self.weight_gradients(p) for p in pts.split(_TPS3D_POINT_CHUNK)]
+            cached = tuple(torch.cat(g).to(device=params.device, dtype=params.dtype) for g in zip(*chunks))
+            if not is_tracing():
+                self._grid_cache[key] = cached
+        tgt = self.targets(params)
+        a, b, c = (g @ tgt for g in cached)  # (B, M, 3) each: dT/dx, dT/dy, dT/dz
+        return (a * torch.linalg.cross(b, c)).sum(-1)
+
+    def folds(self, params: Tensor, out_size: int | tuple[int, int, int], align_corners: bool = False) -> Tensor:
+        """``(B,)`` bool: True where the spline folds an output frame onto itself (a voxel with det <= 0).
+
+        Example:
+            >>> tps = ThinPlateSpline3D(grid_size=3)
+            >>> params = torch.zeros(2, 81)
+            >>> params[1, 39] = 1.5  # push the centre control point past its right neighbour
+            >>> tps.folds(params, 8)
+            tensor([False,  True])
+        """
+        params = self.check_params(params)
+        size = check_size_3d("out_size", out_size)
+        parts = [(self._jacobian_det(p, size, align_corners) <= 0).any(dim=1) for p in params.split(_FOLD_CHUNK)]
+        return torch.cat(parts)
+
+
+def _solve_columns(a: Tensor, b: Tensor, c: Tensor, r: Tensor) -> Tensor:
+    """``J^-1 r`` for the 3x3 matrices ``J = [a | b | c]`` (columns, ``(..., 3)`` each), by Cramer's rule.
+
+    The rows of ``J^-1`` are ``b x c``, ``c x a``, ``a x b`` over ``det J = a . (b x c)``; a
+    determinant below 1e-12 in size is replaced by 1e-12 (with its sign), as in 2-D.
+    """
+    bc, ca, ab = torch.linalg.cross(b, c), torch.linalg.cross(c, a), torch.linalg.cross(a, b)
+    det = (a * bc).sum(-1, keepdim=True)
+    det = torch.where(det.abs() < 1e-12, torch.where(det < 0, -1e-12, 1e-12) * torch.ones_like(det), det)
+    return (
+        torch.cat([(bc * r).sum(-1, keepdim=True), (ca * r).sum(-1, keepdim=True), (ab * r).sum(-1, keepdim=True)], -1)
+        / det
+    )
+
+
+for _cls in (Translation3D, Attention3D, Rigid3D, Similarity3D, Affine3D, Projective3D, ThinPlateSpline3D):
     TRANSFORMS_3D[_cls.name] = _cls
 
 __all__ = [
@@ -505,6 +865,7 @@ __all__ = [
     "Projective3D",
     "Rigid3D",
     "Similarity3D",
+    "ThinPlateSpline3D",
     "Translation3D",
     "homogeneous_points_3d",
     "rotation_matrix",

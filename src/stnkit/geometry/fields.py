@@ -349,9 +349,12 @@ def to_voxelmorph(u: Tensor, align_corners: bool = False) -> Tensor:
     normalising with ``(size - 1)`` for ``grid_sample(align_corners=True)`` and
     padding with zeros; ``warp_field(x, u, align_corners=align_corners)`` samples the
     same points. So this is ``field_to_pixels(u, align_corners, order="dhw")``;
-    ``align_corners`` is the frame of ``u`` (stnkit's), not VoxelMorph's. (Releases
-    whose ``grid_sample`` call left ``align_corners`` at torch's default ``False``
-    sample half a voxel's scale off; this matches the ``align_corners=True`` ones.)
+    ``align_corners`` is the frame of ``u`` (stnkit's), not VoxelMorph's. VoxelMorph
+    0.3.4's ``SpatialTransformer(align_corners=False)`` still normalises with
+    ``(size - 1)`` and so reads voxel ``v size / (size - 1) - 1/2`` (even its zero
+    field resamples): these converters match its default ``align_corners=True``.
+    Checked against VoxelMorph 0.3.4's ``SpatialTransformer``, ``IntegrateVelocityField``
+    and ``compose`` in ``tests/geometry/test_peers_medical.py`` (float64, to 1e-10).
 
     Args:
         u: ``(B, 2, H, W)`` or ``(B, 3, D, H, W)``, the module convention.
@@ -403,8 +406,8 @@ def to_monai(u: Tensor, align_corners: bool = False) -> Tensor:
     ``padding_mode="border"`` (``DVF2DDF`` to ``zeros``); pass the same to
     :func:`warp_field`. ``reflection`` agrees only with ``align_corners=True``:
     MONAI reflects about the border voxels' centres. Checked against MONAI 1.6.1's
-    ``Warp`` (zeros, border) and ``DVF2DDF`` (``integrate_velocity(...,
-    padding_mode="zeros")``) to 1e-14 in float64.
+    ``Warp`` (zeros, border, reflection) and ``DVF2DDF`` (``integrate_velocity(...,
+    padding_mode="zeros")``) in ``tests/geometry/test_peers_medical.py`` (float64, to 1e-10).
 
     Args:
         u: ``(B, 2, H, W)`` or ``(B, 3, D, H, W)``, the module convention.

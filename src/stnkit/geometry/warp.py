@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_image_or_volume, check_points, check_size, check_size_3d
+from .._checks import check_choice, check_image_or_volume, check_points, check_points_3d, check_size, check_size_3d
 from .coords import finite_grid
 from .families import TransformFamily, get_transform
 
@@ -131,8 +131,8 @@ def warp(
         params: ``(B, num_params)`` parameters of the family (affine also takes
             ``(B, 2, 3)``, or ``(B, 3, 4)`` in 3-D); float16 / bfloat16 parameters make the grid in float32.
         transform: a family name (``translation``, ``attention``, ``similarity``,
-            ``affine``, ``projective``, ``tps``; in 3-D ``translation``, ``attention``,
-            ``rigid``, ``similarity``, ``affine``, ``projective``) or a ``TransformFamily`` of ``x``'s dimension.
+            ``affine``, ``projective``, ``tps``; in 3-D these and ``rigid``; ``dense``, ``velocity``)
+            or a ``TransformFamily`` of ``x``'s dimension.
         out_size: ``(H_out, W_out)`` (``(D_out, H_out, W_out)`` for a volume) or an int;
             defaults to ``x``'s spatial size.
         mode: ``bilinear`` (trilinear on a volume), ``nearest`` or ``bicubic`` (2-D
@@ -191,10 +191,10 @@ def warp(
 def compose_grid(
     params: list[Tensor],
     transforms: list[str | TransformFamily],
-    out_size: int | tuple[int, int],
+    out_size: int | tuple[int, int] | tuple[int, int, int],
     align_corners: bool = False,
 ) -> Tensor:
-    """The single grid of several warps applied in series, of any families.
+    """The single grid of several warps applied in series, of any families, in 2-D or 3-D.
 
     ``params[0]`` warps the input first, ``params[-1]`` last; the returned grid
     samples the original input once: output point ``p`` reads the input at
@@ -202,14 +202,24 @@ def compose_grid(
     before y). So ``sample(x, compose_grid(...))`` equals the warps done one
     after the other, without the blur of sampling several times.
 
+    Volumes: a 3-tuple ``out_size`` ``(D, H, W)`` or a 3-D ``TransformFamily`` among
+    ``transforms`` makes it 3-D (names then mean the 3-D families); the grid is
+    ``(B, D, H, W, 3)`` of points ``(x, y, z)``. A ``dense`` or ``velocity`` field
+    may be the **last** stage only (its grid starts the chain; an earlier stage
+    would have to map arbitrary points, which a field given on a grid does not:
+    compose fields with :func:`~stnkit.geometry.compose_fields`); it must be at
+    ``out_size``.
+
     Args:
-        params: one ``(B, num_params)`` tensor per stage, the same ``B`` for all.
+        params: one ``(B, num_params)`` tensor per stage (a field for a last field stage), the same ``B``.
         transforms: one family name or ``TransformFamily`` per stage.
-        out_size: ``(H_out, W_out)`` of the last stage, or an int.
+        out_size: ``(H_out, W_out)`` (``(D_out, H_out, W_out)``) of the last stage, or an int (2-D unless a
+            3-D family is given).
         align_corners: the frame of the grid (see :mod:`stnkit.geometry.coords`).
 
     Returns:
-        ``(B, H_out, W_out, 2)``, finite: points sent to infinity read the padding.
+        ``(B, H_out, W_out, 2)`` or ``(B, D_out, H_out, W_out, 3)``, finite: points sent to infinity read the
+        padding.
 
     Example:
         >>> t = torch.tensor([[0.25, 0.0]])
@@ -219,6 +229,9 @@ def compose_grid(
         >>> s, b = get_transform("similarity").identity(1), get_transform("tps").identity(1)
         >>> compose_grid([s, b], ["similarity", "tps"], 8).shape
         torch.Size([1, 8, 8, 2])
+        >>> r, a = get_transform("rigid", dims=3).identity(1), get_transform("affine", dims=3).identity(1)
+        >>> compose_grid([r, a], ["rigid", "affine"], (2, 3, 4)).shape
+        torch.Size([1, 2, 3, 4, 3])
     """
     if not isinstance(params, (list, tuple)) or not isinstance(transforms, (list, tuple)):
         raise TypeError(
@@ -228,11 +241,19 @@ def compose_grid(
         raise ValueError(
             f"params and transforms must be non-empty lists of equal length, got {len(params)} and {len(transforms)}"
         )
-    families = [get_transform(t) for t in transforms]
-    size = check_size("out_size", out_size)
+    three = isinstance(out_size, (tuple, list, torch.Size)) and len(out_size) == 3
+    dims = 3 if three or any(isinstance(t, TransformFamily) and t.dims == 3 for t in transforms) else 2
+    families = [get_transform(t, dims=dims) for t in transforms]
+    for i, family in enumerate(families[:-1]):
+        if getattr(family, "is_field", False):
+            raise ValueError(
+                f"transforms[{i}] is the field transform {family.name!r}, which can only be the last stage "
+                "(compose fields with stnkit.geometry.compose_fields)"
+            )
+    size = check_size("out_size", out_size) if dims == 2 else check_size_3d("out_size", out_size)
     g = families[-1].grid(params[-1], size, align_corners)
     b = g.shape[0]
-    pts = check_points("grid points", g.reshape(b, -1, 2))
+    pts = (check_points if dims == 2 else check_points_3d)("grid points", g.reshape(b, -1, dims))
     for family, p in zip(reversed(families[:-1]), reversed(params[:-1])):
         pts = family.transform_points(p, pts)
-    return finite_grid(pts.view(b, size[0], size[1], 2))
+    return finite_grid(pts.view(b, *size, dims))

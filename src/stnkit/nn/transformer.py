@@ -32,6 +32,9 @@ class IdentityHead(nn.Linear):
         family: the transform family; the output is ``(B, family.num_params)``.
         bounded: the output goes through ``family.bound`` afterwards, whose
             identity is at zero, so the bias is zero.
+        field_size: for a field family (``dense``, ``velocity``): the spatial size of
+            the predicted field; the output is then ``(B, dims * prod(field_size))``,
+            all zero at initialisation (the zero field is the identity).
 
     Example:
         >>> head = IdentityHead(5, get_transform("affine"))
@@ -40,9 +43,15 @@ class IdentityHead(nn.Linear):
         True
     """
 
-    def __init__(self, in_features: int, family: TransformFamily, bounded: bool = False):
-        self._identity_bias = _identity_bias(family, bounded)
-        super().__init__(in_features, family.num_params)
+    def __init__(
+        self,
+        in_features: int,
+        family: TransformFamily,
+        bounded: bool = False,
+        field_size: tuple[int, ...] | None = None,
+    ):
+        self._identity_bias = _identity_bias(family, bounded, field_size)
+        super().__init__(in_features, self._identity_bias.numel())
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.weight)
@@ -50,9 +59,13 @@ class IdentityHead(nn.Linear):
             self.bias.copy_(self._identity_bias)
 
 
-def _identity_bias(family: TransformFamily, bounded: bool) -> Tensor:
+def _identity_bias(family: TransformFamily, bounded: bool, field_size: tuple[int, ...] | None = None) -> Tensor:
     # with bounded=True the head's output goes through family.bound(), whose
-    # identity is at zero
+    # identity is at zero; a field's identity is the zero field
+    if getattr(family, "is_field", False):
+        if field_size is None:
+            raise ValueError(f"the {family.name!r} transform's head needs field_size, got None")
+        return family.identity(1, field_size).flatten()
     return torch.zeros(family.num_params) if bounded else family.identity(1)[0]
 
 
@@ -104,6 +117,9 @@ def default_localization(in_channels: int, in_size: int | tuple[int, int]) -> tu
     layers += [nn.Flatten(), nn.Linear(c * h * w, 50), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers), 50
 
+
+# the default field_size of a dense / velocity SpatialTransformer: each side of the output, at most 8
+FIELD_SIZE_CAP = 8
 
 # the largest feature map default_localization_3d flattens as is: 6^3 voxels (20 * 216 = 4320 features)
 LOC_FEATURE_CAP_3D = 6
@@ -190,6 +206,22 @@ class SpatialTransformer(nn.Module):
             reads the full-resolution input, as the text-recognition
             transformers (RARE, ASTER) do. Halving the size cuts the
             localisation net's cost about four times. ``None``: the input itself.
+        field_size: for ``transform="dense"`` or ``"velocity"`` only: the ``(H, W)``
+            (``(D, H, W)``) of the field the head predicts, or an int. ``None``: each
+            side of the output size capped at ``FIELD_SIZE_CAP`` (8).
+
+    Dense fields: with ``transform="dense"`` or ``"velocity"`` (or their families,
+    ``get_transform("velocity", steps=4)``) the head predicts a low-resolution
+    field ``(B, dims, *field_size)`` (channels ``(x, y[, z])``, normalised,
+    :mod:`stnkit.geometry.fields`) instead of a parameter vector: a linear layer
+    from the localisation features to ``dims * prod(field_size)`` values, weights
+    and bias zero, so the transformer starts as the identity. The field is
+    upsampled to the output size (``F.interpolate``, bilinear / trilinear, this
+    module's ``align_corners``: normalised displacements need no rescaling),
+    then warped as ``stnkit.warp(x, field, transform)`` does; a velocity field is
+    upsampled first and integrated at the output size. ``forward(x,
+    return_params=True)`` returns the low-resolution field; :meth:`upsample_field`
+    gives the full one. ``bounded=True`` is refused (fields have no bounded form).
 
     Example:
         >>> st = SpatialTransformer(transform="affine", in_channels=1, in_size=(28, 28))
@@ -202,6 +234,10 @@ class SpatialTransformer(nn.Module):
         >>> st = SpatialTransformer(transform="tps", in_channels=3, in_size=32, out_size=(16, 24))
         >>> st(torch.rand(2, 3, 32, 32)).shape  # a smaller out_size downsamples
         torch.Size([2, 3, 16, 24])
+        >>> st = SpatialTransformer(transform="dense", in_channels=1, in_size=(8, 16, 16), field_size=4)
+        >>> y, field = st(torch.rand(2, 1, 8, 16, 16), return_params=True)
+        >>> y.shape, field.shape, bool(field.abs().max() == 0)  # a zero field at initialisation
+        (torch.Size([2, 1, 8, 16, 16]), torch.Size([2, 3, 4, 4, 4]), True)
 
     References:
         Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015.
@@ -219,6 +255,7 @@ class SpatialTransformer(nn.Module):
         in_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
         bounded: bool = False,
         loc_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
+        field_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
     ):
         super().__init__()
         if isinstance(transform, TransformFamily) and transform.dims == 3 or _is_triple(in_size):
@@ -229,11 +266,7 @@ class SpatialTransformer(nn.Module):
             self.dims = 2
             self.family = get_transform(transform)
             size_check = check_size
-        if getattr(self.family, "is_field", False):
-            raise ValueError(
-                f"transform {self.family.name!r} takes a dense field, not a parameter vector, and SpatialTransformer "
-                f"predicts vectors; warp with stnkit.warp(x, field, {self.family.name!r}) instead"
-            )
+        self.is_field = bool(getattr(self.family, "is_field", False))
         self.transform = self.family.name
         self.out_size = None if out_size is None else size_check("out_size", out_size)
         self.mode = check_choice("mode", mode, MODES)
@@ -249,6 +282,7 @@ class SpatialTransformer(nn.Module):
         self.loc_size = None if loc_size is None else size_check("loc_size", loc_size)
         if self.loc_size is not None and self.in_size is not None and not _fits(self.loc_size, self.in_size):
             raise ValueError(f"loc_size must not exceed in_size {self.in_size}, got {self.loc_size}")
+        self.field_size = self._field_size(field_size, size_check)
         if localization is None:
             if in_channels is None or in_size is None:
                 raise ValueError(
@@ -263,9 +297,29 @@ class SpatialTransformer(nn.Module):
             features = self._infer_features(localization)
         self.localization = localization
         if features is None:
-            self.head = _LazyIdentityHead(self.family, self.bounded)
+            self.head = _LazyIdentityHead(self.family, self.bounded, self.field_size)
         else:
-            self.head = IdentityHead(features, self.family, self.bounded)
+            self.head = IdentityHead(features, self.family, self.bounded, self.field_size)
+
+    def _field_size(self, field_size, size_check) -> tuple[int, ...] | None:
+        """The predicted field's spatial size (fields only): given, or the output size capped at FIELD_SIZE_CAP."""
+        if not self.is_field:
+            if field_size is not None:
+                raise ValueError(
+                    f"field_size is for the 'dense' and 'velocity' transforms, got field_size={field_size!r} "
+                    f"with transform {self.transform!r}"
+                )
+            return None
+        if self.bounded:
+            raise ValueError(f"bounded=True has no meaning for the {self.transform!r} transform (a field), got True")
+        if field_size is not None:
+            return size_check("field_size", field_size)
+        size = self.out_size or self.in_size
+        if size is None:
+            raise ValueError(
+                f"the {self.transform!r} transform needs field_size, or out_size or in_size to derive it, got None"
+            )
+        return tuple(min(n, FIELD_SIZE_CAP) for n in size)
 
     def _infer_features(self, localization: nn.Module) -> int | None:
         if self.in_channels is None or self.in_size is None:
@@ -280,7 +334,8 @@ class SpatialTransformer(nn.Module):
 
     @property
     def num_params(self) -> int:
-        return self.family.num_params
+        """The values the head predicts per sample: ``family.num_params``, or ``dims * prod(field_size)`` for a field."""
+        return int(self.head.out_features)
 
     def check_input(self, x: object) -> Tensor:
         """``x`` as an image batch ``(B, C, H, W)`` that fits the channels and size given at construction.
@@ -322,6 +377,8 @@ class SpatialTransformer(nn.Module):
         """
         feats = self.localization(self.loc_input(x))
         raw = self.head(feats.reshape(feats.shape[0], -1))
+        if self.is_field:  # (B, dims, *field_size)
+            return raw.view(raw.shape[0], self.dims, *self.field_size)
         return self.family.bound(raw) if self.bounded else raw
 
     def loc_input(self, x: Tensor) -> Tensor:
@@ -364,7 +421,30 @@ class SpatialTransformer(nn.Module):
             torch.Size([2, 4, 6, 2])
         """
         size = self.out_size or (check_size if self.dims == 2 else check_size_3d)("in_size", in_size)
+        if self.is_field:
+            return self.family.grid(self.upsample_field(params, size), size, self.align_corners)
         return self.family.grid(params, size, self.align_corners)
+
+    def upsample_field(self, field: Tensor, size: int | tuple[int, int] | tuple[int, int, int]) -> Tensor:
+        """A predicted field ``(B, dims, *field_size)`` at the output size ``(B, dims, *size)`` (fields only).
+
+        ``F.interpolate`` (bilinear, trilinear in 3-D) with this module's
+        ``align_corners``: the field is in the normalised frame, so its values need no
+        rescaling; at ``field_size == size`` the field is returned as is.
+
+        Example:
+            >>> st = SpatialTransformer(transform="dense", in_channels=1, in_size=16, field_size=4)
+            >>> st.upsample_field(torch.full((1, 2, 4, 4), 0.5), (16, 16)).unique()
+            tensor([0.5000])
+        """
+        if not self.is_field:
+            raise ValueError(f"upsample_field is for the 'dense' and 'velocity' transforms, not {self.transform!r}")
+        field = self.family.check_params(field, "field")
+        size = (check_size if self.dims == 2 else check_size_3d)("size", size)
+        if tuple(field.shape[2:]) == size:
+            return field
+        mode = "bilinear" if self.dims == 2 else "trilinear"
+        return F.interpolate(field, size=size, mode=mode, align_corners=self.align_corners)
 
     def forward(self, x: Tensor, return_params: bool = False):
         """Warp ``x`` ``(B, C, H, W)`` (or ``(B, C, D, H, W)``); returns the output
@@ -379,6 +459,7 @@ class SpatialTransformer(nn.Module):
             f"transform={self.transform!r}, out_size={self.out_size}, mode={self.mode!r}, "
             f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}, bounded={self.bounded}"
             + (f", loc_size={self.loc_size}" if self.loc_size else "")
+            + (f", field_size={self.field_size}" if self.field_size else "")
         )
 
 
@@ -391,9 +472,9 @@ class _LazyIdentityHead(nn.LazyLinear):
 
     cls_to_become = IdentityHead
 
-    def __init__(self, family: TransformFamily, bounded: bool):
-        self._identity_bias = _identity_bias(family, bounded)
-        super().__init__(family.num_params)
+    def __init__(self, family: TransformFamily, bounded: bool, field_size: tuple[int, ...] | None = None):
+        self._identity_bias = _identity_bias(family, bounded, field_size)
+        super().__init__(self._identity_bias.numel())
 
     def reset_parameters(self) -> None:
         if not self.has_uninitialized_params() and self.in_features != 0:
@@ -418,7 +499,8 @@ class ParallelTransformers(nn.Module):
     Shapes: input ``(B, C, H, W)``; output ``(B, n C, H_out, W_out)`` with the
     channels of transformer ``k`` at ``[k C, (k + 1) C)``; all transformers must
     share ``out_size``. Each uses its own family, sampler options and
-    ``align_corners``.
+    ``align_corners``. Volumes: 3-D transformers (all of them, not mixed with 2-D
+    ones) on ``(B, C, D, H, W)`` give ``(B, n C, D_out, H_out, W_out)``.
 
     Example:
         >>> a = SpatialTransformer(transform="affine", in_channels=1, in_size=16, out_size=8)
@@ -434,6 +516,9 @@ class ParallelTransformers(nn.Module):
     def __init__(self, *transformers: SpatialTransformer):
         super().__init__()
         _check_transformers("ParallelTransformers", transformers)
+        dims = [t.dims for t in transformers]
+        if len(set(dims)) > 1:
+            raise ValueError(f"parallel transformers must all be 2-D or all 3-D, got dims {dims}")
         sizes = {t.out_size for t in transformers}
         if len(sizes) > 1:
             raise ValueError(
@@ -463,6 +548,13 @@ class SeriesTransformers(nn.Module):
     ``align_corners``. Every stage must share one ``align_corners``: the composed
     transform is built in a single frame convention (mixed settings are refused).
 
+    Volumes: 3-D stages (all of them) on ``(B, C, D, H, W)``; the chain is composed
+    point-wise as in 2-D (for matrix families that is the product of their 4x4
+    matrices). A ``dense`` or ``velocity`` stage (:class:`SpatialTransformer` with a
+    field) may be the last one only, as in a registration that aligns affinely
+    first and deforms after: its upsampled field's grid starts the chain
+    (:func:`~stnkit.geometry.compose_grid`).
+
     Example:
         >>> a = SpatialTransformer(transform="attention", in_channels=1, in_size=16, out_size=8)
         >>> b = SpatialTransformer(transform="tps", in_channels=1, in_size=8)
@@ -486,18 +578,28 @@ class SeriesTransformers(nn.Module):
                 "SeriesTransformers samples the composed transform once, so every stage must share one "
                 f"align_corners, got {corners} (stage by stage)"
             )
+        dims = [t.dims for t in transformers]
+        if len(set(dims)) > 1:
+            raise ValueError(f"transformers in series must all be 2-D or all 3-D, got dims {dims}")
+        fields = [i for i, t in enumerate(transformers[:-1]) if t.is_field]
+        if fields:
+            raise ValueError(
+                f"a dense or velocity transformer can only be the last stage of a series, got one at stage {fields[0]}"
+            )
+        self.dims = dims[0]
         self.transformers = nn.ModuleList(transformers)
 
     def forward(self, x: Tensor, return_params: bool = False):
-        x = check_image("x", x)
+        x = check_image("x", x) if self.dims == 2 else self.transformers[0].check_input(x)
         params: list[Tensor] = []
         current = x
-        size = tuple(x.shape[-2:])
+        size = tuple(x.shape[2:])
         for i, t in enumerate(self.transformers):
             params.append(t.predict_params(current))
             size = t.out_size or size
             families = [s.family for s in self.transformers[: i + 1]]
-            grid = compose_grid(params, families, size, t.align_corners)
+            last = t.upsample_field(params[-1], size) if t.is_field else params[-1]
+            grid = compose_grid([*params[:-1], last], families, size, t.align_corners)
             current = sample(x, grid, t.mode, t.padding_mode, t.align_corners)
         return (current, params) if return_params else current
 
@@ -530,6 +632,9 @@ class InverseCompositionalTransformer(SpatialTransformer):
             (``bounded`` bounds each update). ``transform`` must be a matrix
             family (translation, attention, similarity, affine, projective):
             composing in parameter space needs :meth:`~stnkit.geometry.MatrixFamily.compose`.
+            A 3-tuple ``in_size`` (or a 3-D family) makes it 3-D, as
+            :class:`SpatialTransformer`: the 3-D matrix families (``rigid`` too) compose
+            their 4x4 matrices; ``tps`` and the fields are refused.
         steps: the number of recurrent warps (the paper's IC-STN-1, -2, -4).
 
     Example:
@@ -553,20 +658,25 @@ class InverseCompositionalTransformer(SpatialTransformer):
         localization: nn.Module | None = None,
         transform: str | TransformFamily = "projective",
         steps: int = 4,
-        out_size: int | tuple[int, int] | None = None,
+        out_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         align_corners: bool = False,
         in_channels: int | None = None,
-        in_size: int | tuple[int, int] | None = None,
+        in_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
         bounded: bool = False,
-        loc_size: int | tuple[int, int] | None = None,
+        loc_size: int | tuple[int, int] | tuple[int, int, int] | None = None,
     ):
-        family = get_transform(transform)
+        three = isinstance(transform, TransformFamily) and transform.dims == 3 or _is_triple(in_size)
+        family = get_transform(transform, dims=3 if three else None)
         if not getattr(family, "is_matrix", False):
+            names = (
+                "translation, attention, rigid, similarity, affine, projective"
+                if three
+                else ("translation, attention, similarity, affine, projective")
+            )
             raise ValueError(
-                "transform must be a matrix family (translation, attention, similarity, affine, projective) "
-                f"for parameter-space composition, got {family.name!r}"
+                f"transform must be a matrix family ({names}) for parameter-space composition, got {family.name!r}"
             )
         self.steps = check_int("steps", steps)
         super().__init__(
@@ -591,7 +701,7 @@ class InverseCompositionalTransformer(SpatialTransformer):
             [torch.Size([3, 6]), torch.Size([3, 6])]
         """
         x = self.check_input(x)
-        size = x.shape[-2:]  # torch.Size: check_size reads it under tracing too
+        size = x.shape[2:]  # torch.Size: check_size reads it under tracing too
         params = self.predict_params(x)  # step 1 reads the input itself: p_0 is the identity
         out = [params]
         for _ in range(self.steps - 1):
@@ -605,7 +715,7 @@ class InverseCompositionalTransformer(SpatialTransformer):
     def forward(self, x: Tensor, return_params: bool = False):
         """Warp ``x`` ``(B, C, H, W)`` with the composed warp; the output ``(B, C, H_out, W_out)``, or ``(output, params)``."""
         params = self.step_params(x)[-1]
-        out = sample(x, self.grid(params, x.shape[-2:]), self.mode, self.padding_mode, self.align_corners)
+        out = sample(x, self.grid(params, x.shape[2:]), self.mode, self.padding_mode, self.align_corners)
         return (out, params) if return_params else out
 
     def extra_repr(self) -> str:
