@@ -40,12 +40,12 @@ References:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: F401 (doctests)
 from torch import Tensor
 
 from .._checks import check_choice, check_float_tensor, check_int, check_number
 from .coords import base_grid, base_grid_3d, cached_operator
-from .warp import MODES, PADDING_MODES
+from .warp import MODES, PADDING_MODES, _grid_sample
 
 ORDERS = ("xyz", "dhw")
 
@@ -156,7 +156,7 @@ def warp_field(
     if mode == "bicubic" and u.ndim == 5:
         raise ValueError("mode 'bicubic' is 2-D only; use 'bilinear' (trilinear) or 'nearest' for volumes")
     grid = field_grid(u, align_corners).to(x.dtype)
-    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    return _grid_sample(x, grid, mode, padding_mode, align_corners)
 
 
 def compose_fields(a: Tensor, b: Tensor, align_corners: bool = False, padding_mode: str = "border") -> Tensor:
@@ -229,7 +229,7 @@ def integrate_velocity(v: Tensor, steps: int = 7, align_corners: bool = False, p
     ident = _identity(tuple(int(s) for s in u.shape[2:]), align_corners, u)
     for _ in range(steps):
         grid = ident + u.movedim(1, -1)
-        u = F.grid_sample(u, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners).add_(u)
+        u = _grid_sample(u, grid, "bilinear", padding_mode, align_corners).add_(u)
     return u
 
 
