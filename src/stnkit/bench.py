@@ -636,9 +636,10 @@ def _rss_bytes(key: str) -> int:
 
 
 def _volume_memory_child() -> None:
-    """In a fresh process (``sys.argv[1]``: a JSON spec): for every op, mode and contender of one setting, the
-    bytes that the first call keeps (caches: identity grids, meshgrids) and the peak above the resident set of a
-    later call (VmHWM, reset through /proc/self/clear_refs before it); prints them as JSON."""
+    """In a fresh process (``sys.argv[1]``: a JSON spec): for every op and contender of one setting, one
+    forward + backward call's peak above the resident set before it (VmHWM, reset through /proc/self/clear_refs
+    just before; the call is the contender's first at that size, so what it builds and keeps, identity grids or
+    meshgrids, counts) and the bytes it keeps after its gradient is dropped; prints them as JSON."""
     spec = json.loads(sys.argv[1])
     torch.set_num_threads(spec["threads"])
     out: dict = {}
@@ -652,21 +653,16 @@ def _volume_memory_child() -> None:
 
 def _volume_memory_op(op: str, b: int, c: int, s: int, out: dict) -> None:
     contenders, upstream, _ = _volume_contenders(op, b, c, s, "cpu")
-    for mode in VOLUME_MODES:
-        for name, (leaf, fn) in contenders.items():
-            run, p = _volume_call(mode, fn, leaf, upstream)
-            gc.collect()
-            before = _rss_bytes("VmRSS")
-            run()
-            p.grad = None
-            gc.collect()
-            kept = _rss_bytes("VmRSS") - before
-            before = _rss_bytes("VmRSS")
-            Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again at the RSS
-            run()
-            peak = _rss_bytes("VmHWM") - before
-            p.grad = None
-            out[f"{op}|{mode}|{name}"] = {"peak_bytes": peak, "kept_bytes": kept}
+    for name, (leaf, fn) in contenders.items():
+        run, p = _volume_call("forward+backward", fn, leaf, upstream)
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again at the RSS
+        before = _rss_bytes("VmRSS")
+        run()
+        peak = max(0, _rss_bytes("VmHWM") - before)
+        p.grad = None
+        gc.collect()
+        out[f"{op}|{name}"] = {"peak_bytes": peak, "kept_bytes": _rss_bytes("VmRSS") - before}
 
 
 def _volume_memory(b: int, c: int, s: int, ops: list[str]) -> dict:
@@ -686,7 +682,7 @@ def bench_volumes(sizes, repeat: int, device: torch.device | str = "cpu", memory
     """Dense-field warps, 3-D affine warps and velocity integration against MONAI, VoxelMorph, torch and kornia
     (those installed), each ``(op, batch, channels, size)`` in ``forward`` and ``forward+backward`` modes: medians
     of rounds in a shuffled order, ``ratio`` = the median over rounds of stnkit / fastest peer (paired), and
-    ``memory`` (CPU only) from a subprocess per setting (:func:`_volume_memory_child`)."""
+    ``memory`` (CPU only, forward + backward) from a subprocess per setting (:func:`_volume_memory_child`)."""
     dev = torch.device(device)
     rows = []
     cases = _volume_cases(sizes)
@@ -699,12 +695,12 @@ def bench_volumes(sizes, repeat: int, device: torch.device | str = "cpu", memory
         contenders, upstream, check = _volume_contenders(op, b, c, s, dev)
         for mode in VOLUME_MODES:
             fns = {name: _volume_call(mode, fn, leaf, upstream)[0] for name, (leaf, fn) in contenders.items()}
-            # a round of the largest settings takes seconds to minutes: about 20 s of rounds, never fewer than 3
+            # a round of the largest settings takes seconds to minutes: about 10 s of rounds, never fewer than 3
             start = time.perf_counter()
             for fn in fns.values():
                 fn()
             _sync(dev)()
-            reps = max(min(repeat, 3), min(repeat, int(20.0 / max(time.perf_counter() - start, 1e-9))))
+            reps = max(min(repeat, 3), min(repeat, int(10.0 / max(time.perf_counter() - start, 1e-9))))
             timing = time_interleaved(fns, reps, warmup=0, device=dev, shuffle_seed=i, keep_times=True)
             row = {
                 "op": op,
@@ -724,8 +720,8 @@ def bench_volumes(sizes, repeat: int, device: torch.device | str = "cpu", memory
                 row["ratio"] = statistics.median(a / b for a, b in pairs)
                 row["ratio_of_medians"] = timing["stnkit"]["median_s"] / timing[fastest]["median_s"]
             found = mem.get((b, c, s), {})
-            if found:
-                row["memory"] = {k: found[f"{op}|{mode}|{k}"] for k in contenders}
+            if found and mode == "forward+backward":
+                row["memory"] = {k: found[f"{op}|{k}"] for k in contenders}
             rows.append(row)
     return rows
 
@@ -753,7 +749,12 @@ def _volumes_markdown(report: dict) -> list[str]:
             + f"{mem_text} |"
         )
     peers = sorted({k for r in report["volumes"] for k in r["times"] if k != "stnkit"})
-    lines += ["", "Every contender, median ms (peak MB above the resident set, kept MB after the first call):", ""]
+    lines += [
+        "",
+        "Every contender, median ms; forward + backward also (peak MB above the resident set during the "
+        "contender's first call at that size, MB that call keeps once the gradient is dropped):",
+        "",
+    ]
     lines += ["| op | B x C x size | mode | " + " | ".join(["stnkit", *peers]) + " |"]
     lines += ["|---|---|---|" + "---|" * (len(peers) + 1)]
     for r in report["volumes"]:
@@ -781,9 +782,19 @@ SECTIONS: dict[str, tuple[str, Callable[..., object]]] = {
     # generators run on the CPU, where the data loaders run them
     "generators": ("generators", lambda q, r, c, d: bench_distortions(64 if q else 8000, 1 if q else 3)),
     # not in the default run (about an hour at 128^3 on 2 cores): --only volumes
-    "volumes": ("volumes", lambda q, r, c, d: bench_volumes(VOLUME_QUICK_SIZES if q else VOLUME_FULL_SIZES, r, d)),
+    "volumes": ("volumes", lambda q, r, c, d, sizes=None: bench_volumes(_volume_sizes(q, sizes), r, d)),
 }
 DEFAULT_SECTIONS = ("warps", "steps", "resnet", "generators")
+
+
+def _volume_sizes(quick: bool, sizes) -> list[tuple[int, int, int]]:
+    """The ``(B, C, size)`` settings of the volumes section: the quick one, or the full grid at ``sizes``
+    (edge lengths; default 64 and 128)."""
+    if quick:
+        return VOLUME_QUICK_SIZES
+    if sizes is None:
+        return VOLUME_FULL_SIZES
+    return [(b, c, s) for s in sizes for b in (1, 4) for c in (1, 3)]
 
 
 def run_bench(
@@ -792,8 +803,10 @@ def run_bench(
     compile: bool | None = None,
     device: str = "cpu",
     only: list[str] | tuple[str, ...] | None = None,
+    volume_sizes: list[int] | tuple[int, ...] | None = None,
 ) -> dict:
-    """The report of every section of :data:`SECTIONS`, or of the ``only`` ones (``["resnet"]``)."""
+    """The report of the sections of :data:`DEFAULT_SECTIONS`, or of the ``only`` ones (``["resnet"]``);
+    ``volume_sizes``: the volumes section's edge lengths (default 64 and 128)."""
     repeat = repeat or (3 if quick else 15)
     compile = (not quick) if compile is None else compile
     dev = torch.device(device)
@@ -803,6 +816,10 @@ def run_bench(
     unknown = [n for n in names if n not in SECTIONS]
     if unknown or not names:
         raise ValueError(f"only must name sections among {', '.join(SECTIONS)}, got {names!r}")
+    if volume_sizes is not None and (
+        not volume_sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 8 for v in volume_sizes)
+    ):
+        raise ValueError(f"volume_sizes must be edge lengths of at least 8 voxels, got {volume_sizes!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
     report = {
         "quick": quick,
@@ -816,7 +833,8 @@ def run_bench(
     for name in SECTIONS:  # the report's order, whatever the order of only
         if name in names:
             key, runner = SECTIONS[name]
-            report[key] = runner(quick, repeat, compile, dev)
+            extra = {"sizes": volume_sizes} if name == "volumes" else {}
+            report[key] = runner(quick, repeat, compile, dev, **extra)
     report["seconds"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     if load_start is not None:
         # other programs' load on the machine: the interleaving spreads it over the contenders alike
@@ -963,7 +981,8 @@ def _resnet_markdown(rn: dict) -> list[str]:
 
 
 def main_bench(out: str | None, threads: int | None = None, quick: bool = False, **kwargs) -> dict:
-    """Run :func:`run_bench` (``kwargs``: ``repeat``, ``compile``, ``device``, ``only``), print its markdown,
+    """Run :func:`run_bench` (``kwargs``: ``repeat``, ``compile``, ``device``, ``only``, ``volume_sizes``),
+    print its markdown,
     and write the JSON report to ``out`` with the markdown beside it."""
     if threads:
         torch.set_num_threads(threads)
