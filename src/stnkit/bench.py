@@ -730,8 +730,31 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.1f}"
 
 
+def _volumes_summary(rows: list[dict]) -> list[str]:
+    """One line per op: in how many rows stnkit is faster than the fastest peer, the ratios' range, and
+    in how many its peak memory is at most the lowest peer's."""
+    lines = []
+    for op in dict.fromkeys(r["op"] for r in rows):
+        mine = [r for r in rows if r["op"] == op and "ratio" in r]
+        if not mine:
+            continue
+        ratios = [r["ratio"] for r in mine]
+        text = (
+            f"- {op}: stnkit faster than the fastest peer in {sum(x < 1 for x in ratios)} of {len(ratios)} rows, "
+            f"at least 1.5x faster in {sum(x <= 1 / 1.5 for x in ratios)} (ratio {min(ratios):.2f}-{max(ratios):.2f})"
+        )
+        mem = [r["memory"] for r in mine if r.get("memory")]
+        if mem:
+            low = sum(
+                m["stnkit"]["peak_bytes"] <= min(v["peak_bytes"] for k, v in m.items() if k != "stnkit") for m in mem
+            )
+            text += f"; peak memory at most the lowest peer's in {low} of {len(mem)} forward + backward rows"
+        lines.append(text + ".")
+    return ["", *lines] if lines else []
+
+
 def _volumes_markdown(report: dict) -> list[str]:
-    lines = [
+    lines = _volumes_summary(report["volumes"]) + [
         "",
         "| op | B x C x size | mode | stnkit ms | fastest peer | peer ms | ratio | stnkit / peer peak MB |",
         "|---|---|---|---|---|---|---|---|",
