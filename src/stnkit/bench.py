@@ -805,19 +805,22 @@ SECTIONS: dict[str, tuple[str, Callable[..., object]]] = {
     # generators run on the CPU, where the data loaders run them
     "generators": ("generators", lambda q, r, c, d: bench_distortions(64 if q else 8000, 1 if q else 3)),
     # not in the default run (about an hour at 128^3 on 2 cores): --only volumes
-    "volumes": ("volumes", lambda q, r, c, d, sizes=None: bench_volumes(_volume_sizes(q, sizes), r, d)),
+    "volumes": (
+        "volumes",
+        lambda q, r, c, d, sizes=None, batches=None: bench_volumes(_volume_sizes(q, sizes, batches), r, d),
+    ),
 }
 DEFAULT_SECTIONS = ("warps", "steps", "resnet", "generators")
 
 
-def _volume_sizes(quick: bool, sizes) -> list[tuple[int, int, int]]:
+def _volume_sizes(quick: bool, sizes, batches=None) -> list[tuple[int, int, int]]:
     """The ``(B, C, size)`` settings of the volumes section: the quick one, or the full grid at ``sizes``
-    (edge lengths; default 64 and 128)."""
+    (edge lengths; default 64 and 128) and ``batches`` (default 1 and 4), 1 and 3 channels."""
     if quick:
         return VOLUME_QUICK_SIZES
-    if sizes is None:
+    if sizes is None and batches is None:
         return VOLUME_FULL_SIZES
-    return [(b, c, s) for s in sizes for b in (1, 4) for c in (1, 3)]
+    return [(b, c, s) for s in sizes or (64, 128) for b in batches or (1, 4) for c in (1, 3)]
 
 
 def run_bench(
@@ -827,6 +830,7 @@ def run_bench(
     device: str = "cpu",
     only: list[str] | tuple[str, ...] | None = None,
     volume_sizes: list[int] | tuple[int, ...] | None = None,
+    volume_batches: list[int] | tuple[int, ...] | None = None,
 ) -> dict:
     """The report of the sections of :data:`DEFAULT_SECTIONS`, or of the ``only`` ones (``["resnet"]``);
     ``volume_sizes``: the volumes section's edge lengths (default 64 and 128)."""
@@ -843,6 +847,10 @@ def run_bench(
         not volume_sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 8 for v in volume_sizes)
     ):
         raise ValueError(f"volume_sizes must be edge lengths of at least 8 voxels, got {volume_sizes!r}")
+    if volume_batches is not None and (
+        not volume_batches or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in volume_batches)
+    ):
+        raise ValueError(f"volume_batches must be batch sizes of at least 1, got {volume_batches!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
     report = {
         "quick": quick,
@@ -856,7 +864,7 @@ def run_bench(
     for name in SECTIONS:  # the report's order, whatever the order of only
         if name in names:
             key, runner = SECTIONS[name]
-            extra = {"sizes": volume_sizes} if name == "volumes" else {}
+            extra = {"sizes": volume_sizes, "batches": volume_batches} if name == "volumes" else {}
             report[key] = runner(quick, repeat, compile, dev, **extra)
     report["seconds"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     if load_start is not None:
@@ -1004,7 +1012,8 @@ def _resnet_markdown(rn: dict) -> list[str]:
 
 
 def main_bench(out: str | None, threads: int | None = None, quick: bool = False, **kwargs) -> dict:
-    """Run :func:`run_bench` (``kwargs``: ``repeat``, ``compile``, ``device``, ``only``, ``volume_sizes``),
+    """Run :func:`run_bench` (``kwargs``: ``repeat``, ``compile``, ``device``, ``only``, ``volume_sizes``,
+    ``volume_batches``),
     print its markdown,
     and write the JSON report to ``out`` with the markdown beside it."""
     if threads:

@@ -26,6 +26,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise SystemExit(f"stnkit: --repeat must be >= 1, got {args.repeat}")
     if args.volume_size and min(args.volume_size) < 8:
         raise SystemExit(f"stnkit: --volume-size must be >= 8, got {min(args.volume_size)}")
+    if args.volume_batch and min(args.volume_batch) < 1:
+        raise SystemExit(f"stnkit: --volume-batch must be >= 1, got {min(args.volume_batch)}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"stnkit: --threads must be >= 1, got {args.threads}")
     if args.device == "cuda":
@@ -42,6 +44,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         only=args.only,
         volume_sizes=args.volume_size,
+        volume_batches=args.volume_batch,
     )
     return 0
 
@@ -110,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="the volumes section's edge length (repeatable; default: 64 and 128; at least 8)",
+    )
+    bench.add_argument(
+        "--volume-batch",
+        type=int,
+        action="append",
+        default=None,
+        metavar="B",
+        help="the volumes section's batch size (repeatable; default: 1 and 4)",
     )
     bench.add_argument("--out", default=None, help="write the report as JSON, and markdown beside it (.md)")
     bench.set_defaults(func=_cmd_bench)
