@@ -34,18 +34,11 @@ def _grid_sample(x: Tensor, grid: Tensor, mode: str, padding_mode: str, align_co
     (expanded, not copied) input, are the same numbers, as is the gradient to the grid; so where the
     input needs no gradient (whose ``k`` pieces would be summed in another order) the points are cut.
     """
+    if x.ndim != 5 or x.shape[0] != 1 or x.device.type != "cpu" or is_tracing():  # tracing: before any thread query
+        return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
     k = torch.get_num_threads()
     n = grid[0, ..., 0].numel()
-    if (
-        k > 1
-        and x.ndim == 5
-        and x.shape[0] == 1
-        and x.device.type == "cpu"
-        and n % k == 0
-        and n >= 4096 * k
-        and not (x.requires_grad and torch.is_grad_enabled())
-        and not is_tracing()
-    ):
+    if k > 1 and n % k == 0 and n >= 4096 * k and not (x.requires_grad and torch.is_grad_enabled()):
         out = F.grid_sample(
             x.expand(k, -1, -1, -1, -1),
             grid.reshape(k, 1, 1, n // k, 3),
