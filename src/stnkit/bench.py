@@ -774,8 +774,8 @@ def _volumes_markdown(report: dict) -> list[str]:
     peers = sorted({k for r in report["volumes"] for k in r["times"] if k != "stnkit"})
     lines += [
         "",
-        "Every contender, median ms; forward + backward also (peak MB above the resident set during the "
-        "contender's first call at that size, MB that call keeps once the gradient is dropped):",
+        "Every contender, median ms; forward + backward also (peak MB above the resident set during one "
+        "call, MB the call keeps once the gradient is dropped):",
         "",
     ]
     lines += ["| op | B x C x size | mode | " + " | ".join(["stnkit", *peers]) + " |"]
