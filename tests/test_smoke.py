@@ -108,9 +108,82 @@ def test_bench_only_resnet(tmp_path, monkeypatch):
     assert rn["loc_size"] == [48, 48] and len(rn["parts"]) == 3  # quick: 96x96 input, 2 per batch
     assert "with / without **1.250**" in out.with_suffix(".md").read_text()
     with pytest.raises(
-        ValueError, match=r"only must name sections among warps, steps, resnet, generators, got \['gpu'\]"
+        ValueError, match=r"only must name sections among warps, steps, resnet, generators, volumes, got \['gpu'\]"
     ):
         stnkit.bench.run_bench(quick=True, only=["gpu"])
+
+
+_VOLUME_PLANTED_S = {"stnkit": 3e-3, "F.affine_grid + F.grid_sample": 2e-3, "kornia warp_affine3d": 6e-3}
+
+
+def _volume_planted_s(name: str) -> float:
+    """stnkit 3 ms, torch 2 ms, kornia 6 ms, VoxelMorph 4 ms, MONAI 6 ms."""
+    return _VOLUME_PLANTED_S.get(name, 4e-3 if name.startswith("VoxelMorph") else 6e-3)
+
+
+def test_bench_volumes_quick_writes_a_well_formed_report(tmp_path, monkeypatch):
+    pytest.importorskip("monai")
+    pytest.importorskip("voxelmorph")
+    from stnkit.cli import main
+
+    # every contender still runs (its output checked against stnkit's first); the times the report is
+    # built from are planted, so the fastest peer and the paired ratios have known values
+    real = stnkit.bench.time_interleaved
+
+    def planted(fns, repeat, warmup=2, **kwargs):
+        out = real(fns, repeat, warmup, **kwargs)
+        for k, v in out.items():
+            v["median_s"] = _volume_planted_s(k)
+            v["times_s"] = [_volume_planted_s(k)] * repeat
+        return out
+
+    monkeypatch.setattr(stnkit.bench, "time_interleaved", planted)
+    out = tmp_path / "v.json"
+    threads = torch.get_num_threads()
+    try:  # one thread: seconds even on a loaded machine (the memory subprocess is told the same)
+        assert main(["bench", "--quick", "--only", "volumes", "--threads", "1", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    assert report["quick"] and report["only"] == ["volumes"] and "warps" not in report and "generators" not in report
+    assert report["machine"]["monai"] and report["machine"]["voxelmorph"]
+    rows = report["volumes"]
+    ops, modes = stnkit.bench.VOLUME_OPS, stnkit.bench.VOLUME_MODES
+    assert [(r["op"], r["mode"]) for r in rows] == [(op, m) for op in ops for m in modes]
+    kornia = ["kornia warp_affine3d"] if report["machine"]["kornia"] else []
+    peers = {
+        "dense warp": ["MONAI Warp", "VoxelMorph SpatialTransformer"],
+        "3-D affine": ["F.affine_grid + F.grid_sample", *kornia],
+        "integrate_velocity, 7 steps": ["MONAI DVF2DDF", "VoxelMorph IntegrateVelocityField"],
+    }
+    fastest = {
+        "dense warp": ("VoxelMorph SpatialTransformer", 0.75),
+        "3-D affine": ("F.affine_grid + F.grid_sample", 1.5),
+    }
+    fastest["integrate_velocity, 7 steps"] = ("VoxelMorph IntegrateVelocityField", 0.75)
+    for r in rows:
+        b, c, s = stnkit.bench.VOLUME_QUICK_SIZES[0]
+        assert (r["batch"], r["size"]) == (b, s) and r["channels"] == (3 if r["op"].startswith("integrate") else c)
+        assert sorted(r["times"]) == sorted(["stnkit", *peers[r["op"]]])
+        assert 0 <= r["check"]["max_abs_difference"] <= stnkit.bench.AGREE
+        assert all(len(t["times_s"]) == r["repeat"] >= 3 and t["q1_s"] <= t["q3_s"] for t in r["times"].values())
+        assert (r["fastest_peer"], r["ratio"], r["ratio_of_medians"]) == (
+            fastest[r["op"]][0],
+            pytest.approx(fastest[r["op"]][1]),
+            pytest.approx(fastest[r["op"]][1]),
+        )
+        if sys.platform == "linux" and r["mode"] == "forward+backward":  # from /proc: every contender, bytes
+            assert sorted(r["memory"]) == sorted(r["times"])
+            assert all(isinstance(m["peak_bytes"], int) and m["peak_bytes"] >= 0 for m in r["memory"].values())
+    md = out.with_suffix(".md").read_text()
+    assert md == stnkit.bench.to_markdown(report) and "MONAI 1." in md
+    assert f"| dense warp | {b}x{c}x{s}^3 | forward | 3.00 (" in md and "| VoxelMorph SpatialTransformer | 4.00 (" in md
+    assert "**0.75** |" in md and "**1.50** |" in md
+
+
+def test_bench_volumes_are_not_in_the_default_run():
+    assert "volumes" in stnkit.bench.SECTIONS and "volumes" not in stnkit.bench.DEFAULT_SECTIONS
+    assert set(stnkit.bench.DEFAULT_SECTIONS) == set(stnkit.bench.SECTIONS) - {"volumes"}
 
 
 def test_bench_shuffled_order_is_seeded():
@@ -163,3 +236,21 @@ def test_docs_speed_section_is_the_committed_bench():
     assert block == md, "docs/benchmarks.md's speed tables differ from benchmarks/results/bench.md"
     report = json.loads((root / "benchmarks" / "results" / "bench.json").read_text())
     assert to_markdown(report) == md and not report["quick"]
+
+
+@pytest.mark.parametrize("size, batches", [(64, (1, 4)), (128, (1,))])  # 128^3: batch 1 only (docs say why)
+def test_docs_volume_speed_section_is_the_committed_bench(size, batches):
+    from pathlib import Path
+
+    from stnkit.bench import to_markdown
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "benchmarks.md").read_text()
+    start = f"<!-- bench-volumes-{size}:start -->\n"
+    block = page[page.index(start) + len(start) : page.index(f"<!-- bench-volumes-{size}:end -->")]
+    md = (root / "benchmarks" / "results" / f"bench_volumes_{size}.md").read_text()
+    assert block == md, f"docs/benchmarks.md's {size}^3 tables differ from benchmarks/results/bench_volumes_{size}.md"
+    report = json.loads((root / "benchmarks" / "results" / f"bench_volumes_{size}.json").read_text())
+    assert to_markdown(report) == md and not report["quick"] and report["only"] == ["volumes"]
+    settings = {(r["batch"], r["channels"], r["size"]) for r in report["volumes"] if r["op"] == "dense warp"}
+    assert settings == {(b, c, size) for b in batches for c in (1, 3)}

@@ -46,18 +46,32 @@ CPU, where the data loaders run them); the committed GPU report was written with
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .geometry import base_grid, get_transform, to_pixel_matrix, warp
+from .geometry import (
+    base_grid,
+    from_voxelmorph,
+    get_transform,
+    integrate_velocity,
+    to_monai,
+    to_pixel_matrix,
+    to_voxelmorph,
+    warp,
+    warp_field,
+)
 from .geometry.families import _tps_kernel
 
 FULL_SIZES = [(256, 1, 28), (256, 1, 42), (256, 1, 60), (32, 3, 224)]
@@ -462,6 +476,327 @@ def bench_distortions(n: int, repeat: int) -> list[dict]:
     return rows
 
 
+# ---- volumes and dense fields (``--only volumes``) -------------------------------------------------------------
+
+VOLUME_FULL_SIZES = [(b, c, s) for s in (64, 128) for b in (1, 4) for c in (1, 3)]
+VOLUME_QUICK_SIZES = [(2, 3, 8)]
+VOLUME_OPS = ("dense warp", "3-D affine", "integrate_velocity, 7 steps")
+VOLUME_MODES = ("forward", "forward+backward")
+MONAI_WARP = "MONAI Warp"
+MONAI_DVF2DDF = "MONAI DVF2DDF"
+VXM_WARP = "VoxelMorph SpatialTransformer"
+VXM_INT = "VoxelMorph IntegrateVelocityField"
+TORCH_AFFINE = "F.affine_grid + F.grid_sample"
+KORNIA_AFFINE3D = "kornia warp_affine3d"
+_MMAP_THRESHOLD = "131072"  # every block above 128 KiB its own mapping, unmapped when freed: RSS follows live tensors
+
+
+def _monai_blocks():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import monai.networks.blocks as blocks
+    except ImportError:
+        return None
+    return blocks
+
+
+def _voxelmorph_nn():
+    try:
+        import voxelmorph.nn.modules as vxm
+    except ImportError:
+        return None
+    return vxm
+
+
+def _smooth_field(b: int, s: int, amplitude: float, gen: torch.Generator) -> torch.Tensor:
+    """A smooth random field ``(b, 3, s, s, s)`` (normalised units): 4^3 Gaussian values upsampled trilinearly."""
+    coarse = amplitude * torch.randn(b, 3, 4, 4, 4, generator=gen)
+    return F.interpolate(coarse, size=(s, s, s), mode="trilinear", align_corners=True)
+
+
+def _voxel_matrix_3d(theta: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """stnkit's ``(B, 4, 4)`` normalised matrix (output to input, ``align_corners=False``) as kornia's ``(B, 3, 4)``
+    voxel matrix (source to destination, voxel centres at integer ``(x, y, z)`` indices)."""
+    d, h, w = size
+    n = torch.eye(4, dtype=torch.float64)  # voxel index -> normalised coordinate (align_corners=False)
+    for k, m in enumerate((w, h, d)):
+        n[k, k], n[k, 3] = 2.0 / m, 1.0 / m - 1.0
+    dst_to_src = torch.linalg.inv(n) @ theta.double() @ n
+    return torch.linalg.inv(dst_to_src)[:, :3].to(theta.dtype)
+
+
+def _volume_contenders(op: str, b: int, c: int, s: int, device) -> tuple[dict, torch.Tensor, dict]:
+    """``({name: (leaf, fn(leaf) -> output)}, upstream gradient, agreement check)`` for one volume op; the
+    inputs are seeded, so a memory subprocess builds the same ones."""
+    gen = torch.Generator().manual_seed(0)
+    size = (s, s, s)
+    x = torch.rand(b, c, *size, generator=gen).to(device)
+    blocks, vxm, kgt = _monai_blocks(), _voxelmorph_nn(), _kornia()
+    if op == "dense warp":
+        u = _smooth_field(b, s, 0.1, gen).to(device)
+        contenders = {"stnkit": (u, lambda f: warp_field(x, f))}
+        if blocks is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Using PyTorch native grid_sample"
+                monai_warp = blocks.Warp(mode="bilinear", padding_mode="zeros")
+            contenders[MONAI_WARP] = (to_monai(u), lambda f: monai_warp(x, f))
+        if vxm is not None:
+            vxm_warp = vxm.SpatialTransformer()
+            contenders[VXM_WARP] = (to_voxelmorph(u), lambda f: vxm_warp(x, f))
+        with torch.no_grad():
+            ref = warp_field(x, u)
+            worst = max(float((fn(p) - ref).abs().max()) for p, fn in contenders.values())
+        check = {"max_abs_difference": worst, "compared": "warped volumes, same field in each one's convention"}
+        upstream = torch.randn(b, c, *size, generator=gen).to(device)
+    elif op == "3-D affine":
+        family = get_transform("affine", dims=3)
+        params = family.random(b, strength=0.5, generator=gen).to(device)
+        contenders = {
+            "stnkit": (params, lambda p: warp(x, p, family)),
+            TORCH_AFFINE: (
+                params.view(b, 3, 4).clone(),
+                lambda p: F.grid_sample(x, F.affine_grid(p, list(x.shape), align_corners=False), align_corners=False),
+            ),
+        }
+        if kgt is not None:
+            # kornia normalises voxel matrices with (size - 1): its align_corners=True frame samples voxel indices
+            m = _voxel_matrix_3d(family.matrix(params), size).contiguous()
+            contenders[KORNIA_AFFINE3D] = (m, lambda p: kgt.warp_affine3d(x, p, size, align_corners=True))
+        with torch.no_grad():
+            ref = warp(x, params, family)
+            worst = max(float((fn(p) - ref).abs().max()) for p, fn in contenders.values())
+        check = {"max_abs_difference": worst, "compared": "outputs of every contender"}
+        upstream = torch.randn(b, c, *size, generator=gen).to(device)
+    elif op == "integrate_velocity, 7 steps":
+        v = _smooth_field(b, s, 0.1, gen).to(device)
+        contenders = {"stnkit": (v, lambda f: integrate_velocity(f, 7, padding_mode="zeros"))}
+        to_stnkit = {"stnkit": lambda out: out}
+        if blocks is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dvf2ddf = blocks.DVF2DDF(num_steps=7)
+            contenders[MONAI_DVF2DDF] = (to_monai(v), lambda f: dvf2ddf(f))
+            to_stnkit[MONAI_DVF2DDF] = from_voxelmorph  # the same convention as MONAI's (fields.to_monai)
+        if vxm is not None:
+            vxm_int = vxm.IntegrateVelocityField(steps=7)
+            contenders[VXM_INT] = (to_voxelmorph(v), lambda f: vxm_int(f))
+            to_stnkit[VXM_INT] = from_voxelmorph
+        with torch.no_grad():
+            ref = integrate_velocity(v, 7, padding_mode="zeros")
+            worst = max(float((to_stnkit[k](fn(p)) - ref).abs().max()) for k, (p, fn) in contenders.items())
+        check = {"max_abs_difference": worst, "compared": "displacement fields, converted to stnkit's convention"}
+        upstream = torch.randn(b, 3, *size, generator=gen).to(device)
+    else:
+        raise ValueError(f"op must be one of {', '.join(VOLUME_OPS)}, got {op!r}")
+    if worst > AGREE:
+        raise RuntimeError(f"bench: contenders of {op} at {b}x{c}x{s}^3 disagree by {worst:.3g} > {AGREE}")
+    return contenders, upstream, check
+
+
+def _volume_call(
+    mode: str, fn, leaf: torch.Tensor, upstream: torch.Tensor
+) -> tuple[Callable[[], object], torch.Tensor]:
+    """One call of ``mode`` (``forward`` without autograd, or ``forward+backward`` to the parameters or field;
+    the volume needs no gradient, as in registration), and its leaf."""
+    if mode == "forward":
+
+        def run():
+            with torch.no_grad():
+                return fn(leaf)
+
+        return run, leaf
+    p = leaf.detach().clone().requires_grad_(True)
+
+    def run_backward():
+        p.grad = None
+        fn(p).backward(upstream)
+
+    return run_backward, p
+
+
+def _volume_cases(sizes) -> list[tuple[str, int, int, int]]:
+    """``(op, b, c, s)`` to run: integration has no image, so once per batch and size (at the first ``c``)."""
+    cases, seen = [], set()
+    for b, c, s in sizes:
+        for op in VOLUME_OPS:
+            if op.startswith("integrate"):
+                if (b, s) in seen:
+                    continue
+                seen.add((b, s))
+            cases.append((op, b, c, s))
+    return cases
+
+
+def _rss_bytes(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no {key} in /proc/self/status")
+
+
+def _volume_memory_child() -> None:
+    """In a fresh process (``sys.argv[1]``: a JSON spec): for every op and contender of one setting, one
+    forward + backward call's peak above the resident set before it (VmHWM, reset through /proc/self/clear_refs
+    just before; the call is the contender's first at that size, so what it builds and keeps, identity grids or
+    meshgrids, counts) and the bytes it keeps after its gradient is dropped; prints them as JSON."""
+    spec = json.loads(sys.argv[1])
+    torch.set_num_threads(spec["threads"])
+    out: dict = {}
+    # first everything once at 8^3: what a process sets up on its first call and first backward pass (thread
+    # pools, kernels) is then not billed to whichever contender runs first
+    for size, record in (((spec["b"], spec["c"], 8), {}), ((spec["b"], spec["c"], spec["s"]), out)):
+        for op in spec["ops"]:
+            _volume_memory_op(op, *size, record)
+    print(json.dumps(out))
+
+
+def _volume_memory_op(op: str, b: int, c: int, s: int, out: dict) -> None:
+    contenders, upstream, _ = _volume_contenders(op, b, c, s, "cpu")
+    for name, (leaf, fn) in contenders.items():
+        run, p = _volume_call("forward+backward", fn, leaf, upstream)
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again at the RSS
+        before = _rss_bytes("VmRSS")
+        run()
+        peak = max(0, _rss_bytes("VmHWM") - before)
+        p.grad = None
+        gc.collect()
+        out[f"{op}|{name}"] = {"peak_bytes": peak, "kept_bytes": _rss_bytes("VmRSS") - before}
+
+
+def _volume_memory(b: int, c: int, s: int, ops: list[str]) -> dict:
+    """:func:`_volume_memory_child` for one setting in a subprocess (``{}`` where the platform has no /proc)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return {}
+    spec = json.dumps({"b": b, "c": c, "s": s, "ops": ops, "threads": torch.get_num_threads()})
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": _MMAP_THRESHOLD}
+    code = "from stnkit.bench import _volume_memory_child; _volume_memory_child()"
+    done = subprocess.run([sys.executable, "-c", code, spec], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench: the memory subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_volumes(sizes, repeat: int, device: torch.device | str = "cpu", memory: bool = True) -> list[dict]:
+    """Dense-field warps, 3-D affine warps and velocity integration against MONAI, VoxelMorph, torch and kornia
+    (those installed), each ``(op, batch, channels, size)`` in ``forward`` and ``forward+backward`` modes: medians
+    of rounds in a shuffled order, ``ratio`` = the median over rounds of stnkit / fastest peer (paired), and
+    ``memory`` (CPU only, forward + backward) from a subprocess per setting (:func:`_volume_memory_child`)."""
+    dev = torch.device(device)
+    rows = []
+    cases = _volume_cases(sizes)
+    mem: dict = {}
+    if memory and dev.type == "cpu":
+        for b, c, s in sizes:
+            ops = [op for op, *setting in cases if tuple(setting) == (b, c, s)]
+            mem[(b, c, s)] = _volume_memory(b, c, s, ops)
+    for i, (op, b, c, s) in enumerate(cases):
+        contenders, upstream, check = _volume_contenders(op, b, c, s, dev)
+        for mode in VOLUME_MODES:
+            fns = {name: _volume_call(mode, fn, leaf, upstream)[0] for name, (leaf, fn) in contenders.items()}
+            # a round of the largest settings takes seconds to minutes: about 10 s of rounds, never fewer than 3
+            start = time.perf_counter()
+            for fn in fns.values():
+                fn()
+            _sync(dev)()
+            reps = max(min(repeat, 3), min(repeat, int(10.0 / max(time.perf_counter() - start, 1e-9))))
+            timing = time_interleaved(fns, reps, warmup=0, device=dev, shuffle_seed=i, keep_times=True)
+            row = {
+                "op": op,
+                "batch": b,
+                "channels": 3 if op.startswith("integrate") else c,
+                "size": s,
+                "mode": mode,
+                "repeat": reps,
+                "times": timing,
+                "check": check,
+            }
+            peers = [k for k in timing if k != "stnkit"]
+            if peers:
+                fastest = min(peers, key=lambda k: timing[k]["median_s"])
+                row["fastest_peer"] = fastest
+                pairs = zip(timing["stnkit"]["times_s"], timing[fastest]["times_s"])
+                row["ratio"] = statistics.median(a / b for a, b in pairs)
+                row["ratio_of_medians"] = timing["stnkit"]["median_s"] / timing[fastest]["median_s"]
+            found = mem.get((b, c, s), {})
+            if found and mode == "forward+backward":
+                row["memory"] = {k: found[f"{op}|{k}"] for k in contenders}
+            rows.append(row)
+    return rows
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def _volumes_summary(rows: list[dict]) -> list[str]:
+    """One line per op: in how many rows stnkit is faster than the fastest peer, the ratios' range, and
+    in how many its peak memory is at most the lowest peer's."""
+    lines = []
+    for op in dict.fromkeys(r["op"] for r in rows):
+        mine = [r for r in rows if r["op"] == op and "ratio" in r]
+        if not mine:
+            continue
+        ratios = [r["ratio"] for r in mine]
+        text = (
+            f"- {op}: stnkit faster than the fastest peer in {sum(x < 1 for x in ratios)} of {len(ratios)} rows, "
+            f"at least 1.5x faster in {sum(x <= 1 / 1.5 for x in ratios)} (ratio {min(ratios):.2f}-{max(ratios):.2f})"
+        )
+        mem = [r["memory"] for r in mine if r.get("memory")]
+        if mem:
+            low = sum(
+                m["stnkit"]["peak_bytes"] <= min(v["peak_bytes"] for k, v in m.items() if k != "stnkit") for m in mem
+            )
+            text += f"; peak memory at most the lowest peer's in {low} of {len(mem)} forward + backward rows"
+        lines.append(text + ".")
+    return ["", *lines] if lines else []
+
+
+def _volumes_markdown(report: dict) -> list[str]:
+    lines = _volumes_summary(report["volumes"]) + [
+        "",
+        "| op | B x C x size | mode | stnkit ms | fastest peer | peer ms | ratio | stnkit / peer peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["volumes"]:
+        peer = r.get("fastest_peer")
+        mem = r.get("memory")
+        mem_text = "-"
+        if mem and peer:
+            mem_text = f"{_mb(mem['stnkit']['peak_bytes'])} / {_mb(mem[peer]['peak_bytes'])}"
+        lines.append(
+            f"| {r['op']} | {r['batch']}x{r['channels']}x{r['size']}^3 | {r['mode']} | {_ms(r['times']['stnkit'])} | "
+            f"{peer or '-'} | {_ms(r['times'][peer]) if peer else '-'} | "
+            + (f"**{r['ratio']:.2f}** | " if peer else "- | ")
+            + f"{mem_text} |"
+        )
+    peers = sorted({k for r in report["volumes"] for k in r["times"] if k != "stnkit"})
+    lines += [
+        "",
+        "Every contender, median ms; forward + backward also (peak MB above the resident set during one "
+        "call, MB the call keeps once the gradient is dropped):",
+        "",
+    ]
+    lines += ["| op | B x C x size | mode | " + " | ".join(["stnkit", *peers]) + " |"]
+    lines += ["|---|---|---|" + "---|" * (len(peers) + 1)]
+    for r in report["volumes"]:
+        cells = []
+        for k in ["stnkit", *peers]:
+            if k not in r["times"]:
+                cells.append("-")
+                continue
+            cell = f"{r['times'][k]['median_s'] * 1e3:.2f}"
+            if r.get("memory"):
+                m = r["memory"][k]
+                cell += f" ({_mb(m['peak_bytes'])}, {_mb(m['kept_bytes'])})"
+            cells.append(cell)
+        lines.append(
+            f"| {r['op']} | {r['batch']}x{r['channels']}x{r['size']}^3 | {r['mode']} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
 # the sections of the report, by their --only name: (report key, runner(quick, repeat, compile, device))
 SECTIONS: dict[str, tuple[str, Callable[..., object]]] = {
     "warps": ("warps", lambda q, r, c, d: bench_warps(QUICK_SIZES if q else FULL_SIZES, r, device=d)),
@@ -469,7 +804,23 @@ SECTIONS: dict[str, tuple[str, Callable[..., object]]] = {
     "resnet": ("resnet", lambda q, r, c, d: bench_resnet(2 if q else 16, 96 if q else 224, r, device=d)),
     # generators run on the CPU, where the data loaders run them
     "generators": ("generators", lambda q, r, c, d: bench_distortions(64 if q else 8000, 1 if q else 3)),
+    # not in the default run (about an hour at 128^3 on 2 cores): --only volumes
+    "volumes": (
+        "volumes",
+        lambda q, r, c, d, sizes=None, batches=None: bench_volumes(_volume_sizes(q, sizes, batches), r, d),
+    ),
 }
+DEFAULT_SECTIONS = ("warps", "steps", "resnet", "generators")
+
+
+def _volume_sizes(quick: bool, sizes, batches=None) -> list[tuple[int, int, int]]:
+    """The ``(B, C, size)`` settings of the volumes section: the quick one, or the full grid at ``sizes``
+    (edge lengths; default 64 and 128) and ``batches`` (default 1 and 4), 1 and 3 channels."""
+    if quick:
+        return VOLUME_QUICK_SIZES
+    if sizes is None and batches is None:
+        return VOLUME_FULL_SIZES
+    return [(b, c, s) for s in sizes or (64, 128) for b in batches or (1, 4) for c in (1, 3)]
 
 
 def run_bench(
@@ -478,17 +829,28 @@ def run_bench(
     compile: bool | None = None,
     device: str = "cpu",
     only: list[str] | tuple[str, ...] | None = None,
+    volume_sizes: list[int] | tuple[int, ...] | None = None,
+    volume_batches: list[int] | tuple[int, ...] | None = None,
 ) -> dict:
-    """The report of every section of :data:`SECTIONS`, or of the ``only`` ones (``["resnet"]``)."""
+    """The report of the sections of :data:`DEFAULT_SECTIONS`, or of the ``only`` ones (``["resnet"]``);
+    ``volume_sizes``: the volumes section's edge lengths (default 64 and 128)."""
     repeat = repeat or (3 if quick else 15)
     compile = (not quick) if compile is None else compile
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device must be one this machine has (cpu, or cuda with a GPU), got {device!r}")
-    names = list(SECTIONS) if only is None else list(only)
+    names = list(DEFAULT_SECTIONS) if only is None else list(only)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown or not names:
         raise ValueError(f"only must name sections among {', '.join(SECTIONS)}, got {names!r}")
+    if volume_sizes is not None and (
+        not volume_sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 8 for v in volume_sizes)
+    ):
+        raise ValueError(f"volume_sizes must be edge lengths of at least 8 voxels, got {volume_sizes!r}")
+    if volume_batches is not None and (
+        not volume_batches or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in volume_batches)
+    ):
+        raise ValueError(f"volume_batches must be batch sizes of at least 1, got {volume_batches!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
     report = {
         "quick": quick,
@@ -502,7 +864,8 @@ def run_bench(
     for name in SECTIONS:  # the report's order, whatever the order of only
         if name in names:
             key, runner = SECTIONS[name]
-            report[key] = runner(quick, repeat, compile, dev)
+            extra = {"sizes": volume_sizes, "batches": volume_batches} if name == "volumes" else {}
+            report[key] = runner(quick, repeat, compile, dev, **extra)
     report["seconds"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     if load_start is not None:
         # other programs' load on the machine: the interleaving spreads it over the contenders alike
@@ -534,8 +897,20 @@ def _machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "kornia": None if kgt is None else __import__("kornia").__version__,
+        "monai": _version("monai"),
+        "voxelmorph": _version("voxelmorph"),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+
+
+def _version(dist: str) -> str | None:
+    """An installed distribution's version, ``None`` where it is not installed (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 def _ms(t: dict) -> str:
@@ -549,6 +924,11 @@ def to_markdown(report: dict) -> str:
         f"kornia {m['kornia'] or 'not installed'}"
         + (f", GPU {m['cuda']}" if m["cuda"] else "")
         + (f"; warps and training steps timed on {report['device']}" if report.get("device", "cpu") != "cpu" else "")
+        + (
+            f", MONAI {m.get('monai') or 'not installed'}, VoxelMorph {m.get('voxelmorph') or 'not installed'}"
+            if "volumes" in report
+            else ""
+        )
         + ". Median ms (quartiles) over interleaved repeats; ratio = stnkit / fastest peer (< 1: stnkit faster).",
     ]
     if "load_average" in report:
@@ -563,6 +943,8 @@ def to_markdown(report: dict) -> str:
         lines += _steps_markdown(report["training_step"])
     if "resnet" in report:
         lines += _resnet_markdown(report["resnet"])
+    if "volumes" in report:
+        lines += _volumes_markdown(report)
     if "generators" in report:
         lines += ["", "| generator | samples | samples/s |", "|---|---|---|"]
         for r in report["generators"]:
@@ -630,7 +1012,9 @@ def _resnet_markdown(rn: dict) -> list[str]:
 
 
 def main_bench(out: str | None, threads: int | None = None, quick: bool = False, **kwargs) -> dict:
-    """Run :func:`run_bench` (``kwargs``: ``repeat``, ``compile``, ``device``, ``only``), print its markdown,
+    """Run :func:`run_bench` (``kwargs``: ``repeat``, ``compile``, ``device``, ``only``, ``volume_sizes``,
+    ``volume_batches``),
+    print its markdown,
     and write the JSON report to ``out`` with the markdown beside it."""
     if threads:
         torch.set_num_threads(threads)

@@ -24,6 +24,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.repeat is not None and args.repeat < 1:
         raise SystemExit(f"stnkit: --repeat must be >= 1, got {args.repeat}")
+    if args.volume_size and min(args.volume_size) < 8:
+        raise SystemExit(f"stnkit: --volume-size must be >= 8, got {min(args.volume_size)}")
+    if args.volume_batch and min(args.volume_batch) < 1:
+        raise SystemExit(f"stnkit: --volume-batch must be >= 1, got {min(args.volume_batch)}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"stnkit: --threads must be >= 1, got {args.threads}")
     if args.device == "cuda":
@@ -39,6 +43,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         compile=args.compile,
         device=args.device,
         only=args.only,
+        volume_sizes=args.volume_size,
+        volume_batches=args.volume_batch,
     )
     return 0
 
@@ -93,10 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only",
         action="append",
-        choices=("warps", "steps", "resnet", "generators"),
+        choices=("warps", "steps", "resnet", "generators", "volumes"),
         default=None,
-        help="run only this section (repeatable; default: all). resnet: a ResNet-18 step at 3x224x224, batch 16, "
-        "with and without an affine transformer in front",
+        help="run only this section (repeatable; default: all but volumes). resnet: a ResNet-18 step at 3x224x224, "
+        "batch 16, with and without an affine transformer in front; volumes: dense-field warps, 3-D affine warps and "
+        "velocity integration at 64^3 and 128^3 against MONAI, VoxelMorph, torch and kornia, with peak memory "
+        "(about an hour on 2 cores)",
+    )
+    bench.add_argument(
+        "--volume-size",
+        type=int,
+        action="append",
+        default=None,
+        metavar="N",
+        help="the volumes section's edge length (repeatable; default: 64 and 128; at least 8)",
+    )
+    bench.add_argument(
+        "--volume-batch",
+        type=int,
+        action="append",
+        default=None,
+        metavar="B",
+        help="the volumes section's batch size (repeatable; default: 1 and 4)",
     )
     bench.add_argument("--out", default=None, help="write the report as JSON, and markdown beside it (.md)")
     bench.set_defaults(func=_cmd_bench)

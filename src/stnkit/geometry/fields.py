@@ -40,12 +40,12 @@ References:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: F401 (doctests)
 from torch import Tensor
 
 from .._checks import check_choice, check_float_tensor, check_int, check_number
-from .coords import base_grid, base_grid_3d
-from .warp import MODES, PADDING_MODES
+from .coords import base_grid, base_grid_3d, cached_operator
+from .warp import MODES, PADDING_MODES, _grid_sample
 
 ORDERS = ("xyz", "dhw")
 
@@ -61,9 +61,15 @@ def _check_field(name: str, u: object) -> Tensor:
 
 
 def _identity(spatial: tuple[int, ...], align_corners: bool, like: Tensor) -> Tensor:
-    if len(spatial) == 2:
-        return base_grid(spatial, align_corners, device=like.device, dtype=like.dtype)
-    return base_grid_3d(spatial, align_corners, device=like.device, dtype=like.dtype)
+    """The identity grid of ``spatial`` in ``like``'s device and dtype, built once per shape (read-only: never
+    modify it in place); building a 128^3 one costs about as much as sampling a volume with it."""
+
+    def make() -> Tensor:
+        if len(spatial) == 2:
+            return base_grid(spatial, align_corners, device=like.device, dtype=like.dtype)
+        return base_grid_3d(spatial, align_corners, device=like.device, dtype=like.dtype)
+
+    return cached_operator(("identity", spatial, bool(align_corners), str(like.device), like.dtype), make)
 
 
 def field_grid(u: Tensor, align_corners: bool = False) -> Tensor:
@@ -150,7 +156,7 @@ def warp_field(
     if mode == "bicubic" and u.ndim == 5:
         raise ValueError("mode 'bicubic' is 2-D only; use 'bilinear' (trilinear) or 'nearest' for volumes")
     grid = field_grid(u, align_corners).to(x.dtype)
-    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    return _grid_sample(x, grid, mode, padding_mode, align_corners)
 
 
 def compose_fields(a: Tensor, b: Tensor, align_corners: bool = False, padding_mode: str = "border") -> Tensor:
@@ -214,9 +220,16 @@ def integrate_velocity(v: Tensor, steps: int = 7, align_corners: bool = False, p
     """
     v = _check_field("v", v)
     steps = check_int("steps", steps, low=0)
+    check_choice("padding_mode", padding_mode, PADDING_MODES)
     u = v / (2.0**steps)
+    if steps == 0:
+        return u
+    # compose_fields(u, u) = u + warp_field(u, u), without re-checking u or rebuilding the identity each
+    # squaring; the sum is taken in place in the sampler's output (its backward does not need it)
+    ident = _identity(tuple(int(s) for s in u.shape[2:]), align_corners, u)
     for _ in range(steps):
-        u = compose_fields(u, u, align_corners, padding_mode)
+        grid = ident + u.movedim(1, -1)
+        u = _grid_sample(u, grid, "bilinear", padding_mode, align_corners).add_(u)
     return u
 
 

@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_image_or_volume, check_points, check_points_3d, check_size, check_size_3d
+from .._checks import (
+    check_choice,
+    check_image_or_volume,
+    check_points,
+    check_points_3d,
+    check_size,
+    check_size_3d,
+    is_tracing,
+)
 from .coords import finite_grid
 from .families import TransformFamily, get_transform
 
@@ -24,6 +32,30 @@ PADDING_MODES = ("zeros", "border", "reflection")
 # grid_sample): in float16 the sampler's pixel coordinates ((g + 1) * W - 1) / 2 overflow to inf for grid
 # points a few thousand widths outside the image (|g| * W > 65504), and the output turns NaN
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _grid_sample(x: Tensor, grid: Tensor, mode: str, padding_mode: str, align_corners: bool) -> Tensor:
+    """``F.grid_sample``, with one volume cut into a piece per torch thread where that changes no value.
+
+    torch's CPU kernel for volumes runs its batch items in parallel, and nothing else: a single volume
+    uses one core. Its output points, read as ``k`` batch items of one ``k``-th each from the same
+    (expanded, not copied) input, are the same numbers, as is the gradient to the grid; so where the
+    input needs no gradient (whose ``k`` pieces would be summed in another order) the points are cut.
+    """
+    if x.ndim != 5 or x.shape[0] != 1 or x.device.type != "cpu" or is_tracing():  # tracing: before any thread query
+        return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    k = torch.get_num_threads()
+    n = grid[0, ..., 0].numel()
+    if k > 1 and n % k == 0 and n >= 4096 * k and not (x.requires_grad and torch.is_grad_enabled()):
+        out = F.grid_sample(
+            x.expand(k, -1, -1, -1, -1),
+            grid.reshape(k, 1, 1, n // k, 3),
+            mode=mode,
+            padding_mode=padding_mode,
+            align_corners=align_corners,
+        )
+        return out.transpose(0, 1).reshape(1, x.shape[1], *grid.shape[1:4])
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -86,7 +118,7 @@ def sample(
         spatial = "H_out, W_out" if k == 2 else "D_out, H_out, W_out"
         raise ValueError(f"grid must have shape ({x.shape[0]}, {spatial}, {k}), got {got}")
     work = _work_dtype(x.dtype)
-    out = F.grid_sample(x.to(work), grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    out = _grid_sample(x.to(work), grid.to(work), mode, padding_mode, align_corners)
     return out.to(x.dtype)
 
 
@@ -184,7 +216,7 @@ def warp(
         size = check_size("out_size", spatial) if dims == 2 else check_size_3d("out_size", spatial)
     grid = family._grid(params.to(_work_dtype(params.dtype)), size, align_corners)
     work = _work_dtype(x.dtype)
-    out = F.grid_sample(x.to(work), grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    out = _grid_sample(x.to(work), grid.to(work), mode, padding_mode, align_corners)
     return out.to(x.dtype)
 
 
