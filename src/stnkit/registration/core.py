@@ -394,7 +394,7 @@ def _optimise(params: list[Tensor], objective, optimizer: str, steps: int, lr: f
             losses.append(float(value.detach()))
             tell(step + 1, losses[-1])
     elif steps:
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, tolerance_change=1e-7, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad()
