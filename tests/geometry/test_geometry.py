@@ -253,6 +253,20 @@ class TestNormalizationMatrix:
         torch.testing.assert_close(out[:2].T, ref_base_grid(h, w, align_corners), atol=1e-15, rtol=0)
         assert torch.equal(out[2], torch.ones(h * w, dtype=F64))
 
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_volume_against_affine_grid(self, align_corners):
+        # voxel (d, h, w) is (x=w, y=h, z=d); F.affine_grid's identity grid holds its normalised point
+        d, h, w = 3, 5, 4
+        zz, yy, xx = np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")
+        vox = torch.from_numpy(np.stack([xx.ravel(), yy.ravel(), zz.ravel(), np.ones(d * h * w)]))
+        m = normalization_matrix((d, h, w), align_corners)
+        assert m.shape == (4, 4)
+        eye = torch.eye(3, 4, dtype=F64)[None]
+        ref = torch.nn.functional.affine_grid(eye, [1, 1, d, h, w], align_corners=align_corners).view(-1, 3)
+        torch.testing.assert_close((m @ vox)[:3].T, ref, atol=1e-15, rtol=0)
+        with pytest.raises(ValueError, match=esc("at least (2, 2, 2) with align_corners=True, got (1, 4, 4)")):
+            normalization_matrix((1, 4, 4), align_corners=True)
+
 
 # ----------------------------------------------------------------------------------------
 class TestToPixelMatrix:

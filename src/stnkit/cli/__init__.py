@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import add_parsers as add_training_parsers
 
     add_training_parsers(sub)
+    from .register import add_parser as add_register_parser
+
+    add_register_parser(sub)
 
     bench = sub.add_parser(
         "bench",

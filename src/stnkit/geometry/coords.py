@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_float_tensor, check_size, is_tracing
+from .._checks import check_float_tensor, check_size, check_size_3d, is_tracing
 
 # Grid coordinates are clamped to this range so that degenerate transforms
 # (points at infinity, huge parameters) sample the padding instead of
@@ -231,27 +231,30 @@ def base_grid_3d(
 
 
 def normalization_matrix(
-    size: int | tuple[int, int],
+    size: int | tuple[int, int] | tuple[int, int, int],
     align_corners: bool = False,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """The ``(3, 3)`` matrix taking pixel coordinates ``(x, y, 1)`` to normalised ones.
+    """The ``(3, 3)`` matrix taking pixel coordinates ``(x, y, 1)`` to normalised ones (``(4, 4)`` in 3-D).
 
     Pixel coordinates are OpenCV's: the centre of pixel (row i, column j) is
     ``(x=j, y=i)``. Normalised coordinates are stnkit's (x before y, ``[-1, 1]``
-    over the image, see the module docstring); its inverse goes back.
+    over the image, see the module docstring); its inverse goes back. A
+    ``(D, H, W)`` size gives the ``(4, 4)`` matrix of voxel coordinates
+    ``(x, y, z, 1)`` (``x`` the index along ``W``, ``z`` along ``D``): the frame of
+    ``F.affine_grid``'s 3-D grids.
 
     Args:
-        size: ``(H, W)`` of the image, or an int for a square; at least
-            ``(2, 2)`` with ``align_corners=True``.
+        size: ``(H, W)`` of the image, or an int for a square, or ``(D, H, W)`` of a
+            volume; at least 2 along every axis with ``align_corners=True``.
         align_corners: the normalised frame, as in ``F.affine_grid``.
         device: of the result.
         dtype: of the result; float64 when ``None``.
 
     Returns:
-        ``(3, 3)``, affine (last row ``(0, 0, 1)``).
+        ``(3, 3)`` (``(4, 4)`` for a volume), affine (last row ``(0, ..., 0, 1)``).
 
     Example:
         >>> n = normalization_matrix((4, 8))
@@ -259,16 +262,24 @@ def normalization_matrix(
         tensor([-0.8750, -0.7500,  1.0000], dtype=torch.float64)
         >>> normalization_matrix((4, 8), align_corners=True) @ torch.tensor([7.0, 3.0, 1.0], dtype=torch.float64)
         tensor([1., 1., 1.], dtype=torch.float64)
+        >>> normalization_matrix((2, 4, 8)) @ torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+        tensor([-0.8750, -0.7500,  0.5000,  1.0000], dtype=torch.float64)
     """
-    h, w = check_size("size", size)
-    dtype = dtype or torch.float64
-    if align_corners:
-        if h < 2 or w < 2:
-            raise ValueError(f"size must be at least (2, 2) with align_corners=True, got {(h, w)}")
-        sx, sy, ox, oy = 2.0 / (w - 1), 2.0 / (h - 1), -1.0, -1.0
+    if isinstance(size, (tuple, list, torch.Size)) and len(size) == 3:
+        sides = tuple(reversed(check_size_3d("size", tuple(size))))  # x, y, z along W, H, D
     else:
-        sx, sy, ox, oy = 2.0 / w, 2.0 / h, 1.0 / w - 1.0, 1.0 / h - 1.0
-    return torch.tensor([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]], device=device, dtype=dtype)
+        h, w = check_size("size", size)
+        sides = (w, h)
+    dtype = dtype or torch.float64
+    if align_corners and min(sides) < 2:
+        shown = tuple(reversed(sides))
+        raise ValueError(f"size must be at least {(2,) * len(sides)} with align_corners=True, got {shown}")
+    k = len(sides)
+    m = torch.eye(k + 1, dtype=torch.float64)
+    for axis, n in enumerate(sides):
+        m[axis, axis] = 2.0 / (n - 1) if align_corners else 2.0 / n
+        m[axis, k] = -1.0 if align_corners else 1.0 / n - 1.0
+    return m.to(device=device, dtype=dtype)
 
 
 def _as_3x3(name: str, m: object) -> Tensor:

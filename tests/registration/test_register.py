@@ -1,0 +1,211 @@
+"""stnkit.registration: world frames against nibabel, known transforms recovered, outputs against SimpleITK."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stnkit.data.folder import png_bytes
+from stnkit.data.volumes import Volume, read_volume
+from stnkit.registration import fixed_to_moving_theta, ras_to_lps, register, voxel_centres_world
+from stnkit.registration.outputs import write_outputs
+
+nib = pytest.importorskip("nibabel")
+from nibabel.affines import apply_affine  # noqa: E402
+
+
+def rot(axis, deg):
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    i, j = [(1, 2), (0, 2), (0, 1)][axis]
+    m = np.eye(4)
+    m[i, i] = m[j, j] = c
+    m[i, j], m[j, i] = -s, s
+    return m
+
+
+def translate(t):
+    m = np.eye(4)
+    m[:3, 3] = t
+    return m
+
+
+def centred(linear, spatial):
+    """A voxel -> world affine of ``linear`` (3x3) whose grid of ``spatial`` (D, H, W) is centred on the origin."""
+    m = np.eye(4)
+    m[:3, :3] = linear
+    m[:3, 3] = -np.asarray(linear) @ ((np.array(spatial[::-1]) - 1) / 2)
+    return m
+
+
+# the fixed grid: anisotropic voxels (1.2, 1.5, 1.8) mm, axes permuted and flipped, rotated; the moving grid: other
+F_SIZE, M_SIZE = (16, 18, 20), (17, 16, 15)
+F_AFFINE = centred(rot(2, 20)[:3, :3] @ np.array([[1.2, 0, 0], [0, 0, -1.8], [0, 1.5, 0]]), F_SIZE)
+M_AFFINE = centred(np.diag([-1.4, 1.4, 1.6]), M_SIZE)
+CENTRES = np.array([[-3.0, 2.0, 1.0], [4.0, -3.0, -2.0], [1.0, 4.0, -3.0], [-4.0, -3.0, 3.0]])
+WIDTHS = np.array([2.5, 3.0, 2.0, 2.8])
+
+
+def scene(world):
+    """A smooth function of world points (mm): four Gaussian blobs of different widths."""
+    d2 = ((world[..., None, :] - CENTRES) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * WIDTHS**2)).sum(-1)
+
+
+def volume_of(affine, spatial, world_map=None):
+    """A Volume whose voxels hold ``scene(world_map^-1 w)`` at their world points ``w``."""
+    w = voxel_centres_world(affine, spatial)
+    w = w if world_map is None else apply_affine(np.linalg.inv(world_map), w)
+    return Volume(torch.from_numpy(scene(w).astype(np.float32))[None], affine, "array")
+
+
+def tre(a, b, points):
+    return np.linalg.norm(apply_affine(a, points) - apply_affine(b, points), axis=-1)
+
+
+def test_voxel_centres_world_is_nibabels_apply_affine():
+    spatial = (4, 5, 6)  # (D, H, W)
+    w = voxel_centres_world(F_AFFINE, spatial)
+    assert w.shape == (4, 5, 6, 3)
+    k, j, i = 3, 1, 4
+    np.testing.assert_allclose(w[k, j, i], apply_affine(F_AFFINE, [i, j, k]), atol=1e-12)
+    kk, jj, ii = np.meshgrid(*[np.arange(n) for n in spatial], indexing="ij")
+    np.testing.assert_allclose(w, apply_affine(F_AFFINE, np.stack([ii, jj, kk], -1)), atol=1e-12)
+
+
+def test_theta_samples_the_moving_voxel_nibabel_finds():
+    # fixed voxel (i, j, k) -> world -> A -> moving voxel, through theta, equals nibabel's chain of affines
+    fs, ms = (7, 9, 11), (10, 8, 6)
+    a = translate([3.0, -2.0, 1.5]) @ rot(0, 7) @ rot(1, -4)
+    theta = fixed_to_moving_theta(a, F_AFFINE, fs, M_AFFINE, ms).numpy()
+    rng = np.random.default_rng(0)
+    vox_f = rng.uniform(0, 1, (50, 3)) * (np.array(fs[::-1]) - 1)
+    norm_f = (2 * vox_f + 1) / np.array(fs[::-1]) - 1
+    norm_m = norm_f @ theta[:, :3].T + theta[:, 3]
+    vox_m = ((norm_m + 1) * np.array(ms[::-1]) - 1) / 2
+    ref = apply_affine(np.linalg.inv(M_AFFINE) @ a @ F_AFFINE, vox_f)
+    np.testing.assert_allclose(vox_m, ref, atol=1e-9)
+
+
+def test_ras_to_lps_flips_x_and_y():
+    a = translate([1.0, 2.0, 3.0])
+    assert np.allclose(ras_to_lps(a)[:3, 3], [-1.0, -2.0, 3.0])
+    np.testing.assert_allclose(ras_to_lps(ras_to_lps(rot(2, 10))), rot(2, 10))
+
+
+@pytest.mark.parametrize("kind", ["rigid", "affine"])
+def test_register_recovers_a_known_transform_across_grids(kind):
+    truth = translate([2.0, -1.5, 1.0]) @ rot(2, 5) @ rot(0, -3)
+    if kind == "affine":
+        truth = truth @ np.diag([1.06, 0.95, 1.0, 1.0])
+    fixed = volume_of(F_AFFINE, F_SIZE)
+    moving = volume_of(M_AFFINE, M_SIZE, truth)
+    res = register(fixed, moving, kind, loss="mse", levels=2, steps=60)
+    # the target registration error at the voxels where the scene is (above a tenth of its maximum)
+    pts = voxel_centres_world(F_AFFINE, fixed.spatial)[fixed.data[0].numpy() > 0.1 * float(fixed.data.max())]
+    err = tre(res.matrix, truth, pts)
+    mean, most = (0.3, 0.6) if kind == "rigid" else (0.5, 1.2)  # 12 parameters fit less tightly than 6
+    assert err.mean() < mean and err.max() < most, (err.mean(), err.max())
+    assert res.seconds < 120
+    assert [r["stage"] for r in res.levels] == ["linear", "linear"]
+    start = tre(np.eye(4), truth, pts).mean()
+    assert start > 2.0  # the move was not trivially small (the voxels are 1.2 to 1.8 mm)
+
+
+def test_dense_field_improves_on_affine_in_2d():
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    fixed = torch.exp(-((xx - 16) ** 2 + (yy - 18) ** 2) / 30) + torch.exp(-((xx - 26) ** 2 + (yy - 24) ** 2) / 12)
+    bend = 2.0 * torch.sin(yy / 40 * math.pi)  # a smooth non-affine shift along x
+    moving = torch.exp(-((xx - 16 - bend) ** 2 + (yy - 18) ** 2) / 30)
+    moving = moving + torch.exp(-((xx - 26 - bend) ** 2 + (yy - 24) ** 2) / 12)
+    aff = register(fixed, moving, "affine", loss="mse", levels=2, steps=40)
+    for kind in ("dense", "velocity"):
+        res = register(fixed, moving, kind, loss="mse", smooth=0.1, levels=2, steps=40)
+        err_aff = float((aff.warped[0] - fixed).pow(2).mean())
+        err = float((res.warped[0] - fixed).pow(2).mean())
+        assert err < 0.6 * err_aff, (kind, err, err_aff)
+        assert res.field.shape == (2, 40, 40) and res.field_world.shape == (2, 40, 40)
+        assert res.folding == 0.0
+
+
+def test_register_refuses_bad_input():
+    with pytest.raises(ValueError, match=r"fixed and moving must both be 2-D or both 3-D, got a 2-D fixed \(8, 8\)"):
+        register(torch.rand(8, 8), torch.rand(6, 8, 8))
+    with pytest.raises(ValueError, match="transform must be one of"):
+        register(torch.rand(8, 8), torch.rand(8, 8), "tps")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        register(torch.rand(8, 8), torch.rand(8, 8), loss="l1")
+
+
+# -- the exported transform, resampled by SimpleITK, gives stnkit's warped image ---------------------------
+def nifti_file(path, vol):
+    img = nib.Nifti1Image(vol.data[0].numpy().transpose(2, 1, 0), vol.affine)
+    img.set_qform(vol.affine, 1)
+    nib.save(img, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["affine", "dense"])
+def test_simpleitk_resampling_with_the_exported_transform(tmp_path, kind):
+    sitk = pytest.importorskip("SimpleITK")
+    truth = translate([2.0, -1.5, 1.0]) @ rot(2, 6) @ np.diag([1.05, 0.97, 1.0, 1.0])
+    f_path = nifti_file(tmp_path / "fixed.nii.gz", volume_of(F_AFFINE, F_SIZE))
+    m_path = nifti_file(tmp_path / "moving.nii", volume_of(M_AFFINE, M_SIZE, truth))
+    fixed, moving = read_volume(f_path), read_volume(m_path)
+    res = register(fixed, moving, kind, loss="mse", levels=2, steps=15)
+    paths = write_outputs(tmp_path / "out", res, fixed, moving)
+    assert paths["warped"].name == "warped.nii.gz"
+    transform = sitk.ReadTransform(str(paths["itk"]))
+    if kind == "dense":
+        assert paths["field"].name == "field.nii.gz"
+        assert float(np.abs(res.field_world).max()) > 0.05  # a field that is not zero
+        comp = sitk.CompositeTransform(3)
+        comp.AddTransform(transform)  # applied last: moving = matrix(p + field(p))
+        comp.AddTransform(sitk.DisplacementFieldTransform(sitk.ReadImage(str(paths["field"]), sitk.sitkVectorFloat64)))
+        transform = comp
+    ref = sitk.Resample(sitk.ReadImage(str(m_path)), sitk.ReadImage(str(f_path)), transform, sitk.sitkLinear, 0.0)
+    ref = sitk.GetArrayFromImage(ref)  # (k, j, i): stnkit's (D, H, W)
+    ours = nib.load(paths["warped"]).get_fdata().transpose(2, 1, 0)
+    assert np.abs(ours).max() > 0.5
+    # within the outer half voxel of MOVING, ITK clamps to the border voxel and grid_sample blends with the
+    # zero padding: compared where the point read lies a voxel or more inside MOVING
+    world = voxel_centres_world(F_AFFINE, F_SIZE)
+    if kind == "dense":
+        world = world + np.moveaxis(res.field_world, 0, -1)
+    vox = apply_affine(np.linalg.inv(M_AFFINE) @ res.matrix, world)
+    inside = ((vox >= 1) & (vox <= np.array(M_SIZE[::-1]) - 2)).all(-1)
+    assert inside.mean() > 0.3
+    np.testing.assert_allclose(ours[inside], ref[inside], atol=1e-4)
+    np.testing.assert_allclose(ours, res.warped[0].numpy(), atol=1e-6)
+
+
+def test_simpleitk_resampling_2d_png(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    yy, xx = np.mgrid[0:40, 0:48].astype(float)
+
+    def img(dx, dy, ang):
+        c, s = math.cos(ang), math.sin(ang)
+        x, y = c * (xx - 24) - s * (yy - 20) + 24 - dx, s * (xx - 24) + c * (yy - 20) + 20 - dy
+        v = np.exp(-((x - 18) ** 2 + (y - 16) ** 2) / 30) + np.exp(-((x - 30) ** 2 + (y - 24) ** 2) / 10)
+        return (v / v.max() * 250).astype(np.uint8)
+
+    (tmp_path / "f.png").write_bytes(png_bytes(img(0, 0, 0)))
+    (tmp_path / "m.png").write_bytes(png_bytes(img(2.0, -1.0, math.radians(-6))))
+    fixed, moving = read_volume(tmp_path / "f.png"), read_volume(tmp_path / "m.png")
+    res = register(fixed, moving, "rigid", loss="mse", levels=2, steps=40)
+    # moving(p) = base(R(p - c) + c - d), so fixed p reads moving at R^-1 (p - c + d) + c: a rotation by +6 degrees
+    assert abs(res.parameters["rotation_deg"] - 6) < 0.5, res.parameters
+    paths = write_outputs(tmp_path / "out", res, fixed, moving)
+    assert paths["warped"].name == "warped.png"
+    t = sitk.ReadTransform(str(paths["itk"]))
+    ref = sitk.Resample(
+        sitk.ReadImage(str(tmp_path / "m.png"), sitk.sitkFloat32),
+        sitk.ReadImage(str(tmp_path / "f.png"), sitk.sitkFloat32),
+        t,
+        sitk.sitkLinear,
+        0.0,
+    )
+    ours = res.warped[0].numpy() * 255
+    np.testing.assert_allclose(ours, sitk.GetArrayFromImage(ref), atol=1e-3)
+    png = read_volume(paths["warped"]).data[0].numpy() * 255
+    assert np.abs(png - ours).max() <= 0.5 + 1e-4  # rounded to 8 bits
