@@ -656,7 +656,12 @@ def _volume_memory_op(op: str, b: int, c: int, s: int, out: dict) -> None:
     for name, (leaf, fn) in contenders.items():
         run, p = _volume_call("forward+backward", fn, leaf, upstream)
         gc.collect()
-        Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again at the RSS
+        # a kernel control file, not a file of data: the high-water mark starts again at the RSS
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
         before = _rss_bytes("VmRSS")
         run()
         peak = max(0, _rss_bytes("VmHWM") - before)

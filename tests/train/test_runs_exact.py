@@ -18,7 +18,8 @@ from stnkit.train.provenance import param_digest  # noqa: E402
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 # 256 digits in batches of 16: 16 steps an epoch, about a second each epoch on one core
 TINY_RUN = "--dataset mnist --model cnn --epochs 3 --train-size 256 --val-size 64 --batch-size 16 --test-size 100"
-TIME_FIELDS = ("fit_seconds",)
+# the time, and the commit of the code (an edit to a tracked file between two runs makes it "-dirty")
+TIME_FIELDS = ("fit_seconds", "git_commit")
 
 
 def _env(threads: int) -> dict:
@@ -36,7 +37,7 @@ def _run(out: Path, *extra: str, threads: int = 2) -> None:
 
 
 def _outcome(out: Path) -> tuple[str, str, dict]:
-    """The digests of the best and the last weights, and results.json without its times."""
+    """The digests of the best and the last weights, and results.json without its times and commit."""
     best, _ = load_model(out / "model.safetensors")
     last, _ = load_model(out / "checkpoints" / "last.ckpt")
     results = json.loads((out / "results.json").read_text())
@@ -84,11 +85,6 @@ def _kill_when(out: Path, ready, delay: float, threads: int = 2) -> None:
     assert not (out / "results.json").exists(), "the run finished before the kill: make it longer"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent since 2026-12-02: a resumed run sometimes ends with other weights than an uninterrupted "
-    "one (seen in about 1 of 3 runs of this file); under investigation (issue 25)",
-)
 @pytest.mark.parametrize(
     "when,ready,delay",
     [
@@ -132,11 +128,6 @@ def test_deterministic_refuses_a_time_budget():
         TrainConfig(deterministic=True, max_time=5.0)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent since 2026-12-02: a resumed run sometimes ends with other weights than an uninterrupted "
-    "one (seen in about 1 of 3 runs of this file); under investigation (issue 25)",
-)
 def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, uninterrupted):
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(_train_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(2))

@@ -240,7 +240,7 @@ def write_volume(path: str | os.PathLike, data: Tensor | np.ndarray, like: Volum
         img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
         return atomic_write_bytes(path, png_bytes(img))
     buf = io.BytesIO()
-    np.save(buf, arr[0] if arr.shape[0] == 1 else arr, allow_pickle=False)
+    np.lib.format.write_array(buf, arr[0] if arr.shape[0] == 1 else arr, allow_pickle=False)  # to memory
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -126,7 +126,7 @@ def write_outputs(
             atomic_write_bytes(paths["field"], data)
         else:
             buf = io.BytesIO()
-            np.save(buf, result.field_world.astype(np.float32), allow_pickle=False)
+            np.lib.format.write_array(buf, result.field_world.astype(np.float32), allow_pickle=False)
             atomic_write_bytes(paths["field"], buf.getvalue())
     atomic_write_bytes(paths["figure"], figure_png(result, fixed, moving))
     record = {

@@ -345,6 +345,7 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
     from .checkpoint import build_model
 
     check_devices(config)
+    git_commit()  # the code this run starts with (cached): an edit while it trains does not change the record
     out = Path(out)
     ckpt_path = _prepare(out, config, resume, overwrite)
     info = None
