@@ -9,7 +9,7 @@ A registration dataset (``task="registration"``) is synthetic: :func:`open_pairs
 pairs from a seed alone (no source digits).
 
 >>> dataset_info("rts")
-DatasetInfo(name='rts', in_channels=1, canvas_size=42, num_classes=10, num_labels=1)
+DatasetInfo(name='rts', in_channels=1, canvas_size=42, num_classes=10, num_labels=1, task='classification', dims=2, sizes=None)
 """
 
 from __future__ import annotations
