@@ -10,11 +10,19 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
+from ..data import dataset_info
 from ..models import MODEL_OPTIONS, MODEL_RECIPES, REGISTRY, model_spec, options_unused_by, row_key
 from ..train.config import TrainConfig
 
 _HELP = {
-    "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc, perturbed",
+    "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc, perturbed; addition, sequence; "
+    "registration pairs (--model fieldnet): shapes2d, shapes3d",
+    "volume_size": "shapes2d / shapes3d: the side of each square image / cubic volume (default 128 / 64)",
+    "pre_affine": "with --model fieldnet: an affine transformer before the field",
+    "similarity": "with --model fieldnet: the similarity of the warped moving and the fixed image: "
+    "ncc (local normalised cross-correlation, 9-voxel windows), mse or mi (mutual information)",
+    "smoothness_weight": "with --model fieldnet: weight of the field's smoothness (mean squared gradient, voxels)",
+    "dice_weight": "with --model fieldnet: weight of an auxiliary Dice loss of the warped labels (0: no labels used)",
     "data_dir": "directory with the four full-MNIST IDX files (default: the bundled 8k digits)",
     "val_size": "training digits held out for validation (model selection, early stopping)",
     "train_size": "use only the first N training digits",
@@ -32,7 +40,8 @@ _HELP = {
     "package.module:callable, a factory of your own called with in_channels=, in_size=, num_classes=",
     "coverage_weight": "weight of a penalty on the transformers' sampling points outside the input "
     "(against a transformer that zooms out past the image; 0: off)",
-    "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
+    "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps; "
+    "fieldnet's field: velocity or dense",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
     "st_size": "the transformers' output size (SpatialTransformer's out_size; smaller downsamples)",
     "loc_downsample": "the localisation nets see the input averaged over N x N blocks (1: full resolution)",
@@ -250,6 +259,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"test error: {results['test_error']:.2f}% ({results['test_size']} test images of {config.data}, "
                 f"{len(results['classes'])} classes)"
             )
+        elif "test" in results:  # a registration network
+            t = results["test"]
+            print(
+                f"test: Dice {t['dice_before']:.3f} -> {t['dice']:.3f}, folding {t['folding']:.3f} %, "
+                f"end-point error {t['epe']:.2f} voxels, {t['seconds_per_pair']:.3f} s per pair "
+                f"({t['n']} {config.dataset} test pairs)"
+            )
         else:
             print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
@@ -280,6 +296,23 @@ def _validate(config: TrainConfig, given=()) -> None:
     if is_set("ic_steps") and "ic_steps" in unused:
         raise SystemExit(
             f"stnkit: --ic-steps sets the IC-STN's recurrent warps: --model must be ic-stn, got {config.model!r}"
+        )
+    registration = model_spec(config.model).task == "registration"
+    if registration != (config.transform in ("dense", "velocity")):
+        want = "dense or velocity" if registration else "a transformer family, not a field"
+        raise SystemExit(f"stnkit: --transform must be {want} for --model {config.model}, got {config.transform!r}")
+    if config.data is None and registration != (dataset_info(config.dataset).task == "registration"):
+        raise SystemExit(
+            f"stnkit: --model {config.model} learns {model_spec(config.model).task}: --dataset {config.dataset} "
+            f"is a {dataset_info(config.dataset).task} dataset" + (" (shapes2d, shapes3d)" if registration else "")
+        )
+    if registration and config.data is not None:
+        raise SystemExit(
+            f"stnkit: --model {config.model} trains on registration pairs (--dataset shapes2d or shapes3d)"
+        )
+    if is_set("volume_size") and (config.data is not None or dataset_info(config.dataset).task != "registration"):
+        raise SystemExit(
+            "stnkit: --volume-size sets the registration datasets' size: --dataset must be shapes2d or shapes3d"
         )
     if config.model == "ic-stn" and config.transform == "tps":
         raise SystemExit("stnkit: --model ic-stn composes matrix warps: --transform must not be tps")
