@@ -371,6 +371,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..train.evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
     model, config, info = load_run(args.checkpoint)
+    if model_spec(config.model).task == "registration":
+        return _eval_registration(args, model, config)
     if info is not None or args.data is not None:
         return _eval_images(args, model, config, info)
     if args.split == "val":
@@ -398,6 +400,45 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}")
     return 0
+
+
+def _eval_registration(args: argparse.Namespace, model, config: TrainConfig) -> int:
+    """``stnkit eval`` of a registration network: its measures on the test pairs of its dataset."""
+    from ..train.evaluate import evaluate_registration, load_test_set
+
+    for name in ("data", "images", "labels"):
+        if getattr(args, name, None) is not None:
+            raise ValueError(
+                f"--{name}: {args.checkpoint} registers {config.dataset} pairs (give --dataset and --seed)"
+            )
+    if args.split != "test":
+        raise ValueError(
+            f"--split: {args.checkpoint} is evaluated on the test pairs of {config.dataset}, drawn by --seed"
+        )
+    if args.dataset is not None and args.dataset != config.dataset:
+        raise ValueError(f"--dataset: {args.checkpoint} registers {config.dataset} pairs, got {args.dataset!r}")
+    ds = load_test_set(config, seed=args.seed)
+    t = evaluate_registration(model, ds, dataset_info(config.dataset).num_classes, batch_size=config.batch_size)
+    print(
+        f"{config.model} on {t['n']} {config.dataset} test pairs: Dice {t['dice_before']:.3f} -> {t['dice']:.3f}, "
+        f"folding {t['folding']:.3f} %, end-point error {t['epe']:.2f} voxels, {t['seconds_per_pair']:.3f} s per pair"
+    )
+    from .._io import atomic_write_text
+
+    out = Path(args.checkpoint).parent / "eval" if args.out is None else Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "eval.json", json.dumps({"checkpoint": str(args.checkpoint), **t}, indent=2) + "\n")
+    print(f"wrote {out / 'eval.json'}")
+    return 0
+
+
+def _refuse_registration(config: TrainConfig, path, command: str) -> None:
+    """A registration network has no classes to show or predict: one line."""
+    if model_spec(config.model).task == "registration":
+        raise ValueError(
+            f"stnkit {command} is for classifiers; {path} is a registration network ({config.model}): "
+            "stnkit eval measures it, its training run's show.png shows a pair"
+        )
 
 
 def _image_split(args: argparse.Namespace, config: TrainConfig, info: dict | None):
@@ -508,6 +549,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if not 1 <= args.n <= 64:
         raise ValueError(f"--n must be an int in [1, 64] (samples drawn), got {args.n}")
     model, config, info = load_run(args.checkpoint)
+    _refuse_registration(config, args.checkpoint, "show")
     if info is not None or args.data is not None:
         from torch.utils.data import default_collate
 
@@ -550,6 +592,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..train.checkpoint import load_run
 
     model, config, info = load_run(args.checkpoint)
+    _refuse_registration(config, args.checkpoint, "predict")
     if info is not None:
         return _predict_images(args, model, info)
     canvas = dataset_info(config.dataset).canvas_size
@@ -615,10 +658,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"--out {out} exists: pass --overwrite to replace it")
     model, config, info = load_run(path)
+    d = dataset_info(config.dataset)
     if info is not None:
         shape = (1, info["in_channels"], *info["image_size"])
+    elif d.task == "registration":  # a (moving, fixed) pair
+        shape = (1, d.in_channels, *(((config.volume_size or d.canvas_size),) * d.dims))
     else:
-        d = dataset_info(config.dataset)
         shape = (1, d.in_channels, d.canvas_size, d.canvas_size)
     example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     report = export_model(model, example, out, format=args.format, check=not args.no_check)
