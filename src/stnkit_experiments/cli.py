@@ -29,6 +29,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.experiment == "icstn":
         return _reproduce_icstn(args, out)
+    if args.experiment == "registration":
+        return _reproduce_registration(args, out)
     if args.seeds is None:  # each target's own default: table1 and budget 3; sequence and addition 1 (3-hour budget)
         args.seeds = 1 if args.experiment in ("sequence", "addition") else 3
     if args.experiment == "budget":
@@ -85,6 +87,36 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         rep.update_readme(Path(args.readme), out)
     print(rep.render_markdown(summary))
     print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
+    from . import registration as reg
+
+    for flag, value in (
+        ("--datasets", args.datasets),
+        ("--check", args.check),
+        ("--update-readme", args.update_readme),
+    ):
+        if value:
+            raise SystemExit(f"stnkit reproduce registration: {flag} applies to table1 only")
+    methods = args.models.split(",") if args.models else reg.default_methods()
+    valid = (*reg.METHODS, "dipy-syn")
+    for m in methods:
+        if m not in valid:
+            raise SystemExit(f"stnkit reproduce registration: unknown method {m!r}; valid: {', '.join(valid)}")
+    # the options given train the fieldnet rows (on top of fieldnet's recipe)
+    options = _grid_options(args)
+    with option_errors():
+        for row in (m for m in methods if m in reg.FIELDNET_ROWS):
+            _validate(reg.fieldnet_config(row, options))
+    if args.dry_run:
+        for m in methods:
+            print(m)
+        return 0
+    summary = reg.run_registration(out, methods, options, report_only=args.report_only)
+    print(reg.render_markdown(summary))
+    print(f"wrote {out / 'registration.json'}, {out / 'registration.md'}, {out / 'figures' / 'registration_pair.png'}")
     return 0
 
 
@@ -312,7 +344,7 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition"),
+        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition", "registration"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset, "
         "from `stnkit train`'s defaults; "
@@ -354,7 +386,7 @@ def add_parsers(sub) -> None:
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; default all)",
+        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), fieldnet, fieldnet-dice; default all)",
     )
     rep.add_argument(
         "--seeds",
