@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
+from stnkit._io import atomic_write_text
 from stnkit.cli.train import (
     _grid_options,
     _validate,
@@ -115,6 +117,11 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
             print(m)
         return 0
     summary = reg.run_registration(out, methods, options, report_only=args.report_only)
+    if args.update_readme:
+        page = Path(args.readme)
+        figure = os.path.relpath(out / "figures" / "registration_pair.png", page.parent)
+        atomic_write_text(page, reg.render_page(summary, figure))
+        print(f"wrote {page}")
     print(reg.render_markdown(summary))
     print(f"wrote {out / 'registration.json'}, {out / 'registration.md'}, {out / 'figures' / 'registration_pair.png'}")
     return 0

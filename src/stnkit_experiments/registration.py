@@ -295,6 +295,68 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _targets(summary: dict) -> list[str]:
+    """The issue's targets, as far as the table measures them (``stnkit register`` rows when present)."""
+    t = summary["table"]
+    syn = next((m for m in ("ants-syn", "dipy-syn") if m in t), None)
+    register = [m for m in t if m.startswith("register-")]
+    lines = []
+    if not register:
+        lines.append(
+            "- `stnkit register` against SyN, and fieldnet within 0.02 Dice of `stnkit register` at 100x less time: "
+            "not measured (no `stnkit register` rows in this table)."
+        )
+    for m in register:
+        if syn is None:
+            continue
+        r, s = t[m], t[syn]
+        ok = r["dice"]["mean"] >= s["dice"]["mean"] and r["folding"]["mean"] <= s["folding"]["mean"]
+        ok = ok and r["seconds"]["mean"] < s["seconds"]["mean"]
+        lines.append(
+            f"- {LABELS.get(m, m)} vs {LABELS[syn]}: Dice {r['dice']['mean']:.3f} vs {s['dice']['mean']:.3f}, "
+            f"folded {r['folding']['mean']:.3f} vs {s['folding']['mean']:.3f} %, "
+            f"{r['seconds']['mean']:.3f} vs {s['seconds']['mean']:.3f} s: {'reached' if ok else 'not reached'}."
+        )
+    if "fieldnet" in t and syn is not None:
+        f, s = t["fieldnet"], t[syn]
+        lines.append(
+            f"- fieldnet beside {LABELS[syn]} (no `stnkit register` to compare with): Dice "
+            f"{f['dice']['mean']:.3f} vs {s['dice']['mean']:.3f} ({f['dice']['mean'] - s['dice']['mean']:+.3f}), "
+            f"{s['seconds']['mean'] / max(f['seconds']['mean'], 1e-9):.0f}x less time per pair."
+        )
+    return lines
+
+
+def render_page(summary: dict, figure: str) -> str:
+    """docs/results/registration.md: the command, the table (:func:`render_markdown`), the targets, the figure."""
+    fit = {m: summary["table"][m].get("fit_seconds") for m in FIELDNET_ROWS if m in summary["table"]}
+    lines = [
+        "# Registration: fieldnet beside SimpleITK and ANTs on synthetic pairs",
+        "",
+        "```bash",
+        "stnkit reproduce registration --out results/registration --update-readme --readme docs/results/registration.md",
+        "stnkit train --dataset shapes2d --model fieldnet --volume-size 64   # fieldnet alone",
+        "```",
+        "",
+        f"Generated from `results/registration/registration.json` (`{summary['dataset']}`, "
+        f"{summary['size']}x{summary['size']}, {summary['test_pairs']} held-out test pairs; the methods and the "
+        "measures: `src/stnkit_experiments/registration.py`). fieldnet trained "
+        + ", ".join(f"{m} {s / 60:.1f} min" for m, s in fit.items() if s is not None)
+        + f" ({FIELDNET_BASE['epochs']} epochs of {FIELDNET_BASE['train_size']} fresh pairs, batch 4) on the same "
+        "shared CPU cores.",
+        "",
+        render_markdown(summary).rstrip(),
+        "",
+        "## Targets (issue 27)",
+        "",
+        *_targets(summary),
+        "",
+        f"![one test pair: each method's warped moving image, deformed grid and Jacobian determinant]({figure})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def make_figure(out: Path, methods: list[str]) -> Path | None:
     from stnkit.train.show import registration_figure
 
