@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from stnkit.data import ShapesPairs
-from stnkit.geometry import field_grid, grid_to_field
+from stnkit.geometry import field_grid
 from stnkit.models import create
 from stnkit.nn.similarity import dice_loss, ncc_loss
 from stnkit.train.config import TrainConfig
