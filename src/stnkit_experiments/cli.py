@@ -95,13 +95,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
     from . import registration as reg
 
-    for flag, value in (
-        ("--datasets", args.datasets),
-        ("--check", args.check),
-        ("--update-readme", args.update_readme),
-    ):
+    for flag, value in (("--datasets", args.datasets), ("--check", args.check)):
         if value:
             raise SystemExit(f"stnkit reproduce registration: {flag} applies to table1 only")
+    if args.update_readme and not args.readme.endswith("registration.md"):
+        raise SystemExit("stnkit reproduce registration: --update-readme writes --readme docs/results/registration.md")
     methods = args.models.split(",") if args.models else reg.default_methods()
     valid = (*reg.METHODS, "dipy-syn")
     for m in methods:

@@ -335,12 +335,13 @@ def render_page(summary: dict, figure: str) -> str:
         "",
         "```bash",
         "stnkit reproduce registration --out results/registration --update-readme --readme docs/results/registration.md",
-        "stnkit train --dataset shapes2d --model fieldnet --volume-size 64   # fieldnet alone",
+        f"stnkit train --dataset {DATASET} --model fieldnet --volume-size {SIZE} --train-size "
+        f"{FIELDNET_BASE['train_size']} --epochs {FIELDNET_BASE['epochs']}   # the fieldnet row alone",
         "```",
         "",
         f"Generated from `results/registration/registration.json` (`{summary['dataset']}`, "
         f"{summary['size']}x{summary['size']}, {summary['test_pairs']} held-out test pairs; the methods and the "
-        "measures: `src/stnkit_experiments/registration.py`). fieldnet trained "
+        "measures: `src/stnkit_experiments/registration.py`). Training time: "
         + ", ".join(f"{m} {s / 60:.1f} min" for m, s in fit.items() if s is not None)
         + f" ({FIELDNET_BASE['epochs']} epochs of {FIELDNET_BASE['train_size']} fresh pairs, batch 4) on the same "
         "shared CPU cores.",
@@ -364,7 +365,7 @@ def make_figure(out: Path, methods: list[str]) -> Path | None:
     for method in methods:
         path = out / "runs" / f"{method}.pair{FIGURE_PAIR}.pt"
         if path.is_file() and method != "none":
-            fields[LABELS[method]] = torch.load(path, weights_only=True)
+            fields[method] = torch.load(path, weights_only=True)  # short names: the panel titles are small
     if not fields:
         return None
     pairs = load_test_set(TrainConfig(dataset=DATASET, volume_size=SIZE), size=TEST_PAIRS)

@@ -179,7 +179,7 @@ def registration_figure(pair: dict, fields: dict[str, Tensor], path, title: str 
         im = axes[i, 2].imshow(det, cmap="coolwarm", vmin=0.0, vmax=2.0)
         folded = np.ma.masked_where(det > 0, np.ones_like(det))
         axes[i, 2].imshow(folded, cmap="autumn", vmin=0, vmax=1)
-        axes[i, 2].set_title(f"{name}: Jacobian det ({100 * float((det <= 0).mean()):.2f} % <= 0)", fontsize=8)
+        axes[i, 2].set_title(f"{name}: det J ({100 * float((det <= 0).mean()):.2f} % <= 0)", fontsize=8)
         fig.colorbar(im, ax=axes[i, 2], fraction=0.046)
     for ax in axes.flat:
         ax.set_xticks([])
