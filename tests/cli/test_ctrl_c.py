@@ -1,0 +1,36 @@
+"""A Ctrl-C at any moment of a command, from the first import on, ends in one line and status 130."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ENTRY = "import sys, _stnkit_entry; sys.exit(_stnkit_entry.main())"  # what the `stnkit` script runs
+
+
+@pytest.mark.parametrize("after", [0.3, 1.0, 2.5], ids=lambda s: f"after {s} s")
+def test_ctrl_c_while_loading_or_starting_says_interrupted_without_a_traceback(tmp_path, after):
+    # a training long enough that the signal always lands before it ends: while torch loads (the first
+    # second), while Lightning and the data load, or in the first steps
+    cmd = [sys.executable, "-c", ENTRY, "train", "--dataset", "rts", "--model", "cnn", "--epochs", "50"]
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1].startswith("stnkit: interrupted"), text
+
+
+def test_the_entry_point_leaves_an_ignored_sigint_ignored():
+    # where the caller ignores SIGINT (`nohup`, a background job of a script), so does stnkit
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import _stnkit_entry, stnkit.cli, sys;"
+        "stnkit.cli.main = lambda: print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN) or 0;"
+        "sys.exit(_stnkit_entry.main())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
