@@ -47,7 +47,7 @@ from .table1 import machine_info, write_summary
 
 DATASET = "shapes2d"
 # 64x64 pairs, not shapes2d's default 128x128: fieldnet's training must fit about 15 minutes of 2 CPU cores
-# shared with other work (a 64x64 step of batch 4 took 0.6-2.4 s there, a 128x128 one up to 3.6 s)
+# shared with other work (a 128x128 step costs about four times a 64x64 one)
 SIZE = 64
 TEST_PAIRS = 16
 # what every fieldnet row trains with, on top of fieldnet's recipe: 128 fresh pairs a epoch, 12 epochs

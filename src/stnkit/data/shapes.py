@@ -25,8 +25,7 @@ Pairs are drawn on the fly, one generator per pair seeded by ``(seed, epoch, ind
 (:func:`~stnkit.data.dataset.stream_seed`): fixed sets (``fresh=False``) give the same pairs on every
 machine and every call (and keep them in memory once drawn), training sets (``fresh=True``) are drawn
 afresh each epoch (:meth:`ShapesPairs.set_epoch`). Memory: a 64^3 pair is about 5.5 MB (two float32
-volumes, two uint8 label maps, the float32 field); drawing one takes about 0.9 s on one CPU core (a 128^2
-pair: 0.05 s).
+volumes, two uint8 label maps, the float32 field).
 
 >>> ds = ShapesPairs(dims=2, n=3, size=32, seed=0)
 >>> x, y = ds[0]
