@@ -11,8 +11,9 @@ its wall-clock seconds per pair on this machine:
 * ``fieldnet`` and ``fieldnet-dice``: ``stnkit train --model fieldnet`` on the dataset's training pairs
   (unsupervised; then with the labels as an auxiliary Dice loss), one forward pass per pair;
 * ``sitk-affine``: SimpleITK's affine registration (mean squares, three-level pyramid);
-* ``ants-syn``: ANTs SyN (its default: rigid, affine, then SyN with mutual information and CC) through
-  antspyx; where antspyx is missing, ``dipy-syn`` (dipy's SyN, CC metric) instead.
+* ``ants-syn``: ANTs SyN through antspyx with its defaults (``type_of_transform="SyN"``: an affine stage,
+  then SyN, Mattes mutual information for both, SyN iterations 40, 20, 0 over three levels: no step at
+  full resolution); where antspyx is missing, ``dipy-syn`` (dipy's SyN, CC metric) instead.
 
 Each peer's transform is turned into a field in stnkit's convention (voxel displacements at the fixed
 grid, converted by :func:`stnkit.geometry.field_from_pixels`), and checked: moving warped by that field
