@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
+from stnkit._io import atomic_write_text
 from stnkit.cli.train import (
     _grid_options,
     _validate,
@@ -31,6 +33,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return _reproduce_icstn(args, out)
     if args.experiment == "mri":
         return _reproduce_mri(args, out)
+    if args.experiment == "registration":
+        return _reproduce_registration(args, out)
     if args.seeds is None:  # each target's own default: table1 and budget 3; sequence and addition 1 (3-hour budget)
         args.seeds = 1 if args.experiment in ("sequence", "addition") else 3
     if args.experiment == "budget":
@@ -87,6 +91,39 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         rep.update_readme(Path(args.readme), out)
     print(rep.render_markdown(summary))
     print(f"wrote {out / 'table1.json'}, {out / 'table1.md'}, {out / 'figures'}")
+    return 0
+
+
+def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
+    from . import registration as reg
+
+    for flag, value in (("--datasets", args.datasets), ("--check", args.check)):
+        if value:
+            raise SystemExit(f"stnkit reproduce registration: {flag} applies to table1 only")
+    if args.update_readme and not args.readme.endswith("registration.md"):
+        raise SystemExit("stnkit reproduce registration: --update-readme writes --readme docs/results/registration.md")
+    methods = args.models.split(",") if args.models else reg.default_methods()
+    valid = (*reg.METHODS, "dipy-syn")
+    for m in methods:
+        if m not in valid:
+            raise SystemExit(f"stnkit reproduce registration: unknown method {m!r}; valid: {', '.join(valid)}")
+    # the options given train the fieldnet rows (on top of fieldnet's recipe)
+    options = _grid_options(args)
+    with option_errors():
+        for row in (m for m in methods if m in reg.FIELDNET_ROWS):
+            _validate(reg.fieldnet_config(row, options))
+    if args.dry_run:
+        for m in methods:
+            print(m)
+        return 0
+    summary = reg.run_registration(out, methods, options, report_only=args.report_only)
+    if args.update_readme:
+        page = Path(args.readme)
+        figure = os.path.relpath(out / "figures" / "registration_pair.png", page.parent)
+        atomic_write_text(page, reg.render_page(summary, figure))
+        print(f"wrote {page}")
+    print(reg.render_markdown(summary))
+    print(f"wrote {out / 'registration.json'}, {out / 'registration.md'}, {out / 'figures' / 'registration_pair.png'}")
     return 0
 
 
@@ -327,7 +364,7 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition", "mri"),
+        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition", "mri", "registration"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset, "
         "from `stnkit train`'s defaults; "
@@ -370,7 +407,7 @@ def add_parsers(sub) -> None:
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; default all)",
+        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), fieldnet, fieldnet-dice, fieldnet-long; default all)",
     )
     rep.add_argument(
         "--seeds",

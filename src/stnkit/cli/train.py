@@ -10,11 +10,19 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
+from ..data import dataset_info
 from ..models import MODEL_OPTIONS, MODEL_RECIPES, REGISTRY, model_spec, options_unused_by, row_key
 from ..train.config import TrainConfig
 
 _HELP = {
-    "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc, perturbed",
+    "dataset": "distorted-MNIST dataset: mnist, r, rts, p, e, tc, perturbed; addition, sequence; "
+    "registration pairs (--model fieldnet): shapes2d, shapes3d",
+    "volume_size": "shapes2d / shapes3d: the side of each square image / cubic volume (default 128 / 64)",
+    "pre_affine": "with --model fieldnet: an affine transformer before the field",
+    "similarity": "with --model fieldnet: the similarity of the warped moving and the fixed image: "
+    "ncc (local normalised cross-correlation, 9-voxel windows), mse or mi (mutual information)",
+    "smoothness_weight": "with --model fieldnet: weight of the field's smoothness (mean squared gradient, voxels)",
+    "dice_weight": "with --model fieldnet: weight of an auxiliary Dice loss of the warped labels (0: no labels used)",
     "data_dir": "directory with the four full-MNIST IDX files (default: the bundled 8k digits)",
     "val_size": "training digits held out for validation (model selection, early stopping)",
     "train_size": "use only the first N training digits",
@@ -32,7 +40,8 @@ _HELP = {
     "package.module:callable, a factory of your own called with in_channels=, in_size=, num_classes=",
     "coverage_weight": "weight of a penalty on the transformers' sampling points outside the input "
     "(against a transformer that zooms out past the image; 0: off)",
-    "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps",
+    "transform": "the transformers' family: translation, attention, similarity, affine, projective, tps; "
+    "fieldnet's field: velocity or dense",
     "num_transformers": "transformers in parallel (2 or 4 for the paper's 2x/4x ST-CNN)",
     "st_size": "the transformers' output size (SpatialTransformer's out_size; smaller downsamples)",
     "loc_downsample": "the localisation nets see the input averaged over N x N blocks (1: full resolution)",
@@ -250,6 +259,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"test error: {results['test_error']:.2f}% ({results['test_size']} test images of {config.data}, "
                 f"{len(results['classes'])} classes)"
             )
+        elif "test" in results:  # a registration network
+            t = results["test"]
+            print(
+                f"test: Dice {t['dice_before']:.3f} -> {t['dice']:.3f}, folding {t['folding']:.3f} %, "
+                f"end-point error {t['epe']:.2f} voxels, {t['seconds_per_pair']:.3f} s per pair "
+                f"({t['n']} {config.dataset} test pairs)"
+            )
         else:
             print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
@@ -280,6 +296,23 @@ def _validate(config: TrainConfig, given=()) -> None:
     if is_set("ic_steps") and "ic_steps" in unused:
         raise SystemExit(
             f"stnkit: --ic-steps sets the IC-STN's recurrent warps: --model must be ic-stn, got {config.model!r}"
+        )
+    registration = model_spec(config.model).task == "registration"
+    if registration != (config.transform in ("dense", "velocity")):
+        want = "dense or velocity" if registration else "a transformer family, not a field"
+        raise SystemExit(f"stnkit: --transform must be {want} for --model {config.model}, got {config.transform!r}")
+    if config.data is None and registration != (dataset_info(config.dataset).task == "registration"):
+        raise SystemExit(
+            f"stnkit: --model {config.model} learns {model_spec(config.model).task}: --dataset {config.dataset} "
+            f"is a {dataset_info(config.dataset).task} dataset" + (" (shapes2d, shapes3d)" if registration else "")
+        )
+    if registration and config.data is not None:
+        raise SystemExit(
+            f"stnkit: --model {config.model} trains on registration pairs (--dataset shapes2d or shapes3d)"
+        )
+    if is_set("volume_size") and (config.data is not None or dataset_info(config.dataset).task != "registration"):
+        raise SystemExit(
+            "stnkit: --volume-size sets the registration datasets' size: --dataset must be shapes2d or shapes3d"
         )
     if config.model == "ic-stn" and config.transform == "tps":
         raise SystemExit("stnkit: --model ic-stn composes matrix warps: --transform must not be tps")
@@ -338,6 +371,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..train.evaluate import check_input_size, confusion_png, evaluate, load_test_set
 
     model, config, info = load_run(args.checkpoint)
+    if model_spec(config.model).task == "registration":
+        return _eval_registration(args, model, config)
     if info is not None or args.data is not None:
         return _eval_images(args, model, config, info)
     if args.split == "val":
@@ -365,6 +400,45 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'}")
     return 0
+
+
+def _eval_registration(args: argparse.Namespace, model, config: TrainConfig) -> int:
+    """``stnkit eval`` of a registration network: its measures on the test pairs of its dataset."""
+    from ..train.evaluate import evaluate_registration, load_test_set
+
+    for name in ("data", "images", "labels"):
+        if getattr(args, name, None) is not None:
+            raise ValueError(
+                f"--{name}: {args.checkpoint} registers {config.dataset} pairs (give --dataset and --seed)"
+            )
+    if args.split != "test":
+        raise ValueError(
+            f"--split: {args.checkpoint} is evaluated on the test pairs of {config.dataset}, drawn by --seed"
+        )
+    if args.dataset is not None and args.dataset != config.dataset:
+        raise ValueError(f"--dataset: {args.checkpoint} registers {config.dataset} pairs, got {args.dataset!r}")
+    ds = load_test_set(config, seed=args.seed)
+    t = evaluate_registration(model, ds, dataset_info(config.dataset).num_classes, batch_size=config.batch_size)
+    print(
+        f"{config.model} on {t['n']} {config.dataset} test pairs: Dice {t['dice_before']:.3f} -> {t['dice']:.3f}, "
+        f"folding {t['folding']:.3f} %, end-point error {t['epe']:.2f} voxels, {t['seconds_per_pair']:.3f} s per pair"
+    )
+    from .._io import atomic_write_text
+
+    out = Path(args.checkpoint).parent / "eval" if args.out is None else Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "eval.json", json.dumps({"checkpoint": str(args.checkpoint), **t}, indent=2) + "\n")
+    print(f"wrote {out / 'eval.json'}")
+    return 0
+
+
+def _refuse_registration(config: TrainConfig, path, command: str) -> None:
+    """A registration network has no classes to show or predict: one line."""
+    if model_spec(config.model).task == "registration":
+        raise ValueError(
+            f"stnkit {command} is for classifiers; {path} is a registration network ({config.model}): "
+            "stnkit eval measures it, its training run's show.png shows a pair"
+        )
 
 
 def _image_split(args: argparse.Namespace, config: TrainConfig, info: dict | None):
@@ -475,6 +549,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if not 1 <= args.n <= 64:
         raise ValueError(f"--n must be an int in [1, 64] (samples drawn), got {args.n}")
     model, config, info = load_run(args.checkpoint)
+    _refuse_registration(config, args.checkpoint, "show")
     if info is not None or args.data is not None:
         from torch.utils.data import default_collate
 
@@ -517,6 +592,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..train.checkpoint import load_run
 
     model, config, info = load_run(args.checkpoint)
+    _refuse_registration(config, args.checkpoint, "predict")
     if info is not None:
         return _predict_images(args, model, info)
     canvas = dataset_info(config.dataset).canvas_size
@@ -582,10 +658,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"--out {out} exists: pass --overwrite to replace it")
     model, config, info = load_run(path)
+    d = dataset_info(config.dataset)
     if info is not None:
         shape = (1, info["in_channels"], *info["image_size"])
+    elif d.task == "registration":  # a (moving, fixed) pair
+        shape = (1, d.in_channels, *(((config.volume_size or d.canvas_size),) * d.dims))
     else:
-        d = dataset_info(config.dataset)
         shape = (1, d.in_channels, d.canvas_size, d.canvas_size)
     example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     report = export_model(model, example, out, format=args.format, check=not args.no_check)

@@ -26,13 +26,15 @@ from .idx import DatasetError, IdxError, read_idx, write_idx
 from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
-from .tasks import DATASETS, DatasetInfo, dataset_info, open_dataset
+from .shapes import ShapesPairs
+from .tasks import DATASETS, REGISTRATION_DATASETS, DatasetInfo, dataset_info, open_dataset, open_pairs
 
 __all__ = [
     "AdditionMNIST",
     "COLOC_KINDS",
     "CoLocalization",
     "DATASETS",
+    "REGISTRATION_DATASETS",
     "DEFAULT_MIRROR",
     "DISTORTIONS",
     "DatasetError",
@@ -44,6 +46,7 @@ __all__ = [
     "IdxError",
     "ImageData",
     "ImageFolderDataset",
+    "ShapesPairs",
     "bundled_mnist",
     "bundled_split_indices",
     "channel_stats",
@@ -60,6 +63,7 @@ __all__ = [
     "make_image_folder",
     "open_dataset",
     "open_image_data",
+    "open_pairs",
     "read_grey_png",
     "read_idx",
     "read_image",

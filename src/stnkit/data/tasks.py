@@ -1,12 +1,15 @@
-"""Every dataset stnkit trains on, by name: the distorted-MNIST recipes and the multi-digit tasks.
+"""Every dataset stnkit trains on, by name: the distorted-MNIST recipes, the multi-digit tasks and the
+registration pairs (``shapes2d``, ``shapes3d``).
 
 A dataset is built from 28x28 source digits (``images``, ``labels``) and a ``seed``;
 ``fresh=True`` re-draws it every epoch (:meth:`set_epoch`), ``fresh=False`` keeps one
 fixed draw (validation and test). :func:`dataset_info` says what a model needs to know
-about it: input channels, canvas size, classes and labels per sample.
+about it: input channels, canvas size, classes and labels per sample, and its task.
+A registration dataset (``task="registration"``) is synthetic: :func:`open_pairs` draws its
+pairs from a seed alone (no source digits).
 
 >>> dataset_info("rts")
-DatasetInfo(name='rts', in_channels=1, canvas_size=42, num_classes=10, num_labels=1)
+DatasetInfo(name='rts', in_channels=1, canvas_size=42, num_classes=10, num_labels=1, task='classification', dims=2, sizes=None)
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from .addition import NUM_SUMS, AdditionMNIST
 from .dataset import DistortedMNIST
 from .distortions import DISTORTIONS, get_distortion
 from .sequence import SEQUENCE_CANVAS, SEQUENCE_LENGTH, SequenceMNIST
+from .shapes import DEFAULT_SIZE, ShapesPairs
+
+TASKS = ("classification", "registration")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,12 @@ class DatasetInfo:
         canvas_size: height and width of each sample (square canvases).
         num_classes: classes of each label.
         num_labels: labels per sample: 1 (a class index ``()``) or more (``(num_labels,)``, e.g. a digit sequence).
+        task: ``classification`` (``(image, label)`` samples) or ``registration`` (``(pair, ground truth)``:
+            the moving and fixed images as channels, and a dict of their label maps and the true field;
+            ``num_classes`` counts the labels of the maps, background included).
+        dims: 2 (images) or 3 (volumes).
+        sizes: a registration dataset's pairs for training and testing when ``train_size`` and
+            ``test_size`` are not given.
     """
 
     name: str
@@ -40,8 +52,12 @@ class DatasetInfo:
     canvas_size: int
     num_classes: int
     num_labels: int = 1
-    # (images, labels, *, seed, fresh) -> a Dataset of (x, y) with set_epoch(epoch)
+    # classification: (images, labels, *, seed, fresh) -> a Dataset of (x, y) with set_epoch(epoch);
+    # registration: (n, *, seed, fresh, size) -> a Dataset of (pair, ground truth) with set_epoch(epoch)
     factory: Callable[..., Dataset] | None = field(default=None, repr=False, compare=False)
+    task: str = "classification"
+    dims: int = 2
+    sizes: tuple[int, int] | None = None
 
 
 def _distorted(name: str) -> DatasetInfo:
@@ -59,7 +75,23 @@ _TASKS: dict[str, DatasetInfo] = {
     "sequence": DatasetInfo("sequence", 1, SEQUENCE_CANVAS, 10, num_labels=SEQUENCE_LENGTH, factory=SequenceMNIST),
 }
 
+
+def _shapes(dims: int) -> DatasetInfo:
+    def factory(n: int, *, seed: int, fresh: bool = False, size: int | None = None) -> Dataset:
+        return ShapesPairs(dims, n, size=size, seed=seed, fresh=fresh)
+
+    # 5 labels: background, the body, three blobs (ShapesPairs' default num_labels=4)
+    name = f"shapes{dims}d"
+    sizes = (256, 32) if dims == 2 else (64, 16)
+    return DatasetInfo(name, 2, DEFAULT_SIZE[dims], 5, 1, factory, task="registration", dims=dims, sizes=sizes)
+
+
+# the registration pairs (stnkit.data.shapes): 256 / 32 pairs of 128^2 images, 64 / 16 pairs of 64^3 volumes
+_TASKS["shapes2d"] = _shapes(2)
+_TASKS["shapes3d"] = _shapes(3)
+
 DATASETS: tuple[str, ...] = tuple(DISTORTIONS) + tuple(_TASKS)
+REGISTRATION_DATASETS: tuple[str, ...] = tuple(n for n, i in _TASKS.items() if i.task == "registration")
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -78,7 +110,23 @@ def open_dataset(name: str, images, labels, *, seed: int, fresh: bool = False) -
         >>> ds[0][0].shape
         torch.Size([1, 42, 42])
     """
-    return dataset_info(name).factory(images, labels, seed=seed, fresh=fresh)
+    info = dataset_info(name)
+    if info.task != "classification":
+        raise ValueError(f"dataset {name!r} is a registration dataset, drawn from a seed: use open_pairs")
+    return info.factory(images, labels, seed=seed, fresh=fresh)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "open_dataset"]
+def open_pairs(name: str, n: int, *, seed: int, fresh: bool = False, size: int | None = None) -> Dataset:
+    """The registration dataset ``name`` (one of :data:`REGISTRATION_DATASETS`): ``n`` pairs drawn from
+    ``seed`` (afresh each epoch with ``fresh=True``), of side ``size`` (``None``: the dataset's default).
+
+    Example:
+        >>> ds = open_pairs("shapes2d", 2, seed=0, size=32)
+        >>> ds[0][0].shape
+        torch.Size([2, 32, 32])
+    """
+    check_choice("dataset", name, REGISTRATION_DATASETS)
+    return dataset_info(name).factory(n, seed=seed, fresh=fresh, size=size)
+
+
+__all__ = ["DATASETS", "REGISTRATION_DATASETS", "TASKS", "DatasetInfo", "dataset_info", "open_dataset", "open_pairs"]

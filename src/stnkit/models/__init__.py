@@ -52,10 +52,12 @@ from .classifiers import (
     fc_localization,
     tutorial_localization,
 )
+from .registration import FieldRegistration
 from .registry import (
     MODEL_OPTIONS,
     MODEL_RECIPES,
     MODELS,
+    REGISTRATION_MODELS,
     REGISTRY,
     SEQUENCE_MODELS,
     TRANSFORMER_MODELS,
@@ -101,6 +103,7 @@ def create(
     num_labels: int = 1,
     backbone: str = "cnn",
     normalize: tuple | None = None,
+    pre_affine: bool = False,
 ) -> nn.Module:
     """Build a model by name (``fcn``, ``cnn``, ``st-fcn``, ``st-cnn``, ``tutorial-cnn``, ``tutorial-stn``, ``ic-stn``).
 
@@ -125,6 +128,7 @@ def create(
             or a user's ``"package.module:callable"`` (:func:`~stnkit.models.backbones.load_backbone`).
         normalize: ``(mean, std)`` per channel: a :class:`~stnkit.nn.Normalize` layer after the
             transformers, before the classifier (``None``: the inputs are used as they are).
+        pre_affine: ``fieldnet``: an affine transformer before the field (:class:`FieldRegistration`).
         num_labels: labels per sample; the sequence models (``seq-cnn``, ``seq-st-cnn``,
             ``rnn-spn``, :mod:`stnkit.models.sequence`) need it > 1 and output
             ``(B, num_labels, num_classes)``; the others need 1.
@@ -134,6 +138,8 @@ def create(
         >>> model(torch.rand(2, 1, 42, 42)).shape
         torch.Size([2, 10])
     """
+    if name in REGISTRATION_MODELS:
+        return _registration_model(name, in_channels, in_size, transform, pre_affine)
     model = _create(
         name,
         in_channels,
@@ -256,6 +262,19 @@ def _create(
     return _classifier(base, in_channels, in_size, num_classes, hidden, dropout, backbone)
 
 
+def _registration_model(name, in_channels, in_size, transform, pre_affine) -> nn.Module:
+    """``fieldnet`` for pairs of ``in_size`` (``(H, W)`` or ``(D, H, W)``), ``transform`` its field."""
+    if isinstance(in_size, int) or not hasattr(in_size, "__len__") or len(in_size) not in (2, 3):
+        raise ValueError(f"in_size must be (H, W) or (D, H, W) for model {name!r}, got {in_size!r}")
+    size = tuple(check_int("in_size", s) for s in in_size)
+    if transform not in ("dense", "velocity"):
+        raise ValueError(f"transform must be 'dense' or 'velocity' for model {name!r}, got {transform!r}")
+    model = FieldRegistration(len(size), transform, pre_affine=pre_affine, in_channels=in_channels)
+    if any(s % model.divisor for s in size):
+        raise ValueError(f"in_size must be divisible by {model.divisor} for model {name!r}, got {size}")
+    return model
+
+
 def _sequence_model(name, in_channels, in_size, num_classes, num_labels, transform, st_size, loc_size, dropout):
     if name == "seq-cnn":
         return SequenceCNN(in_channels, in_size, num_labels, num_classes, dropout)
@@ -292,9 +311,11 @@ __all__ = [
     "CNN",
     "load_backbone",
     "FCN",
+    "FieldRegistration",
     "MODELS",
     "MODEL_OPTIONS",
     "MODEL_RECIPES",
+    "REGISTRATION_MODELS",
     "REGISTRY",
     "TRANSFORMER_MODELS",
     "ModelSpec",

@@ -21,6 +21,8 @@ class ModelSpec:
         transformer: it has spatial transformers in front of its classifier (an :class:`STClassifier`).
         sequence: it reads several labels per sample (logits ``(B, num_labels, classes)``).
         recipe: training options of its own, applied unless given (``TrainConfig.for_model``).
+        task: what it learns, the task of the datasets it trains on (:data:`~stnkit.data.tasks.TASKS`):
+            ``classification`` or ``registration`` (a (moving, fixed) pair to a field).
     """
 
     name: str
@@ -29,6 +31,7 @@ class ModelSpec:
     transformer: bool = False
     sequence: bool = False
     recipe: dict = field(default_factory=dict, compare=False)
+    task: str = "classification"
 
 
 # the training options that only some models read; every other option is read by every model
@@ -36,7 +39,9 @@ _ST = frozenset(
     {"transform", "num_transformers", "st_size", "bounded", "loc_downsample", "loc_lr_mult", "tps_grid_size"}
     | {"consistency_weight", "consistency_strength", "coverage_weight"}
 )
-MODEL_OPTIONS = _ST | {"hidden", "ic_steps", "backbone"}
+# the options of the registration objective (stnkit.train.objectives) and of fieldnet's model
+_REGISTRATION = frozenset({"transform", "pre_affine", "similarity", "smoothness_weight", "dice_weight"})
+MODEL_OPTIONS = _ST | _REGISTRATION | {"hidden", "ic_steps", "backbone"}
 
 # Models trained with a recipe of their own unless an option says otherwise: the
 # PyTorch tutorial's network with the tutorial's recipe (plain SGD at 0.01, batch
@@ -107,10 +112,30 @@ REGISTRY: dict[str, ModelSpec] = {
             frozenset({"transform", "st_size", "loc_downsample"}),
             sequence=True,
         ),
+        # learned registration (stnkit.models.registration): a (moving, fixed) pair to a field, no classifier.
+        # sizes count pairs of the registration datasets; AdamW at 1e-3 without decay or schedule (VoxelMorph
+        # trains Adam at 1e-4 for far more steps than a CPU run can)
+        ModelSpec(
+            "fieldnet",
+            "registration: a U-Net from a (moving, fixed) pair to a velocity or dense field, optionally after "
+            "an affine transformer",
+            _REGISTRATION,
+            recipe={
+                "transform": "velocity",
+                "val_size": 8,
+                "batch_size": 4,
+                "epochs": 20,
+                "lr": 1e-3,
+                "weight_decay": 0.0,
+                "schedule": "none",
+            },
+            task="registration",
+        ),
     )
 }
 MODELS = tuple(REGISTRY)
 SEQUENCE_MODELS = tuple(n for n, s in REGISTRY.items() if s.sequence)
+REGISTRATION_MODELS = tuple(n for n, s in REGISTRY.items() if s.task == "registration")
 # the models with a spatial transformer in front of their classifier (an STClassifier), sequences apart
 TRANSFORMER_MODELS = tuple(n for n, s in REGISTRY.items() if s.transformer and not s.sequence)
 # the registry's recipes by model name (``TrainConfig.for_model`` reads them)

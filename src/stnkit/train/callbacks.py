@@ -181,9 +181,12 @@ class EpochLines(pl.Callback):
         m = trainer.callback_metrics
         parts = []
         if "train_loss" in m:
-            parts.append(f"train loss {float(m['train_loss']):.4f}, error {float(m['train_error']):.2f} %")
+            error = f", error {float(m['train_error']):.2f} %" if "train_error" in m else ""
+            parts.append(f"train loss {float(m['train_loss']):.4f}{error}")
         if "val_error" in m:
             parts.append(f"val error {float(m['val_error']):.2f} %")
+        elif "val_dice" in m:  # a registration network
+            parts.append(f"val loss {float(m['val_loss']):.4f}, Dice {float(m['val_dice']):.3f}")
         if self._start is not None:
             parts.append(f"{time.perf_counter() - self._start:.1f} s")
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + "; ".join(parts), flush=True)

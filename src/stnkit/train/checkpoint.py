@@ -37,7 +37,7 @@ from torch import nn
 from .._io import atomic_path
 from ..data import dataset_info
 from ..data.idx import ImageFileError, open_regular
-from ..models import create
+from ..models import create, model_spec
 from .config import TrainConfig
 
 _META_KEY = "stnkit_config"
@@ -336,6 +336,21 @@ def build_model(config: TrainConfig, data_info: dict | None = None) -> nn.Module
             normalize=(info["mean"], info["std"]),
         )
     info = dataset_info(config.dataset)
+    task = model_spec(config.model).task
+    if task != info.task:
+        raise ValueError(
+            f"model {config.model!r} learns {task} and dataset {config.dataset!r} is a {info.task} dataset: "
+            f"choose a {task} dataset for it (or another model)"
+        )
+    if task == "registration":
+        size = info.canvas_size if config.volume_size is None else config.volume_size
+        return create(
+            config.model,
+            in_channels=info.in_channels,
+            in_size=(size,) * info.dims,
+            transform=config.transform,
+            pre_affine=config.pre_affine,
+        )
     return create(
         config.model,
         in_channels=info.in_channels,

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, fields
 
 from .._checks import check_choice, check_int, check_number
 from ..data import DATASETS
-from ..geometry import TRANSFORMS
+from ..geometry import FIELD_TRANSFORMS, TRANSFORMS
 from ..models import MODEL_RECIPES, MODELS
+from ..nn.similarity import SIMILARITIES
 
 # options added after the first release, with the value that runs recorded without them used
 _BEFORE_THE_OPTION = {"loc_downsample": 1, "compile": False, "tps_grid_size": 4, "on_nonfinite": "stop", "ic_steps": 4}
@@ -71,6 +72,8 @@ class TrainConfig:
     train_size: int | None = None  # use only the first N training digits (None: all)
     test_size: int | None = None
     test_seed: int = 0
+    # the side of the registration datasets' squares or cubes (shapes2d, shapes3d; None: 128 and 64)
+    volume_size: int | None = None
     # model
     model: str = "st-cnn"
     # the classifier of cnn and st-cnn: cnn (the paper's), resnet18, resnet34, or package.module:callable
@@ -88,6 +91,13 @@ class TrainConfig:
     hidden: int | None = None  # the FCN's hidden width (None: matched to the CNN's parameter count)
     tps_grid_size: int = 4  # control points per side of the transformers' TPS (transform "tps"; models.create's)
     ic_steps: int = 4  # model "ic-stn": recurrent warps of the inverse compositional transformer
+    # model "fieldnet" (registration; its field is --transform dense or velocity): an affine transformer first
+    pre_affine: bool = False
+    # the registration objective: similarity(moving warped, fixed) (SIMILARITIES: mse, ncc, mi)
+    # + smoothness_weight * the field's smoothness (in voxels) + dice_weight * Dice loss of the labels
+    similarity: str = "ncc"
+    smoothness_weight: float = 1.0
+    dice_weight: float = 0.0
     # optimisation
     epochs: int = 30
     # at a fixed number of epochs smaller batches (more steps) train better on CPU at about the
@@ -150,7 +160,9 @@ class TrainConfig:
         _optional(check_int, "test_size", self.test_size)
         check_int("test_seed", self.test_seed, low=0)
         check_choice("model", self.model, MODELS)
-        check_choice("transform", self.transform, tuple(TRANSFORMS))
+        check_choice("transform", self.transform, tuple(TRANSFORMS) + tuple(FIELD_TRANSFORMS))
+        _optional(check_int, "volume_size", self.volume_size, low=8, high=MAX_IMAGE_SIDE)
+        check_choice("similarity", self.similarity, tuple(SIMILARITIES))
         check_int("num_transformers", self.num_transformers, high=MAX_TRANSFORMERS)
         _optional(check_int, "st_size", self.st_size, high=MAX_IMAGE_SIDE)
         check_int("loc_downsample", self.loc_downsample, high=MAX_IMAGE_SIDE)
@@ -170,6 +182,8 @@ class TrainConfig:
             "consistency_weight",
             "consistency_strength",
             "coverage_weight",
+            "smoothness_weight",
+            "dice_weight",
         ):
             check_number(name, getattr(self, name), low=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -189,7 +203,7 @@ class TrainConfig:
             if isinstance(value, float) and value > 1.0:
                 raise ValueError(f"{name} must be an int (batches) or a fraction in (0, 1], got {value!r}")
         for names, kind in (
-            (("bounded", "compile", "deterministic"), bool),
+            (("bounded", "compile", "deterministic", "pre_affine"), bool),
             (("accelerator", "devices", "strategy"), str),
         ):
             for name in names:

@@ -1,4 +1,5 @@
-"""Data for training: the distorted-MNIST splits, a fixed validation partition, a seeded shuffle."""
+"""Data for training: the distorted-MNIST splits, a fixed validation partition, a seeded shuffle, and the
+registration datasets' pairs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..data import load_digits, open_dataset
+from ..data import dataset_info, load_digits, open_dataset, open_pairs
 from .config import TrainConfig
 from .evaluate import load_test_set
 from .losses import epoch_seed
@@ -116,5 +117,25 @@ class DistortedMNISTDataModule(DataModule):
             self.val_set = open_dataset(
                 cfg.dataset, images[val_idx], labels[val_idx], seed=cfg.test_seed + _VAL_SEED_OFFSET
             )
+        if self.test_set is None and stage in (None, "test"):
+            self.test_set = load_test_set(cfg, size=cfg.test_size)
+
+
+class PairsDataModule(DataModule):
+    """A registration dataset (``shapes2d``, ``shapes3d``): training pairs drawn afresh every epoch
+    from ``(seed, epoch)`` (``train_size`` of them, default the dataset's), ``val_size`` validation
+    pairs (fixed, from ``test_seed`` + 1,000) and the test pairs (:func:`~.evaluate.load_test_set`),
+    each of side ``volume_size``."""
+
+    def setup(self, stage: str | None = None) -> None:
+        cfg = self.config
+        info = dataset_info(cfg.dataset)
+        if self.train_set is None:
+            n = cfg.train_size if cfg.train_size is not None else info.sizes[0]
+            self.train_set = open_pairs(cfg.dataset, n, seed=cfg.seed, fresh=True, size=cfg.volume_size)
+            if cfg.val_size > 0:
+                self.val_set = open_pairs(
+                    cfg.dataset, cfg.val_size, seed=cfg.test_seed + _VAL_SEED_OFFSET, size=cfg.volume_size
+                )
         if self.test_set is None and stage in (None, "test"):
             self.test_set = load_test_set(cfg, size=cfg.test_size)

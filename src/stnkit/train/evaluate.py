@@ -1,17 +1,20 @@
-"""Evaluation: the test set, error rates, confusion matrices, and how well a transformer recovers pose."""
+"""Evaluation: the test set, error rates, confusion matrices, how well a transformer recovers pose, and
+registration's measures (Dice of the labels, folding, end-point error)."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._io import save_figure
-from ..data import dataset_info, load_digits, open_dataset
-from ..geometry import base_grid, get_transform
+from ..data import dataset_info, load_digits, open_dataset, open_pairs
+from ..geometry import base_grid, field_to_pixels, folding_fraction, get_transform, warp_field
 from ..models import STClassifier, transformer_families
 from .config import TrainConfig
 
@@ -34,13 +37,22 @@ def load_test_set(
     split has fewer); ``digits`` (images, labels) replaces the split by your own
     28x28 digits. Training (``config.test_size``), ``stnkit eval``, ``stnkit show``
     and the reproduction figures all load their test digits here.
+
+    A registration dataset (``shapes2d``, ``shapes3d``) has no digits: its test set is ``size`` pairs
+    (default: the dataset's, :class:`~stnkit.data.DatasetInfo` ``sizes``) drawn from the seed, of side
+    ``config.volume_size``.
     """
+    name = dataset or config.dataset
+    info = dataset_info(name)
+    if info.task == "registration":
+        n = size if size is not None else info.sizes[1]
+        return open_pairs(name, n, seed=config.test_seed if seed is None else seed, size=config.volume_size)
     if digits is None:
         digits = load_digits(split, config.data_dir if data_dir is None else data_dir)
     images, labels = digits
     if size is not None:
         images, labels = images[:size], labels[:size]
-    return open_dataset(dataset or config.dataset, images, labels, seed=config.test_seed if seed is None else seed)
+    return open_dataset(name, images, labels, seed=config.test_seed if seed is None else seed)
 
 
 def check_input_size(config: TrainConfig, images: Tensor) -> None:
@@ -178,6 +190,71 @@ def channel_pose_spread(model: STClassifier, dataset, n: int = 500) -> dict:
         }
         for k in range(len(transformer_families(model)))
     }
+
+
+def warp_labels(labels: Tensor, u: Tensor, num_classes: int) -> Tensor:
+    """Label maps ``(B, *spatial)`` warped by fields ``u``: one-hot, linear interpolation, argmax."""
+    onehot = F.one_hot(labels.long(), num_classes).movedim(-1, 1).to(u.dtype)
+    return warp_field(onehot, u).argmax(1)
+
+
+def label_dice(a: Tensor, b: Tensor, num_classes: int) -> Tensor:
+    """The mean Dice ``(B,)`` over the foreground labels ``1 .. num_classes - 1`` present in ``a`` or ``b``."""
+    scores = []
+    present = []
+    for k in range(1, num_classes):
+        ak, bk = (a == k).flatten(1), (b == k).flatten(1)
+        total = (ak.sum(1) + bk.sum(1)).double()
+        scores.append(torch.where(total > 0, 2 * (ak & bk).sum(1).double() / total.clamp_min(1), 0.0))
+        present.append(total > 0)
+    scores_, present_ = torch.stack(scores, 1), torch.stack(present, 1)
+    return (scores_.sum(1) / present_.sum(1).clamp_min(1)).float()
+
+
+@torch.no_grad()
+def registration_metrics(
+    u: Tensor, moving_labels: Tensor, fixed_labels: Tensor, num_classes: int, true_field: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Per pair ``(B,)``, how well the field ``u`` (stnkit's convention, ``align_corners=False``) registers:
+
+    * ``dice_before``, ``dice``: the mean Dice of the foreground labels, moving against fixed, before and
+      after warping the moving labels by ``u`` (:func:`warp_labels`);
+    * ``folding``: the % of voxels where the map folds (:func:`~stnkit.geometry.folding_fraction`);
+    * ``epe``: with ``true_field``, the mean end-point error in voxels, ``|u - true_field|`` over the fixed
+      image's foreground (``fixed_labels > 0``; the background has no contrast to register).
+    """
+    out = {
+        "dice_before": label_dice(moving_labels, fixed_labels, num_classes),
+        "dice": label_dice(warp_labels(moving_labels, u, num_classes), fixed_labels, num_classes),
+        "folding": 100.0 * folding_fraction(u),
+    }
+    if true_field is not None:
+        err = field_to_pixels(u - true_field.to(u.dtype)).norm(dim=1).flatten(1)
+        fg = (fixed_labels > 0).flatten(1).to(err.dtype)
+        out["epe"] = (err * fg).sum(1) / fg.sum(1).clamp_min(1)
+    return out
+
+
+@torch.no_grad()
+def evaluate_registration(model: nn.Module, dataset, num_classes: int, batch_size: int = 4) -> dict:
+    """:func:`registration_metrics` of a registration model (pairs ``(B, 2, *spatial)`` to fields) on a
+    dataset of ``(pair, ground truth)``: the means over pairs, and the model's seconds per pair."""
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    n, seconds = 0, 0.0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        start = time.perf_counter()
+        u = model(x.to(device)).cpu()
+        seconds += time.perf_counter() - start
+        m = registration_metrics(u, y["moving_labels"], y["fixed_labels"], num_classes, y["field"])
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(v.double().sum())
+        n += x.shape[0]
+    if n == 0:
+        raise ValueError("the dataset to evaluate on is empty")
+    result = {k: round(v / n, 4) for k, v in sums.items()}
+    return {"n": n, **result, "seconds_per_pair": round(seconds / n, 4)}
 
 
 def confusion_png(confusion: list, path, title: str = "", classes=None) -> None:

@@ -11,12 +11,14 @@ from torch import Tensor, nn
 from ..models import STClassifier, transformer_families
 from ..nn import coverage_penalty
 from .config import TrainConfig
-from .losses import classification_loss, consistency_loss, epoch_seed
+from .losses import epoch_seed
+from .objectives import objective_for
 from .safety import NonFiniteError, nonfinite_names
 
 
 class STNModule(pl.LightningModule):
-    """Trains ``model``, any classifier (with or without spatial transformers), with cross-entropy.
+    """Trains ``model`` on its task's objective (:mod:`stnkit.train.objectives`): any classifier (with or
+    without spatial transformers) with cross-entropy, or a registration network on its pairs.
 
     ``config`` gives the optimisation (and is stored in every checkpoint, with
     ``data_info``, the classes and normalisation of a run on your own images). The
@@ -24,8 +26,9 @@ class STNModule(pl.LightningModule):
     ``lr * loc_lr_mult``; ``coverage_weight`` adds :func:`~stnkit.nn.coverage_penalty` of
     their sampling grids, ``consistency_weight`` the transformation-consistency loss.
 
-    Logs ``train_loss``, ``train_error``, ``val_loss``, ``val_error`` and
-    ``test_error`` (errors in %).
+    Logs what the objective gives, per stage: a classifier's ``train_loss``, ``train_error``,
+    ``val_loss``, ``val_error`` and ``test_error`` (errors in %); a registration network's loss and
+    its parts, and in validation and test its Dice, folding and end-point error.
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class STNModule(pl.LightningModule):
             hparams["own_model"] = type(model).__name__
         self.save_hyperparameters(hparams)
         self.model = model
+        # the loss and the metrics of the model's task (stnkit.train.objectives)
+        self.objective = objective_for(self.config)
         if self.config.compile:
             # in place (nn.Module.compile): parameter names, and so checkpoints, stay as they are
             parts = [self.model.transformer, self.model.classifier] if isinstance(self.model, STClassifier) else []
@@ -50,34 +55,15 @@ class STNModule(pl.LightningModule):
         return self.model(x)
 
     def _step(self, batch, stage: str) -> Tensor | None:
-        x, y = batch
-        consistency = coverage = None
-        if isinstance(self.model, STClassifier):
-            out, params = self.model.warp_input(x)
-            logits = self.model.classifier(out)
-            if stage == "train" and self.config.coverage_weight > 0:
-                coverage = self.coverage(params, tuple(out.shape[-2:]))
-            if stage == "train" and self.config.consistency_weight > 0:
-                family = transformer_families(self.model)[0]
-                q = family.random(x.shape[0], self.config.consistency_strength, device=x.device, dtype=x.dtype)
-                consistency = consistency_loss(self.model, x, q, out=out)
-        else:
-            logits = self.model(x)
-        loss, error, sequence_error = classification_loss(logits, y)
-        loss_total = loss if consistency is None else loss + self.config.consistency_weight * consistency
-        if coverage is not None:
-            loss_total = loss_total + self.config.coverage_weight * coverage
+        loss_total, logs = self.objective(self, batch, stage)
         if stage == "train" and not torch.isfinite(loss_total):
             return self._nonfinite(f"the loss is {float(loss_total.detach())}")  # before it reaches the logs
         sync = stage != "train"
-        self.log(f"{stage}_error", error, on_step=False, on_epoch=True, prog_bar=stage != "test", sync_dist=sync)
-        if sequence_error is not None:
-            self.log(f"{stage}_sequence_error", sequence_error, on_step=False, on_epoch=True, sync_dist=sync)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=sync)
-        if consistency is not None:
-            self.log("train_consistency", consistency, on_step=False, on_epoch=True)
-        if coverage is not None:
-            self.log("train_coverage", coverage, on_step=False, on_epoch=True)
+        monitor = self.objective.monitor
+        for name, value in logs.items():
+            if value is not None:
+                prog = name == monitor and stage != "test"
+                self.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, prog_bar=prog, sync_dist=sync)
         return loss_total
 
     def coverage(self, params: list[Tensor], out_size: tuple[int, int]) -> Tensor:

@@ -43,13 +43,20 @@ from .budget import dataset_batch, draw_seconds, plan_epochs, plan_length
 from .callbacks import Diagnostics, EpochLines, Replan, TransformerImages, WallClock
 from .checkpoint import checkpoint_config, load_run, read_lightning_checkpoint, save_model
 from .config import TrainConfig
-from .datamodule import DataModule, DistortedMNISTDataModule, check_split_sizes
-from .evaluate import channel_pose_spread, confusion_png, evaluate, evaluate_dataset, pose_spread
+from .datamodule import DataModule, DistortedMNISTDataModule, PairsDataModule, check_split_sizes
+from .evaluate import (
+    channel_pose_spread,
+    confusion_png,
+    evaluate,
+    evaluate_dataset,
+    evaluate_registration,
+    pose_spread,
+)
 from .module import STNModule
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
 from .safety import AtomicCheckpointIO, NoteInterrupt, PinThreads, TrainingInterrupted, interrupted_message
-from .show import show_figure
+from .show import model_registration_figure, show_figure
 
 # what a run writes into OUT: --overwrite removes these, and only these, of an earlier run
 RUN_OUTPUTS = (
@@ -362,6 +369,11 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
             if saved is not None and saved["classes"] != info["classes"]:
                 raise ValueError(f"cannot resume {ckpt_path}: the classes of --data {config.data} have changed")
         data = DataModule(config, images.train, images.val if len(images.val) else None, images.test)
+    elif dataset_info(config.dataset).task == "registration":  # synthetic pairs, drawn from the seeds
+        if config.max_time is not None:
+            raise ValueError(f"max_time is not planned for registration ({config.dataset}): give epochs instead")
+        build_model(config)  # a model of another task, or a size it cannot take: refused before any output
+        data = PairsDataModule(config)
     else:
         if config.data_dir is not None and not Path(config.data_dir).is_dir():
             raise FileNotFoundError(f"--data-dir {config.data_dir} is not a directory of MNIST IDX files")
@@ -408,6 +420,8 @@ def _finish(config: TrainConfig, out: Path, info, data, budget, best_path, resul
     model, _, _ = load_run(best_path)
     config = run_config(config, budget)
     save_model(out / "model.safetensors", model, config, info)
+    if info is None and dataset_info(config.dataset).task == "registration":
+        return _finish_registration(config, out, model, data, results)
     data.setup("test")  # the test set: the config's test_size digits (evaluate.load_test_set)
     test_set = data.test_set
     name = config.data if info is not None else config.dataset
@@ -451,10 +465,34 @@ def _finish(config: TrainConfig, out: Path, info, data, budget, best_path, resul
     return results
 
 
+def _finish_registration(config: TrainConfig, out: Path, model, data, results: dict) -> dict:
+    """:func:`_finish` of a registration run: Dice before and after, folding, end-point error and
+    seconds per pair on the test pairs (:func:`~.evaluate.evaluate_registration`), a figure of one pair."""
+    data.setup("test")
+    test_set = data.test_set
+    num_classes = dataset_info(config.dataset).num_classes
+    result = evaluate_registration(model, test_set, num_classes, batch_size=config.batch_size)
+    model_registration_figure(model, test_set, 0, out / "show.png", f"{config.model} on {config.dataset}: test pair 0")
+    results = {
+        "test": result,
+        **results,
+        "num_parameters": count_parameters(model),
+        "test_size": result["n"],
+        "train_size": len(data.train_set),
+        "val_size": len(data.val_set) if data.val_set is not None else 0,
+        "data_source": f"synthetic {config.dataset} pairs (stnkit.data.shapes)",
+        "config": config.to_dict(),
+    }
+    _write_json(out / "results.json", _ordered(results))
+    return results
+
+
 # the order of results.json's keys (as it always was)
 _RESULT_KEYS = (
     "test_error",
+    "test",
     "best_val_error",
+    "best_val_loss",
     "sequence_error",
     "per_class_error",
     "confusion",
@@ -506,10 +544,11 @@ def _fit(
         atomic_write_text(out / "config.yaml", config_yaml(config, own_model))
     callbacks = []
     best_cb = None
+    monitor = f"val_{module.objective.monitor}"  # the metric that selects the best epoch (lower is better)
     if has_val:
         # no version counter: an epoch trained again after a kill writes its checkpoint under the same name
         best_cb = ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_error", mode="min", enable_version_counter=False
+            dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor=monitor, mode="min", enable_version_counter=False
         )
         callbacks.append(best_cb)
     # last.ckpt at every epoch's end: the best callback's save_last writes it only when the best
@@ -529,7 +568,7 @@ def _fit(
     if budget is not None:
         callbacks.append(Replan(budget, lambda plan: is_rank_zero() and _write_json(out / "budget.json", plan)))
     if config.patience is not None and has_val:
-        callbacks.append(EarlyStopping(monitor="val_error", mode="min", patience=config.patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=config.patience))
     # one version directory per (re)start, so a resumed run keeps the earlier logs
     loggers = [CSVLogger(out, name="logs")]
     try:
@@ -563,7 +602,7 @@ def _fit(
         return None
     best_path = (best_cb.best_model_path if best_cb is not None else "") or str(ckpt_dir / "last.ckpt")
     results = {
-        "best_val_error": _float(best_cb.best_model_score) if best_cb is not None else None,
+        f"best_{monitor}": _float(best_cb.best_model_score) if best_cb is not None else None,
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "fit_seconds": round(clock.elapsed, 1),

@@ -107,3 +107,93 @@ def show_figure(
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
+
+
+def _middle_slice(x: Tensor) -> Tensor:
+    """A 2-D view of ``(*spatial)``: the image itself, or a volume's middle axial slice (along D)."""
+    return x if x.ndim == 2 else x[x.shape[0] // 2]
+
+
+def _field_slice(u: Tensor) -> Tensor:
+    """The in-plane components ``(2, H, W)`` (x, y) of a field ``(dims, *spatial)`` on the middle slice."""
+    return u[:2] if u.ndim == 3 else u[:2, u.shape[1] // 2]
+
+
+@torch.no_grad()
+def registration_figure(pair: dict, fields: dict[str, Tensor], path, title: str = "", lines: int = 17) -> None:
+    """One registration pair and the fields that register it, as a PNG (middle axial slice of a volume).
+
+    Row per field (the first row: moving, fixed and the true field when ``pair`` has ``field``):
+    moving warped by the field, the field as the deformed grid (the fixed frame's grid lines drawn
+    where they read the moving image, in-plane components), and its Jacobian determinant (red where
+    ``<= 0``: folding).
+
+    Args:
+        pair: ``moving``, ``fixed`` ``(1, *spatial)``, optionally ``field`` (the truth), as
+            :meth:`stnkit.data.ShapesPairs.pair` gives.
+        fields: name -> a field ``(dims, *spatial)`` (stnkit's convention, ``align_corners=False``).
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..geometry import field_grid, jacobian_determinant, warp_field
+
+    moving, fixed = pair["moving"], pair["fixed"]
+    rows = dict(fields)
+    if "field" in pair:
+        rows = {"true field": pair["field"], **rows}
+    fig, axes = plt.subplots(len(rows) + 1, 3, figsize=(7.5, 2.5 * (len(rows) + 1)), squeeze=False)
+    vmax = float(max(moving.max(), fixed.max()))
+    show = {"cmap": "gray", "vmin": 0.0, "vmax": vmax}
+    axes[0, 0].imshow(_middle_slice(moving[0]).numpy(), **show)
+    axes[0, 0].set_title("moving", fontsize=8)
+    axes[0, 1].imshow(_middle_slice(fixed[0]).numpy(), **show)
+    axes[0, 1].set_title("fixed", fontsize=8)
+    diff = _middle_slice((moving - fixed)[0]).abs().numpy()
+    axes[0, 2].imshow(diff, cmap="magma", vmin=0.0, vmax=vmax / 2)
+    axes[0, 2].set_title("|moving - fixed|", fontsize=8)
+    for i, (name, u) in enumerate(rows.items(), start=1):
+        u = u.float()
+        warped = warp_field(moving[None], u[None])[0, 0]
+        axes[i, 0].imshow(_middle_slice(warped).numpy(), **show)
+        axes[i, 0].set_title(f"{name}: moving warped", fontsize=8)
+        grid = field_grid(u[None])[0]  # (*spatial, dims): the source point of each fixed point
+        g = grid if u.ndim == 3 else grid[grid.shape[0] // 2]
+        h, w = g.shape[:2]
+        px = ((g[..., 0] + 1) * w / 2 - 0.5).numpy()  # to pixel coordinates of the moving image
+        py = ((g[..., 1] + 1) * h / 2 - 0.5).numpy()
+        ax = axes[i, 1]
+        ax.imshow(_middle_slice(moving[0]).numpy(), **show, alpha=0.5)
+        for k in np.linspace(0, h - 1, lines).round().astype(int):
+            ax.plot(px[k, :], py[k, :], lw=0.5, color="tab:orange")
+        for k in np.linspace(0, w - 1, lines).round().astype(int):
+            ax.plot(px[:, k], py[:, k], lw=0.5, color="tab:orange")
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_title(f"{name}: deformed grid", fontsize=8)
+        det = _middle_slice(jacobian_determinant(u[None])[0]).numpy()
+        im = axes[i, 2].imshow(det, cmap="coolwarm", vmin=0.0, vmax=2.0)
+        folded = np.ma.masked_where(det > 0, np.ones_like(det))
+        axes[i, 2].imshow(folded, cmap="autumn", vmin=0, vmax=1)
+        axes[i, 2].set_title(f"{name}: det J ({100 * float((det <= 0).mean()):.2f} % <= 0)", fontsize=8)
+        fig.colorbar(im, ax=axes[i, 2], fraction=0.046)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+    plt.close(fig)
+
+
+def model_registration_figure(model: nn.Module, dataset, index: int, path, title: str = "") -> None:
+    """:func:`registration_figure` of pair ``index`` of a registration dataset and ``model``'s field for it."""
+    pair = dataset.pair(index)
+    model.eval()
+    with torch.no_grad():
+        u = model(torch.cat([pair["moving"], pair["fixed"]])[None])[0]
+    registration_figure(pair, {"fieldnet": u}, path, title)
