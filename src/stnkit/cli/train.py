@@ -250,6 +250,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"test error: {results['test_error']:.2f}% ({results['test_size']} test images of {config.data}, "
                 f"{len(results['classes'])} classes)"
             )
+        elif "error_unit" in results:  # a task of its own (homography: mean corner error)
+            print(
+                f"test error: {results['test_error']:.2f} {results['error_unit']} ({results['test_size']} {config.dataset} test samples)"
+            )
         else:
             print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
@@ -258,9 +262,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"pose spread: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
             )
-        print(
-            f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'show.png'}, {Path(args.out) / 'model.safetensors'}"
-        )
+        shown = "" if "error_unit" in results else f"{Path(args.out) / 'show.png'}, "
+        print(f"wrote {Path(args.out) / 'results.json'}, {shown}{Path(args.out) / 'model.safetensors'}")
     return 0
 
 

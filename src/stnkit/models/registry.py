@@ -21,6 +21,10 @@ class ModelSpec:
         transformer: it has spatial transformers in front of its classifier (an :class:`STClassifier`).
         sequence: it reads several labels per sample (logits ``(B, num_labels, classes)``).
         recipe: training options of its own, applied unless given (``TrainConfig.for_model``).
+        loss: a training loss of its own (a name of ``stnkit.train.losses.LOSSES``), instead of
+            its dataset's (``DatasetInfo.loss``); ``None``: the dataset's.
+        task: the dataset loss it is built for: ``"cross_entropy"`` (classifiers) or ``"corners"``
+            (homography: the four corner offsets); a dataset of another task is refused.
     """
 
     name: str
@@ -29,6 +33,8 @@ class ModelSpec:
     transformer: bool = False
     sequence: bool = False
     recipe: dict = field(default_factory=dict, compare=False)
+    loss: str | None = None
+    task: str = "cross_entropy"
 
 
 # the training options that only some models read; every other option is read by every model
@@ -55,6 +61,18 @@ _TUTORIAL_RECIPE = {
 # The FCNs cost a few seconds an epoch and are far from converged after 30: on TC the
 # FCN's validation error falls from 68 % (10 epochs) to 47 % (100), the ST-FCN's from 52 % to 10 %.
 _FCN_EPOCHS = 100
+# the homography networks (stnkit.models.homography) on the homography patches, sized for 2 CPU
+# cores: 2,048 fresh pairs an epoch (train_size), 256 validation pairs, 1,000 test pairs
+_HOMOGRAPHY_RECIPE = {
+    "dataset": "homography",
+    "epochs": 8,
+    "train_size": 2048,
+    "val_size": 256,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "loc_downsample": 1,
+}
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -107,10 +125,28 @@ REGISTRY: dict[str, ModelSpec] = {
             frozenset({"transform", "st_size", "loc_downsample"}),
             sequence=True,
         ),
+        # the homography networks: (P_A, P_B) -> the four corner offsets in px (DeTone et al. 2016)
+        ModelSpec(
+            "homography-net",
+            "homography: the supervised corner regressor (a smaller HomographyNet)",
+            frozenset(),
+            recipe=_HOMOGRAPHY_RECIPE,
+            task="corners",
+        ),
+        ModelSpec(
+            "homography-unsup",
+            "homography: the same net trained by a photometric loss through the warp, no corner labels",
+            frozenset(),
+            recipe=_HOMOGRAPHY_RECIPE,
+            loss="photometric",
+            task="corners",
+        ),
     )
 }
 MODELS = tuple(REGISTRY)
 SEQUENCE_MODELS = tuple(n for n, s in REGISTRY.items() if s.sequence)
+# the models of the homography task (corner offsets, not classes)
+HOMOGRAPHY_MODELS = tuple(n for n, s in REGISTRY.items() if s.task == "corners")
 # the models with a spatial transformer in front of their classifier (an STClassifier), sequences apart
 TRANSFORMER_MODELS = tuple(n for n, s in REGISTRY.items() if s.transformer and not s.sequence)
 # the registry's recipes by model name (``TrainConfig.for_model`` reads them)

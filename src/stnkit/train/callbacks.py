@@ -180,10 +180,11 @@ class EpochLines(pl.Callback):
             return
         m = trainer.callback_metrics
         parts = []
+        unit = getattr(pl_module, "error_unit", "%")
         if "train_loss" in m:
-            parts.append(f"train loss {float(m['train_loss']):.4f}, error {float(m['train_error']):.2f} %")
+            parts.append(f"train loss {float(m['train_loss']):.4f}, error {float(m['train_error']):.2f} {unit}")
         if "val_error" in m:
-            parts.append(f"val error {float(m['val_error']):.2f} %")
+            parts.append(f"val error {float(m['val_error']):.2f} {unit}")
         if self._start is not None:
             parts.append(f"{time.perf_counter() - self._start:.1f} s")
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + "; ".join(parts), flush=True)

@@ -14,6 +14,7 @@ from ..data import dataset_info, load_digits, open_dataset
 from ..geometry import base_grid, get_transform
 from ..models import STClassifier, transformer_families
 from .config import TrainConfig
+from .losses import LOSSES
 
 
 def load_test_set(
@@ -208,3 +209,20 @@ def confusion_png(confusion: list, path, title: str = "", classes=None) -> None:
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
+
+
+@torch.no_grad()
+def evaluate_task(model: nn.Module, dataset, loss: str, batch_size: int = 64) -> dict:
+    """The error of the task loss ``loss`` (:data:`~stnkit.train.losses.LOSSES`) of ``model`` on a
+    map-style dataset of ``(x, y)``, averaged over samples (for the homography task: the mean corner
+    error in px): ``{"error": ..., "n": ...}``."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        x, y = x.to(device), y.to(device)
+        total += float(LOSSES[loss](model(x), x, y)[1]) * len(y)
+        n += len(y)
+    if n == 0:
+        raise ValueError("the dataset to evaluate on is empty")
+    return {"error": total / n, "n": n}

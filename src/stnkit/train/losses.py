@@ -1,13 +1,20 @@
-"""The losses and the per-epoch seeds of training: classification, transformation consistency."""
+"""The losses and the per-epoch seeds of training: classification, transformation consistency, and
+the homography task's corner regression and photometric loss.
+
+:data:`LOSSES` holds the task losses by name, each ``(outputs, x, y) -> (loss, error, extra)``
+(``extra``: a second error or ``None``); a dataset declares its loss (``DatasetInfo.loss``) and a
+model may declare its own (``ModelSpec.loss``, :func:`loss_name`)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data import dataset_info, offsets_to_params
 from ..geometry import warp
-from ..models import STClassifier, transformer_families
+from ..models import REGISTRY, STClassifier, transformer_families
 
 # the streams of one training epoch, each a function of (seed, epoch) only (epoch_seed)
 _EPOCH_STREAMS = {"shuffle": 1, "steps": 2}
@@ -56,3 +63,54 @@ def classification_loss(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tens
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         return loss, wrong.float().mean() * 100.0, wrong.any(1).float().mean() * 100.0
     return F.cross_entropy(logits, y), (logits.argmax(1) != y).float().mean() * 100.0, None
+
+
+def mean_corner_error(offsets: Tensor, y: Tensor) -> Tensor:
+    """The mean over samples and the four corners of the distance (px) between predicted and true
+    corners: ``offsets`` and ``y`` ``(N, 8)``, ``(dx, dy)`` per corner."""
+    return (offsets - y).view(-1, 4, 2).norm(dim=2).mean()
+
+
+def corner_loss(offsets: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, None]:
+    """The supervised homography loss: half the mean squared error of the corner offsets (px^2, as
+    DeTone et al. 2016's Euclidean loss), and the mean corner error (px)."""
+    return 0.5 * F.mse_loss(offsets, y), mean_corner_error(offsets.detach(), y), None
+
+
+def photometric_loss(offsets: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, None]:
+    """The unsupervised homography loss (Nguyen et al. 2018): the mean absolute difference between
+    ``P_A`` (``x[:, 0]``) warped by the predicted homography and ``P_B`` (``x[:, 1]``), over the
+    pixels whose sampling point falls inside ``P_A``. The labels ``y`` only give the error (px), never
+    the loss."""
+    pa, pb = x[:, :1], x[:, 1:2]
+    params = offsets_to_params(offsets, size=x.shape[-1])
+    warped = warp(pa, params, "projective")
+    with torch.no_grad():
+        inside = warp(torch.ones_like(pa), params, "projective") > 0.999
+    diff = (warped - pb).abs() * inside
+    return diff.sum() / inside.sum().clamp_min(1), mean_corner_error(offsets.detach(), y), None
+
+
+def _cross_entropy(logits: Tensor, x: Tensor, y: Tensor):
+    return classification_loss(logits, y)
+
+
+LOSSES = {"cross_entropy": _cross_entropy, "corners": corner_loss, "photometric": photometric_loss}
+
+
+def loss_name(model: str, dataset: str) -> str:
+    """The training loss of a built-in ``model`` on ``dataset``: the model's own (``ModelSpec.loss``)
+    or the dataset's (``DatasetInfo.loss``); a model outside the registry (one of yours) trains
+    with its dataset's."""
+    spec = REGISTRY.get(model)
+    return spec.loss if spec is not None and spec.loss is not None else dataset_info(dataset).loss
+
+
+def check_task(model: str, dataset: str) -> None:
+    """Refuse a built-in ``model`` on a ``dataset`` of another task (a classifier on homography
+    pairs, a homography network on digits)."""
+    spec = REGISTRY.get(model)
+    task = dataset_info(dataset).loss
+    if spec is not None and spec.task != task:
+        fits = ", ".join(n for n, s in REGISTRY.items() if s.task == task)
+        raise ValueError(f"model must be one for dataset {dataset!r} ({fits}), got {model!r}")

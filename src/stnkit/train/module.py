@@ -8,15 +8,18 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from ..data import dataset_info
 from ..models import STClassifier, transformer_families
 from ..nn import coverage_penalty
 from .config import TrainConfig
-from .losses import classification_loss, consistency_loss, epoch_seed
+from .losses import LOSSES, consistency_loss, epoch_seed, loss_name
 from .safety import NonFiniteError, nonfinite_names
 
 
 class STNModule(pl.LightningModule):
-    """Trains ``model``, any classifier (with or without spatial transformers), with cross-entropy.
+    """Trains ``model``, any classifier (with or without spatial transformers), with cross-entropy,
+    or a built-in model of another task with its loss (:func:`~stnkit.train.losses.loss_name`: the
+    homography networks' corner or photometric loss, their error the mean corner error in px).
 
     ``config`` gives the optimisation (and is stored in every checkpoint, with
     ``data_info``, the classes and normalisation of a run on your own images). The
@@ -25,7 +28,7 @@ class STNModule(pl.LightningModule):
     their sampling grids, ``consistency_weight`` the transformation-consistency loss.
 
     Logs ``train_loss``, ``train_error``, ``val_loss``, ``val_error`` and
-    ``test_error`` (errors in %).
+    ``test_error`` (errors in %, or in the dataset's ``error_unit``: px for homography).
     """
 
     def __init__(
@@ -40,6 +43,11 @@ class STNModule(pl.LightningModule):
             hparams["own_model"] = type(model).__name__
         self.save_hyperparameters(hparams)
         self.model = model
+        # a model of yours trains with cross-entropy, as it always did
+        self.task_loss = LOSSES["cross_entropy" if own_model else loss_name(self.config.model, self.config.dataset)]
+        self.error_unit = (
+            "%" if own_model or self.config.data is not None else dataset_info(self.config.dataset).error_unit
+        )
         if self.config.compile:
             # in place (nn.Module.compile): parameter names, and so checkpoints, stay as they are
             parts = [self.model.transformer, self.model.classifier] if isinstance(self.model, STClassifier) else []
@@ -63,7 +71,7 @@ class STNModule(pl.LightningModule):
                 consistency = consistency_loss(self.model, x, q, out=out)
         else:
             logits = self.model(x)
-        loss, error, sequence_error = classification_loss(logits, y)
+        loss, error, sequence_error = self.task_loss(logits, x, y)
         loss_total = loss if consistency is None else loss + self.config.consistency_weight * consistency
         if coverage is not None:
             loss_total = loss_total + self.config.coverage_weight * coverage

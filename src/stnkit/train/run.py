@@ -44,7 +44,8 @@ from .callbacks import Diagnostics, EpochLines, Replan, TransformerImages, WallC
 from .checkpoint import checkpoint_config, load_run, read_lightning_checkpoint, save_model
 from .config import TrainConfig
 from .datamodule import DataModule, DistortedMNISTDataModule, check_split_sizes
-from .evaluate import channel_pose_spread, confusion_png, evaluate, evaluate_dataset, pose_spread
+from .evaluate import channel_pose_spread, confusion_png, evaluate, evaluate_dataset, evaluate_task, pose_spread
+from .losses import check_task
 from .module import STNModule
 from .provenance import git_commit, param_digest
 from .resume import check_resumable, resume_checkpoint
@@ -361,7 +362,18 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
             if saved is not None and saved["classes"] != info["classes"]:
                 raise ValueError(f"cannot resume {ckpt_path}: the classes of --data {config.data} have changed")
         data = DataModule(config, images.train, images.val if len(images.val) else None, images.test)
+    elif dataset_info(config.dataset).splits is not None:  # a dataset not built from digits (homography)
+        check_task(config.model, config.dataset)
+        if config.max_time is not None:
+            raise ValueError(
+                f"max_time is not planned for dataset {config.dataset!r} yet: give epochs, got {config.max_time}"
+            )
+        splits = dataset_info(config.dataset).splits
+        data = DataModule(
+            config, *splits(config.seed, config.test_seed, config.train_size, config.val_size, config.test_size)
+        )
     else:
+        check_task(config.model, config.dataset)
         if config.data_dir is not None and not Path(config.data_dir).is_dir():
             raise FileNotFoundError(f"--data-dir {config.data_dir} is not a directory of MNIST IDX files")
         check_split_sizes(config)
@@ -410,6 +422,22 @@ def _finish(config: TrainConfig, out: Path, info, data, budget, best_path, resul
     data.setup("test")  # the test set: the config's test_size digits (evaluate.load_test_set)
     test_set = data.test_set
     name = config.data if info is not None else config.dataset
+    task = dataset_info(config.dataset).loss if info is None else "cross_entropy"
+    if task != "cross_entropy":  # a task of its own (homography): its error, no classes to picture
+        result = evaluate_task(model, test_set, task, batch_size=config.batch_size)
+        results = {
+            "test_error": result["error"],
+            "error_unit": dataset_info(config.dataset).error_unit,
+            **results,
+            "num_parameters": count_parameters(model),
+            "test_size": result["n"],
+            "train_size": len(data.train_set),
+            "val_size": len(data.val_set),
+            "data_source": f"dataset {config.dataset!r}",
+            "config": config.to_dict(),
+        }
+        _write_json(out / "results.json", _ordered(results))
+        return results
     if info is not None:
         results["classes"] = info["classes"]
         shown = test_set if len(test_set) else data.val_set if data.val_set is not None else data.train_set
