@@ -27,7 +27,7 @@ bilinear sampler), drawn from ``(seed, epoch, index)`` only.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -126,7 +126,7 @@ def skimage_data_dir() -> str:
     return os.path.dirname(skimage.data.__file__)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photograph(name: str) -> np.ndarray:
     """One photograph of :data:`PHOTOGRAPHS`, grey (ITU-R 601 luma), resized to :data:`IMAGE_SIZE`
     (with anti-aliasing), float32 in ``[0, 1]``."""
