@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor, nn
 
-from .._checks import check_int, check_size
+from .._checks import check_input, check_int, check_size
 
 HOMOGRAPHY_WIDTHS = (16, 32, 64, 64, 128)
 
@@ -72,9 +72,10 @@ class HomographyNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.scale = float(scale)
+        self.in_shape = (in_channels, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.head(self.features(x))) * self.scale
+        return self.out(self.head(self.features(check_input(x, self.in_shape)))) * self.scale
 
 
 __all__ = ["HOMOGRAPHY_WIDTHS", "HomographyNet"]
