@@ -44,6 +44,11 @@ def test_bad_sizes():
         HomographyNet(in_size=100)
 
 
+def test_wrong_input_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2, 128, 128\) .*got shape \(2, 1, 128, 128\)"):
+        HomographyNet()(torch.rand(2, 1, 128, 128))
+
+
 def test_task_mismatch_is_refused():
     with pytest.raises(ValueError, match="model must be one for dataset 'homography' .*, got 'cnn'"):
         check_task("cnn", "homography")

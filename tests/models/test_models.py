@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 import stnkit.nn
-from stnkit.models import MODELS, SEQUENCE_MODELS, STClassifier, count_parameters, create
+from stnkit.models import HOMOGRAPHY_MODELS, MODELS, SEQUENCE_MODELS, STClassifier, count_parameters, create
 from stnkit.models.backbones import BACKBONES, ResNet, StemConv, _StemConvFunction, load_backbone, resnet18, resnet34
 
 # one label per sample (the sequence models: tests/test_sequence.py)
-SINGLE = [m for m in MODELS if m not in SEQUENCE_MODELS]
+# the classifiers of one label (the homography networks, regressors of 2-channel pairs, have their own tests)
+SINGLE = [m for m in MODELS if m not in SEQUENCE_MODELS and m not in HOMOGRAPHY_MODELS]
 
 
 class TestCreate:
