@@ -45,7 +45,7 @@ class HomographyNet(nn.Module):
     def __init__(
         self,
         in_channels: int = 2,
-        in_size=128,
+        in_size: int | tuple[int, int] = 128,
         num_outputs: int = 8,
         widths: tuple[int, ...] = HOMOGRAPHY_WIDTHS,
         hidden: int = 256,
