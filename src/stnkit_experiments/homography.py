@@ -215,6 +215,12 @@ def evaluate_rows(out: Path, options: dict | None = None) -> dict:
             train_size=results["train_size"],
             git_commit=results.get("git_commit"),
         )
+    names = SPLITS["test"]  # pair i shows test photograph i % 4 (HomographyPatches)
+    which = torch.arange(n) % len(names)
+    for name, r in rows.items():
+        r["per_photograph"] = {
+            p: _error(preds[name][which == j], y[which == j]) for j, p in enumerate(names) if bool((which == j).any())
+        }
     return {"rows": rows, "x": x, "y": y, "preds": preds, "config": config}
 
 
@@ -248,6 +254,13 @@ def render_markdown(summary: dict) -> str:
         rows.append([LABELS[row], ours, "–" if paper is None else f"{paper} (unverified)"])
     lines = markdown_table(["method", "mean corner error, px (ours; median over pairs)", "paper, MS-COCO"], rows)
     ph = summary["photographs"]
+    per = [
+        [LABELS[row], *(f"{summary['table'][row]['per_photograph'].get(p, float('nan')):.2f}" for p in ph["test"])]
+        for row in ROWS
+        if row in summary["table"]
+    ]
+    lines += ["", "Mean corner error (px) per test photograph:", ""]
+    lines += markdown_table(["method", *ph["test"]], per)
     orb = summary["table"]["orb-ransac"]["setting"]
     lines += [
         "",
