@@ -5,8 +5,9 @@ The paper's network (section 3): eight 3x3 convolutions with batch normalisation
 1024-unit fully connected layer with dropout, and 8 outputs (the four corner offsets),
 on a 2-channel 128x128 input (``P_A``, ``P_B``). On 2 CPU cores that network (about
 2.4 GFLOP a pair forward) trains far too slowly, so stnkit's is smaller, and says so:
-the same VGG pattern of 3x3 convolutions with batch normalisation, ReLU and 2x2
-max-pools, but one convolution per stage, five stages of ``widths`` (16-32-64-64-128)
+the same VGG pattern of 3x3 convolutions with normalisation, ReLU and 2x2
+max-pools, but group normalisation instead of batch normalisation (per sample, so that
+photographs of another contrast see the statistics they are trained with), one convolution per stage, five stages of ``widths`` (16-32-64-64-128)
 down to 4x4, and a 256-unit fully connected layer (about 57 M multiply-adds a pair).
 
 The output is offsets in pixels: the last layer's result times ``scale`` (``RHO``, 32
@@ -22,6 +23,10 @@ from torch import Tensor, nn
 from .._checks import check_input, check_int, check_size
 
 HOMOGRAPHY_WIDTHS = (16, 32, 64, 64, 128)
+# channels are normalised per sample in groups (GroupNorm), not over the batch: with BatchNorm's
+# running statistics the validation photographs' error rose from epoch 2 on (25.1 -> 27.9 px at
+# epoch 5) while it was 21.8 px with the batch's own statistics (the photographs differ in contrast)
+_GROUPS = 8
 
 
 class HomographyNet(nn.Module):
@@ -31,7 +36,7 @@ class HomographyNet(nn.Module):
         in_channels: 2 (the two patches stacked).
         in_size: the patches' ``(H, W)`` (128): divisible by ``2 ** len(widths)``.
         num_outputs: 8 (``(dx, dy)`` of four corners).
-        widths: channels of each stage (one 3x3 convolution, batch norm, ReLU, 2x2 max-pool).
+        widths: channels of each stage (one 3x3 convolution, group norm, ReLU, 2x2 max-pool).
         hidden: the fully connected layer's width.
         dropout: before the last layer (the paper: 0.5).
         scale: the outputs' unit (the raw outputs times ``scale`` are pixels).
@@ -62,7 +67,8 @@ class HomographyNet(nn.Module):
         layers: list[nn.Module] = []
         c = in_channels
         for width in widths:
-            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)]
+            norm = nn.GroupNorm(min(_GROUPS, width), width)
+            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), norm, nn.ReLU(), nn.MaxPool2d(2)]
             c = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
