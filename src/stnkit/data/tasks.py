@@ -97,7 +97,10 @@ def open_dataset(name: str, images, labels, *, seed: int, fresh: bool = False) -
     """
     info = dataset_info(name)
     if info.factory is None:
-        raise ValueError(f"dataset {name!r} is not built from source digits: its splits come from DatasetInfo.splits")
+        raise ValueError(
+            f"dataset {name!r} is not built from source digits: its splits come from DatasetInfo.splits "
+            "(stnkit eval, show and predict do not read it yet; a run's test error is in its results.json)"
+        )
     return info.factory(images, labels, seed=seed, fresh=fresh)
 
 
