@@ -62,10 +62,11 @@ _TUTORIAL_RECIPE = {
 # FCN's validation error falls from 68 % (10 epochs) to 47 % (100), the ST-FCN's from 52 % to 10 %.
 _FCN_EPOCHS = 100
 # the homography networks (stnkit.models.homography) on the homography patches, sized for 2 CPU
-# cores: 2,048 fresh pairs an epoch (train_size), 256 validation pairs, 1,000 test pairs
+# cores: 2,048 fresh pairs an epoch (train_size), 256 validation pairs, 1,000 test pairs; 4 epochs
+# (an epoch took 105 s alone on the 2 cores, 330 s and more beside other trainings)
 _HOMOGRAPHY_RECIPE = {
     "dataset": "homography",
-    "epochs": 6,
+    "epochs": 4,
     "train_size": 2048,
     "val_size": 256,
     "batch_size": 32,
@@ -137,8 +138,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "homography-unsup",
             "homography: the same net trained by a photometric loss through the warp, no corner labels",
             frozenset(),
-            # 5 epochs, not 6: the 2-core budget of stnkit reproduce homography (each epoch costs a little more)
-            recipe={**_HOMOGRAPHY_RECIPE, "epochs": 5},
+            recipe=_HOMOGRAPHY_RECIPE,
             loss="photometric",
             task="corners",
         ),
