@@ -62,11 +62,11 @@ _TUTORIAL_RECIPE = {
 # FCN's validation error falls from 68 % (10 epochs) to 47 % (100), the ST-FCN's from 52 % to 10 %.
 _FCN_EPOCHS = 100
 # the homography networks (stnkit.models.homography) on the homography patches, sized for 2 CPU
-# cores: 2,048 fresh pairs an epoch (train_size), 256 validation pairs, 1,000 test pairs; 4 epochs
+# cores: 2,048 fresh pairs an epoch (train_size), 256 validation pairs, 1,000 test pairs; 3 epochs
 # (an epoch took 105 s alone on the 2 cores, 330 s and more beside other trainings)
 _HOMOGRAPHY_RECIPE = {
     "dataset": "homography",
-    "epochs": 4,
+    "epochs": 3,
     "train_size": 2048,
     "val_size": 256,
     "batch_size": 32,
