@@ -63,7 +63,7 @@ _TUTORIAL_RECIPE = {
 _FCN_EPOCHS = 100
 # the homography networks (stnkit.models.homography) on the homography patches, sized for 2 CPU
 # cores: 2,048 fresh pairs an epoch (train_size), 256 validation pairs, 1,000 test pairs; 3 epochs
-# (an epoch took 105 s alone on the 2 cores, 330 s and more beside other trainings)
+# (an epoch took 105 to 330 s and more on the shared 2 cores, docs/results/homography.md)
 _HOMOGRAPHY_RECIPE = {
     "dataset": "homography",
     "epochs": 3,
