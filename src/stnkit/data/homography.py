@@ -96,8 +96,11 @@ def offsets_to_params(offsets: Tensor, size: int = PATCH) -> Tensor:
     output, ``P_A`` at that corner moved by its offset, as ``P_B`` does.
 
     Example:
-        >>> offsets_to_params(torch.zeros(1, 8))
-        tensor([[1., 0., 0., 0., 1., 0., 0., 0.]])
+        >>> params = offsets_to_params(torch.zeros(1, 8))  # no offsets: the identity
+        >>> torch.allclose(params, torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]))
+        True
+        >>> offsets_to_params(torch.tensor([[2.0, 0.0] * 4]))[0, 2].item()  # read 2 px right = 2/64 normalised
+        0.03125
     """
     if not isinstance(offsets, Tensor) or offsets.ndim != 2 or offsets.shape[1] != 8:
         shape = tuple(offsets.shape) if isinstance(offsets, Tensor) else type(offsets).__name__
