@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned to the local CPU wheel: an unpinned torch pulls gigabytes of CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run main-docs demo test lint format clean table1 sequence icstn addition colocalization bench experiments
+.PHONY: setup run main-docs demo test lint format clean table1 sequence icstn addition colocalization homography bench experiments
 
 setup: $(VENV)/.stnkit-installed
 
@@ -58,7 +58,7 @@ table1: setup
 	$(BIN)/stnkit reproduce table1 --out results --update-readme
 
 # the experiments beyond Table 1 (each within 3 hours on 2 CPU cores; resumable)
-sequence icstn addition colocalization: setup
+sequence icstn addition colocalization homography: setup
 	$(BIN)/stnkit reproduce $@ --out results
 
 # the speed suite (minutes on 2 CPU cores; run it on an otherwise idle machine)

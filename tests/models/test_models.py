@@ -6,12 +6,21 @@ import torch
 from torch import nn
 
 import stnkit.nn
-from stnkit.models import MODELS, REGISTRATION_MODELS, SEQUENCE_MODELS, STClassifier, count_parameters, create
+from stnkit.models import (
+    HOMOGRAPHY_MODELS,
+    MODELS,
+    REGISTRATION_MODELS,
+    SEQUENCE_MODELS,
+    STClassifier,
+    count_parameters,
+    create,
+)
 from stnkit.models.backbones import BACKBONES, ResNet, StemConv, _StemConvFunction, load_backbone, resnet18, resnet34
 
 # one label per sample (the sequence models: tests/test_sequence.py)
-# the classifiers of one label (fieldnet, a registration network, has its own tests: test_registration_model.py)
-SINGLE = [m for m in MODELS if m not in SEQUENCE_MODELS and m not in REGISTRATION_MODELS]
+# the classifiers of one label (fieldnet, a registration network, and the homography networks, regressors of
+# 2-channel pairs, have their own tests: test_registration_model.py, test_homography_net.py)
+SINGLE = [m for m in MODELS if m not in SEQUENCE_MODELS and m not in REGISTRATION_MODELS and m not in HOMOGRAPHY_MODELS]
 
 
 class TestCreate:

@@ -266,6 +266,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"end-point error {t['epe']:.2f} voxels, {t['seconds_per_pair']:.3f} s per pair "
                 f"({t['n']} {config.dataset} test pairs)"
             )
+        elif "error_unit" in results:  # a task of its own (homography: mean corner error)
+            print(
+                f"test error: {results['test_error']:.2f} {results['error_unit']} "
+                f"({results['test_size']} {config.dataset} test samples)"
+            )
         else:
             print(f"test error: {results['test_error']:.2f}% ({results['test_size']} {config.dataset} test digits)")
         print(f"parameters: {results['num_parameters']:,} ({config.model}); epochs: {results['epochs']}")
@@ -274,9 +279,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"pose spread: {pr['spread_st_px']:.2f} px with the transformer, {pr['spread_identity_px']:.2f} px without"
             )
-        print(
-            f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'show.png'}, {Path(args.out) / 'model.safetensors'}"
-        )
+        shown = "" if "error_unit" in results else f"{Path(args.out) / 'show.png'}, "
+        print(f"wrote {Path(args.out) / 'results.json'}, {shown}{Path(args.out) / 'model.safetensors'}")
     return 0
 
 

@@ -22,6 +22,7 @@ from .folder import (
     read_image_manifest,
     scan_image_folder,
 )
+from .homography import HomographyPatches, homography_splits, offsets_to_params, params_to_offsets
 from .idx import DatasetError, IdxError, read_idx, write_idx
 from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
@@ -44,6 +45,7 @@ __all__ = [
     "Distortion",
     "DownloadError",
     "IdxError",
+    "HomographyPatches",
     "ImageData",
     "ImageFolderDataset",
     "ShapesPairs",
@@ -54,6 +56,7 @@ __all__ = [
     "download_mnist",
     "fit_to_canvas",
     "get_distortion",
+    "homography_splits",
     "ink_fraction",
     "load_dataset_dir",
     "load_digits",
@@ -61,9 +64,11 @@ __all__ = [
     "load_mnist_dir",
     "make_dataset",
     "make_image_folder",
+    "offsets_to_params",
     "open_dataset",
     "open_image_data",
     "open_pairs",
+    "params_to_offsets",
     "read_grey_png",
     "read_idx",
     "read_image",

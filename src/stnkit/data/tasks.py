@@ -1,12 +1,13 @@
-"""Every dataset stnkit trains on, by name: the distorted-MNIST recipes, the multi-digit tasks and the
-registration pairs (``shapes2d``, ``shapes3d``).
+"""Every dataset stnkit trains on, by name: the distorted-MNIST recipes, the multi-digit tasks, the
+registration pairs (``shapes2d``, ``shapes3d``) and the homography patches of real photographs
+(:mod:`.homography`).
 
 A dataset is built from 28x28 source digits (``images``, ``labels``) and a ``seed``;
 ``fresh=True`` re-draws it every epoch (:meth:`set_epoch`), ``fresh=False`` keeps one
 fixed draw (validation and test). :func:`dataset_info` says what a model needs to know
-about it: input channels, canvas size, classes and labels per sample, and its task.
+about it: input channels, canvas size, classes and labels per sample, its task and the unit of its error.
 A registration dataset (``task="registration"``) is synthetic: :func:`open_pairs` draws its
-pairs from a seed alone (no source digits).
+pairs from a seed alone (no source digits); a homography dataset gives its splits itself.
 
 >>> dataset_info("rts")
 DatasetInfo(name='rts', in_channels=1, canvas_size=42, num_classes=10, num_labels=1, task='classification', dims=2, sizes=None)
@@ -23,10 +24,11 @@ from .._checks import check_choice
 from .addition import NUM_SUMS, AdditionMNIST
 from .dataset import DistortedMNIST
 from .distortions import DISTORTIONS, get_distortion
+from .homography import PATCH, homography_splits
 from .sequence import SEQUENCE_CANVAS, SEQUENCE_LENGTH, SequenceMNIST
 from .shapes import DEFAULT_SIZE, ShapesPairs
 
-TASKS = ("classification", "registration")
+TASKS = ("classification", "registration", "homography")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class DatasetInfo:
         dims: 2 (images) or 3 (volumes).
         sizes: a registration dataset's pairs for training and testing when ``train_size`` and
             ``test_size`` are not given.
+        error_unit: the unit of the task's error (``"%"``; ``"px"`` for homography, the mean corner error).
+        splits: for a dataset not built from source digits or drawn pairs (homography): ``(seed, test_seed,
+            train_size, val_size, test_size) -> (train, val, test)`` datasets.
     """
 
     name: str
@@ -58,6 +63,8 @@ class DatasetInfo:
     task: str = "classification"
     dims: int = 2
     sizes: tuple[int, int] | None = None
+    error_unit: str = field(default="%", repr=False)
+    splits: Callable[..., tuple] | None = field(default=None, repr=False, compare=False)
 
 
 def _distorted(name: str) -> DatasetInfo:
@@ -73,6 +80,10 @@ _TASKS: dict[str, DatasetInfo] = {
         "addition", 2, get_distortion("rts").canvas_size, NUM_SUMS, num_labels=1, factory=AdditionMNIST.open
     ),
     "sequence": DatasetInfo("sequence", 1, SEQUENCE_CANVAS, 10, num_labels=SEQUENCE_LENGTH, factory=SequenceMNIST),
+    # real photographs, not digits: (P_A, P_B) patch pairs -> the 8 corner offsets (stnkit.data.homography)
+    "homography": DatasetInfo(
+        "homography", 2, PATCH, 8, num_labels=1, task="homography", error_unit="px", splits=homography_splits
+    ),
 }
 
 
@@ -111,8 +122,13 @@ def open_dataset(name: str, images, labels, *, seed: int, fresh: bool = False) -
         torch.Size([1, 42, 42])
     """
     info = dataset_info(name)
-    if info.task != "classification":
+    if info.task == "registration":
         raise ValueError(f"dataset {name!r} is a registration dataset, drawn from a seed: use open_pairs")
+    if info.factory is None:
+        raise ValueError(
+            f"dataset {name!r} is not built from source digits: its splits come from DatasetInfo.splits "
+            "(stnkit eval, show and predict do not read it yet; a run's test error is in its results.json)"
+        )
     return info.factory(images, labels, seed=seed, fresh=fresh)
 
 

@@ -47,6 +47,7 @@ from .coords import (
     finite_grid,
     homogeneous_points,
     interleave_xy,
+    normalization_matrix,
 )
 
 _EPS = 1e-8
@@ -626,6 +627,44 @@ class Projective(MatrixFamily):
         a = torch.cat([rows_x, rows_y], dim=1)  # (B, 8, 8)
         b = torch.cat([xt, yt], dim=1)  # (B, 8)
         return _solve("src and dst", a, b, "must be four points with no three collinear, got a singular system")
+
+    @classmethod
+    def from_pixel_points(
+        cls,
+        src: Tensor,
+        dst: Tensor,
+        out_size: int | tuple[int, int],
+        in_size: int | tuple[int, int] | None = None,
+        align_corners: bool = False,
+    ) -> Tensor:
+        """:meth:`from_points` for points in pixels: the homography whose warp, of an ``in_size``
+        image to an ``out_size`` one, moves the input's pixel ``dst[:, i]`` to the output's ``src[:, i]``.
+
+        Pixel coordinates are OpenCV's (the centre of pixel (row i, column j) is ``(x=j, y=i)``,
+        :func:`~stnkit.geometry.normalization_matrix`); ``src`` lie in the output frame
+        (``out_size``), ``dst`` in the input frame (``in_size``, default ``out_size``). With
+        ``src`` the corners of a patch and ``dst`` the corners moved by offsets, this is the
+        four-point parameterisation of deep homography estimation (DeTone et al. 2016).
+
+        Example:
+            >>> src = torch.tensor([[[0.0, 0.0], [7.0, 0.0], [7.0, 7.0], [0.0, 7.0]]])
+            >>> params = Projective.from_pixel_points(src, src + 2.0, out_size=8)  # read 2 px right and down
+            >>> torch.allclose(params, torch.tensor([[1.0, 0.0, 0.5, 0.0, 1.0, 0.5, 0.0, 0.0]]), atol=1e-6)
+            True
+        """
+        src = check_points("src", src)
+        dst = check_points("dst", dst)
+        out_size = check_size("out_size", out_size)
+        in_size = out_size if in_size is None else check_size("in_size", in_size)
+        dtype = torch.promote_types(src.dtype, dst.dtype)
+        n_out = normalization_matrix(out_size, align_corners, device=src.device, dtype=dtype)
+        n_in = normalization_matrix(in_size, align_corners, device=src.device, dtype=dtype)
+        return cls.from_points(_affine_points(n_out, src.to(dtype)), _affine_points(n_in, dst.to(dtype)))
+
+
+def _affine_points(n: Tensor, points: Tensor) -> Tensor:
+    """``points`` ``(B, N, 2)`` mapped by the affine ``(3, 3)`` matrix ``n``."""
+    return points @ n[:2, :2].T + n[:2, 2]
 
 
 def _projective_is_tame(m: Tensor) -> bool:

@@ -18,6 +18,10 @@ sizes (classifier: conv 10@5x5, max-pool, conv 20@5x5 with 2-D dropout, max-pool
 FC 50 with dropout, FC 10; localisation: conv 8@7x7, max-pool, conv 10@5x5,
 max-pool, FC 32, then the identity-initialised head), for any input size.
 
+``homography-net`` and ``homography-unsup``: :class:`~stnkit.models.homography.HomographyNet`,
+the corner regressor of deep homography estimation (``num_classes`` outputs: the 8 corner
+offsets); the two differ in their training loss (the registry's ``loss``).
+
 ``ic-stn``: the inverse compositional STN (Lin and Lucey 2017): one
 :class:`~stnkit.nn.InverseCompositionalTransformer` (``ic_steps`` recurrent warps
 composed in parameter space, a matrix family) in front of the CNN. Its
@@ -52,8 +56,10 @@ from .classifiers import (
     fc_localization,
     tutorial_localization,
 )
+from .homography import HomographyNet
 from .registration import FieldRegistration
 from .registry import (
+    HOMOGRAPHY_MODELS,
     MODEL_OPTIONS,
     MODEL_RECIPES,
     MODELS,
@@ -196,6 +202,8 @@ def _create(
         raise ValueError(
             f"num_labels must be {'> 1' if name in SEQUENCE_MODELS else '1'} for model {name!r}, got {num_labels}"
         )
+    if name in HOMOGRAPHY_MODELS:  # num_classes: the regressed numbers (8 corner offsets)
+        return HomographyNet(in_channels, in_size, num_classes, dropout=dropout)
     if name in SEQUENCE_MODELS:
         return _sequence_model(
             name, in_channels, in_size, num_classes, num_labels, transform, st_size, loc_size, dropout
@@ -309,6 +317,8 @@ def _classifier(
 __all__ = [
     "BACKBONES",
     "CNN",
+    "HOMOGRAPHY_MODELS",
+    "HomographyNet",
     "load_backbone",
     "FCN",
     "FieldRegistration",

@@ -22,7 +22,10 @@ class ModelSpec:
         sequence: it reads several labels per sample (logits ``(B, num_labels, classes)``).
         recipe: training options of its own, applied unless given (``TrainConfig.for_model``).
         task: what it learns, the task of the datasets it trains on (:data:`~stnkit.data.tasks.TASKS`):
-            ``classification`` or ``registration`` (a (moving, fixed) pair to a field).
+            ``classification``, ``registration`` (a (moving, fixed) pair to a field) or ``homography``
+            (a patch pair to the four corner offsets); a dataset of another task is refused.
+        loss: for a task with more than one training loss, the one this model trains with (homography:
+            ``"corners"``, supervised, or ``"photometric"``, through the warp); ``None``: the task's first.
     """
 
     name: str
@@ -32,6 +35,7 @@ class ModelSpec:
     sequence: bool = False
     recipe: dict = field(default_factory=dict, compare=False)
     task: str = "classification"
+    loss: str | None = None
 
 
 # the training options that only some models read; every other option is read by every model
@@ -60,6 +64,19 @@ _TUTORIAL_RECIPE = {
 # The FCNs cost a few seconds an epoch and are far from converged after 30: on TC the
 # FCN's validation error falls from 68 % (10 epochs) to 47 % (100), the ST-FCN's from 52 % to 10 %.
 _FCN_EPOCHS = 100
+# the homography networks (stnkit.models.homography) on the homography patches, sized for 2 CPU
+# cores: 2,048 fresh pairs an epoch (train_size), 256 validation pairs, 1,000 test pairs; 3 epochs
+# (an epoch took 105 to 330 s and more on the shared 2 cores, docs/results/homography.md)
+_HOMOGRAPHY_RECIPE = {
+    "dataset": "homography",
+    "epochs": 3,
+    "train_size": 2048,
+    "val_size": 256,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "loc_downsample": 1,
+}
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -131,11 +148,30 @@ REGISTRY: dict[str, ModelSpec] = {
             },
             task="registration",
         ),
+        # the homography networks: (P_A, P_B) -> the four corner offsets in px (DeTone et al. 2016)
+        ModelSpec(
+            "homography-net",
+            "homography: the supervised corner regressor (a smaller HomographyNet)",
+            frozenset(),
+            recipe=_HOMOGRAPHY_RECIPE,
+            task="homography",
+        ),
+        ModelSpec(
+            "homography-unsup",
+            "homography: the same net trained by a photometric loss through the warp, no corner labels",
+            frozenset(),
+            # 2 epochs: what the shared machine left of the budget (docs/results/homography.md)
+            recipe={**_HOMOGRAPHY_RECIPE, "epochs": 2},
+            loss="photometric",
+            task="homography",
+        ),
     )
 }
 MODELS = tuple(REGISTRY)
 SEQUENCE_MODELS = tuple(n for n, s in REGISTRY.items() if s.sequence)
 REGISTRATION_MODELS = tuple(n for n, s in REGISTRY.items() if s.task == "registration")
+# the models of the homography task (corner offsets, not classes)
+HOMOGRAPHY_MODELS = tuple(n for n, s in REGISTRY.items() if s.task == "homography")
 # the models with a spatial transformer in front of their classifier (an STClassifier), sequences apart
 TRANSFORMER_MODELS = tuple(n for n, s in REGISTRY.items() if s.transformer and not s.sequence)
 # the registry's recipes by model name (``TrainConfig.for_model`` reads them)

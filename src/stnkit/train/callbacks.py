@@ -180,11 +180,12 @@ class EpochLines(pl.Callback):
             return
         m = trainer.callback_metrics
         parts = []
+        unit = getattr(pl_module, "error_unit", "%")
         if "train_loss" in m:
-            error = f", error {float(m['train_error']):.2f} %" if "train_error" in m else ""
+            error = f", error {float(m['train_error']):.2f} {unit}" if "train_error" in m else ""
             parts.append(f"train loss {float(m['train_loss']):.4f}{error}")
         if "val_error" in m:
-            parts.append(f"val error {float(m['val_error']):.2f} %")
+            parts.append(f"val error {float(m['val_error']):.2f} {unit}")
         elif "val_dice" in m:  # a registration network
             parts.append(f"val loss {float(m['val_loss']):.4f}, Dice {float(m['val_dice']):.3f}")
         if self._start is not None:

@@ -311,6 +311,19 @@ def loc_downsample_for(config: TrainConfig, image_size) -> int:
     return max(config.loc_downsample, math.ceil(max(image_size) / 64))
 
 
+def check_model_task(config: TrainConfig) -> str:
+    """The task of ``config.model`` (the registry's), refused in one line when ``config.dataset`` is a
+    dataset of another task (a classifier on registration pairs, a homography network on digits)."""
+    info = dataset_info(config.dataset)
+    task = model_spec(config.model).task
+    if task != info.task:
+        raise ValueError(
+            f"model {config.model!r} learns {task} and dataset {config.dataset!r} is a {info.task} dataset: "
+            f"choose a {task} dataset for it (or another model)"
+        )
+    return task
+
+
 def build_model(config: TrainConfig, data_info: dict | None = None) -> nn.Module:
     """The model a config describes (freshly initialised), sized for its dataset's canvas or, for a
     run on your own images, for the ``data_info`` it was trained with (:func:`check_data_info`):
@@ -336,12 +349,7 @@ def build_model(config: TrainConfig, data_info: dict | None = None) -> nn.Module
             normalize=(info["mean"], info["std"]),
         )
     info = dataset_info(config.dataset)
-    task = model_spec(config.model).task
-    if task != info.task:
-        raise ValueError(
-            f"model {config.model!r} learns {task} and dataset {config.dataset!r} is a {info.task} dataset: "
-            f"choose a {task} dataset for it (or another model)"
-        )
+    task = check_model_task(config)
     if task == "registration":
         size = info.canvas_size if config.volume_size is None else config.volume_size
         return create(

@@ -17,6 +17,7 @@ from ..data import dataset_info, load_digits, open_dataset, open_pairs
 from ..geometry import base_grid, field_to_pixels, folding_fraction, get_transform, warp_field
 from ..models import STClassifier, transformer_families
 from .config import TrainConfig
+from .losses import mean_corner_error
 
 
 def load_test_set(
@@ -285,3 +286,19 @@ def confusion_png(confusion: list, path, title: str = "", classes=None) -> None:
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
+
+
+@torch.no_grad()
+def evaluate_homography(model: nn.Module, dataset, batch_size: int = 64) -> dict:
+    """The mean corner error (px) of a homography network ``model`` on a map-style dataset of
+    ``(patch pair, corner offsets)``, averaged over samples: ``{"error": ..., "n": ...}``."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        x, y = x.to(device), y.to(device)
+        total += float(mean_corner_error(model(x), y)) * len(y)
+        n += len(y)
+    if n == 0:
+        raise ValueError("the dataset to evaluate on is empty")
+    return {"error": total / n, "n": n}

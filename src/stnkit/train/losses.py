@@ -1,11 +1,15 @@
-"""The losses and the per-epoch seeds of training: classification, transformation consistency."""
+"""The losses and the per-epoch seeds of training: classification, transformation consistency, and
+the homography task's corner regression and photometric loss (each task's objective, the loss a
+model trains with and what it logs: :mod:`.objectives`)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data import offsets_to_params
 from ..geometry import warp
 from ..models import STClassifier, transformer_families
 
@@ -56,3 +60,29 @@ def classification_loss(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tens
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         return loss, wrong.float().mean() * 100.0, wrong.any(1).float().mean() * 100.0
     return F.cross_entropy(logits, y), (logits.argmax(1) != y).float().mean() * 100.0, None
+
+
+def mean_corner_error(offsets: Tensor, y: Tensor) -> Tensor:
+    """The mean over samples and the four corners of the distance (px) between predicted and true
+    corners: ``offsets`` and ``y`` ``(N, 8)``, ``(dx, dy)`` per corner."""
+    return (offsets - y).view(-1, 4, 2).norm(dim=2).mean()
+
+
+def corner_loss(offsets: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, None]:
+    """The supervised homography loss: half the mean squared error of the corner offsets (px^2, as
+    DeTone et al. 2016's Euclidean loss), and the mean corner error (px)."""
+    return 0.5 * F.mse_loss(offsets, y), mean_corner_error(offsets.detach(), y), None
+
+
+def photometric_loss(offsets: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, None]:
+    """The unsupervised homography loss (Nguyen et al. 2018): the mean absolute difference between
+    ``P_A`` (``x[:, 0]``) warped by the predicted homography and ``P_B`` (``x[:, 1]``), over the
+    pixels whose sampling point falls inside ``P_A``. The labels ``y`` only give the error (px), never
+    the loss."""
+    pa, pb = x[:, :1], x[:, 1:2]
+    params = offsets_to_params(offsets, size=x.shape[-1])
+    warped = warp(pa, params, "projective")
+    with torch.no_grad():
+        inside = warp(torch.ones_like(pa), params, "projective") > 0.999
+    diff = (warped - pb).abs() * inside
+    return diff.sum() / inside.sum().clamp_min(1), mean_corner_error(offsets.detach(), y), None

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from ..data import dataset_info
 from ..models import STClassifier, transformer_families
 from ..nn import coverage_penalty
 from .config import TrainConfig
@@ -18,7 +19,8 @@ from .safety import NonFiniteError, nonfinite_names
 
 class STNModule(pl.LightningModule):
     """Trains ``model`` on its task's objective (:mod:`stnkit.train.objectives`): any classifier (with or
-    without spatial transformers) with cross-entropy, or a registration network on its pairs.
+    without spatial transformers) with cross-entropy, a registration network on its pairs, or a
+    homography network by its corner or photometric loss.
 
     ``config`` gives the optimisation (and is stored in every checkpoint, with
     ``data_info``, the classes and normalisation of a run on your own images). The
@@ -27,8 +29,9 @@ class STNModule(pl.LightningModule):
     their sampling grids, ``consistency_weight`` the transformation-consistency loss.
 
     Logs what the objective gives, per stage: a classifier's ``train_loss``, ``train_error``,
-    ``val_loss``, ``val_error`` and ``test_error`` (errors in %); a registration network's loss and
-    its parts, and in validation and test its Dice, folding and end-point error.
+    ``val_loss``, ``val_error`` and ``test_error`` (errors in %); a homography network's loss and mean
+    corner error (px, ``error_unit``); a registration network's loss and its parts, and in validation
+    and test its Dice, folding and end-point error.
     """
 
     def __init__(
@@ -45,6 +48,10 @@ class STNModule(pl.LightningModule):
         self.model = model
         # the loss and the metrics of the model's task (stnkit.train.objectives)
         self.objective = objective_for(self.config)
+        # the unit of the logged error: % of classes, or px of corners for homography
+        self.error_unit = (
+            "%" if own_model or self.config.data is not None else dataset_info(self.config.dataset).error_unit
+        )
         if self.config.compile:
             # in place (nn.Module.compile): parameter names, and so checkpoints, stay as they are
             parts = [self.model.transformer, self.model.classifier] if isinstance(self.model, STClassifier) else []

@@ -10,7 +10,10 @@ checkpoint. A model's task comes from the registry (:class:`~stnkit.models.Model
   ``similarity(warped, fixed) + smoothness_weight * smoothness(field in voxels)`` and, when
   ``dice_weight > 0``, ``dice_weight * dice_loss`` of the warped moving labels against the fixed ones
   (labels as an auxiliary loss); the total loss selects checkpoints (no label is needed to train or to
-  select), and validation and test log the Dice before and after, folding (%) and end-point error.
+  select), and validation and test log the Dice before and after, folding (%) and end-point error;
+* ``homography`` (:class:`Homography`): the four corner offsets of a (P_A, P_B) patch pair, by the
+  supervised corner loss or the unsupervised photometric loss through the projective warp (the model's
+  ``ModelSpec.loss``); both log and select by the mean corner error (px).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..models import STClassifier, model_spec, transformer_families
 from ..nn.similarity import dice_loss, similarity_loss, smoothness_loss
 from .config import TrainConfig
 from .evaluate import registration_metrics
-from .losses import classification_loss, consistency_loss
+from .losses import classification_loss, consistency_loss, corner_loss, photometric_loss
 
 
 class Objective:
@@ -114,12 +117,33 @@ class PairwiseRegistration(Objective):
         return total, logs
 
 
+class Homography(Objective):
+    """A homography network's loss: ``corners`` (half the mean squared error of the corner offsets, px^2,
+    DeTone et al. 2016) or ``photometric`` (the warped P_A against P_B, no corner labels; Nguyen et al.
+    2018); logs and selects by the mean corner error (px)."""
+
+    monitor = "error"
+    LOSSES = {"corners": corner_loss, "photometric": photometric_loss}
+
+    def __init__(self, config: TrainConfig, loss: str | None):
+        super().__init__(config)
+        self.loss = self.LOSSES[loss or "corners"]
+
+    def __call__(self, module, batch, stage):
+        x, y = batch
+        loss, error, _ = self.loss(module.model(x), x, y)
+        return loss, {"error": error, "loss": loss}
+
+
 def objective_for(config: TrainConfig) -> Objective:
     """The objective of ``config``'s model, by its task in the registry (a registration objective counts
-    the labels of ``config.dataset``'s maps)."""
-    if model_spec(config.model).task == "registration":
+    the labels of ``config.dataset``'s maps; a homography objective takes the model's loss)."""
+    spec = model_spec(config.model)
+    if spec.task == "registration":
         return PairwiseRegistration(config, dataset_info(config.dataset).num_classes)
+    if spec.task == "homography":
+        return Homography(config, spec.loss)
     return Classification(config)
 
 
-__all__ = ["Classification", "Objective", "PairwiseRegistration", "objective_for"]
+__all__ = ["Classification", "Homography", "Objective", "PairwiseRegistration", "objective_for"]

@@ -41,7 +41,7 @@ from ..data.folder import ImageData, channel_stats, open_image_data
 from ..models import STClassifier, count_parameters, row_key
 from .budget import dataset_batch, draw_seconds, plan_epochs, plan_length
 from .callbacks import Diagnostics, EpochLines, Replan, TransformerImages, WallClock
-from .checkpoint import checkpoint_config, load_run, read_lightning_checkpoint, save_model
+from .checkpoint import check_model_task, checkpoint_config, load_run, read_lightning_checkpoint, save_model
 from .config import TrainConfig
 from .datamodule import DataModule, DistortedMNISTDataModule, PairsDataModule, check_split_sizes
 from .evaluate import (
@@ -49,6 +49,7 @@ from .evaluate import (
     confusion_png,
     evaluate,
     evaluate_dataset,
+    evaluate_homography,
     evaluate_registration,
     pose_spread,
 )
@@ -374,7 +375,18 @@ def _train(config: TrainConfig, out, resume, quiet: bool, overwrite: bool) -> di
             raise ValueError(f"max_time is not planned for registration ({config.dataset}): give epochs instead")
         build_model(config)  # a model of another task, or a size it cannot take: refused before any output
         data = PairsDataModule(config)
+    elif dataset_info(config.dataset).splits is not None:  # a dataset not built from digits (homography)
+        check_model_task(config)
+        if config.max_time is not None:
+            raise ValueError(
+                f"max_time is not planned for dataset {config.dataset!r} yet: give epochs, got {config.max_time}"
+            )
+        splits = dataset_info(config.dataset).splits
+        data = DataModule(
+            config, *splits(config.seed, config.test_seed, config.train_size, config.val_size, config.test_size)
+        )
     else:
+        check_model_task(config)
         if config.data_dir is not None and not Path(config.data_dir).is_dir():
             raise FileNotFoundError(f"--data-dir {config.data_dir} is not a directory of MNIST IDX files")
         check_split_sizes(config)
@@ -425,6 +437,21 @@ def _finish(config: TrainConfig, out: Path, info, data, budget, best_path, resul
     data.setup("test")  # the test set: the config's test_size digits (evaluate.load_test_set)
     test_set = data.test_set
     name = config.data if info is not None else config.dataset
+    if info is None and dataset_info(config.dataset).task == "homography":  # its error, no classes to picture
+        result = evaluate_homography(model, test_set, batch_size=config.batch_size)
+        results = {
+            "test_error": result["error"],
+            "error_unit": dataset_info(config.dataset).error_unit,
+            **results,
+            "num_parameters": count_parameters(model),
+            "test_size": result["n"],
+            "train_size": len(data.train_set),
+            "val_size": len(data.val_set),
+            "data_source": f"dataset {config.dataset!r}",
+            "config": config.to_dict(),
+        }
+        _write_json(out / "results.json", _ordered(results))
+        return results
     if info is not None:
         results["classes"] = info["classes"]
         shown = test_set if len(test_set) else data.val_set if data.val_set is not None else data.train_set

@@ -1,0 +1,83 @@
+"""``stnkit train --dataset homography`` and ``stnkit reproduce homography``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+pytest.importorskip("skimage")
+cv2 = pytest.importorskip("cv2")
+
+from stnkit.cli import main  # noqa: E402
+from stnkit_experiments import homography  # noqa: E402
+
+TINY = ["--train-size", "8", "--val-size", "4", "--test-size", "4", "--batch-size", "4", "--epochs", "1"]
+
+
+@pytest.mark.parametrize("model", ["homography-net", "homography-unsup"])
+def test_train_one_tiny_epoch(tmp_path, capsys, model):
+    out = tmp_path / model
+    assert main(["train", "--model", model, "--out", str(out), *TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["error_unit"] == "px" and results["test_size"] == 4 and results["epochs"] == 1
+    assert results["config"]["dataset"] == "homography" and 0 < results["test_error"] < 100
+    text = capsys.readouterr().out
+    assert "px (4 homography test samples)" in text and "val error" in text and " px;" in text
+
+
+def test_train_refuses_a_classifier_on_homography(tmp_path, capsys):
+    assert main(["train", "--model", "cnn", "--dataset", "homography", "--out", str(tmp_path / "x"), *TINY]) != 0
+    assert "and dataset 'homography' is a homography dataset" in capsys.readouterr().err
+
+
+def test_orb_ransac_recovers_a_small_move_and_counts_failures():
+    from stnkit.data.homography import SPLITS, draw_pair, load_photograph
+
+    y = torch.tensor([[6.0, -4.0, 8.0, -3.0, 7.0, -5.0, 6.0, -2.0]])  # identity: 7.7 px off; reversed: about twice
+    errs = []
+    for name in SPLITS["train"]:
+        x = draw_pair(torch.from_numpy(load_photograph(name)).view(1, 1, 240, 320), torch.tensor([[96.0, 56.0]]), y)
+        off, _ = homography.orb_ransac(x)
+        errs.append(float((off - y).view(-1, 4, 2).norm(dim=2).mean()))
+    assert np.median(errs) < 4.0
+    # a pair without any texture: no keypoints, a failure, predicted as the identity
+    flat = torch.full((1, 2, 128, 128), 0.5)
+    off, failures = homography.orb_ransac(flat)
+    assert failures == 1 and torch.equal(off, torch.zeros(1, 8))
+
+
+def test_predict_one_step_is_the_network():
+    from stnkit.models import create
+
+    model = create("homography-net", in_channels=2, in_size=128, num_classes=8)
+    torch.nn.init.normal_(model.out.weight, std=0.01)
+    model.eval()
+    x = torch.rand(3, 2, 128, 128)
+    assert torch.allclose(homography.predict(model, x, steps=1), model(x), atol=1e-3)
+    # refinement of an identical pair by a network that predicts nothing stays at the identity
+    zero = create("homography-net", in_channels=2, in_size=128, num_classes=8)
+    assert torch.allclose(homography.predict(zero, x, steps=4), torch.zeros(3, 8), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_reproduce_homography_tiny_resumes(tmp_path):
+    out = tmp_path / "results"
+    args = ["reproduce", "homography", "--out", str(out), *TINY]
+    assert main(args) == 0
+    summary = json.loads((out / "homography.json").read_text())
+    assert set(summary["table"]) == set(homography.ROWS)
+    assert summary["table"]["orb-ransac"]["failures"] >= 0 and summary["test_size"] == 4
+    assert summary["photographs"]["test"] == list(homography.SPLITS["test"])
+    md = (out / "homography.md").read_text()
+    assert "ORB + RANSAC (OpenCV)" in md and "unverified" in md
+    assert (out / "figures" / "homography_quads.png").is_file()
+    results = out / "runs" / "homography" / "homography-net" / "seed0" / "results.json"
+    before = results.stat().st_mtime_ns
+    assert main([*args, "--report-only"]) == 0  # nothing trained again
+    assert results.stat().st_mtime_ns == before
+    again = json.loads((out / "homography.json").read_text())
+    assert np.isclose(again["table"]["homography-net"]["error"], summary["table"]["homography-net"]["error"])

@@ -1,0 +1,91 @@
+"""HomographyNet (``homography-net``, ``homography-unsup``) and the homography task's losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stnkit.data.homography import HomographyPatches, offsets_to_params
+from stnkit.geometry import warp
+from stnkit.models import HOMOGRAPHY_MODELS, REGISTRY, HomographyNet, create
+from stnkit.train import TrainConfig
+from stnkit.train.checkpoint import check_model_task
+from stnkit.train.losses import corner_loss, mean_corner_error, photometric_loss
+from stnkit.train.objectives import Homography, objective_for
+
+
+def test_registered_with_their_losses():
+    assert HOMOGRAPHY_MODELS == ("homography-net", "homography-unsup")
+    net = objective_for(TrainConfig(model="homography-net", dataset="homography"))
+    unsup = objective_for(TrainConfig(model="homography-unsup", dataset="homography"))
+    assert isinstance(net, Homography) and net.loss is corner_loss and net.monitor == "error"
+    assert isinstance(unsup, Homography) and unsup.loss is photometric_loss
+    assert not isinstance(objective_for(TrainConfig(model="cnn", dataset="rts")), Homography)
+    for name in HOMOGRAPHY_MODELS:
+        assert REGISTRY[name].recipe["dataset"] == "homography"
+
+
+@pytest.mark.parametrize("name", ["homography-net", "homography-unsup"])
+def test_identity_at_initialisation(name):
+    model = create(name, in_channels=2, in_size=128, num_classes=8)
+    assert isinstance(model, HomographyNet)
+    out = model(torch.rand(3, 2, 128, 128))
+    assert out.shape == (3, 8) and torch.equal(out, torch.zeros(3, 8))
+
+
+def test_outputs_move_once_trained_a_step():
+    net = HomographyNet()
+    x, y = torch.rand(4, 2, 128, 128), 10 * torch.randn(4, 8)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    for _ in range(2):  # the zero head gets a gradient first, then the layers before it
+        opt.zero_grad()
+        corner_loss(net(x), x, y)[0].backward()
+        opt.step()
+    assert net(x).abs().max() > 0
+
+
+def test_bad_sizes():
+    with pytest.raises(ValueError, match=r"in_size must be divisible by 32 \(2 \*\* len\(widths\)\), got \(100, 100\)"):
+        HomographyNet(in_size=100)
+
+
+def test_wrong_input_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2, 128, 128\) .*got shape \(2, 1, 128, 128\)"):
+        HomographyNet()(torch.rand(2, 1, 128, 128))
+
+
+def test_task_mismatch_is_refused():
+    with pytest.raises(ValueError, match="model 'cnn' learns classification and dataset 'homography' is a homography"):
+        check_model_task(TrainConfig(model="cnn", dataset="homography"))
+    with pytest.raises(ValueError, match="model 'homography-net' learns homography and dataset 'rts' is a classif"):
+        check_model_task(TrainConfig(model="homography-net", dataset="rts"))
+
+
+def test_mean_corner_error_is_the_mean_distance():
+    y = torch.zeros(2, 8)
+    pred = torch.tensor([[3.0, 4.0] * 4, [0.0, 0.0] * 4])  # 5 px at every corner of the first, 0 of the second
+    assert float(mean_corner_error(pred, y)) == pytest.approx(2.5)
+    assert float(corner_loss(pred, None, y)[1]) == pytest.approx(2.5)
+
+
+def test_photometric_loss_is_lowest_at_the_true_homography():
+    pytest.importorskip("skimage")
+    ds = HomographyPatches("train", 4, seed=0)
+    x, y = (torch.stack(t) for t in zip(*(ds[i] for i in range(4)), strict=True))
+    at_truth = photometric_loss(y, x, y)[0]
+    at_identity = photometric_loss(torch.zeros_like(y), x, y)[0]
+    assert at_truth < 0.1 * at_identity  # only bilinear resampling differs at the truth
+    # the error it reports is the corner error, never part of its gradient
+    off = torch.zeros_like(y, requires_grad=True)
+    loss, err, _ = photometric_loss(off, x, y)
+    loss.backward()
+    assert off.grad.abs().sum() > 0 and float(err) == pytest.approx(float(mean_corner_error(torch.zeros_like(y), y)))
+
+
+def test_photometric_loss_ignores_pixels_read_outside():
+    x = torch.rand(1, 2, 128, 128)
+    off = torch.full((1, 8), 20.0)  # reads 20 px right and down: a band outside P_A
+    params = offsets_to_params(off)
+    x[:, 1:] = warp(x[:, :1], params, "projective")  # P_B is P_A moved (zeros where it read outside)
+    assert float(photometric_loss(off, x, torch.zeros(1, 8))[0]) < 1e-6
+    assert set(Homography.LOSSES) == {"corners", "photometric"}
