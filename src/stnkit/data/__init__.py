@@ -26,6 +26,7 @@ from .idx import DatasetError, IdxError, read_idx, write_idx
 from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
+from .parts import NUM_PART_CLASSES, PartsScenes
 from .tasks import DATASETS, DatasetInfo, dataset_info, open_dataset
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "MNIST_SHA256",
+    "NUM_PART_CLASSES",
+    "PartsScenes",
     "DistortedMNIST",
     "Distortion",
     "DownloadError",
