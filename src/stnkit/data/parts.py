@@ -26,7 +26,7 @@ its background and clutter are rendered. The pixels are rendered lazily in
 Boxes: ``ds.boxes`` ``(N, 2, 4)`` holds each part's ``(x0, y0, x1, y1)`` in
 pixel edges (:mod:`stnkit.geometry.boxes`), ``[:, 0]`` part A and ``[:, 1]``
 part B: the tight box of the pixels the glyph paints (its rendered alpha
-above 1/255), found from the very rendering ``__getitem__`` composites.
+above 0), found from the very rendering ``__getitem__`` composites.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ GLYPHS_B = ("square", "T", "H", "equals")
 GLYPHS = GLYPHS_A + GLYPHS_B
 NUM_PART_CLASSES = len(GLYPHS_A) * len(GLYPHS_B)
 TEMPLATE = 64  # the glyph templates' side (sampled down to the glyph's size, bilinear)
-ALPHA_MIN = 1.0 / 255.0  # a glyph "paints" a pixel where its alpha exceeds this
+ALPHA_MIN = 0.0  # a glyph "paints" a pixel where its alpha exceeds this (bilinear: exactly 0 off the glyph)
 N_STROKES, N_DISCS = 10, 6
 
 
