@@ -39,6 +39,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return _reproduce_colocalization(args, out)
     if args.experiment == "addition":
         return _reproduce_addition(args, out)
+    if args.experiment in ("parts", "cub"):
+        from .finegrained_cli import reproduce_finegrained
+
+        return reproduce_finegrained(args, out, given_options(args))
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")
@@ -312,15 +316,19 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "experiment",
-        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition"),
+        choices=("table1", "budget", "icstn", "sequence", "colocalization", "addition", "parts", "cub"),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset, "
         "from `stnkit train`'s defaults; "
         "icstn: CNN, ST-CNN and IC-STN with 1, 2, 4 steps on perturbed MNIST (Lin and Lucey 2017); "
         "sequence: CNN, ST-CNN and RNN-SPN on cluttered 3-digit sequences (Sonderby et al. 2015); "
         "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes); "
-        "addition: MNIST addition (FCN, CNN, ST-FCN, 2xST-FCN; appendix A.1)",
+        "addition: MNIST addition (FCN, CNN, ST-FCN, 2xST-FCN; appendix A.1); "
+        "parts: the backbone vs 1x, 2x, 4x parallel attention ST-CNN on two-part scenes; "
+        "cub: the paper's 2x and 4x ST-CNN on CUB-200-2011 (--data-dir, the user's copy)",
     )
+    rep.add_argument("--crop-size", type=int, default=None, help="parts, cub: each transformer's crop (px a side)")
+    rep.add_argument("--docs", default=None, help="parts: also write the markdown page here")
     rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
     rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
     rep.add_argument("--coloc-epochs", type=int, default=30, help="colocalization: epochs per problem")
