@@ -29,6 +29,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.experiment == "icstn":
         return _reproduce_icstn(args, out)
+    if args.experiment in ("parts", "cub"):
+        from .finegrained_cli import reproduce_finegrained
+
+        return reproduce_finegrained(args, out, given_options(args))
     if args.seeds is None:  # each target's own default: table1 and budget 3; sequence and addition 1 (3-hour budget)
         args.seeds = 1 if args.experiment in ("sequence", "addition") else 3
     if args.experiment == "budget":
@@ -39,10 +43,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return _reproduce_colocalization(args, out)
     if args.experiment == "addition":
         return _reproduce_addition(args, out)
-    if args.experiment in ("parts", "cub"):
-        from .finegrained_cli import reproduce_finegrained
-
-        return reproduce_finegrained(args, out, given_options(args))
     if args.check:
         if not (out / "table1.json").is_file():
             print(f"check failed: {out / 'table1.json'} does not exist (run stnkit reproduce table1 first)")

@@ -28,7 +28,7 @@ CUB_OPTIONS = (
 
 
 def _refuse_others(name: str, given: dict, allowed: tuple[str, ...]) -> None:
-    other = sorted(set(given) - set(allowed))
+    other = sorted(set(given) - set(allowed) - {"model", "dataset", "seed"})  # dataset: budget's own option
     if other:
         flags = ", ".join("--" + o.replace("_", "-") for o in other)
         raise SystemExit(

@@ -54,7 +54,7 @@ SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 class PartsConfig:
     """The recipe of every row (chosen on the validation scenes)."""
 
-    train_size: int = 4000
+    train_size: int = 3000
     val_size: int = 500
     test_size: int = 1000
     epochs: int = 8
@@ -66,8 +66,8 @@ class PartsConfig:
     crop: int = 32
     base_size: int = 64
     loc_size: int = 32
-    init_scale: float = 0.5
-    init_spread: float = 0.5
+    init_scale: float = 1.0
+    init_spread: float = 0.0
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -97,13 +97,13 @@ class SmallConvNet(nn.Module):
         return self.fc(self.features(x))
 
 
-def part_localization(in_channels: int, width: int = 12) -> nn.Sequential:
+def part_localization(in_channels: int, width: int = 8) -> nn.Sequential:
     """A small localisation net for parts: conv 5x5 (width) -> max-pool -> ReLU -> conv 5x5 (16) -> max-pool
-    -> ReLU -> average pool to 4x4 -> FC 32 -> ReLU; ``(B, in_channels, H, W)`` (H, W >= 4) to ``(B, 32)``.
+    -> ReLU -> average pool to 4x4 -> FC 16 -> ReLU; ``(B, in_channels, H, W)`` (H, W >= 4) to ``(B, 16)``.
 
     Example:
         >>> part_localization(3)(torch.rand(2, 3, 32, 32)).shape
-        torch.Size([2, 32])
+        torch.Size([2, 16])
     """
     w = check_int("width", width)
     return nn.Sequential(
@@ -115,7 +115,7 @@ def part_localization(in_channels: int, width: int = 12) -> nn.Sequential:
         nn.ReLU(inplace=True),
         nn.AdaptiveAvgPool2d(4),
         nn.Flatten(),
-        nn.Linear(16 * 16, 32),
+        nn.Linear(16 * 16, 16),
         nn.ReLU(inplace=True),
     )
 
@@ -208,8 +208,31 @@ def parallel_st_cnn(
 
 
 def width_for_parameters(build: Callable[[int], nn.Module], target: int, widths: Sequence[int] = range(2, 257)) -> int:
-    """The width ``w`` among ``widths`` whose ``build(w)`` has the parameter count nearest ``target``."""
-    return min(widths, key=lambda w: abs(count_parameters(build(w)) - target))
+    """The width ``w`` among ``widths`` (ascending) whose ``build(w)`` has the parameter count nearest ``target``.
+
+    The count must grow with the width (bisection: a few builds, not one per width).
+
+    Example:
+        >>> width_for_parameters(lambda w: nn.Linear(10, w), 115)  # 11 parameters per unit
+        10
+    """
+    widths = list(widths)
+    count = {}
+
+    def params(i: int) -> int:
+        if i not in count:
+            count[i] = count_parameters(build(widths[i]))
+        return count[i]
+
+    lo, hi = 0, len(widths) - 1
+    while lo < hi:  # the first width with at least target parameters
+        mid = (lo + hi) // 2
+        if params(mid) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    best = min((i for i in (lo - 1, lo) if 0 <= i < len(widths)), key=lambda i: abs(params(i) - target))
+    return widths[best]
 
 
 __all__ = [
