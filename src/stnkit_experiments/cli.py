@@ -37,6 +37,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return _reproduce_registration(args, out)
     if args.experiment == "homography":
         return _reproduce_homography(args, out)
+    if args.experiment in ("parts", "cub"):
+        from .finegrained_cli import reproduce_finegrained
+
+        return reproduce_finegrained(args, out, given_options(args))
     if args.seeds is None:  # each target's own default: table1 and budget 3; sequence and addition 1 (3-hour budget)
         args.seeds = 1 if args.experiment in ("sequence", "addition") else 3
     if args.experiment == "budget":
@@ -397,6 +401,8 @@ def add_parsers(sub) -> None:
             "mri",
             "registration",
             "homography",
+            "parts",
+            "cub",
         ),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset, "
@@ -408,8 +414,12 @@ def add_parsers(sub) -> None:
         "mri: nibabel's test MRI moved by known rigid and affine transforms, stnkit register vs SimpleITK (TRE in mm); "
         "registration: fieldnet beside SimpleITK affine and ANTs SyN on held-out shapes2d pairs (Dice, folding); "
         "homography: mean corner error of identity, ORB + RANSAC and the homography networks on "
-        "scikit-image's photographs (DeTone et al. 2016)",
+        "scikit-image's photographs (DeTone et al. 2016); "
+        "parts: the backbone vs 1x, 2x, 4x parallel attention ST-CNN on two-part scenes; "
+        "cub: the paper's 2x and 4x ST-CNN on CUB-200-2011 (--data-dir, the user's copy)",
     )
+    rep.add_argument("--crop-size", type=int, default=None, help="parts, cub: each transformer's crop (px a side)")
+    rep.add_argument("--docs", default=None, help="parts: also write the markdown page here")
     rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
     rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
     rep.add_argument("--coloc-epochs", type=int, default=30, help="colocalization: epochs per problem")

@@ -27,6 +27,7 @@ from .idx import DatasetError, IdxError, read_idx, write_idx
 from .images import fit_to_canvas, read_grey_png
 from .ink import ink_fraction
 from .mnist import bundled_mnist, bundled_split_indices, load_digits, load_mnist_dir
+from .parts import NUM_PART_CLASSES, PartsScenes
 from .shapes import ShapesPairs
 from .tasks import DATASETS, REGISTRATION_DATASETS, DatasetInfo, dataset_info, open_dataset, open_pairs
 
@@ -41,6 +42,8 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "MNIST_SHA256",
+    "NUM_PART_CLASSES",
+    "PartsScenes",
     "DistortedMNIST",
     "Distortion",
     "DownloadError",

@@ -1,0 +1,455 @@
+"""``stnkit reproduce parts``: parallel attention transformers on scenes whose class lies in two small parts.
+
+The mechanism of the paper's fine-grained birds (Jaderberg et al. 2015, section 4.3: 2x and 4x
+ST-CNN on CUB-200-2011, each transformer on a part such as the head or the body), on a benchmark
+that runs here: :class:`~stnkit.data.PartsScenes` (128x128 RGB, clutter, two glyph parts, 16
+classes, each part's box known). Rows, all at about one parameter count (stated in the results):
+
+* ``cnn``: the backbone (:class:`~stnkit.models.finegrained.SmallConvNet`) alone on the whole
+  scene, area-downsampled 2x (64x64);
+* ``st-1x``, ``st-2x``, ``st-4x``: 1, 2, 4 parallel ``attention`` transformers (their localisation
+  nets read the scene downsampled 4x, 32x32) each cropping ``crop`` px (32) from the full scene into
+  its own backbone, features concatenated (:func:`~stnkit.models.finegrained.parallel_st_cnn`); the
+  backbones' width is chosen so that the whole model has the ``cnn`` row's parameter count.
+
+Measured on the test scenes: accuracy, and per transformer how often its window covers part A, part B
+(IoU > 0.5 with the part's box) and either; "divided" is the fraction of scenes where one transformer
+covers part A and another part B. The training loop is this module's own (Adam, a cross-entropy on
+the logits, one fixed draw of training scenes), resumable: a checkpoint each epoch, a finished row is
+never trained again. Every choice of the recipe (:data:`PARTS_DEFAULTS`) was made on the validation
+scenes (seed 1), never on the test scenes (seed 2); see ``docs/results/parts.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stnkit._io import atomic_write_text
+from stnkit.data.parts import GLYPHS_A, GLYPHS_B, PARTS_CANVAS, PartsScenes
+from stnkit.geometry import attention_box, box_iou
+from stnkit.models.classifiers import count_parameters
+from stnkit.models.finegrained import (
+    SmallConvNet,
+    parallel_st_cnn,
+    part_localization,
+    width_for_parameters,
+)
+from stnkit.nn import STClassifier
+from stnkit.train.checkpoint import load_tensors, save_tensors
+
+IOU_THRESHOLD = 0.5
+ROWS = ("cnn", "st-1x", "st-2x", "st-4x")
+ROW_TRANSFORMERS = {"cnn": 0, "st-1x": 1, "st-2x": 2, "st-4x": 4}
+SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class PartsConfig:
+    """The recipe of every row (chosen on the validation scenes)."""
+
+    train_size: int = 3000
+    val_size: int = 500
+    test_size: int = 1000
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    loc_lr_mult: float = 0.1
+    base_width: int = 24
+    features: int = 32
+    crop: int = 32
+    base_size: int = 64
+    loc_size: int = 32
+    init_scale: float = 1.0
+    init_spread: float = 0.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PartsConfig:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+PARTS_DEFAULTS = PartsConfig()
+
+
+# -- the models -----------------------------------------------------------------------------------
+def _small(width: int):
+    def factory(in_channels: int, in_size, num_classes: int) -> nn.Module:
+        return SmallConvNet(in_channels, num_classes, width)
+
+    return factory
+
+
+def baseline(config: PartsConfig, num_classes: int = PartsScenes.num_classes) -> nn.Module:
+    """The backbone alone on the scene area-downsampled to ``base_size``."""
+    k = PARTS_CANVAS // config.base_size
+    return nn.Sequential(nn.AvgPool2d(k), SmallConvNet(3, num_classes, config.base_width))
+
+
+def st_model(config: PartsConfig, k: int, width: int, num_classes: int = PartsScenes.num_classes) -> STClassifier:
+    return parallel_st_cnn(
+        _small(width),
+        k,
+        in_channels=3,
+        in_size=PARTS_CANVAS,
+        crop_size=config.crop,
+        num_classes=num_classes,
+        features=config.features,
+        loc_size=config.loc_size,
+        localization=lambda: part_localization(3),
+        init_scale=config.init_scale,
+        init_spread=config.init_spread,
+    )
+
+
+def build_row(row: str, config: PartsConfig) -> tuple[nn.Module, int | None]:
+    """The row's model (seeded by ``config.seed``) and its backbones' width (``None`` for ``cnn``)."""
+    k = ROW_TRANSFORMERS[row]
+    if k == 0:
+        torch.manual_seed(config.seed)
+        return baseline(config), None
+    target = count_parameters(baseline(config))
+    width = width_for_parameters(lambda w: st_model(config, k, w), target, range(2, 4 * config.base_width))
+    torch.manual_seed(config.seed)
+    return st_model(config, k, width), width
+
+
+# -- data -----------------------------------------------------------------------------------------
+def render_set(n: int, seed: int) -> tuple[PartsScenes, Tensor]:
+    """The scenes and their pixels, rendered once as uint8 ``(N, 3, 128, 128)``."""
+    ds = PartsScenes(n, seed=seed)
+    pixels = torch.empty(n, 3, PARTS_CANVAS, PARTS_CANVAS, dtype=torch.uint8)
+    for i in range(n):
+        pixels[i] = (ds[i][0] * 255).round_().to(torch.uint8)
+    return ds, pixels
+
+
+def _batches(pixels: Tensor, batch: int):
+    for i in range(0, pixels.shape[0], batch):
+        yield i, pixels[i : i + batch].float().div_(255.0)
+
+
+# -- training -------------------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, config: PartsConfig) -> torch.optim.Optimizer:
+    """Adam; the localisation nets at ``lr * loc_lr_mult`` (as ``stnkit train --loc-lr-mult``)."""
+    loc = [p for n, p in model.named_parameters() if n.startswith("transformer.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("transformer.")]
+    groups = [{"params": rest, "lr": config.lr}]
+    if loc:
+        groups.append({"params": loc, "lr": config.lr * config.loc_lr_mult})
+    return torch.optim.Adam(groups)
+
+
+def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, meta: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, p in enumerate(model.parameters()):
+        for name, value in opt.state.get(p, {}).items():
+            tensors[f"optim.{i}.{name}"] = torch.as_tensor(value)
+    save_tensors(path, tensors, {**meta, "epoch": epoch})
+
+
+def _load(path: Path, model: nn.Module, opt: torch.optim.Optimizer, config: PartsConfig) -> dict:
+    tensors, meta = load_tensors(path)
+    if PartsConfig.from_dict(meta.get("config", {})) != config:
+        raise SystemExit(f"stnkit reproduce parts: {path} was written with other settings; delete it to start again")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    for i, p in enumerate(model.parameters()):
+        prefix = f"optim.{i}."
+        state = {k.removeprefix(prefix): v.clone() for k, v in tensors.items() if k.startswith(prefix)}
+        if state:
+            opt.state[p] = state
+    return meta
+
+
+@torch.no_grad()
+def predict(model: nn.Module, pixels: Tensor, batch: int = 128) -> tuple[Tensor, list[Tensor]]:
+    """Predicted classes ``(N,)`` and, for an ST model, each transformer's params ``(N, 3)``."""
+    model.eval()
+    preds, params = [], []
+    for _, x in _batches(pixels, batch):
+        if isinstance(model, STClassifier):
+            out, p = model.warp_input(x)
+            preds.append(model.classifier(out).argmax(1))
+            params.append(torch.stack(p, dim=1))
+        else:
+            preds.append(model(x).argmax(1))
+    return torch.cat(preds), ([] if not params else list(torch.cat(params).unbind(1)))
+
+
+def coverage(params: list[Tensor], boxes: Tensor, canvas: int = PARTS_CANVAS) -> dict:
+    """Per transformer, the % of scenes whose window covers part A / part B (IoU > 0.5) or either;
+    and the % where one transformer covers part A and another part B (``divided``)."""
+    covers = []
+    per = []
+    for p in params:
+        win = attention_box(p, canvas)
+        iou_a, iou_b = box_iou(win, boxes[:, 0]), box_iou(win, boxes[:, 1])
+        a, b = iou_a > IOU_THRESHOLD, iou_b > IOU_THRESHOLD
+        covers.append((a, b))
+        per.append(
+            {
+                "part_a": 100.0 * a.float().mean().item(),
+                "part_b": 100.0 * b.float().mean().item(),
+                "either": 100.0 * (a | b).float().mean().item(),
+                "mean_iou_a": iou_a.mean().item(),
+                "mean_iou_b": iou_b.mean().item(),
+                "mean_scale": p[:, 0].abs().mean().item(),
+            }
+        )
+    n = boxes.shape[0]
+    divided = torch.zeros(n, dtype=torch.bool)
+    for i, (a, _) in enumerate(covers):
+        for j, (_, b) in enumerate(covers):
+            if i != j:
+                divided |= a & b
+    return {"per_transformer": per, "divided": 100.0 * divided.float().mean().item() if len(params) > 1 else None}
+
+
+def train_row(run: Path, row: str, config: PartsConfig, data: dict, log=print) -> dict:
+    """Train one row (resuming ``run/state.safetensors``); write and return ``run/results.json``."""
+    done = run / "results.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+        if PartsConfig.from_dict(result["config"]) == config:
+            return result
+        raise SystemExit(f"stnkit reproduce parts: {done} was written with other settings; delete {run} to rerun")
+    model, width = build_row(row, config)
+    opt = make_optimizer(model, config)
+    state = run / "state.safetensors"
+    history: list[dict] = []
+    start, seconds = 0, 0.0
+    if state.is_file():
+        meta = _load(state, model, opt, config)
+        start, history, seconds = int(meta["epoch"]), list(meta["history"]), float(meta["seconds"])
+        log(f"{row}: resumed after epoch {start}")
+    train_ds, train_px = data["train"]
+    val_ds, val_px = data["val"]
+    labels = train_ds.labels
+    for epoch in range(start, config.epochs):
+        t0 = time.time()
+        model.train()
+        g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        order = torch.randperm(len(labels), generator=g)
+        total = 0.0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            x = train_px[idx].float().div_(255.0)
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        pred, _ = predict(model, val_px)
+        val_acc = 100.0 * (pred == val_ds.labels).float().mean().item()
+        seconds += time.time() - t0
+        history.append({"epoch": epoch + 1, "train_loss": total / len(order), "val_accuracy": val_acc})
+        log(
+            f"{row}: epoch {epoch + 1}/{config.epochs} loss {total / len(order):.3f} val acc {val_acc:.1f} % ({seconds:.0f} s)"
+        )
+        _save(state, model, opt, epoch + 1, {"config": config.to_dict(), "history": history, "seconds": seconds})
+    test_ds, test_px = data["test"]
+    pred, params = predict(model, test_px)
+    val_pred, val_params = predict(model, val_px)
+    result = {
+        "row": row,
+        "config": config.to_dict(),
+        "transformers": ROW_TRANSFORMERS[row],
+        "backbone_width": config.base_width if width is None else width,
+        "parameters": count_parameters(model),
+        "test_accuracy": 100.0 * (pred == test_ds.labels).float().mean().item(),
+        "val_accuracy": history[-1]["val_accuracy"],
+        "history": history,
+        "fit_seconds": seconds,
+        "test_coverage": coverage(params, test_ds.boxes) if params else None,
+        "val_coverage": coverage(val_params, val_ds.boxes) if val_params else None,
+    }
+    torch.save(model.state_dict(), run / "model.pt")
+    atomic_write_text(done, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def load_data(config: PartsConfig, splits=("train", "val", "test")) -> dict:
+    sizes = {"train": config.train_size, "val": config.val_size, "test": config.test_size}
+    return {s: render_set(sizes[s], SPLIT_SEEDS[s]) for s in splits}
+
+
+def run_dir(out: Path, row: str, config: PartsConfig) -> Path:
+    return out / "runs" / f"parts-{row}-s{config.seed}"
+
+
+def run_parts(out: Path, config: PartsConfig, rows=ROWS, log=print) -> dict:
+    t0 = time.time()
+    todo = [r for r in rows if not (run_dir(out, r, config) / "results.json").is_file()]
+    data = load_data(config) if todo else None
+    log(f"rendered the scenes in {time.time() - t0:.0f} s" if todo else "every row is finished")
+    for r in rows:
+        if r in todo:
+            run_dir(out, r, config).mkdir(parents=True, exist_ok=True)
+            train_row(run_dir(out, r, config), r, config, data, log)
+        write_outputs(out, summarize(out, config, rows))
+    return summarize(out, config, rows)
+
+
+def summarize(out: Path, config: PartsConfig, rows=ROWS) -> dict:
+    results = {}
+    for r in rows:
+        f = run_dir(out, r, config) / "results.json"
+        if f.is_file():
+            results[r] = json.loads(f.read_text())
+    return {"experiment": "parts", "config": config.to_dict(), "rows": results}
+
+
+# -- reports --------------------------------------------------------------------------------------
+PAPER_CUB = {"ST-CNN 2x (CUB-200-2011)": 83.1, "ST-CNN 4x (CUB-200-2011)": 84.1}
+
+
+def render_markdown(summary: dict) -> str:
+    c = PartsConfig.from_dict(summary["config"])
+    lines = [
+        "# parts: parallel attention transformers on two-part scenes",
+        "",
+        "Generated by `stnkit reproduce parts --docs docs/results/parts.md` from `results/parts.json` "
+        "(`--report-only` rewrites it from the finished rows); do not edit by hand.",
+        "",
+        "The benchmark (`stnkit.data.PartsScenes`): 128x128 RGB scenes, a smooth random background, 10 random "
+        "strokes and 6 discs of clutter, and two glyphs at random positions, sides (0.16 to 0.22 of the canvas) "
+        "and rotations (the full circle), in random bright colours: part A from set A, part B from set B. The "
+        "class is the pair (A's glyph, B's glyph): 16 classes, roles fixed (an ordered pair of kinds; the "
+        "positions are free), so both parts must be seen. Each part's box is the tight box of the pixels it "
+        "paints. Deterministic by seed (training 0, validation 1, test 2).",
+        "",
+        "Rows: `cnn` is the backbone (`SmallConvNet`) alone on the scene downsampled to 64 px; `st-kx` is k "
+        "parallel attention transformers (scale and translation, identity heads), each crop through its own "
+        "backbone, features concatenated into one linear layer (`stnkit.models.finegrained.parallel_st_cnn`), "
+        "the backbones' width chosen so that the model has the `cnn` row's parameter count.",
+        "",
+        f"{c.train_size} training, {c.val_size} validation, {c.test_size} test scenes (128x128 RGB, 16 classes: "
+        f"part A from {', '.join(GLYPHS_A)}; part B from {', '.join(GLYPHS_B)}), {c.epochs} epochs, "
+        f"Adam lr {c.lr} (localisation nets x{c.loc_lr_mult}), batch {c.batch_size}, seed {c.seed}. "
+        f"Crops {c.crop} px from the full scene; localisation nets read it at {c.loc_size} px; "
+        f"the CNN reads it at {c.base_size} px. Start windows: scale {c.init_scale}, centres "
+        f"+-{c.init_spread} (normalised).",
+        "",
+        "| row | transformers | backbone width | parameters | test accuracy % | val accuracy % | fit (min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r, res in summary["rows"].items():
+        lines.append(
+            f"| {r} | {res['transformers']} | {res['backbone_width']} | {res['parameters']:,} | "
+            f"{res['test_accuracy']:.1f} | {res['val_accuracy']:.1f} | {res['fit_seconds'] / 60:.1f} |"
+        )
+    lines += [
+        "",
+        "Windows on the test scenes: % of scenes where transformer t's window covers part A or part B "
+        f"(IoU > {IOU_THRESHOLD}), mean IoU with each part, mean window scale (1 = the whole scene); "
+        "divided: % of scenes where one transformer covers part A and another part B.",
+        "",
+        "| row | transformer | covers A % | covers B % | either % | mean IoU A | mean IoU B | mean scale | divided % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r, res in summary["rows"].items():
+        cov = res.get("test_coverage")
+        if not cov:
+            continue
+        for t, p in enumerate(cov["per_transformer"]):
+            div = "" if cov["divided"] is None or t else f"{cov['divided']:.1f}"
+            lines.append(
+                f"| {r} | {t} | {p['part_a']:.1f} | {p['part_b']:.1f} | {p['either']:.1f} | "
+                f"{p['mean_iou_a']:.2f} | {p['mean_iou_b']:.2f} | {p['mean_scale']:.2f} | {div} |"
+            )
+    lines += [
+        "",
+        "The paper (CUB-200-2011, ImageNet-pretrained Inception with batch norm, 448 px input): "
+        + ", ".join(f"{k} {v} %" for k, v in PAPER_CUB.items())
+        + "; not comparable with these numbers (another dataset): the parts rows show the mechanism.",
+        "",
+        "CUB-200-2011 itself: `stnkit reproduce cub --data-dir DIR` runs the 2x and 4x rows on a user's copy "
+        "(no data or weights can be fetched here): each branch is the project's ResNet-18 from random "
+        "initialisation unless `--backbone package.module:callable` names the user's own (e.g. pretrained) "
+        "factory; 448 px images and 224 px crops unless `--image-size` and `--crop-size` say otherwise. It has "
+        "not been run on CUB here; its test runs one epoch on a fixture in CUB's layout.",
+        "",
+        "![test scenes with each transformer's window](../../results/figures/parts.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, summary: dict, docs: Path | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "parts.json", json.dumps(summary, indent=2) + "\n")
+    text = render_markdown(summary)
+    atomic_write_text(out / "parts.md", text)
+    if docs is not None:
+        atomic_write_text(docs, text)
+
+
+def make_figure(out: Path, summary: dict, n: int = 6) -> Path | None:
+    """Test scenes with each transformer's window (``OUT/figures/parts.png``), one row per ST row."""
+    rows = [r for r in summary["rows"] if ROW_TRANSFORMERS[r] > 0]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    from stnkit._io import save_figure
+
+    config = PartsConfig.from_dict(summary["config"])
+    ds = PartsScenes(config.test_size, seed=SPLIT_SEEDS["test"])  # the test set; its first n scenes
+    x = torch.stack([ds[i][0] for i in range(n)])
+    colours = ["tab:red", "tab:cyan", "tab:orange", "tab:green"]
+    fig, axes = plt.subplots(len(rows), n, figsize=(2 * n, 2.1 * len(rows)), squeeze=False)
+    for ri, r in enumerate(rows):
+        model, _ = build_row(r, config)
+        model.load_state_dict(torch.load(run_dir(out, r, config) / "model.pt", weights_only=True))
+        model.eval()
+        with torch.no_grad():
+            logits_in, params = model.warp_input(x)
+            pred = model.classifier(logits_in).argmax(1)
+        for i in range(n):
+            ax = axes[ri, i]
+            ax.imshow(x[i].permute(1, 2, 0).numpy())
+            for t, p in enumerate(params):
+                x0, y0, x1, y1 = attention_box(p[i : i + 1], PARTS_CANVAS)[0].tolist()
+                ax.add_patch(
+                    patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colours[t % 4], lw=1.5)
+                )
+            ok = "ok" if int(pred[i]) == int(ds.labels[i]) else "wrong"
+            ax.set_title(f"{r} ({ok})", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    path = save_figure(fig, out / "figures" / "parts.png", dpi=80)
+    plt.close(fig)
+    return path
+
+
+def config_with(**options) -> PartsConfig:
+    """:data:`PARTS_DEFAULTS` with ``options`` (those of :class:`PartsConfig`)."""
+    return replace(PARTS_DEFAULTS, **options)
+
+
+__all__ = [
+    "PARTS_DEFAULTS",
+    "ROWS",
+    "PartsConfig",
+    "build_row",
+    "coverage",
+    "make_figure",
+    "render_markdown",
+    "run_parts",
+    "summarize",
+    "train_row",
+    "write_outputs",
+]

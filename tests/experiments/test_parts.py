@@ -1,0 +1,144 @@
+"""stnkit reproduce parts and cub: tiny settings, the parameter match, coverage, refusals."""
+
+import json
+
+import pytest
+import torch
+
+from stnkit.cli import main
+from stnkit.geometry import attention_from_box
+from stnkit.models.classifiers import count_parameters
+from stnkit_experiments import parts as rp
+
+from ..data.test_data_cub import write_cub
+
+TINY = ["--train-size", "48", "--val-size", "16", "--test-size", "16", "--epochs", "1", "--batch-size", "16"]
+
+
+def _run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("row", ["st-1x", "st-2x", "st-4x"])
+def test_rows_match_the_baselines_parameter_count(row):
+    config = rp.PARTS_DEFAULTS
+    base = count_parameters(rp.build_row("cnn", config)[0])
+    model, width = rp.build_row(row, config)
+    assert abs(count_parameters(model) - base) / base < 0.05 and width >= 2
+
+
+def test_coverage_counts_windows_on_each_part():
+    boxes = torch.tensor([[[0.0, 0.0, 32.0, 32.0], [64.0, 64.0, 96.0, 96.0]]] * 2)  # (2 scenes, 2 parts, 4)
+    on_a = attention_from_box(boxes[:, 0], 128)
+    on_b = attention_from_box(boxes[:, 1], 128)
+    whole = torch.tensor([[1.0, 0.0, 0.0]] * 2)
+    cov = rp.coverage([on_a, torch.stack([on_b[0], whole[1]])], boxes)
+    first, second = cov["per_transformer"]
+    assert (first["part_a"], first["part_b"], second["part_b"], second["either"]) == (100.0, 0.0, 50.0, 50.0)
+    assert cov["divided"] == 50.0
+
+
+def test_parts_target_on_a_tiny_setting_is_resumable_and_reports(tmp_path, capsys):
+    out = tmp_path / "out"
+    docs = tmp_path / "parts_doc.md"
+    code, text, err = _run(
+        ["reproduce", "parts", "--out", str(out), "--models", "cnn,st-2x", *TINY, "--docs", str(docs)], capsys
+    )
+    assert code == 0, err
+    summary = json.loads((out / "parts.json").read_text())
+    assert set(summary["rows"]) == {"cnn", "st-2x"}
+    st = summary["rows"]["st-2x"]
+    assert st["transformers"] == 2 and len(st["test_coverage"]["per_transformer"]) == 2
+    assert 0.0 <= st["test_accuracy"] <= 100.0 and st["config"]["train_size"] == 48
+    assert (out / "figures" / "parts.png").is_file()
+    assert docs.read_text() == (out / "parts.md").read_text() and "| st-2x | 2 |" in docs.read_text()
+    before = (out / "runs" / "parts-st-2x-s0" / "results.json").read_text()
+    code, text, _ = _run(["reproduce", "parts", "--out", str(out), "--models", "cnn,st-2x", *TINY], capsys)
+    assert code == 0 and "every row is finished" in text
+    assert (out / "runs" / "parts-st-2x-s0" / "results.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "argv,pattern",
+    [
+        (["parts", "--models", "st-3x"], "unknown row 'st-3x'; valid: cnn, st-1x, st-2x, st-4x"),
+        (["parts", "--backbone", "resnet18"], "--backbone not read by this target"),
+        (["cub"], "--data-dir DIR is needed"),
+        (["cub", "--data-dir", "/nonexistent/cub"], "--data-dir /nonexistent/cub is not a directory"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, capsys, argv, pattern):
+    code, text, err = _run(["reproduce", *argv[:1], "--out", str(tmp_path / "o"), *argv[1:]], capsys)
+    msg = err if err else str(code)
+    assert code != 0 and pattern in msg and msg.strip().count("\n") == 0
+
+
+def test_cub_refuses_a_folder_that_is_not_cub(tmp_path, capsys):
+    (tmp_path / "birds").mkdir()
+    code, _, err = _run(
+        ["reproduce", "cub", "--data-dir", str(tmp_path / "birds"), "--out", str(tmp_path / "o")], capsys
+    )
+    msg = err if err else str(code)
+    assert code != 0 and "is not a CUB-200-2011 folder: no images.txt" in msg and msg.strip().count("\n") == 0
+
+
+def test_cub_malformed_file_is_one_line(tmp_path, capsys):
+    root = write_cub(tmp_path / "CUB_200_2011")
+    (root / "train_test_split.txt").write_text("1 1\n")
+    code, _, err = _run(
+        [
+            "reproduce",
+            "cub",
+            "--data-dir",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--image-size",
+            "64",
+            "64",
+            "--crop-size",
+            "32",
+        ],
+        capsys,
+    )
+    msg = err if err else str(code)
+    assert code != 0 and "train_test_split.txt: no line for image id 2" in msg and msg.strip().count("\n") == 0
+
+
+@pytest.mark.slow  # about 30 s on the shared 2-core machine (two ResNet-18s)
+def test_cub_target_runs_one_tiny_epoch_and_says_which_backbone(tmp_path, capsys):
+    root = write_cub(tmp_path / "CUB_200_2011")
+    out = tmp_path / "o"
+    code, text, err = _run(
+        [
+            "reproduce",
+            "cub",
+            "--data-dir",
+            str(root),
+            "--out",
+            str(out),
+            "--image-size",
+            "64",
+            "64",
+            "--crop-size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--models",
+            "st-2x",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "resnet18 (stnkit.models.backbones), randomly initialised" in text and "Inception" in text
+    res = json.loads((out / "cub.json").read_text())["rows"]["st-2x"]
+    assert res["train_images"] == 6 and res["test_images"] == 6 and res["paper_accuracy"] == 83.1
+    assert len(res["per_transformer"]) == 2 and res["per_transformer"][0]["part"] in ("back", "beak", "left eye")
+    assert "randomly initialised" in (out / "cub.md").read_text()
