@@ -395,6 +395,9 @@ def test_max_time_fits_the_epochs_to_the_budget(tmp_path):
     # epochs, the cosine schedule and the config in the checkpoints follow it
     from stnkit.train.budget import replan_epochs
 
+    if plan["planned_epochs"] == 1:  # a loaded machine (seconds per step): no second epoch, so no re-plan
+        assert "replanned_epochs" not in plan and plan["epochs_run"] == 1
+        return
     first, epochs = plan["first_epoch_seconds"], plan["replanned_epochs"]
     assert abs(epochs - replan_epochs(0.2, first)) <= 1  # first is rounded to 10 ms
     assert res["config"]["epochs"] == epochs and plan["epochs_run"] <= epochs
