@@ -21,6 +21,7 @@ BLOCKS = {
     "bench": "bench.json",
     "bench-volumes-64": "bench_volumes_64.json",
     "bench-volumes-128": "bench_volumes_128.json",
+    "bench-volumes-128-b4": "bench_volumes_128_b4.json",
 }
 
 
