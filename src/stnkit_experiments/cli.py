@@ -115,14 +115,15 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
             raise SystemExit(f"stnkit reproduce registration: unknown method {m!r}; valid: {', '.join(valid)}")
     # the options given train the fieldnet rows (on top of fieldnet's recipe)
     options = _grid_options(args)
+    bench = reg.default_bench()
     with option_errors():
         for row in (m for m in methods if m in reg.FIELDNET_ROWS):
-            _validate(reg.fieldnet_config(row, options))
+            _validate(reg.fieldnet_config(row, options, bench))
     if args.dry_run:
         for m in methods:
             print(m)
         return 0
-    summary = reg.run_registration(out, methods, options, report_only=args.report_only)
+    summary = reg.run_registration(out, methods, options, report_only=args.report_only, bench=bench)
     if args.update_readme:
         page = Path(args.readme)
         figure = os.path.relpath(out / "figures" / "registration_pair.png", page.parent)
@@ -412,7 +413,8 @@ def add_parsers(sub) -> None:
         "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes); "
         "addition: MNIST addition (FCN, CNN, ST-FCN, 2xST-FCN; appendix A.1); "
         "mri: nibabel's test MRI moved by known rigid and affine transforms, stnkit register vs SimpleITK (TRE in mm); "
-        "registration: fieldnet beside SimpleITK affine and ANTs SyN on held-out shapes2d pairs (Dice, folding); "
+        "registration: stnkit register (affine, dense, velocity) and fieldnet beside SimpleITK affine and ANTs SyN "
+        "on held-out shapes2d pairs (Dice, folding, end-point error, time); "
         "homography: mean corner error of identity, ORB + RANSAC and the homography networks on "
         "scikit-image's photographs (DeTone et al. 2016); "
         "parts: the backbone vs 1x, 2x, 4x parallel attention ST-CNN on two-part scenes; "
@@ -453,7 +455,7 @@ def add_parsers(sub) -> None:
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), fieldnet, fieldnet-dice, fieldnet-long; default all)",
+        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), register-affine, register-dense, register-velocity, fieldnet, fieldnet-dice, fieldnet-long; default all)",
     )
     rep.add_argument(
         "--seeds",

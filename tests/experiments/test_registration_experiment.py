@@ -3,7 +3,10 @@
 import json
 
 import pytest
+import torch
 
+from stnkit.train.config import TrainConfig
+from stnkit.train.evaluate import load_test_set
 from stnkit_experiments import registration as reg
 
 
@@ -42,3 +45,69 @@ def test_ants_syn_fields_resample_as_ants_does(tmp_path, small):
     r = summary["table"]["ants-syn"]
     assert r["conversion_check_max"] < 1e-3
     assert r["dice"]["mean"] > summary["table"]["none"]["dice"]["mean"] + 0.05
+
+
+@pytest.fixture
+def tiny_register(monkeypatch):
+    """register's rows on 2 test pairs of 32x32, its settings searched over two losses on 2 validation pairs,
+    without SyN (the bar: every trial passes)."""
+    monkeypatch.setattr(
+        reg, "REGISTER_START", {"loss": "mse", "levels": 2, "steps": 10, "smooth": 0.3, "field_steps": 15}
+    )
+    monkeypatch.setattr(reg, "REGISTER_SEARCH", (("loss", ("mse", "ncc")), ("smooth", (0.3, 3.0))))
+    monkeypatch.setattr(reg, "peer_syn", lambda: None)
+    return reg.Bench("shapes2d", 32, 2, 2)
+
+
+def test_validation_pairs_are_not_test_pairs():
+    config = TrainConfig(dataset="shapes2d", volume_size=32)
+    val, test = load_test_set(config, split="val", size=2), load_test_set(config, size=2)
+    assert val.seed == config.test_seed + 1000 and test.seed == config.test_seed
+    assert not torch.equal(val.pair(0)["moving"], test.pair(0)["moving"])
+    with pytest.raises(ValueError, match="split must be one of 'test', 'val', got 'train'"):
+        load_test_set(config, split="train")
+
+
+def test_register_rows_tuned_on_validation_pairs_and_resumable(tmp_path, tiny_register):
+    bench = tiny_register
+    methods = ["none", "register-affine", "register-dense", "register-velocity"]
+    summary = reg.run_registration(tmp_path, methods, bench=bench)
+    t = summary["table"]
+    assert all(t[m]["n"] == 2 for m in methods)
+    for m in ("register-affine", "register-dense", "register-velocity"):
+        assert t[m]["dice"]["mean"] > t["none"]["dice"]["mean"] + 0.02, m
+        assert t[m]["epe"]["mean"] < t["none"]["epe"]["mean"], m
+        # the whole map as one field resamples as register's own warped image
+        assert t[m]["conversion_check_max"] < 1e-4, m
+        assert t[m]["threads"] == torch.get_num_threads()
+    tuning = json.loads((tmp_path / "runs" / "register-tuning.json").read_text())
+    assert tuning["bench"] == {"dataset": "shapes2d", "size": 32, "test_pairs": 2, "val_pairs": 2}
+    assert tuning["split"].startswith("val") and tuning["syn"] is None
+    # the affine stage has no field knobs: two trials; the fields four each (loss, then smooth: one shared)
+    per = {k: [tr for tr in tuning["trials"] if tr["transform"] == k] for k in ("affine", "dense", "velocity")}
+    assert [len(v) for v in per.values()] == [2, 3, 3]
+    assert all("smooth" not in tr["settings"] for tr in per["affine"])
+    for m, transform in reg.REGISTER_ROWS.items():
+        chosen = tuning["chosen"][transform]
+        last = "loss" if transform == "affine" else "smooth"  # the last knob searched: its best trial is the choice
+        rivals = [
+            tr
+            for tr in per[transform]
+            if all(tr["settings"][k] == v for k, v in chosen["settings"].items() if k != last)
+        ]
+        assert len(rivals) == 2 and chosen["validation"]["dice"] == max(tr["dice"] for tr in rivals)
+        assert t[m]["settings"] == chosen["settings"]
+    stamp = (tmp_path / "runs" / "register-tuning.json").stat().st_mtime_ns
+    rows = (tmp_path / "runs" / "register-dense.json").stat().st_mtime_ns
+    again = reg.run_registration(tmp_path, methods, bench=bench)  # nothing runs again
+    assert (tmp_path / "runs" / "register-tuning.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "runs" / "register-dense.json").stat().st_mtime_ns == rows
+    (tmp_path / "registration.md").unlink()
+    (tmp_path / "figures" / "registration_pair.png").unlink()
+    only = reg.run_registration(tmp_path, methods, report_only=True, bench=bench)
+    assert only["table"] == summary["table"] == again["table"]
+    assert (tmp_path / "figures" / "registration_pair.png").is_file()
+    md = (tmp_path / "registration.md").read_text()
+    assert "| stnkit register, dense |" in md and "chosen on the validation pairs" in md
+    with pytest.raises(ValueError, match="holds the search of another benchmark"):
+        reg.tune_register(tmp_path, reg.Bench("shapes2d", 32, 2, 3), None, 5)
