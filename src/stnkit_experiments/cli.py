@@ -106,8 +106,16 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
     for flag, value in (("--datasets", args.datasets), ("--check", args.check)):
         if value:
             raise SystemExit(f"stnkit reproduce registration: {flag} applies to table1 only")
-    if args.update_readme and not args.readme.endswith("registration.md"):
-        raise SystemExit("stnkit reproduce registration: --update-readme writes --readme docs/results/registration.md")
+    if args.update_readme and not Path(args.readme).name.startswith("registration"):
+        raise SystemExit(
+            "stnkit reproduce registration: --update-readme writes --readme docs/results/registration*.md, "
+            f"got {args.readme}"
+        )
+    dataset = args.dataset or reg.DATASET
+    if dataset not in reg.SIZES:
+        raise SystemExit(
+            f"stnkit reproduce registration: --dataset must be one of {', '.join(reg.SIZES)}, got {dataset!r}"
+        )
     methods = args.models.split(",") if args.models else reg.default_methods()
     valid = (*reg.METHODS, "dipy-syn")
     for m in methods:
@@ -115,7 +123,7 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
             raise SystemExit(f"stnkit reproduce registration: unknown method {m!r}; valid: {', '.join(valid)}")
     # the options given train the fieldnet rows (on top of fieldnet's recipe)
     options = _grid_options(args)
-    bench = reg.default_bench()
+    bench = reg.default_bench(dataset, options.get("volume_size"))
     with option_errors():
         for row in (m for m in methods if m in reg.FIELDNET_ROWS):
             _validate(reg.fieldnet_config(row, options, bench))
@@ -127,7 +135,7 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
     if args.update_readme:
         page = Path(args.readme)
         figure = os.path.relpath(out / "figures" / "registration_pair.png", page.parent)
-        atomic_write_text(page, reg.render_page(summary, figure))
+        atomic_write_text(page, reg.render_page(summary, figure, os.path.relpath(out), os.path.relpath(page)))
         print(f"wrote {page}")
     print(reg.render_markdown(summary))
     print(f"wrote {out / 'registration.json'}, {out / 'registration.md'}, {out / 'figures' / 'registration_pair.png'}")
@@ -284,6 +292,7 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
 
     from .budget import BUDGET_MODELS, render_budget, run_budget
 
+    args.dataset = args.dataset or "rts"
     if args.dataset not in DISTORTIONS:
         raise SystemExit(f"stnkit reproduce: --dataset must be one of {', '.join(DISTORTIONS)}, got {args.dataset!r}")
     if not args.minutes > 0:
@@ -437,7 +446,11 @@ def add_parsers(sub) -> None:
         "--coloc-init-scale", type=float, default=1.0, help="colocalization: start window scale (1 = identity)"
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
-    rep.add_argument("--dataset", default="rts", help="budget: the dataset")
+    rep.add_argument(
+        "--dataset",
+        default=None,
+        help="budget: the dataset (default rts); registration: shapes2d (default) or shapes3d",
+    )
     rep.add_argument("--out", default="results", help="results directory")
     rep.add_argument(
         "--check", action="store_true", help="only verify that the --readme page and table1.md match table1.json"

@@ -109,5 +109,31 @@ def test_register_rows_tuned_on_validation_pairs_and_resumable(tmp_path, tiny_re
     assert (tmp_path / "figures" / "registration_pair.png").is_file()
     md = (tmp_path / "registration.md").read_text()
     assert "| stnkit register, dense |" in md and "chosen on the validation pairs" in md
+    page = reg.render_page(only, "figures/registration_pair.png")
+    assert "## How `stnkit register`'s settings were chosen" in page and "validation** pairs" in page
+    assert "| register, dense | loss " in page
     with pytest.raises(ValueError, match="holds the search of another benchmark"):
         reg.tune_register(tmp_path, reg.Bench("shapes2d", 32, 2, 3), None, 5)
+
+
+def row(dice, folding, seconds, cpu=None, threads=1):
+    r = {"dice": {"mean": dice}, "folding": {"mean": folding}, "seconds": {"mean": seconds}, "threads": threads}
+    if cpu is not None:
+        r["cpu_seconds"] = {"mean": cpu}
+    return r
+
+
+def test_targets_judge_dice_folding_and_both_times():
+    table = {
+        "ants-syn": row(0.84, 0.0, 0.30, 0.30),
+        "register-dense": row(0.85, 0.0, 0.20, 0.35),  # faster on the wall clock, not in CPU time
+        "register-velocity": row(0.86, 0.0, 0.10, 0.10),
+        "fieldnet": row(0.845, 0.0, 0.0009, 0.0009),  # 0.015 below the better field, 111x faster
+        "fieldnet-dice": row(0.83, 0.0, 0.0005, threads=2),  # an earlier record: no CPU time
+    }
+    lines = reg._targets({"table": table})
+    assert lines[0].startswith("- stnkit register, dense vs ANTs SyN") and lines[0].endswith("not reached (time).")
+    assert lines[1].endswith(": reached.") and "CPU 0.100 vs 0.300 s" in lines[1]
+    assert "vs stnkit register, velocity" in lines[2] and "111x and 111x less time" in lines[2]
+    assert lines[2].endswith(": reached.")
+    assert lines[3].endswith("not reached (Dice).") and "(2 vs 1 threads)" in lines[3] and "CPU" not in lines[3]
