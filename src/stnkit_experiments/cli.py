@@ -131,7 +131,12 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
         for m in methods:
             print(m)
         return 0
-    summary = reg.run_registration(out, methods, options, report_only=args.report_only, bench=bench)
+    settings_from = Path(args.register_settings) if args.register_settings else None
+    if settings_from is not None and not settings_from.is_file():
+        raise SystemExit(f"stnkit reproduce registration: --register-settings {settings_from} is not a file")
+    summary = reg.run_registration(
+        out, methods, options, report_only=args.report_only, bench=bench, settings_from=settings_from
+    )
     if args.update_readme:
         page = Path(args.readme)
         figure = os.path.relpath(out / "figures" / "registration_pair.png", page.parent)
@@ -444,6 +449,12 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "--coloc-init-scale", type=float, default=1.0, help="colocalization: start window scale (1 = identity)"
+    )
+    rep.add_argument(
+        "--register-settings",
+        default=None,
+        help="registration: take stnkit register's settings from this register-tuning.json (another run's "
+        "validation search) instead of searching them on this run's validation pairs",
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument(

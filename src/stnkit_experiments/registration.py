@@ -292,14 +292,33 @@ def _pick(trials: list[dict], bar: dict) -> tuple[dict, str]:
     return max(pool, key=lambda t: t["dice"]), why
 
 
-def tune_register(out: Path, bench: Bench, syn: str | None, num_classes: int) -> dict:
+def tune_register(
+    out: Path, bench: Bench, syn: str | None, num_classes: int, settings_from: Path | None = None
+) -> dict:
     """Choose ``register``'s settings for each of its transforms on the validation pairs (:data:`REGISTER_SEARCH`
     from :data:`REGISTER_START`, one knob at a time, by :func:`_pick` against SyN on the same pairs); every
-    trial and the choice are kept in ``OUT/runs/register-tuning.json`` as they finish (resumed from it)."""
+    trial and the choice are kept in ``OUT/runs/register-tuning.json`` as they finish (resumed from it).
+
+    ``settings_from``: another benchmark's ``register-tuning.json`` whose choice is taken as it is (no search
+    here; a 3-D run with the settings chosen on the 2-D validation pairs), said so in this one's file."""
     path = out / "runs" / "register-tuning.json"
     log = json.loads(path.read_text()) if path.is_file() else {}
     if log.get("bench") not in (None, asdict(bench)):
         raise ValueError(f"{path} holds the search of another benchmark ({log['bench']}); use another --out")
+    if settings_from is not None and "chosen" not in log:
+        theirs = json.loads(Path(settings_from).read_text())
+        if set(theirs.get("chosen", {})) != set(REGISTER_ROWS.values()):
+            raise ValueError(
+                f"--register-settings {settings_from} holds no finished search (its 'chosen' is incomplete)"
+            )
+        keep = ("split", "start", "search", "rule", "syn", "chosen")
+        log = {"bench": asdict(bench), "settings_from": str(settings_from), "from_bench": theirs["bench"]}
+        log.update({k: theirs[k] for k in keep}, trials=[])
+        log["searched_trials"] = len(theirs["trials"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(log, indent=2) + "\n")
+    if log.get("settings_from"):
+        return log
     log.setdefault("bench", asdict(bench))
     log.setdefault("split", "val: load_test_set(split='val'), seed test_seed + 1000, never a test pair")
     log.setdefault("start", REGISTER_START)
@@ -378,7 +397,13 @@ def train_fieldnet(out: Path, row: str, options: dict | None, bench: Bench | Non
 
 
 def run_method(
-    out: Path, method: str, pairs, num_classes: int, options: dict | None = None, bench: Bench | None = None
+    out: Path,
+    method: str,
+    pairs,
+    num_classes: int,
+    options: dict | None = None,
+    bench: Bench | None = None,
+    settings_from: Path | None = None,
 ) -> dict:
     """Register every pair with ``method``; its record (kept in ``OUT/runs/METHOD.json``)."""
     bench = bench or default_bench()
@@ -400,7 +425,7 @@ def run_method(
         fn = _syn_method(method)
     elif method in REGISTER_ROWS:
         transform = REGISTER_ROWS[method]
-        tuning = tune_register(out, bench, peer_syn(), num_classes)
+        tuning = tune_register(out, bench, peer_syn(), num_classes, settings_from)
         settings = tuning["chosen"][transform]["settings"]
         extra = {"settings": settings, "chosen_on": "validation pairs, runs/register-tuning.json"}
 
@@ -454,8 +479,9 @@ def summarize(out: Path, methods: list[str], wall_seconds: float | None = None, 
     search = None
     if tuning.is_file() and any(m in table for m in REGISTER_ROWS):
         log = json.loads(tuning.read_text())
-        keep = ("split", "start", "search", "rule", "syn", "chosen")
-        search = {"file": "runs/register-tuning.json", "trials": len(log["trials"]), **{k: log.get(k) for k in keep}}
+        keep = ("split", "start", "search", "rule", "syn", "chosen", "settings_from", "from_bench")
+        trials = log.get("searched_trials", len(log["trials"]))
+        search = {"file": "runs/register-tuning.json", "trials": trials, **{k: log.get(k) for k in keep}}
     return {
         "description": "registration benchmark on held-out synthetic pairs, by `stnkit reproduce registration`",
         "dataset": bench.dataset,
@@ -622,10 +648,19 @@ def _search_section(summary: dict) -> list[str]:
         cells = [f"{syn['dice']:.3f}", f"{syn['folding']:.3f}", f"{syn['seconds']:.3f}", f"{syn['cpu_seconds']:.3f}"]
         rows.append([LABELS[syn["method"]] + " (the bar)", "its defaults", *cells])
     knobs = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in search["search"])
+    where = f"On {summary.get('val_pairs', '')} **validation** pairs ({search['split']}), never on the test pairs"
+    if search.get("settings_from"):
+        b = search["from_bench"]
+        size = "x".join([str(b["size"])] * dataset_info(b["dataset"]).dims)
+        where = (
+            f"Not searched on this benchmark: taken from `{search['settings_from']}`, chosen there on "
+            f"{b['val_pairs']} **validation** pairs of `{b['dataset']}` ({size}; {search['split']}); the "
+            "numbers below are that search's, on those pairs"
+        )
     return [
         "## How `stnkit register`'s settings were chosen",
         "",
-        f"On {summary.get('val_pairs', '')} **validation** pairs ({search['split']}), never on the test pairs: "
+        f"{where}: "
         f"from {_settings_text(search['start'])}, one knob at a time ({knobs}; `smooth` and `field_steps` for "
         f"the fields only), {search['trials']} trials in all, every one in `{search['file']}` beside this "
         f"table's JSON. The rule: {search['rule']}. Every other option at `register()`'s defaults.",
@@ -703,8 +738,10 @@ def run_registration(
     options: dict | None = None,
     report_only: bool = False,
     bench: Bench | None = None,
+    settings_from: Path | None = None,
 ) -> dict:
-    """Run every method of ``methods`` not yet done (unless ``report_only``); the summary."""
+    """Run every method of ``methods`` not yet done (unless ``report_only``); the summary. ``settings_from``:
+    :func:`tune_register`'s."""
     bench = bench or default_bench()
     threads = run_threads()
     torch.set_num_threads(threads)
@@ -722,7 +759,7 @@ def run_registration(
         if report_only or (out / "runs" / f"{method}.json").is_file():
             continue
         print(f"registration: {method} on {bench.test_pairs} {bench.dataset} test pairs", flush=True)
-        run_method(out, method, pairs, num_classes, options, bench)
+        run_method(out, method, pairs, num_classes, options, bench, settings_from)
         summary = summarize(out, methods, round(wall + time.perf_counter() - start, 1), bench)
         write_summary(out, "registration", summary, render_markdown(summary))
     summary = summarize(out, methods, round(wall + time.perf_counter() - start, 1), bench)

@@ -114,6 +114,20 @@ def test_register_rows_tuned_on_validation_pairs_and_resumable(tmp_path, tiny_re
     assert "| register, dense | loss " in page
     with pytest.raises(ValueError, match="holds the search of another benchmark"):
         reg.tune_register(tmp_path, reg.Bench("shapes2d", 32, 2, 3), None, 5)
+    # a 3-D run with the settings chosen on these 2-D validation pairs: no search there, said so
+    vol = tmp_path / "3d"
+    cube = reg.Bench("shapes3d", 16, 1, 1)
+    three = reg.run_registration(
+        vol, ["none", "register-dense"], bench=cube, settings_from=tmp_path / "runs" / "register-tuning.json"
+    )
+    r = three["table"]["register-dense"]
+    assert r["settings"] == tuning["chosen"]["dense"]["settings"] and r["conversion_check_max"] < 1e-4
+    assert r["dice"]["mean"] > three["table"]["none"]["dice"]["mean"]
+    copied = json.loads((vol / "runs" / "register-tuning.json").read_text())
+    assert (
+        copied["trials"] == [] and copied["from_bench"] == tuning["bench"] and copied["bench"]["dataset"] == "shapes3d"
+    )
+    assert "Not searched on this benchmark" in reg.render_page(three, "f.png")
 
 
 def row(dice, folding, seconds, cpu=None, threads=1):
