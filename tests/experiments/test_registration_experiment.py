@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from stnkit.cli import main
 from stnkit.train.config import TrainConfig
 from stnkit.train.evaluate import load_test_set
 from stnkit_experiments import registration as reg
@@ -151,3 +152,12 @@ def test_targets_judge_dice_folding_and_both_times():
     assert "vs stnkit register, velocity" in lines[2] and "111x and 111x less time" in lines[2]
     assert lines[2].endswith(": reached.")
     assert lines[3].endswith("not reached (Dice).") and "(2 vs 1 threads)" in lines[3] and "CPU" not in lines[3]
+
+
+def test_reproduce_registration_refusals(tmp_path):
+    with pytest.raises(SystemExit, match="--dataset must be one of shapes2d, shapes3d, got 'p'"):
+        main(["reproduce", "registration", "--dataset", "p", "--dry-run"])
+    with pytest.raises(SystemExit, match=r"--register-settings .*nothing.json is not a file"):
+        main(
+            ["reproduce", "registration", "--out", str(tmp_path), "--register-settings", str(tmp_path / "nothing.json")]
+        )
