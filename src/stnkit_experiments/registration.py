@@ -748,7 +748,7 @@ def run_registration(
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(threads))
     # ANTs samples its metric at random: unseeded, two runs of the same pairs differed (mean Dice 0.833 and 0.845,
     # runs/ants-syn.unseeded-run*.json); seeded, two runs at 2 threads agreed on 14 of 16 pairs (0.844, 0.845:
-    # runs/ants-syn.seeded-run1.json and runs/ants-syn.threads2.json)
+    # runs/ants-syn.seeded-run1.json and runs/earlier-2threads/ants-syn.json)
     os.environ.setdefault("ANTS_RANDOM_SEED", "1")
     previous = out / "registration.json"
     wall = (json.loads(previous.read_text()).get("wall_seconds") or 0.0) if previous.is_file() else 0.0
