@@ -474,6 +474,8 @@ def summarize(out: Path, methods: list[str], wall_seconds: float | None = None, 
         for key in ("fit_seconds", "settings"):
             if key in rec:
                 row[key] = rec[key]
+        if "config" in rec:  # what a fieldnet row trained with
+            row["trained"] = {k: rec["config"][k] for k in ("epochs", "train_size", "batch_size")}
         table[method] = row
     tuning = out / "runs" / "register-tuning.json"
     search = None
@@ -674,10 +676,24 @@ def render_page(
 ) -> str:
     """docs/results/registration.md: the command, the table (:func:`render_markdown`), the targets, the search,
     the figure."""
-    fit = {m: summary["table"][m].get("fit_seconds") for m in FIELDNET_ROWS if m in summary["table"]}
+    t = summary["table"]
     dims = dataset_info(summary["dataset"]).dims
     size = "x".join([str(summary["size"])] * dims)
+    trained = t.get("fieldnet", {}).get("trained") or {k: FIELDNET_BASE[k] for k in ("epochs", "train_size")}
     flags = "" if summary["dataset"] == DATASET else f" --dataset {summary['dataset']} --volume-size {summary['size']}"
+    if list(summary["methods"]) != default_methods():
+        flags += f" --models {','.join(summary['methods'])}"
+    if (summary.get("register_search") or {}).get("settings_from"):
+        flags += f" --register-settings {summary['register_search']['settings_from']}"
+    for key in ("epochs", "train_size"):
+        if "fieldnet" in t and trained[key] != FIELDNET_BASE[key]:
+            flags += f" --{key.replace('_', '-')} {trained[key]}"
+    fits = [
+        f"{m} {t[m]['fit_seconds'] / 60:.1f} min ({t[m]['trained']['epochs']} epochs of "
+        f"{t[m]['trained']['train_size']} fresh pairs, batch {t[m]['trained']['batch_size']})"
+        for m in FIELDNET_ROWS
+        if m in t and t[m].get("fit_seconds") is not None and "trained" in t[m]
+    ]
     lines = [
         "# Registration: stnkit register and fieldnet beside SimpleITK and ANTs on synthetic pairs"
         + ("" if dims == 2 else " (3-D)"),
@@ -685,20 +701,13 @@ def render_page(
         "```bash",
         f"OMP_NUM_THREADS=1 stnkit reproduce registration{flags} --out {out} --update-readme --readme {page}",
         f"stnkit train --dataset {summary['dataset']} --model fieldnet --volume-size {summary['size']} --train-size "
-        f"{FIELDNET_BASE['train_size']} --epochs {FIELDNET_BASE['epochs']}   # the fieldnet row alone",
+        f"{trained['train_size']} --epochs {trained['epochs']}   # the fieldnet row alone",
         "```",
         "",
         f"Generated from `{out}/registration.json` (`{summary['dataset']}`, "
         f"{size}, {summary['test_pairs']} held-out test pairs; the methods and the "
         "measures: `src/stnkit_experiments/registration.py`)."
-        + (
-            " Training time: "
-            + ", ".join(f"{m} {s / 60:.1f} min" for m, s in fit.items() if s is not None)
-            + f" ({FIELDNET_BASE['epochs']} epochs of {FIELDNET_BASE['train_size']} fresh pairs, batch 4, unless the "
-            "row says otherwise) on the same shared CPU cores."
-            if fit
-            else ""
-        ),
+        + (" Training: " + ", ".join(fits) + " on the same shared CPU cores." if fits else ""),
         "",
         render_markdown(summary).rstrip(),
         "",
