@@ -141,12 +141,15 @@ def row(dice, folding, seconds, cpu=None, threads=1):
 def test_targets_judge_dice_folding_and_both_times():
     table = {
         "ants-syn": row(0.84, 0.0, 0.30, 0.30),
+        "sitk-affine": row(0.77, 0.0, 0.05, 0.03),
+        "register-affine": row(0.78, 0.0, 0.04, 0.02),  # against SimpleITK's affine, like for like
         "register-dense": row(0.85, 0.0, 0.20, 0.35),  # faster on the wall clock, not in CPU time
         "register-velocity": row(0.86, 0.0, 0.10, 0.10),
         "fieldnet": row(0.845, 0.0, 0.0009, 0.0009),  # 0.015 below the better field, 111x faster
         "fieldnet-dice": row(0.83, 0.0, 0.0005, threads=2),  # an earlier record: no CPU time
     }
-    lines = reg._targets({"table": table})
+    affine, *lines = reg._targets({"table": table})
+    assert affine.startswith("- stnkit register, affine vs SimpleITK affine") and affine.endswith(": reached.")
     assert lines[0].startswith("- stnkit register, dense vs ANTs SyN") and lines[0].endswith("not reached (time).")
     assert lines[1].endswith(": reached.") and "CPU 0.100 vs 0.300 s" in lines[1]
     assert "vs stnkit register, velocity" in lines[2] and "111x and 111x less time" in lines[2]
