@@ -655,21 +655,22 @@ def _search_section(summary: dict) -> list[str]:
         rows.append([LABELS[syn["method"]] + " (the bar)", "its defaults", *cells])
     knobs = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in search["search"])
     where = f"On {summary.get('val_pairs', '')} **validation** pairs ({search['split']}), never on the test pairs"
+    file = f"`{search['file']}` beside this table's JSON"
     if search.get("settings_from"):
         b = search["from_bench"]
         size = "x".join([str(b["size"])] * dataset_info(b["dataset"]).dims)
         where = (
             f"Not searched on this benchmark: taken from `{search['settings_from']}`, chosen there on "
-            f"{b['val_pairs']} **validation** pairs of `{b['dataset']}` ({size}; {search['split']}); the "
-            "numbers below are that search's, on those pairs"
+            f"{b['val_pairs']} **validation** pairs of `{b['dataset']}` ({size}; {search['split']}), and the "
+            "numbers below are that search's, on those pairs. There"
         )
+        file = f"`{search['settings_from']}`"
     return [
         "## How `stnkit register`'s settings were chosen",
         "",
-        f"{where}: "
-        f"from {_settings_text(search['start'])}, one knob at a time ({knobs}; `smooth` and `field_steps` for "
-        f"the fields only), {search['trials']} trials in all, every one in `{search['file']}` beside this "
-        f"table's JSON. The rule: {search['rule']}. Every other option at `register()`'s defaults.",
+        f"{where}: from {_settings_text(search['start'])}, one knob at a time ({knobs}; `smooth` and "
+        f"`field_steps` for the fields only), {search['trials']} trials in all, every one in {file}. "
+        f"The rule: {search['rule']}. Every other option at `register()`'s defaults.",
         "",
         *markdown_table(["method", "settings", "val Dice", "val folded %", "val s / pair", "val CPU s / pair"], rows),
     ]
