@@ -29,6 +29,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import table1 as rep
 
     out = Path(args.out)
+    if args.dataset is None and args.experiment != "registration":
+        args.dataset = "rts"  # budget's default, which every target but registration reads as before
     if args.experiment == "icstn":
         return _reproduce_icstn(args, out)
     if args.experiment == "mri":
@@ -297,7 +299,6 @@ def _reproduce_budget(args: argparse.Namespace, out: Path) -> int:
 
     from .budget import BUDGET_MODELS, render_budget, run_budget
 
-    args.dataset = args.dataset or "rts"
     if args.dataset not in DISTORTIONS:
         raise SystemExit(f"stnkit reproduce: --dataset must be one of {', '.join(DISTORTIONS)}, got {args.dataset!r}")
     if not args.minutes > 0:
