@@ -29,6 +29,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import table1 as rep
 
     out = Path(args.out)
+    if args.dataset is None and args.experiment != "registration":
+        args.dataset = "rts"  # budget's default, which every target but registration reads as before
     if args.experiment == "icstn":
         return _reproduce_icstn(args, out)
     if args.experiment == "mri":
@@ -106,8 +108,16 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
     for flag, value in (("--datasets", args.datasets), ("--check", args.check)):
         if value:
             raise SystemExit(f"stnkit reproduce registration: {flag} applies to table1 only")
-    if args.update_readme and not args.readme.endswith("registration.md"):
-        raise SystemExit("stnkit reproduce registration: --update-readme writes --readme docs/results/registration.md")
+    if args.update_readme and not Path(args.readme).name.startswith("registration"):
+        raise SystemExit(
+            "stnkit reproduce registration: --update-readme writes --readme docs/results/registration*.md, "
+            f"got {args.readme}"
+        )
+    dataset = args.dataset or reg.DATASET
+    if dataset not in reg.SIZES:
+        raise SystemExit(
+            f"stnkit reproduce registration: --dataset must be one of {', '.join(reg.SIZES)}, got {dataset!r}"
+        )
     methods = args.models.split(",") if args.models else reg.default_methods()
     valid = (*reg.METHODS, "dipy-syn")
     for m in methods:
@@ -115,18 +125,24 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
             raise SystemExit(f"stnkit reproduce registration: unknown method {m!r}; valid: {', '.join(valid)}")
     # the options given train the fieldnet rows (on top of fieldnet's recipe)
     options = _grid_options(args)
+    bench = reg.default_bench(dataset, options.get("volume_size"))
     with option_errors():
         for row in (m for m in methods if m in reg.FIELDNET_ROWS):
-            _validate(reg.fieldnet_config(row, options))
+            _validate(reg.fieldnet_config(row, options, bench))
     if args.dry_run:
         for m in methods:
             print(m)
         return 0
-    summary = reg.run_registration(out, methods, options, report_only=args.report_only)
+    settings_from = Path(args.register_settings) if args.register_settings else None
+    if settings_from is not None and not settings_from.is_file():
+        raise SystemExit(f"stnkit reproduce registration: --register-settings {settings_from} is not a file")
+    summary = reg.run_registration(
+        out, methods, options, report_only=args.report_only, bench=bench, settings_from=settings_from
+    )
     if args.update_readme:
         page = Path(args.readme)
         figure = os.path.relpath(out / "figures" / "registration_pair.png", page.parent)
-        atomic_write_text(page, reg.render_page(summary, figure))
+        atomic_write_text(page, reg.render_page(summary, figure, os.path.relpath(out), os.path.relpath(page)))
         print(f"wrote {page}")
     print(reg.render_markdown(summary))
     print(f"wrote {out / 'registration.json'}, {out / 'registration.md'}, {out / 'figures' / 'registration_pair.png'}")
@@ -412,7 +428,8 @@ def add_parsers(sub) -> None:
         "colocalization: the appendix's co-localisation of digits on 84x84 canvases (--kinds, --classes); "
         "addition: MNIST addition (FCN, CNN, ST-FCN, 2xST-FCN; appendix A.1); "
         "mri: nibabel's test MRI moved by known rigid and affine transforms, stnkit register vs SimpleITK (TRE in mm); "
-        "registration: fieldnet beside SimpleITK affine and ANTs SyN on held-out shapes2d pairs (Dice, folding); "
+        "registration: stnkit register (affine, dense, velocity) and fieldnet beside SimpleITK affine and ANTs SyN "
+        "on held-out shapes2d pairs (Dice, folding, end-point error, time); "
         "homography: mean corner error of identity, ORB + RANSAC and the homography networks on "
         "scikit-image's photographs (DeTone et al. 2016); "
         "parts: the backbone vs 1x, 2x, 4x parallel attention ST-CNN on two-part scenes; "
@@ -434,8 +451,18 @@ def add_parsers(sub) -> None:
     rep.add_argument(
         "--coloc-init-scale", type=float, default=1.0, help="colocalization: start window scale (1 = identity)"
     )
+    rep.add_argument(
+        "--register-settings",
+        default=None,
+        help="registration: take stnkit register's settings from this register-tuning.json (another run's "
+        "validation search) instead of searching them on this run's validation pairs",
+    )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
-    rep.add_argument("--dataset", default="rts", help="budget: the dataset")
+    rep.add_argument(
+        "--dataset",
+        default=None,
+        help="budget: the dataset (default rts); registration: shapes2d (default) or shapes3d",
+    )
     rep.add_argument("--out", default="results", help="results directory")
     rep.add_argument(
         "--check", action="store_true", help="only verify that the --readme page and table1.md match table1.json"
@@ -453,7 +480,7 @@ def add_parsers(sub) -> None:
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), fieldnet, fieldnet-dice, fieldnet-long; default all)",
+        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), register-affine, register-dense, register-velocity, fieldnet, fieldnet-dice, fieldnet-long; default all)",
     )
     rep.add_argument(
         "--seeds",

@@ -8,6 +8,7 @@ import torch
 
 from stnkit.data.folder import png_bytes
 from stnkit.data.volumes import Volume, read_volume
+from stnkit.geometry import grid_to_field, warp_field
 from stnkit.registration import fixed_to_moving_theta, ras_to_lps, register, voxel_centres_world
 from stnkit.registration.outputs import write_outputs
 
@@ -126,6 +127,22 @@ def test_dense_field_improves_on_affine_in_2d():
         assert err < 0.6 * err_aff, (kind, err, err_aff)
         assert res.field.shape == (2, 40, 40) and res.field_world.shape == (2, 40, 40)
         assert res.folding == 0.0
+
+
+def test_the_grid_is_the_whole_map_and_warps_as_warped():
+    yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(28.0), indexing="ij")
+    fixed = torch.exp(-((xx - 11) ** 2 + (yy - 12) ** 2) / 20) + torch.exp(-((xx - 18) ** 2 + (yy - 14) ** 2) / 8)
+    moving = torch.exp(-((xx - 13) ** 2 + (yy - 11) ** 2) / 20) + torch.exp(-((xx - 20) ** 2 + (yy - 13) ** 2) / 8)
+    aff = register(fixed, moving, "affine", loss="mse", levels=2, steps=30)
+    assert aff.grid.shape == (24, 28, 2)
+    # on the identity world the matrix maps fixed pixels (x, y) to moving pixels: the grid, in pixels, is that map
+    px = torch.stack([(aff.grid[..., 0] + 1) * 28 / 2 - 0.5, (aff.grid[..., 1] + 1) * 24 / 2 - 0.5], -1).double()
+    expected = torch.stack([xx, yy, torch.ones_like(xx)], -1).double() @ torch.from_numpy(aff.matrix[:2]).T
+    assert torch.allclose(px, expected, atol=1e-3)
+    assert abs(aff.matrix[0, 2] - 2.0) < 0.3  # the move found (2 px right, 1 up), not the identity
+    for res in (aff, register(fixed, moving, "dense", loss="mse", smooth=0.1, levels=2, steps=20)):
+        u = grid_to_field(res.grid[None])
+        assert torch.allclose(warp_field(moving[None, None], u)[0], res.warped, atol=1e-5)
 
 
 def test_register_refuses_bad_input():

@@ -70,6 +70,11 @@ class RegistrationResult:
             channels ``(x, y[, z])``), applied before ``matrix``; ``None`` for ``rigid`` and ``affine``.
         field_world: the same field in world millimetres along the world axes, ``(k, *fixed.spatial)``.
         warped: MOVING on FIXED's grid, ``(C, *fixed.spatial)``, in MOVING's intensities.
+        grid: the sampling grid ``warped`` was read with, ``(*fixed.spatial, k)``: for each point of FIXED
+            the point of MOVING it reads, in MOVING's normalised frame (``F.grid_sample``'s, channels
+            ``(x, y[, z])``, ``align_corners=False``): the whole map, linear stage and field together.
+            Where both images share one grid, :func:`~stnkit.geometry.grid_to_field` of it is the
+            registration as one displacement field in stnkit's convention.
         levels: one record per stage and pyramid level: stage, level, size, steps, first and last loss, seconds.
         seconds: the wall time of the whole registration.
         folding: the fraction of voxels where the field folds (Jacobian determinant <= 0), fields only.
@@ -81,6 +86,7 @@ class RegistrationResult:
     field: Tensor | None
     field_world: np.ndarray | None
     warped: Tensor
+    grid: Tensor
     levels: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     folding: float | None = None
@@ -359,10 +365,13 @@ def register(
     with torch.no_grad():
         m_in = moving.data.float()[None]
         if u is None:
-            warped = warp(m_in, theta[None].float(), "affine", out_size=fixed.spatial)[0]
+            th = theta[None].float()
+            grid = F.affine_grid(th, [1, 1, *fixed.spatial], align_corners=False)
+            warped = warp(m_in, th, "affine", out_size=fixed.spatial)[0]
             field_world = folding = None
         else:
-            warped = sample(m_in, _field_grid(theta, u).float())[0]
+            grid = _field_grid(theta, u).float()
+            warped = sample(m_in, grid)[0]
             vox = field_to_pixels(u.double())[0].numpy()  # (k, *spatial), voxels along (x, y[, z])
             field_world = np.tensordot(fixed.affine[:k, :k], vox, axes=1)
             folding = float(folding_fraction(u))
@@ -373,6 +382,7 @@ def register(
         field=None if u is None else u[0],
         field_world=field_world,
         warped=warped,
+        grid=grid[0],
         levels=records,
         seconds=time.perf_counter() - t0,
         folding=folding,

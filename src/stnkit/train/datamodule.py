@@ -9,12 +9,11 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..data import dataset_info, load_digits, open_dataset, open_pairs
+from ..data.folder import VAL_SEED_OFFSET  # validation draws never share the test's distortions
 from .config import TrainConfig
 from .evaluate import load_test_set
 from .losses import epoch_seed
 
-# fixed seeds of the held-out draws: validation never shares the test's distortions
-_VAL_SEED_OFFSET = 1_000
 # The seed of the permutation that picks which training digits become validation digits
 # (split_train_val): the first ``val_size`` of the permutation. Not the same idea as
 # stnkit.data.mnist.SPLIT_SEED (which bundled digits are test digits), though the same number;
@@ -115,7 +114,7 @@ class DistortedMNISTDataModule(DataModule):
                 train_idx = train_idx[: cfg.train_size]
             self.train_set = open_dataset(cfg.dataset, images[train_idx], labels[train_idx], seed=cfg.seed, fresh=True)
             self.val_set = open_dataset(
-                cfg.dataset, images[val_idx], labels[val_idx], seed=cfg.test_seed + _VAL_SEED_OFFSET
+                cfg.dataset, images[val_idx], labels[val_idx], seed=cfg.test_seed + VAL_SEED_OFFSET
             )
         if self.test_set is None and stage in (None, "test"):
             self.test_set = load_test_set(cfg, size=cfg.test_size)
@@ -134,8 +133,6 @@ class PairsDataModule(DataModule):
             n = cfg.train_size if cfg.train_size is not None else info.sizes[0]
             self.train_set = open_pairs(cfg.dataset, n, seed=cfg.seed, fresh=True, size=cfg.volume_size)
             if cfg.val_size > 0:
-                self.val_set = open_pairs(
-                    cfg.dataset, cfg.val_size, seed=cfg.test_seed + _VAL_SEED_OFFSET, size=cfg.volume_size
-                )
+                self.val_set = load_test_set(cfg, split="val")
         if self.test_set is None and stage in (None, "test"):
             self.test_set = load_test_set(cfg, size=cfg.test_size)

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._checks import check_choice
 from .._io import save_figure
 from ..data import dataset_info, load_digits, open_dataset, open_pairs
+from ..data.folder import VAL_SEED_OFFSET
 from ..geometry import base_grid, field_to_pixels, folding_fraction, get_transform, warp_field
 from ..models import STClassifier, transformer_families
 from .config import TrainConfig
@@ -41,13 +43,21 @@ def load_test_set(
 
     A registration dataset (``shapes2d``, ``shapes3d``) has no digits: its test set is ``size`` pairs
     (default: the dataset's, :class:`~stnkit.data.DatasetInfo` ``sizes``) drawn from the seed, of side
-    ``config.volume_size``.
+    ``config.volume_size``; ``split="val"`` gives its validation pairs instead, the fixed draw of
+    ``test_seed`` + :data:`~stnkit.data.folder.VAL_SEED_OFFSET` that training validates on (``size``
+    default: ``config.val_size``), never a test or a training pair.
     """
     name = dataset or config.dataset
     info = dataset_info(name)
     if info.task == "registration":
-        n = size if size is not None else info.sizes[1]
-        return open_pairs(name, n, seed=config.test_seed if seed is None else seed, size=config.volume_size)
+        check_choice("split", split, ("test", "val"))
+        if split == "val":
+            n = size if size is not None else config.val_size
+            first = config.test_seed + VAL_SEED_OFFSET
+        else:
+            n = size if size is not None else info.sizes[1]
+            first = config.test_seed
+        return open_pairs(name, n, seed=first if seed is None else seed, size=config.volume_size)
     if digits is None:
         digits = load_digits(split, config.data_dir if data_dir is None else data_dir)
     images, labels = digits

@@ -185,7 +185,7 @@ def registration_figure(pair: dict, fields: dict[str, Tensor], path, title: str 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))  # the title above the first row's titles
     save_figure(fig, path, dpi=90)
     plt.close(fig)
 
