@@ -338,7 +338,26 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         "descriptor": args.coloc_descriptor,
         "rand_patch": args.coloc_rand_patch,
         "init_scale": args.coloc_init_scale,
+        "learn_scale": not args.coloc_fixed_scale,
+        "outside_weight": args.coloc_outside_weight,
+        "encoder_augment": args.coloc_encoder_augment,
+        "split": args.coloc_split,
     }
+    if args.coloc_scale_range is not None:
+        try:
+            options["scale_range"] = tuple(float(v) for v in args.coloc_scale_range.split(","))
+        except ValueError:
+            options["scale_range"] = args.coloc_scale_range  # refused below, in ColocConfig's words
+    try:
+        co.ColocConfig(**options)
+    except (TypeError, ValueError) as err:
+        name, _, rest = str(err).partition(" ")
+        flag = co.CLI_FLAGS.get(name.partition("[")[0], name)
+        raise SystemExit(f"stnkit reproduce: {flag} {rest}") from None
+    if args.recipe_log is not None:
+        md = co.write_recipe_log(Path(args.recipe_log))
+        print(md, end="")
+        return 0
     data_dir = given_options(args).get("data_dir")
     if args.report_only:
         summary = co.summarize_colocalization(out, kinds, classes, args.seeds)
@@ -433,6 +452,37 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument(
         "--coloc-init-scale", type=float, default=1.0, help="colocalization: start window scale (1 = identity)"
+    )
+    rep.add_argument(
+        "--coloc-fixed-scale",
+        action="store_true",
+        help="colocalization: the window keeps --coloc-init-scale, only its position is learnt (1/3: 28 of 84 px)",
+    )
+    rep.add_argument(
+        "--coloc-scale-range",
+        default=None,
+        help="colocalization: LO,HI, the window's scale kept in (LO, HI) (s = LO + (HI - LO) sigmoid)",
+    )
+    rep.add_argument(
+        "--coloc-outside-weight",
+        type=float,
+        default=0.0,
+        help="colocalization: weight of the penalty for sampling outside the canvas (stnkit.nn.coverage_penalty)",
+    )
+    rep.add_argument(
+        "--coloc-encoder-augment",
+        action="store_true",
+        help="colocalization: train e()'s CNN on randomly shifted and rescaled digits",
+    )
+    rep.add_argument(
+        "--coloc-split",
+        default="test",
+        help="colocalization: val (validation canvases, where recipes are chosen) or test (the reported ones)",
+    )
+    rep.add_argument(
+        "--recipe-log",
+        default=None,
+        help="colocalization: train nothing, write DIR/recipes.md and .json from the DIR/*.json validation summaries",
     )
     rep.add_argument("--minutes", type=float, default=10.0, help="budget: minutes of fit per run")
     rep.add_argument("--dataset", default="rts", help="budget: the dataset")
