@@ -335,6 +335,7 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(f"stnkit reproduce: --coloc-init-scale must be in (0, 2), got {args.coloc_init_scale}")
     options = {
         "epochs": args.coloc_epochs,
+        "lr": args.coloc_lr,
         "descriptor": args.coloc_descriptor,
         "rand_patch": args.coloc_rand_patch,
         "init_scale": args.coloc_init_scale,
@@ -442,6 +443,7 @@ def add_parsers(sub) -> None:
     rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
     rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
     rep.add_argument("--coloc-epochs", type=int, default=30, help="colocalization: epochs per problem")
+    rep.add_argument("--coloc-lr", type=float, default=1e-3, help="colocalization: the transformer's learning rate")
     rep.add_argument(
         "--coloc-descriptor",
         default="concat",

@@ -783,6 +783,7 @@ def make_figure(out: str | Path, summary: dict, per_kind: int = 6, data_dir=None
 # each ColocConfig option that `stnkit reproduce colocalization` sets, and its flag
 CLI_FLAGS = {
     "epochs": "--coloc-epochs",
+    "lr": "--coloc-lr",
     "descriptor": "--coloc-descriptor",
     "rand_patch": "--coloc-rand-patch",
     "init_scale": "--coloc-init-scale",
