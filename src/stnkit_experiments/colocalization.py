@@ -30,11 +30,25 @@ the optimiser (Adam, or SGD with momentum), learning rate, batch, number of
 steps and ``bounded`` (the window's centre kept on the canvas, ``0 < s < 2``)
 are ours.
 
-What was found with it (no setting tried localises from an uninformed start; the
-triplet loss is lowest for windows that make all crops alike) is in
-``docs/results/colocalization.md``. Options beyond the paper: ``descriptor``,
-``rand_patch``, ``init_scale`` (start window ``(s, 0, 0)``; 1 is the identity,
-the paper's and the default) and ``learn_scale``.
+What was found with the paper's setting (no setting tried localises from an
+uninformed start; the triplet loss is lowest for windows that make all crops
+alike, zoomed out past the canvas) is in ``docs/results/colocalization.md``.
+Options beyond the paper (``ColocConfig``; each a flag of ``stnkit reproduce
+colocalization``, ``CLI_FLAGS``):
+
+* ``descriptor``, ``rand_patch``, ``init_scale`` (start window ``(s, 0, 0)``; 1 is
+  the identity, the paper's and the default), ``lr``;
+* the constraints of issue 28: ``learn_scale=False`` (the window keeps
+  ``init_scale``; with ``1/3`` it is the digit's 28 of the canvas's 84 px, only
+  its position is learnt), ``scale_range=(lo, hi)`` (``s`` kept in the range by a
+  sigmoid), ``outside_weight`` (the loss adds ``outside_weight`` times
+  :func:`outside_penalty`, stnkit's ``coverage_penalty`` of the crops' sampling
+  grids: zero while a window is on the canvas) and ``encoder_augment`` (e()'s CNN
+  trained on digits seen through random windows, :func:`augment_digits`);
+* ``split``: ``"val"`` puts the problem on validation canvases made of other
+  training digits (:func:`problem_canvases`), where recipes are chosen
+  (``docs/experiments/colocalization/val/recipes.md``); ``"test"`` (the
+  default) is where the reported numbers come from.
 """
 
 from __future__ import annotations
