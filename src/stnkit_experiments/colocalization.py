@@ -794,6 +794,11 @@ def make_figure(out: str | Path, summary: dict, per_kind: int = 6, data_dir=None
 
 
 # -- the recipe log: validation runs, one change at a time ---------------------------------------------
+# `stnkit reproduce colocalization --coloc-recipe NAME`: ColocConfig options on top of its defaults
+COLOC_RECIPES = {
+    "paper": {},  # appendix A.2 as far as it is stated (the choices it leaves open: ColocConfig's docstring)
+}
+COLOC_DEFAULT_RECIPE = "paper"
 # each ColocConfig option that `stnkit reproduce colocalization` sets, and its flag
 CLI_FLAGS = {
     "epochs": "--coloc-epochs",
@@ -855,7 +860,7 @@ def recipe_row(name: str, summary: dict) -> dict:
         }
     classes = ",".join(map(str, digits))
     row["command"] = (
-        f"stnkit reproduce colocalization --coloc-split val --kinds {','.join(kinds)} --classes {classes} "
+        f"stnkit reproduce colocalization --coloc-recipe paper --coloc-split val --kinds {','.join(kinds)} --classes {classes} "
         f"--seeds {len(seeds)} {change} --out runs/coloc-val/{name}".replace("  ", " ")
     )
     return row

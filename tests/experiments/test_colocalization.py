@@ -216,6 +216,7 @@ def test_summary_and_markdown(tmp_path):
         (["--coloc-scale-range", "0.2,0.5"], "--coloc-init-scale must be in (0.2, 0.5) when scale_range is set"),
         (["--coloc-outside-weight", "-1"], "--coloc-outside-weight must be a finite number in [0.0, inf]"),
         (["--coloc-split", "train"], "--coloc-split must be one of 'val', 'test'"),
+        (["--coloc-recipe", "best"], "--coloc-recipe must be one of paper"),
     ],
 )
 def test_cli_bad_options_are_one_line(tmp_path, capsys, argv, pattern):
@@ -424,7 +425,9 @@ def test_recipe_log_from_validation_summaries(tmp_path):
     assert "| fixed | `--coloc-init-scale 0.333333 --coloc-fixed-scale --coloc-outside-weight 10` | plain | 3 |" in md
     assert "| paper | (defaults: the paper's setting) | plain | 3 | 1 | 40.0 (40) | 40.0 | 0.45 | 0.33 | 30 s |" in md
     rows = json.loads((folder / "recipes.json").read_text())
-    assert rows[0]["command"].startswith("stnkit reproduce colocalization --coloc-split val --kinds plain --classes 3")
+    assert rows[0]["command"].startswith(
+        "stnkit reproduce colocalization --coloc-recipe paper --coloc-split val --kinds plain --classes 3"
+    )
     (folder / "test.json").write_text(json.dumps(_val_summary(tmp_path, "c", split="test")))
     with pytest.raises(ValueError, match="holds test-split runs"):
         co.write_recipe_log(folder)
