@@ -452,6 +452,22 @@ def localisation_score(st: SpatialTransformer, ds: CoLocalization) -> dict:
     }
 
 
+def start_window_score(init_scale: float, ds: CoLocalization) -> dict:
+    """``localisation_score`` of the start window ``(init_scale, 0, 0)``, the same for every canvas.
+
+    The transformer's head starts with zero weights, so before training it
+    crops this one centred window of every canvas: the score a window that
+    never moves gets (the whole canvas, ``1``, has IoU 1/9 with every 28x28 box).
+    """
+    params = torch.tensor([[init_scale, 0.0, 0.0]], dtype=torch.float64).expand(len(ds), 3)
+    iou = box_iou(attention_box(params, COLOC_CANVAS, DIGIT_SIZE, False).float(), ds.boxes)
+    return {
+        "correct_percent": round(100.0 * float((iou > IOU_THRESHOLD).float().mean()), 2),
+        "mean_iou": round(float(iou.mean()), 4),
+        "n": len(ds),
+    }
+
+
 def train_colocalization(
     config: ColocConfig,
     run_dir: str | Path,
@@ -514,6 +530,7 @@ def train_colocalization(
         "config": config.to_dict(),
         "train": localisation_score(st, ds),
         "held_out": localisation_score(st, test),
+        "start": start_window_score(config.init_scale, ds),  # the untrained transformer's (one window for all)
         "losses": losses,
         "fit_seconds": round(time.time() - t0, 2),
     }
@@ -650,7 +667,7 @@ def summarize_colocalization(out: Path, kinds=COLOC_KINDS, classes=COLOC_CLASSES
     }
 
 
-RUN_KEYS = ("config", "train", "held_out", "loss_at", "fit_seconds", "encoder_test_error")
+RUN_KEYS = ("config", "train", "held_out", "start", "loss_at", "fit_seconds", "encoder_test_error")
 
 
 def render_markdown(summary: dict) -> str:

@@ -431,3 +431,16 @@ def test_recipe_log_from_validation_summaries(tmp_path):
     (folder / "test.json").write_text(json.dumps(_val_summary(tmp_path, "c", split="test")))
     with pytest.raises(ValueError, match="holds test-split runs"):
         co.write_recipe_log(folder)
+
+
+def test_start_window_score_by_hand():
+    im, lb = _digits(4)
+    ds = CoLocalization(im, lb, 1, n=4)
+    whole = co.start_window_score(1.0, ds)
+    assert whole["mean_iou"] == pytest.approx(1 / 9, abs=1e-4) and whole["correct_percent"] == 0.0
+    centred = co.start_window_score(1 / 3, ds)  # the window 28..56: IoU with each box from its overlap
+    x0, y0 = ds.boxes[:, 0], ds.boxes[:, 1]
+    inter = (28 - (x0 - 28).abs()).clamp_min(0) * (28 - (y0 - 28).abs()).clamp_min(0)
+    iou = inter / (2 * 784 - inter)
+    assert centred["mean_iou"] == pytest.approx(float(iou.mean()), abs=1e-4)
+    assert centred["correct_percent"] == pytest.approx(100.0 * float((iou > 0.5).float().mean()))
