@@ -814,8 +814,11 @@ def make_figure(out: str | Path, summary: dict, per_kind: int = 6, data_dir=None
 # `stnkit reproduce colocalization --coloc-recipe NAME`: ColocConfig options on top of its defaults
 COLOC_RECIPES = {
     "paper": {},  # appendix A.2 as far as it is stated (the choices it leaves open: ColocConfig's docstring)
+    # chosen on the validation canvases, one change at a time (docs/experiments/colocalization/val/recipes.md,
+    # v3): the window fixed at the digit's 28 of 84 px, only its position learnt, and unit-length logits as e()
+    "constrained": {"learn_scale": False, "init_scale": 1 / 3, "descriptor": "logits_l2"},
 }
-COLOC_DEFAULT_RECIPE = "paper"
+COLOC_DEFAULT_RECIPE = "constrained"
 # each ColocConfig option that `stnkit reproduce colocalization` sets, and its flag
 CLI_FLAGS = {
     "epochs": "--coloc-epochs",

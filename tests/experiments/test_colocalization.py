@@ -213,7 +213,7 @@ def test_summary_and_markdown(tmp_path):
         (["--coloc-rand-patch", "big"], "--coloc-rand-patch must be one of fixed, same"),
         (["--coloc-init-scale", "2"], "--coloc-init-scale must be in (0, 2)"),
         (["--coloc-scale-range", "0.5,0.2", "--coloc-init-scale", "0.3"], "--coloc-scale-range must have low <= high"),
-        (["--coloc-scale-range", "0.2,0.5"], "--coloc-init-scale must be in (0.2, 0.5) when scale_range is set"),
+        (["--coloc-scale-range", "0.4,0.5"], "--coloc-init-scale must be in (0.4, 0.5) when scale_range is set"),
         (["--coloc-outside-weight", "-1"], "--coloc-outside-weight must be a finite number in [0.0, inf]"),
         (["--coloc-split", "train"], "--coloc-split must be one of 'val', 'test'"),
         (["--coloc-recipe", "best"], "--coloc-recipe must be one of paper"),
