@@ -700,6 +700,19 @@ def render_markdown(summary: dict) -> str:
         f"(in brackets: held-out canvases of the class made from {held}); mean over seeds. "
         f"Runs done: {summary['runs_done']}/{summary['runs_planned']}. Paper: Table 5 (T: 100 %, TC: 75-93 % by class).",
     ]
+    starts = [r for r in summary["runs"] if r.get("start")]
+    if starts:
+        by_kind = []
+        for kind in COLOC_KINDS:
+            rs = [r for r in starts if r["kind"] == kind]
+            if rs:
+                pct = sum(r["start"]["correct_percent"] for r in rs) / len(rs)
+                by_kind.append(f"{kind} {pct:.1f} %")
+        lines += [
+            "",
+            "A window that never moves (the transformer's start window, one for every canvas) "
+            "localises, on the same canvases (mean over runs): " + ", ".join(by_kind) + ".",
+        ]
     configs = [r["config"] for r in summary["runs"] if r.get("config")]
     if configs:
         lines += ["", "Settings: " + "; ".join(_settings(configs)) + "."]

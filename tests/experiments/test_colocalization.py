@@ -193,6 +193,7 @@ def test_summary_and_markdown(tmp_path):
         "train": {"correct_percent": 80.0, "mean_iou": 0.6, "n": 100},
         "held_out": {"correct_percent": 70.0, "mean_iou": 0.55, "n": 100},
         "loss_at": {"truth": 1.0, "identity": 2.0, "trained": 0.5},
+        "start": {"correct_percent": 6.0, "mean_iou": 0.2, "n": 100},
     }
     (run / "results.json").write_text(json.dumps(result))
     summary = co.summarize_colocalization(tmp_path)
@@ -200,6 +201,7 @@ def test_summary_and_markdown(tmp_path):
     md = co.render_markdown(summary)
     assert "| plain | – | – | – | 80 (70) |" in md and "75-93" in md
     assert "e() concat (the paper" in md and "start window scale 1.0" in md
+    assert "never moves" in md and "plain 6.0 %" in md
 
 
 @pytest.mark.parametrize(
