@@ -682,9 +682,15 @@ def render_markdown(summary: dict) -> str:
         for d in COLOC_CLASSES:
             c = cells.get(str(d))
             row.append("–" if c is None else f"{c['train']:.0f} ({c['held_out']:.0f})")
-        row.append(PAPER_COLOC[kind])
+        done = list(cells.values())
+        mean = (
+            f"{sum(c['train'] for c in done) / len(done):.1f} ({sum(c['held_out'] for c in done) / len(done):.1f})"
+            if done
+            else "–"
+        )
+        row += [mean, PAPER_COLOC[kind]]
         rows.append(row)
-    lines = markdown_table(["canvas", *map(str, COLOC_CLASSES), "paper"], rows)
+    lines = markdown_table(["canvas", *map(str, COLOC_CLASSES), "mean", "paper"], rows)
     losses = [r for r in summary["runs"] if r.get("loss_at")]
     splits = {r["config"].get("split", "test") for r in summary["runs"] if r.get("config")}
     held = (
@@ -712,6 +718,14 @@ def render_markdown(summary: dict) -> str:
             "",
             "A window that never moves (the transformer's start window, one for every canvas) "
             "localises, on the same canvases (mean over runs): " + ", ".join(by_kind) + ".",
+        ]
+    fits = [r["fit_seconds"] for r in summary["runs"] if r.get("fit_seconds") is not None]
+    if fits:
+        wall = summary.get("wall_seconds_this_call")
+        lines += [
+            "",
+            f"Fit: {sum(fits) / 60:.1f} min over {len(fits)} problems (sum of their training loops)"
+            + (f"; the call that wrote this file took {wall / 60:.1f} min of wall clock." if wall else "."),
         ]
     configs = [r["config"] for r in summary["runs"] if r.get("config")]
     if configs:

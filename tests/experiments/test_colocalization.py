@@ -199,7 +199,7 @@ def test_summary_and_markdown(tmp_path):
     summary = co.summarize_colocalization(tmp_path)
     assert summary["runs_done"] == 1 and summary["table"]["plain"]["3"]["train"] == 80.0
     md = co.render_markdown(summary)
-    assert "| plain | – | – | – | 80 (70) |" in md and "75-93" in md
+    assert "| plain | – | – | – | 80 (70) |" in md and "| 80.0 (70.0) | 100 |" in md and "75-93" in md
     assert "e() concat (the paper" in md and "start window scale 1.0" in md
     assert "never moves" in md and "plain 6.0 %" in md
 
