@@ -369,6 +369,7 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
     data_dir = given_options(args).get("data_dir")
     if args.report_only:
         summary = co.summarize_colocalization(out, kinds, classes, args.seeds)
+        co.keep_wall_clock(out, summary)
         co.write_outputs(out, summary)
     else:
         summary = co.run_colocalization(out, kinds, classes, args.seeds, data_dir=data_dir, quiet=False, **options)
