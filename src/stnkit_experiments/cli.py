@@ -454,7 +454,7 @@ def add_parsers(sub) -> None:
         "--coloc-recipe",
         default=None,
         help="colocalization: the settings the other --coloc-* flags change: paper (appendix A.2) or constrained "
-        "(chosen on validation canvases, docs/experiments/colocalization/val/recipes.md); default COLOC_DEFAULT_RECIPE",
+        "(chosen on validation canvases, docs/experiments/colocalization/val/recipes.md; the default)",
     )
     rep.add_argument("--coloc-epochs", type=int, default=None, help="colocalization: epochs per problem (30)")
     rep.add_argument("--coloc-lr", type=float, default=None, help="colocalization: the transformer's learning rate")
