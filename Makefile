@@ -68,6 +68,7 @@ bench: setup
 # the recipe log, from the committed results files of every experiment run
 experiments: setup
 	$(BIN)/stnkit experiments docs/experiments/results --out docs/experiments/recipe.md --title "Recipe experiments"
+	$(BIN)/stnkit reproduce colocalization --recipe-log docs/experiments/colocalization/val
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

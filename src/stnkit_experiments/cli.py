@@ -335,29 +335,57 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         classes.append(int(c))
     if args.seeds < 1:
         raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
-    if args.coloc_epochs < 1:
+    recipe = co.COLOC_DEFAULT_RECIPE if args.coloc_recipe is None else args.coloc_recipe
+    if recipe not in co.COLOC_RECIPES:
+        raise SystemExit(
+            f"stnkit reproduce: --coloc-recipe must be one of {', '.join(co.COLOC_RECIPES)}, got {recipe!r}"
+        )
+    if args.coloc_epochs is not None and args.coloc_epochs < 1:
         raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= 1, got {args.coloc_epochs}")
-    if args.coloc_descriptor not in co.DESCRIPTORS:
+    if args.coloc_descriptor is not None and args.coloc_descriptor not in co.DESCRIPTORS:
         raise SystemExit(
             f"stnkit reproduce: --coloc-descriptor must be one of {', '.join(co.DESCRIPTORS)}, "
             f"got {args.coloc_descriptor!r}"
         )
-    if args.coloc_rand_patch not in co.RAND_PATCHES:
+    if args.coloc_rand_patch is not None and args.coloc_rand_patch not in co.RAND_PATCHES:
         raise SystemExit(
             f"stnkit reproduce: --coloc-rand-patch must be one of {', '.join(co.RAND_PATCHES)}, "
             f"got {args.coloc_rand_patch!r}"
         )
-    if not 0.0 < args.coloc_init_scale < 2.0:
+    if args.coloc_init_scale is not None and not 0.0 < args.coloc_init_scale < 2.0:
         raise SystemExit(f"stnkit reproduce: --coloc-init-scale must be in (0, 2), got {args.coloc_init_scale}")
-    options = {
+    given = {
         "epochs": args.coloc_epochs,
+        "lr": args.coloc_lr,
         "descriptor": args.coloc_descriptor,
         "rand_patch": args.coloc_rand_patch,
         "init_scale": args.coloc_init_scale,
+        "learn_scale": False if args.coloc_fixed_scale else None,
+        "outside_weight": args.coloc_outside_weight,
+        "encoder_augment": True if args.coloc_encoder_augment else None,
+        "split": args.coloc_split,
     }
+    # the recipe's options, then each flag given on top
+    options = {**co.COLOC_RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
+    if args.coloc_scale_range is not None:
+        try:
+            options["scale_range"] = tuple(float(v) for v in args.coloc_scale_range.split(","))
+        except ValueError:
+            options["scale_range"] = args.coloc_scale_range  # refused below, in ColocConfig's words
+    try:
+        co.ColocConfig(**options)
+    except (TypeError, ValueError) as err:
+        name, _, rest = str(err).partition(" ")
+        flag = co.CLI_FLAGS.get(name.partition("[")[0], name)
+        raise SystemExit(f"stnkit reproduce: {flag} {rest}") from None
+    if args.recipe_log is not None:
+        md = co.write_recipe_log(Path(args.recipe_log))
+        print(md, end="")
+        return 0
     data_dir = given_options(args).get("data_dir")
     if args.report_only:
         summary = co.summarize_colocalization(out, kinds, classes, args.seeds)
+        co.keep_wall_clock(out, summary)
         co.write_outputs(out, summary)
     else:
         summary = co.run_colocalization(out, kinds, classes, args.seeds, data_dir=data_dir, quiet=False, **options)
@@ -439,17 +467,55 @@ def add_parsers(sub) -> None:
     rep.add_argument("--docs", default=None, help="parts: also write the markdown page here")
     rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
     rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
-    rep.add_argument("--coloc-epochs", type=int, default=30, help="colocalization: epochs per problem")
+    rep.add_argument(
+        "--coloc-recipe",
+        default=None,
+        help="colocalization: the settings the other --coloc-* flags change: paper (appendix A.2) or constrained "
+        "(chosen on validation canvases, docs/experiments/colocalization/val/recipes.md; the default)",
+    )
+    rep.add_argument("--coloc-epochs", type=int, default=None, help="colocalization: epochs per problem (30)")
+    rep.add_argument("--coloc-lr", type=float, default=None, help="colocalization: the transformer's learning rate")
     rep.add_argument(
         "--coloc-descriptor",
-        default="concat",
+        default=None,
         help="colocalization: e(), concat (the paper: hidden layers + logits), concat_l2, logits_l2 or softmax",
     )
     rep.add_argument(
-        "--coloc-rand-patch", default="fixed", help="colocalization: I^rand, fixed (28x28) or same (the crop's scale)"
+        "--coloc-rand-patch", default=None, help="colocalization: I^rand, fixed (28x28) or same (the crop's scale)"
     )
     rep.add_argument(
-        "--coloc-init-scale", type=float, default=1.0, help="colocalization: start window scale (1 = identity)"
+        "--coloc-init-scale", type=float, default=None, help="colocalization: start window scale (1 = identity)"
+    )
+    rep.add_argument(
+        "--coloc-fixed-scale",
+        action="store_true",
+        help="colocalization: the window keeps --coloc-init-scale, only its position is learnt (1/3: 28 of 84 px)",
+    )
+    rep.add_argument(
+        "--coloc-scale-range",
+        default=None,
+        help="colocalization: LO,HI, the window's scale kept in (LO, HI) (s = LO + (HI - LO) sigmoid)",
+    )
+    rep.add_argument(
+        "--coloc-outside-weight",
+        type=float,
+        default=None,
+        help="colocalization: weight of the penalty for sampling outside the canvas (stnkit.nn.coverage_penalty)",
+    )
+    rep.add_argument(
+        "--coloc-encoder-augment",
+        action="store_true",
+        help="colocalization: train e()'s CNN on randomly shifted and rescaled digits",
+    )
+    rep.add_argument(
+        "--coloc-split",
+        default=None,
+        help="colocalization: val (validation canvases, where recipes are chosen) or test (the reported ones)",
+    )
+    rep.add_argument(
+        "--recipe-log",
+        default=None,
+        help="colocalization: train nothing, write DIR/recipes.md and .json from the DIR/*.json validation summaries",
     )
     rep.add_argument(
         "--register-settings",

@@ -30,11 +30,25 @@ the optimiser (Adam, or SGD with momentum), learning rate, batch, number of
 steps and ``bounded`` (the window's centre kept on the canvas, ``0 < s < 2``)
 are ours.
 
-What was found with it (no setting tried localises from an uninformed start; the
-triplet loss is lowest for windows that make all crops alike) is in
-``docs/results/colocalization.md``. Options beyond the paper: ``descriptor``,
-``rand_patch``, ``init_scale`` (start window ``(s, 0, 0)``; 1 is the identity,
-the paper's and the default) and ``learn_scale``.
+What was found with the paper's setting (no setting tried localises from an
+uninformed start; the triplet loss is lowest for windows that make all crops
+alike, zoomed out past the canvas) is in ``docs/results/colocalization.md``.
+Options beyond the paper (``ColocConfig``; each a flag of ``stnkit reproduce
+colocalization``, ``CLI_FLAGS``):
+
+* ``descriptor``, ``rand_patch``, ``init_scale`` (start window ``(s, 0, 0)``; 1 is
+  the identity, the paper's and the default), ``lr``;
+* the constraints of issue 28: ``learn_scale=False`` (the window keeps
+  ``init_scale``; with ``1/3`` it is the digit's 28 of the canvas's 84 px, only
+  its position is learnt), ``scale_range=(lo, hi)`` (``s`` kept in the range by a
+  sigmoid), ``outside_weight`` (the loss adds ``outside_weight`` times
+  :func:`outside_penalty`, stnkit's ``coverage_penalty`` of the crops' sampling
+  grids: zero while a window is on the canvas) and ``encoder_augment`` (e()'s CNN
+  trained on digits seen through random windows, :func:`augment_digits`);
+* ``split``: ``"val"`` puts the problem on validation canvases made of other
+  training digits (:func:`problem_canvases`), where recipes are chosen
+  (``docs/experiments/colocalization/val/recipes.md``); ``"test"`` (the
+  default) is where the reported numbers come from.
 """
 
 from __future__ import annotations
@@ -49,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stnkit._checks import check_choice, check_int, check_number
+from stnkit._checks import check_choice, check_int, check_number, check_range
 from stnkit._io import atomic_write_text
 from stnkit.data import COLOC_KINDS, CoLocalization
 from stnkit.data.colocalization import COLOC_CANVAS
@@ -57,7 +71,7 @@ from stnkit.data.dataset import as_digits, stream_seed
 from stnkit.data.distortions import DIGIT_SIZE
 from stnkit.geometry import attention_box, attention_from_box, box_iou, warp
 from stnkit.models import CNN
-from stnkit.nn import SpatialTransformer
+from stnkit.nn import SpatialTransformer, coverage_penalty
 from stnkit.train.checkpoint import load_tensors, save_tensors
 
 IOU_THRESHOLD = 0.5
@@ -75,6 +89,7 @@ def triplet_hinge_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margi
 
 DESCRIPTORS = ("concat", "softmax", "concat_l2", "logits_l2")
 RAND_PATCHES = ("fixed", "same")
+SPLITS = ("val", "test")
 
 
 class DigitEncoder(nn.Module):
@@ -104,8 +119,32 @@ class DigitEncoder(nn.Module):
         return F.normalize(e, dim=1) if self.descriptor == "concat_l2" else e
 
 
-def train_encoder(images: object, labels: object, seed: int = 0, epochs: int = 1, batch_size: int = 64) -> CNN:
-    """The paper's MNIST CNN trained on plain 28x28 digits (Adam, lr 1e-3), deterministic by ``seed``; eval mode."""
+# encoder_augment: each training digit seen through a random window, scale and shift uniform in these ranges
+ENCODER_AUG_SCALE = (0.8, 1.2)  # attention scale: > 1 shows the digit smaller, < 1 larger
+ENCODER_AUG_SHIFT = 0.25  # |tx|, |ty| in normalised units (0.25 = 3.5 px of the 28x28 frame)
+
+
+def augment_digits(digits: Tensor, generator: torch.Generator) -> Tensor:
+    """``digits`` ``(B, 1, 28, 28)`` each warped by a random ``attention`` window (``encoder_augment``).
+
+    Scale uniform in ``ENCODER_AUG_SCALE``, each translation uniform in
+    ``[-ENCODER_AUG_SHIFT, ENCODER_AUG_SHIFT]``: the slightly shifted and
+    rescaled views of a digit that a window near it crops.
+    """
+    n = digits.shape[0]
+    lo, hi = ENCODER_AUG_SCALE
+    s = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=digits.dtype)
+    t = (torch.rand((n, 2), generator=generator, dtype=digits.dtype) * 2.0 - 1.0) * ENCODER_AUG_SHIFT
+    return warp(digits, torch.cat([s[:, None], t], dim=1), "attention", out_size=DIGIT_SIZE)
+
+
+def train_encoder(
+    images: object, labels: object, seed: int = 0, epochs: int = 1, batch_size: int = 64, augment: bool = False
+) -> CNN:
+    """The paper's MNIST CNN trained on 28x28 digits (Adam, lr 1e-3), deterministic by ``seed``; eval mode.
+
+    ``augment``: every batch through :func:`augment_digits` (new windows each epoch).
+    """
     digits = as_digits(images)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     torch.manual_seed(seed)
@@ -113,10 +152,12 @@ def train_encoder(images: object, labels: object, seed: int = 0, epochs: int = 1
     opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
     cnn.train()
     for epoch in range(epochs):
-        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(stream_seed(seed, epoch)))
+        g = torch.Generator().manual_seed(stream_seed(seed, epoch))
+        order = torch.randperm(len(digits), generator=g)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            loss = F.cross_entropy(cnn(digits[idx]), labels[idx])
+            x = augment_digits(digits[idx], g) if augment else digits[idx]
+            loss = F.cross_entropy(cnn(x), labels[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -132,18 +173,23 @@ def encoder_error(cnn: CNN, images: object, labels: object) -> float:
     return 100.0 * float((pred != labels).float().mean())
 
 
-def load_or_train_encoder(path: Path, images, labels, seed: int, epochs: int) -> CNN:
+def load_or_train_encoder(path: Path, images, labels, seed: int, epochs: int, augment: bool = False) -> CNN:
     """The frozen encoder CNN cached in ``path`` (safetensors), trained first if the file is missing."""
     if path.is_file():
         tensors, meta = load_tensors(path)
         cnn = CNN(1, DIGIT_SIZE)
         cnn.load_state_dict(tensors)
-        if meta.get("seed") != seed or meta.get("epochs") != epochs:
-            raise ValueError(f"{path} holds an encoder of {meta}, not seed={seed}, epochs={epochs}")
+        if meta.get("seed") != seed or meta.get("epochs") != epochs or meta.get("augment", False) != augment:
+            raise ValueError(f"{path} holds an encoder of {meta}, not seed={seed}, epochs={epochs}, augment={augment}")
         return cnn.eval()
-    cnn = train_encoder(images, labels, seed=seed, epochs=epochs)
-    save_tensors(path, cnn.state_dict(), {"seed": seed, "epochs": epochs})
+    cnn = train_encoder(images, labels, seed=seed, epochs=epochs, augment=augment)
+    save_tensors(path, cnn.state_dict(), {"seed": seed, "epochs": epochs, "augment": augment})
     return cnn
+
+
+def encoder_path(out: Path, seed: int, augment: bool) -> Path:
+    """Where ``run_colocalization`` caches the encoder of ``seed`` (plain or augmented training)."""
+    return out / "runs" / "colocalization" / f"encoder-{'aug-' if augment else ''}seed{seed}.safetensors"
 
 
 # -- the transformer -----------------------------------------------------------------------------------
@@ -162,30 +208,76 @@ def coloc_localization() -> nn.Module:
     )
 
 
-def coloc_transformer(bounded: bool = False, init_scale: float = 1.0) -> SpatialTransformer:
+def check_scale_range(scale_range: object, init_scale: float) -> tuple[float, float] | None:
+    """``scale_range`` as ``(lo, hi)`` floats with ``0 < lo < hi`` and ``lo < init_scale < hi``, or ``None``."""
+    if scale_range is None:
+        return None
+    lo, hi = check_range("scale_range", scale_range, low=0.0)
+    if not 0.0 < lo < hi:
+        raise ValueError(f"scale_range must be (lo, hi) with 0 < lo < hi, got {tuple(scale_range)}")
+    if not lo < init_scale < hi:
+        raise ValueError(f"init_scale must be in ({lo:g}, {hi:g}) when scale_range is set, got {init_scale}")
+    return (lo, hi)
+
+
+class ColocTransformer(SpatialTransformer):
     """The ``attention`` transformer of co-localisation: 84x84 canvas in, 28x28 crop out.
 
-    ``bounded``: ``s`` in ``(0, 2)`` and the window's centre on the canvas (``family.bound``).
+    ``bounded``: the window's centre on the canvas (``|tx|, |ty| < 1`` by ``tanh``)
+    and, without ``scale_range``, ``s`` in ``(0, 2)`` (the family's ``bound``).
+    ``scale_range`` ``(lo, hi)``: ``s = lo + (hi - lo) * sigmoid(raw)``, so the
+    window's side stays between ``lo`` and ``hi`` of the canvas's (``(1/4, 1/2)``:
+    21 to 42 px of 84); the translation is bounded as ``bounded`` says.
     ``init_scale``: the start, ``(s, tx, ty) = (init_scale, 0, 0)`` for every
     image (the head's weights are zero, its bias gives this window); ``1`` is
-    the identity (the whole canvas), ``0.5`` a centred window of half the
-    canvas's side.
+    the identity (the whole canvas), ``1/3`` a centred 28x28 window.
     """
-    check_number("init_scale", init_scale, low=0.0)
-    if bounded and not 0.0 < init_scale < 2.0:
-        raise ValueError(f"init_scale must be in (0, 2) when bounded, got {init_scale}")
-    st = SpatialTransformer(
-        coloc_localization(),
-        transform="attention",
-        out_size=DIGIT_SIZE,
-        in_channels=1,
-        in_size=COLOC_CANVAS,
-        bounded=bounded,
-    )
-    if init_scale != 1.0:
-        with torch.no_grad():  # bounded: s = 1 + tanh(raw)
-            st.head.bias[0] = math.atanh(init_scale - 1.0) if bounded else init_scale
-    return st
+
+    def __init__(self, bounded: bool = False, init_scale: float = 1.0, scale_range=None):
+        init_scale = check_number("init_scale", init_scale, low=0.0)
+        scale_range = check_scale_range(scale_range, init_scale)
+        if bounded and scale_range is None and not 0.0 < init_scale < 2.0:
+            raise ValueError(f"init_scale must be in (0, 2) when bounded, got {init_scale}")
+        super().__init__(
+            coloc_localization(),
+            transform="attention",
+            out_size=DIGIT_SIZE,
+            in_channels=1,
+            in_size=COLOC_CANVAS,
+            bounded=bounded and scale_range is None,
+        )
+        self.scale_range = scale_range
+        self.window_bounded = bool(bounded)
+        with torch.no_grad():
+            if scale_range is not None:  # s = lo + (hi - lo) * sigmoid(raw); the translation's bias stays 0
+                lo, hi = scale_range
+                u = (init_scale - lo) / (hi - lo)
+                self.head.bias[0] = math.log(u / (1.0 - u))
+            elif init_scale != 1.0:  # bounded: s = 1 + tanh(raw)
+                self.head.bias[0] = math.atanh(init_scale - 1.0) if bounded else init_scale
+
+    def predict_params(self, x: Tensor) -> Tensor:
+        params = super().predict_params(x)
+        if self.scale_range is None:
+            return params
+        lo, hi = self.scale_range
+        s = lo + (hi - lo) * torch.sigmoid(params[:, :1])
+        t = torch.tanh(params[:, 1:]) if self.window_bounded else params[:, 1:]
+        return torch.cat([s, t], dim=1)
+
+
+def coloc_transformer(bounded: bool = False, init_scale: float = 1.0, scale_range=None) -> ColocTransformer:
+    """The co-localisation transformer (:class:`ColocTransformer`), as ``ColocConfig`` sets it up."""
+    return ColocTransformer(bounded, init_scale, scale_range)
+
+
+def outside_penalty(st: SpatialTransformer, params: Tensor) -> Tensor:
+    """``coverage_penalty`` of the windows ``params`` ``(B, 3)``: 0 when every sampling point is on the canvas.
+
+    The mean over the 28x28 sampling points of each window of the squared
+    distance (normalised units) by which a point leaves the canvas.
+    """
+    return coverage_penalty(st.grid(params, COLOC_CANVAS))
 
 
 def predicted_boxes(st: SpatialTransformer, canvases: Tensor) -> Tensor:
@@ -239,6 +331,10 @@ class ColocConfig:
     rand_patch: str = "fixed"  # I_n^rand: a 28x28 patch ("fixed"), or a window of the crop's scale ("same")
     init_scale: float = 1.0  # the start window (s, 0, 0); 1 = the identity
     learn_scale: bool = True  # False: s stays at init_scale, only the window's position is learnt
+    scale_range: tuple[float, float] | None = None  # (lo, hi): s = lo + (hi - lo) * sigmoid(raw)
+    outside_weight: float = 0.0  # the loss adds this times outside_penalty of the crops' windows
+    encoder_augment: bool = False  # e()'s CNN trained on randomly shifted and rescaled digits
+    split: str = "test"  # "val": the validation canvases (recipes are chosen there); "test": the reported ones
 
     def __post_init__(self):
         check_int("digit", self.digit, low=0, high=9)
@@ -252,14 +348,18 @@ class ColocConfig:
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
         check_choice("descriptor", self.descriptor, DESCRIPTORS)
         check_choice("rand_patch", self.rand_patch, RAND_PATCHES)
-        for name in ("bounded", "learn_scale"):
+        check_choice("split", self.split, SPLITS)
+        for name in ("bounded", "learn_scale", "encoder_augment"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         check_number("lr", self.lr, low=0.0)
         check_number("momentum", self.momentum, low=0.0, high=1.0)
         check_number("margin", self.margin, low=0.0)
         check_number("init_scale", self.init_scale, low=0.0)
-        if self.bounded and not 0.0 < self.init_scale < 2.0:
+        check_number("outside_weight", self.outside_weight, low=0.0)
+        # a JSON list and a tuple are one setting: keep the tuple, so that saved and given configs compare equal
+        object.__setattr__(self, "scale_range", check_scale_range(self.scale_range, self.init_scale))
+        if self.bounded and self.scale_range is None and not 0.0 < self.init_scale < 2.0:
             raise ValueError(f"init_scale must be in (0, 2) when bounded, got {self.init_scale}")
 
     def to_dict(self) -> dict:
@@ -269,6 +369,31 @@ class ColocConfig:
     def from_dict(cls, d: dict) -> ColocConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def problem_canvases(
+    config: ColocConfig, train_digits: tuple, test_digits: tuple
+) -> tuple[CoLocalization, CoLocalization]:
+    """The problem's canvases and its held-out canvases, by ``config.split``.
+
+    ``"test"`` (the reported numbers): the problem is made of the class's first
+    ``n`` training digits, the held-out canvases of its first ``test_n`` test
+    digits. ``"val"`` (where recipes are chosen): the problem is made of the
+    class's next ``n`` training digits (from the ``n``-th), the held-out canvases
+    of the ``test_n`` training digits after those; no digit of a ``"val"`` canvas
+    is on a ``"test"`` canvas, and the positions and clutter differ too (they
+    depend on the first digit's index). Like the test problem's digits, the val
+    digits are among those the encoder was trained on; the test split's held-out
+    digits are not.
+    """
+    c = config
+    if c.split == "test":
+        ds = CoLocalization(*train_digits, c.digit, c.kind, n=c.n, seed=c.seed)
+        held = CoLocalization(*test_digits, c.digit, c.kind, n=c.test_n, seed=c.seed)
+    else:
+        ds = CoLocalization(*train_digits, c.digit, c.kind, n=c.n, seed=c.seed, start=c.n)
+        held = CoLocalization(*train_digits, c.digit, c.kind, n=c.test_n, seed=c.seed, start=2 * c.n)
+    return ds, held
 
 
 def _pairs(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -315,6 +440,27 @@ def localisation_score(st: SpatialTransformer, ds: CoLocalization) -> dict:
     """IoU of each predicted box with the truth, and the % of boxes with IoU > 0.5."""
     boxes = predicted_boxes(st, ds.images)
     iou = box_iou(boxes, ds.boxes)
+    with torch.no_grad():
+        params = torch.cat([st.predict_params(ds.images[i : i + 256]) for i in range(0, len(ds), 256)])
+        outside = (st.grid(params, COLOC_CANVAS).abs() > 1).any(-1).float().mean()
+    return {
+        "correct_percent": round(100.0 * float((iou > IOU_THRESHOLD).float().mean()), 2),
+        "mean_iou": round(float(iou.mean()), 4),
+        "mean_scale": round(float(params[:, 0].mean()), 4),  # the window's side / the canvas's
+        "outside_fraction": round(float(outside), 4),  # of the windows' sampling points, off the canvas
+        "n": len(ds),
+    }
+
+
+def start_window_score(init_scale: float, ds: CoLocalization) -> dict:
+    """``localisation_score`` of the start window ``(init_scale, 0, 0)``, the same for every canvas.
+
+    The transformer's head starts with zero weights, so before training it
+    crops this one centred window of every canvas: the score a window that
+    never moves gets (the whole canvas, ``1``, has IoU 1/9 with every 28x28 box).
+    """
+    params = torch.tensor([[init_scale, 0.0, 0.0]], dtype=torch.float64).expand(len(ds), 3)
+    iou = box_iou(attention_box(params, COLOC_CANVAS, DIGIT_SIZE, False).float(), ds.boxes)
     return {
         "correct_percent": round(100.0 * float((iou > IOU_THRESHOLD).float().mean()), 2),
         "mean_iou": round(float(iou.mean()), 4),
@@ -339,13 +485,12 @@ def train_colocalization(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ds = CoLocalization(*train_digits, config.digit, config.kind, n=config.n, seed=config.seed)
-    test = CoLocalization(*test_digits, config.digit, config.kind, n=config.test_n, seed=config.seed)
+    ds, test = problem_canvases(config, train_digits, test_digits)
     enc = DigitEncoder(encoder, config.descriptor).eval()
     for p in enc.parameters():
         p.requires_grad_(False)
     torch.manual_seed(config.seed)
-    st = coloc_transformer(config.bounded, config.init_scale)
+    st = coloc_transformer(config.bounded, config.init_scale, config.scale_range)
     if not config.learn_scale:  # the head's row 0 gives s: it keeps its start (zero weights, bias)
         for p in (st.head.weight, st.head.bias):
             p.register_hook(_no_scale_grad)
@@ -369,6 +514,8 @@ def train_colocalization(
             feats = enc(torch.cat([crops, rand]))
             fa, fo, fr = feats.split(len(a))
             loss = triplet_hinge_loss(fa, fo, fr, config.margin)
+            if config.outside_weight > 0.0:
+                loss = loss + config.outside_weight * outside_penalty(st, params)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -383,6 +530,7 @@ def train_colocalization(
         "config": config.to_dict(),
         "train": localisation_score(st, ds),
         "held_out": localisation_score(st, test),
+        "start": start_window_score(config.init_scale, ds),  # the untrained transformer's (one window for all)
         "losses": losses,
         "fit_seconds": round(time.time() - t0, 2),
     }
@@ -393,7 +541,10 @@ def train_colocalization(
 def load_transformer(path: str | Path) -> SpatialTransformer:
     """A trained co-localisation transformer from its ``model.safetensors`` (eval mode)."""
     tensors, meta = load_tensors(path)
-    st = coloc_transformer(bool(meta.get("config", {}).get("bounded", False)))
+    c = meta.get("config", {})
+    scale_range = c.get("scale_range")
+    init = 0.5 * sum(scale_range) if scale_range else 1.0  # any start: the weights are loaded over it
+    st = coloc_transformer(bool(c.get("bounded", False)), init, scale_range)
     st.load_state_dict(tensors)
     return st.eval()
 
@@ -437,7 +588,7 @@ def run_colocalization(
 
     A run whose ``results.json`` exists is skipped (its settings must match),
     an interrupted run goes on from its ``last.safetensors``; the encoder is
-    trained once per seed and cached in ``OUT/runs/colocalization/encoder-seedS.safetensors``.
+    trained once per seed and cached in ``OUT/runs/colocalization/encoder-[aug-]seedS.safetensors``.
     """
     from stnkit.data import load_digits
 
@@ -446,7 +597,7 @@ def run_colocalization(
     start = time.time()
     for seed in range(seeds):
         base = ColocConfig(seed=seed, **options)
-        enc_path = out / "runs" / "colocalization" / f"encoder-seed{seed}.safetensors"
+        enc_path = encoder_path(out, seed, base.encoder_augment)
         encoder = None
         for kind in kinds:
             for digit in classes:
@@ -459,9 +610,11 @@ def run_colocalization(
                         raise ValueError(f"{done} was run with other settings; use another --out or delete it")
                     continue
                 if encoder is None:
-                    encoder = load_or_train_encoder(enc_path, *train_digits, seed=seed, epochs=base.encoder_epochs)
+                    encoder = load_or_train_encoder(
+                        enc_path, *train_digits, seed=seed, epochs=base.encoder_epochs, augment=base.encoder_augment
+                    )
                 result = train_colocalization(config, run_dir, encoder, train_digits, test_digits, quiet=quiet)
-                ds = CoLocalization(*train_digits, digit, kind, n=config.n, seed=seed)
+                ds = problem_canvases(config, train_digits, test_digits)[0]
                 enc = DigitEncoder(encoder, config.descriptor).eval()
                 st = load_transformer(run_dir / "model.safetensors")
                 with torch.no_grad():
@@ -514,7 +667,7 @@ def summarize_colocalization(out: Path, kinds=COLOC_KINDS, classes=COLOC_CLASSES
     }
 
 
-RUN_KEYS = ("config", "train", "held_out", "loss_at", "fit_seconds", "encoder_test_error")
+RUN_KEYS = ("config", "train", "held_out", "start", "loss_at", "fit_seconds", "encoder_test_error")
 
 
 def render_markdown(summary: dict) -> str:
@@ -529,16 +682,51 @@ def render_markdown(summary: dict) -> str:
         for d in COLOC_CLASSES:
             c = cells.get(str(d))
             row.append("–" if c is None else f"{c['train']:.0f} ({c['held_out']:.0f})")
-        row.append(PAPER_COLOC[kind])
+        done = list(cells.values())
+        mean = (
+            f"{sum(c['train'] for c in done) / len(done):.1f} ({sum(c['held_out'] for c in done) / len(done):.1f})"
+            if done
+            else "–"
+        )
+        row += [mean, PAPER_COLOC[kind]]
         rows.append(row)
-    lines = markdown_table(["canvas", *map(str, COLOC_CLASSES), "paper"], rows)
+    lines = markdown_table(["canvas", *map(str, COLOC_CLASSES), "mean", "paper"], rows)
     losses = [r for r in summary["runs"] if r.get("loss_at")]
+    splits = {r["config"].get("split", "test") for r in summary["runs"] if r.get("config")}
+    held = (
+        "training digits not on any test canvas (validation canvases)"
+        if splits == {"val"}
+        else "test digits"
+        if splits <= {"test"}
+        else "test digits or, for validation runs, training digits"
+    )
     lines += [
         "",
-        "% of a class's 100 canvases whose predicted box has IoU > 0.5 with the digit's box "
-        "(in brackets: 100 held-out canvases of the class made from test digits); mean over seeds. "
+        "% of a class's canvases whose predicted box has IoU > 0.5 with the digit's box "
+        f"(in brackets: held-out canvases of the class made from {held}); mean over seeds. "
         f"Runs done: {summary['runs_done']}/{summary['runs_planned']}. Paper: Table 5 (T: 100 %, TC: 75-93 % by class).",
     ]
+    starts = [r for r in summary["runs"] if r.get("start")]
+    if starts:
+        by_kind = []
+        for kind in COLOC_KINDS:
+            rs = [r for r in starts if r["kind"] == kind]
+            if rs:
+                pct = sum(r["start"]["correct_percent"] for r in rs) / len(rs)
+                by_kind.append(f"{kind} {pct:.1f} %")
+        lines += [
+            "",
+            "A window that never moves (the transformer's start window, one for every canvas) "
+            "localises, on the same canvases (mean over runs): " + ", ".join(by_kind) + ".",
+        ]
+    fits = [r["fit_seconds"] for r in summary["runs"] if r.get("fit_seconds") is not None]
+    if fits:
+        wall = summary.get("wall_seconds_this_call")
+        lines += [
+            "",
+            f"Fit: {sum(fits) / 60:.1f} min over {len(fits)} problems (sum of their training loops)"
+            + (f"; the call that wrote this file took {wall / 60:.1f} min of wall clock." if wall else "."),
+        ]
     configs = [r["config"] for r in summary["runs"] if r.get("config")]
     if configs:
         lines += ["", "Settings: " + "; ".join(_settings(configs)) + "."]
@@ -559,8 +747,12 @@ def render_markdown(summary: dict) -> str:
 SETTING_NAMES = {
     "descriptor": "e()",
     "rand_patch": "random patch",
+    "split": "canvases",
     "init_scale": "start window scale",
     "learn_scale": "scale learnt",
+    "scale_range": "scale range",
+    "outside_weight": "outside-canvas penalty weight",
+    "encoder_augment": "encoder trained on shifted/rescaled digits",
     "bounded": "bounded",
     "optimizer": "optimiser",
     "lr": "learning rate",
@@ -591,6 +783,15 @@ def _settings(configs: list[dict]) -> list[str]:
     return out
 
 
+def keep_wall_clock(out: Path, summary: dict) -> None:
+    """Carry the wall clock of the call that trained the runs into a rewritten summary (same runs done)."""
+    path = Path(out) / "colocalization.json"
+    if path.is_file():
+        prev = json.loads(path.read_text())
+        if prev.get("runs_done") == summary["runs_done"] and "wall_seconds_this_call" in prev:
+            summary["wall_seconds_this_call"] = prev["wall_seconds_this_call"]
+
+
 def write_outputs(out: Path, summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "colocalization.json", json.dumps(summary, indent=2) + "\n")
@@ -612,14 +813,14 @@ def make_figure(out: str | Path, summary: dict, per_kind: int = 6, data_dir=None
     done = [r for r in summary["runs"] if r["seed"] == 0]
     if not done:
         return None
-    train_digits = load_digits("train", data_dir)
+    digits = load_digits("train", data_dir), load_digits("test", data_dir)
     kinds = [k for k in COLOC_KINDS if any(r["kind"] == k for r in done)]
     fig, axes = plt.subplots(len(kinds), per_kind, figsize=(1.6 * per_kind, 1.8 * len(kinds)), squeeze=False)
     for i, kind in enumerate(kinds):
         runs = [r for r in done if r["kind"] == kind]
         for j in range(per_kind):
             r = runs[j % len(runs)]
-            ds = CoLocalization(*train_digits, r["digit"], kind, n=r["config"]["n"], seed=0)
+            ds = problem_canvases(ColocConfig.from_dict(r["config"]), *digits)[0]
             st = load_transformer(run_dir_of(out, kind, r["digit"], 0) / "model.safetensors")
             k = j // len(runs)
             box = predicted_boxes(st, ds.images[k : k + 1])[0].tolist()
@@ -643,3 +844,141 @@ def make_figure(out: str | Path, summary: dict, per_kind: int = 6, data_dir=None
     save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
+
+
+# -- the recipe log: validation runs, one change at a time ---------------------------------------------
+# `stnkit reproduce colocalization --coloc-recipe NAME`: ColocConfig options on top of its defaults
+COLOC_RECIPES = {
+    "paper": {},  # appendix A.2 as far as it is stated (the choices it leaves open: ColocConfig's docstring)
+    # chosen on the validation canvases, one change at a time (docs/experiments/colocalization/val/recipes.md,
+    # v3): the window fixed at the digit's 28 of 84 px, only its position learnt, and unit-length logits as e()
+    "constrained": {"learn_scale": False, "init_scale": 1 / 3, "descriptor": "logits_l2"},
+}
+COLOC_DEFAULT_RECIPE = "constrained"
+# each ColocConfig option that `stnkit reproduce colocalization` sets, and its flag
+CLI_FLAGS = {
+    "epochs": "--coloc-epochs",
+    "lr": "--coloc-lr",
+    "descriptor": "--coloc-descriptor",
+    "rand_patch": "--coloc-rand-patch",
+    "init_scale": "--coloc-init-scale",
+    "learn_scale": "--coloc-fixed-scale",
+    "scale_range": "--coloc-scale-range",
+    "outside_weight": "--coloc-outside-weight",
+    "encoder_augment": "--coloc-encoder-augment",
+    "split": "--coloc-split",
+}
+
+
+def cli_args(config: dict) -> list[str]:
+    """The ``stnkit reproduce colocalization`` flags that give ``config`` (those that differ from the defaults)."""
+    default = ColocConfig()
+    args = []
+    for key, flag in CLI_FLAGS.items():
+        value = ColocConfig.from_dict(config).to_dict()[key]
+        if value == getattr(default, key):
+            continue
+        if isinstance(value, bool):  # learn_scale False -> --coloc-fixed-scale; encoder_augment True -> its flag
+            args.append(flag)
+        elif isinstance(value, (tuple, list)):
+            args += [flag, ",".join(f"{v:g}" for v in value)]
+        else:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return args
+
+
+def recipe_row(name: str, summary: dict) -> dict:
+    """One recipe of the log from a validation summary (``colocalization.json`` of ``--coloc-split val`` runs)."""
+    runs = summary["runs"]
+    if not runs:
+        raise ValueError(f"recipe {name!r} has no finished runs")
+    configs = [r["config"] for r in runs]
+    if any(c.get("split", "test") != "val" for c in configs):
+        raise ValueError(f"recipe {name!r} holds test-split runs; the recipe log takes validation runs only")
+    flags = {" ".join(cli_args({**c, "split": "test"})) for c in configs}
+    if len(flags) != 1:
+        raise ValueError(f"recipe {name!r} mixes settings: {sorted(flags)}")
+    change = flags.pop()
+    kinds = [k for k in COLOC_KINDS if any(r["kind"] == k for r in runs)]
+    digits = sorted({r["digit"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    row = {"recipe": name, "change": change or "(defaults: the paper's setting)", "digits": digits, "seeds": seeds}
+    for kind in kinds:
+        rs = [r for r in runs if r["kind"] == kind]
+        row[kind] = {
+            "runs": len(rs),
+            "localised_percent": round(sum(r["train"]["correct_percent"] for r in rs) / len(rs), 2),
+            "per_run": [r["train"]["correct_percent"] for r in rs],
+            "held_out_percent": round(sum(r["held_out"]["correct_percent"] for r in rs) / len(rs), 2),
+            "mean_iou": round(sum(r["train"]["mean_iou"] for r in rs) / len(rs), 4),
+            "mean_scale": round(sum(r["train"].get("mean_scale", math.nan) for r in rs) / len(rs), 3),
+            "fit_seconds": round(sum(r["fit_seconds"] for r in rs) / len(rs), 1),
+        }
+    classes = ",".join(map(str, digits))
+    row["command"] = (
+        f"stnkit reproduce colocalization --coloc-recipe paper --coloc-split val --kinds {','.join(kinds)} --classes {classes} "
+        f"--seeds {len(seeds)} {change} --out runs/coloc-val/{name}".replace("  ", " ")
+    )
+    return row
+
+
+def write_recipe_log(folder: Path) -> str:
+    """``folder/recipes.md`` and ``recipes.json`` from the validation summaries ``folder/*.json``; the markdown."""
+    from stnkit.train.report import markdown_table
+
+    folder = Path(folder)
+    files = sorted(f for f in folder.glob("*.json") if f.name != "recipes.json")
+    if not files:
+        raise ValueError(f"recipe_log needs validation summaries (*.json) in {folder}, found none")
+    rows = [recipe_row(f.stem, json.loads(f.read_text())) for f in files]
+    table = []
+    for r in rows:
+        for kind in COLOC_KINDS:
+            if kind in r:
+                k = r[kind]
+                per_run = ", ".join(f"{v:.0f}" for v in k["per_run"])
+                table.append(
+                    [
+                        r["recipe"],
+                        f"`{r['change']}`" if r["change"].startswith("--") else r["change"],
+                        kind,
+                        ",".join(map(str, r["digits"])),
+                        str(len(r["seeds"])),
+                        f"{k['localised_percent']:.1f} ({per_run})",
+                        f"{k['held_out_percent']:.1f}",
+                        f"{k['mean_iou']:.2f}",
+                        f"{k['mean_scale']:.2f}",
+                        f"{k['fit_seconds']:.0f} s",
+                    ]
+                )
+    lines = [
+        "# Co-localisation recipes (validation canvases)",
+        "",
+        "Generated by `stnkit reproduce colocalization --recipe-log "
+        f"{folder.as_posix()}` from the `*.json` summaries beside this file, each written by the command "
+        "in `recipes.json`. Every run is on the validation canvases (`--coloc-split val`: the problem made of "
+        "the class's training digits n to 2n - 1, held out the next test_n: 100-199 and 200-299 by default; no test-split canvas): a recipe is chosen here, "
+        "never on the test canvases. Localised: % of the problem's canvases whose window has IoU > 0.5 with "
+        "the digit's box (mean over runs; each run's in brackets); held out: the same on canvases the "
+        "transformer was not trained on; scale: the window's mean side / the canvas's (1/3 = the digit's 28 px).",
+        "",
+        *markdown_table(
+            [
+                "recipe",
+                "change (vs the defaults)",
+                "canvas",
+                "digits",
+                "seeds",
+                "localised %",
+                "held out %",
+                "mean IoU",
+                "scale",
+                "fit / problem",
+            ],
+            table,
+        ),
+    ]
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(folder / "recipes.md", md)
+    atomic_write_text(folder / "recipes.json", json.dumps(rows, indent=2) + "\n")
+    return md

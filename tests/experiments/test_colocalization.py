@@ -153,7 +153,9 @@ def _train(tmp_path, name, **kw):
     from stnkit.models import CNN
 
     enc = CNN(1, 28).eval()
-    config = co.ColocConfig(digit=1, kind="cluttered", n=4, test_n=2, epochs=2, batch_size=2, **kw)
+    config = co.ColocConfig(
+        **{"digit": 1, "kind": "cluttered", "n": 4, "test_n": 2, "epochs": 2, "batch_size": 2, **kw}
+    )
     return co.train_colocalization(config, tmp_path / name, enc, (im, lb), (im, lb))
 
 
@@ -191,13 +193,15 @@ def test_summary_and_markdown(tmp_path):
         "train": {"correct_percent": 80.0, "mean_iou": 0.6, "n": 100},
         "held_out": {"correct_percent": 70.0, "mean_iou": 0.55, "n": 100},
         "loss_at": {"truth": 1.0, "identity": 2.0, "trained": 0.5},
+        "start": {"correct_percent": 6.0, "mean_iou": 0.2, "n": 100},
     }
     (run / "results.json").write_text(json.dumps(result))
     summary = co.summarize_colocalization(tmp_path)
     assert summary["runs_done"] == 1 and summary["table"]["plain"]["3"]["train"] == 80.0
     md = co.render_markdown(summary)
-    assert "| plain | – | – | – | 80 (70) |" in md and "75-93" in md
+    assert "| plain | – | – | – | 80 (70) |" in md and "| 80.0 (70.0) | 100 |" in md and "75-93" in md
     assert "e() concat (the paper" in md and "start window scale 1.0" in md
+    assert "never moves" in md and "plain 6.0 %" in md
 
 
 @pytest.mark.parametrize(
@@ -210,6 +214,11 @@ def test_summary_and_markdown(tmp_path):
         (["--coloc-descriptor", "pixels"], "--coloc-descriptor must be one of concat"),
         (["--coloc-rand-patch", "big"], "--coloc-rand-patch must be one of fixed, same"),
         (["--coloc-init-scale", "2"], "--coloc-init-scale must be in (0, 2)"),
+        (["--coloc-scale-range", "0.5,0.2", "--coloc-init-scale", "0.3"], "--coloc-scale-range must have low <= high"),
+        (["--coloc-scale-range", "0.4,0.5"], "--coloc-init-scale must be in (0.4, 0.5) when scale_range is set"),
+        (["--coloc-outside-weight", "-1"], "--coloc-outside-weight must be a finite number in [0.0, inf]"),
+        (["--coloc-split", "train"], "--coloc-split must be one of 'val', 'test'"),
+        (["--coloc-recipe", "best"], "--coloc-recipe must be one of paper"),
     ],
 )
 def test_cli_bad_options_are_one_line(tmp_path, capsys, argv, pattern):
@@ -280,3 +289,160 @@ def test_start_window_and_frozen_scale(tmp_path, bounded):
     tensors, _ = co.load_tensors(tmp_path / "frozen" / "model.safetensors")
     assert torch.all(tensors["head.weight"][0] == 0.0)
     assert torch.allclose(tensors["head.bias"][0], co.coloc_transformer(bounded, 0.5).head.bias[0])
+
+
+# -- the constraints of issue 28: fixed or bounded scale, outside penalty, augmented encoder, val split ----
+@pytest.mark.parametrize(
+    "kw,pattern",
+    [
+        ({"scale_range": (0.5, 0.2), "init_scale": 0.3}, r"scale_range must have low <= high, got \(0.5, 0.2\)"),
+        ({"scale_range": (0.0, 0.5), "init_scale": 0.3}, r"scale_range must be \(lo, hi\) with 0 < lo < hi"),
+        ({"scale_range": (0.2, 0.5)}, r"init_scale must be in \(0.2, 0.5\) when scale_range is set, got 1.0"),
+        ({"scale_range": 0.3, "init_scale": 0.3}, "scale_range must be a .low, high. pair, got 0.3"),
+        ({"outside_weight": -1.0}, r"outside_weight must be a finite number in \[0.0, inf\], got -1.0"),
+        ({"outside_weight": float("nan")}, "outside_weight must be a finite number"),
+        ({"encoder_augment": 1}, "encoder_augment must be a bool, got int"),
+        ({"split": "train"}, "split must be one of 'val', 'test', got 'train'"),
+    ],
+)
+def test_constraint_options_are_refused_in_one_line(kw, pattern):
+    with pytest.raises((TypeError, ValueError), match=pattern) as err:
+        co.ColocConfig(**kw)
+    assert "\n" not in str(err.value)
+
+
+def test_scale_range_from_json_equals_the_tuple():
+    a = co.ColocConfig(scale_range=(0.25, 0.5), init_scale=1 / 3)
+    b = co.ColocConfig.from_dict(json.loads(json.dumps(a.to_dict())))  # a list after JSON
+    assert a == b and b.scale_range == (0.25, 0.5)
+
+
+def test_fixed_scale_window_keeps_the_digits_extent(tmp_path):
+    """learn_scale=False, init_scale=1/3: every window is 28 of the canvas's 84 px after training; it moves."""
+    _train(tmp_path, "fixed", init_scale=1 / 3, learn_scale=False, bounded=True, lr=0.1)
+    st = co.load_transformer(tmp_path / "fixed" / "model.safetensors")
+    boxes = co.predicted_boxes(st, torch.rand(16, 1, 84, 84, generator=torch.Generator().manual_seed(1)))
+    side = boxes[:, 2:] - boxes[:, :2]
+    assert torch.allclose(side, torch.full_like(side, 28.0), atol=1e-3)
+    assert (boxes[:, :2] - 28.0).abs().max() > 0.1  # the position was learnt: not the centred start window
+
+
+def test_scale_range_keeps_the_scale_inside():
+    st = co.coloc_transformer(True, init_scale=1 / 3, scale_range=(0.25, 0.5))
+    x = torch.rand(4, 1, 84, 84)
+    start = st.predict_params(x)
+    assert torch.allclose(start, torch.tensor([[1 / 3, 0.0, 0.0]]).expand(4, 3), atol=1e-6)
+    assert torch.allclose(co.predicted_boxes(st, x)[0], torch.tensor([28.0, 28.0, 56.0, 56.0]), atol=1e-4)
+    with torch.no_grad():  # the head driven far either way: s at the range's ends, the centre on the canvas
+        for sign, end in ((1.0, 0.5), (-1.0, 0.25)):
+            st.head.bias.copy_(torch.tensor([sign * 1e3, sign * 1e3, -sign * 1e3]))
+            p = st.predict_params(x)
+            assert torch.allclose(p[:, 0], torch.full((4,), end)) and p[:, 1:].abs().max() <= 1.0
+    loose = co.coloc_transformer(False, init_scale=0.3, scale_range=(0.2, 2.5))  # unbounded translation
+    with torch.no_grad():
+        loose.head.bias[1] = 3.0
+    assert torch.allclose(loose.predict_params(x)[:, 1], torch.full((4,), 3.0))
+
+
+def _outside_by_hand(s: float, tx: float, ty: float) -> float:
+    """coverage_penalty of one attention window, summed point by point (align_corners=False: pixel centres)."""
+    u = [(2 * i + 1) / 28 - 1 for i in range(28)]
+    total = 0.0
+    for uy in u:
+        for ux in u:
+            for v in (s * ux + tx, s * uy + ty):
+                total += max(abs(v) - 1.0, 0.0) ** 2
+    return total / (28 * 28)
+
+
+def test_outside_penalty_zero_inside_positive_outside():
+    st = co.coloc_transformer(True, init_scale=1 / 3)
+    inside = torch.tensor([[1 / 3, 0.5, -0.5], [1 / 3, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert float(co.outside_penalty(st, inside)) == 0.0  # the whole canvas and windows on it
+    half_out = torch.tensor([[1 / 3, 1.0, 0.0]], dtype=torch.float64)
+    # x = 1 + u/3 leaves the canvas for the 14 columns u = 1/28, 3/28, ..., 27/28: sum of (k/84)^2 over odd k
+    closed_form = sum((k / 84) ** 2 for k in range(1, 28, 2)) / 28
+    assert closed_form == pytest.approx(3654 / (9 * 784 * 28))
+    assert float(co.outside_penalty(st, half_out)) == pytest.approx(closed_form, rel=1e-12)
+    zoomed = torch.tensor([[1.5, 0.2, -0.1]], dtype=torch.float64)
+    assert float(co.outside_penalty(st, zoomed)) == pytest.approx(_outside_by_hand(1.5, 0.2, -0.1), rel=1e-12)
+    p = zoomed.clone().requires_grad_(True)
+    co.outside_penalty(st, p).backward()
+    assert p.grad[0, 0] > 0  # shrinking the zoomed-out window lowers it
+
+
+def test_outside_weight_enters_the_loss(tmp_path):
+    """One step from the zoomed-out start s = 1.5: the recorded loss grows by weight x the hand-computed penalty."""
+    kw = dict(init_scale=1.5, epochs=1, batch_size=4)
+    base = _train(tmp_path, "w0", **kw)
+    weighted = _train(tmp_path, "w2", outside_weight=2.0, **kw)
+    expected = 2.0 * _outside_by_hand(1.5, 0.0, 0.0)
+    assert weighted["losses"][0] - base["losses"][0] == pytest.approx(expected, abs=1e-3)
+    assert weighted["train"]["outside_fraction"] > 0.0 and base["train"]["mean_scale"] < 2.0
+
+
+def test_augmented_encoder(tmp_path):
+    im, lb = _digits(3)
+    d = torch.as_tensor(im[:4], dtype=torch.float32)[:, None] / 255.0
+    a = co.augment_digits(d, torch.Generator().manual_seed(0))
+    b = co.augment_digits(d, torch.Generator().manual_seed(0))
+    assert a.shape == d.shape and torch.equal(a, b) and not torch.allclose(a, d, atol=1e-3)
+    plain = co.train_encoder(im, lb, seed=0, epochs=1, batch_size=10)
+    aug = co.train_encoder(im, lb, seed=0, epochs=1, batch_size=10, augment=True)
+    assert not torch.equal(plain.classifier.weight, aug.classifier.weight)
+    path = co.encoder_path(tmp_path, 0, True)
+    assert path.name == "encoder-aug-seed0.safetensors"
+    path.parent.mkdir(parents=True)
+    co.load_or_train_encoder(path, im, lb, seed=0, epochs=1, augment=True)
+    with pytest.raises(ValueError, match="augment=False"):  # a cached augmented encoder is not taken for a plain one
+        co.load_or_train_encoder(path, im, lb, seed=0, epochs=1, augment=False)
+
+
+def test_validation_canvases_share_no_digit_with_the_test_canvases():
+    im, lb = _digits(9)
+    train, test = (im[:60], lb[:60]), (im[60:], lb[60:])  # 6 train and 3 test digits per class
+    ds, held = co.problem_canvases(co.ColocConfig(digit=2, n=2, test_n=2), train, test)
+    vds, vheld = co.problem_canvases(co.ColocConfig(digit=2, n=2, test_n=2, split="val"), train, test)
+    assert ds.index.tolist() == [2, 12] and vds.index.tolist() == [22, 32] and vheld.index.tolist() == [42, 52]
+    assert torch.equal(held.digits, CoLocalization(*test, 2, n=2).digits)  # the test split's held-out: test digits
+    assert not torch.equal(ds.boxes, vds.boxes)
+
+
+def _val_summary(tmp_path, name, split="val", **kw):
+    run = co.run_dir_of(tmp_path / name, "plain", 3, 0)
+    run.mkdir(parents=True)
+    score = {"correct_percent": 40.0, "mean_iou": 0.45, "mean_scale": 0.333, "outside_fraction": 0.0, "n": 100}
+    result = {"config": co.ColocConfig(digit=3, split=split, **kw).to_dict(), "train": score, "held_out": score}
+    (run / "results.json").write_text(json.dumps({**result, "fit_seconds": 30.0}))
+    return co.summarize_colocalization(tmp_path / name)
+
+
+def test_recipe_log_from_validation_summaries(tmp_path):
+    folder = tmp_path / "val"
+    folder.mkdir()
+    fixed = _val_summary(tmp_path, "a", learn_scale=False, init_scale=1 / 3, outside_weight=10.0)
+    (folder / "fixed.json").write_text(json.dumps(fixed))
+    (folder / "paper.json").write_text(json.dumps(_val_summary(tmp_path, "b")))
+    md = co.write_recipe_log(folder)
+    assert "| fixed | `--coloc-init-scale 0.333333 --coloc-fixed-scale --coloc-outside-weight 10` | plain | 3 |" in md
+    assert "| paper | (defaults: the paper's setting) | plain | 3 | 1 | 40.0 (40) | 40.0 | 0.45 | 0.33 | 30 s |" in md
+    rows = json.loads((folder / "recipes.json").read_text())
+    assert rows[0]["command"].startswith(
+        "stnkit reproduce colocalization --coloc-recipe paper --coloc-split val --kinds plain --classes 3"
+    )
+    (folder / "test.json").write_text(json.dumps(_val_summary(tmp_path, "c", split="test")))
+    with pytest.raises(ValueError, match="holds test-split runs"):
+        co.write_recipe_log(folder)
+
+
+def test_start_window_score_by_hand():
+    im, lb = _digits(4)
+    ds = CoLocalization(im, lb, 1, n=4)
+    whole = co.start_window_score(1.0, ds)
+    assert whole["mean_iou"] == pytest.approx(1 / 9, abs=1e-4) and whole["correct_percent"] == 0.0
+    centred = co.start_window_score(1 / 3, ds)  # the window 28..56: IoU with each box from its overlap
+    x0, y0 = ds.boxes[:, 0], ds.boxes[:, 1]
+    inter = (28 - (x0 - 28).abs()).clamp_min(0) * (28 - (y0 - 28).abs()).clamp_min(0)
+    iou = inter / (2 * 784 - inter)
+    assert centred["mean_iou"] == pytest.approx(float(iou.mean()), abs=1e-4)
+    assert centred["correct_percent"] == pytest.approx(100.0 * float((iou > 0.5).float().mean()))
