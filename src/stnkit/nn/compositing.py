@@ -156,6 +156,7 @@ class IterativeWarpGenerator(nn.Module):
         )
 
     def check_inputs(self, foreground: Tensor, background: Tensor) -> tuple[Tensor, Tensor]:
+        """``(foreground, background)`` checked against ``(B, C + 1, H, W)`` and ``(B, C, H, W)``; one-line ``ValueError``."""
         foreground = check_image("foreground", foreground)
         background = check_image("background", background)
         want = (self.channels + 1, *self.in_size)
