@@ -12,6 +12,10 @@ generator (the perturbation's own error) and after each of its steps.
 
 Rows:
 
+The perturbation is the foreground's initial placement ``p_0`` (``init``): every step composes its
+update after it and samples the unperturbed foreground once with the accumulated warp, so a fake is
+resampled once, as the perturbed image itself is.
+
 * ``st-gan``: an adversarial loss on the composites (by default the non-saturating
   GAN loss against a spectral-normalised critic; ``loss="wgan-gp"``, ST-GAN's
   WGAN-GP, costs a double backward per critic update, about 5x a critic update
@@ -44,7 +48,7 @@ from torch import Tensor, nn
 
 from stnkit._io import atomic_write_text
 from stnkit.data.compositing import CompositingScenes, placement_error
-from stnkit.geometry import get_transform, warp
+from stnkit.geometry import warp
 from stnkit.nn import CompositeDiscriminator, IterativeWarpGenerator, composite
 
 ROWS = ("st-gan", "supervised")
@@ -65,7 +69,7 @@ class StganConfig:
     perturb: float = 0.15
     batch_size: int = 32
     loss: str = "ns"  # "ns": non-saturating GAN, spectral-normalised critic; "wgan-gp"
-    gan_iters: int = 1000  # generator updates per step
+    gan_iters: int = 800  # generator updates per step
     critic_iters: int = 1  # critic updates per generator update
     d_warmup: float = 0.2  # critic updates before the first step, a fraction of gan_iters
     lr_g: float = 1e-4
@@ -113,15 +117,25 @@ def load_data(config: StganConfig) -> dict:
     return {s: render_split(sizes[s], SPLIT_SEEDS[s], config) for s in SPLIT_SEEDS}
 
 
-def fake_batch(split: dict, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """The perturbed foregrounds and the backgrounds of scenes ``idx`` (float)."""
+def fake_batch(split: dict, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The unperturbed foregrounds, the backgrounds and the perturbations (the initial placements) of ``idx``.
+
+    A fake image is the foreground sampled once with its placement (``composite(warp(fg, P), bg)``);
+    the generator composes its updates after ``P`` and samples the foreground once with the result."""
     fg = split["fg"][idx].float().div_(255.0)
-    return warp(fg, split["perturbations"][idx], "projective"), split["bg"][idx].float().div_(255.0)
+    return fg, split["bg"][idx].float().div_(255.0), split["perturbations"][idx]
 
 
-def real_batch(split: dict, idx: Tensor) -> Tensor:
-    """Real images: the unperturbed foregrounds over their backgrounds."""
-    return composite(split["fg"][idx].float().div_(255.0), split["bg"][idx].float().div_(255.0))
+def real_batch(split: dict, idx: Tensor, g: torch.Generator | None = None) -> Tensor:
+    """Real images: the unperturbed foregrounds over their backgrounds; with ``g``, each foreground is
+    resampled at a random sub-pixel shift (uniform, at most half a pixel along each axis), so that a
+    fake's resampling blur does not tell it from a real image."""
+    fg = split["fg"][idx].float().div_(255.0)
+    if g is not None:
+        size = fg.shape[-1]
+        shift = (torch.rand(len(idx), 2, generator=g) - 0.5) * (2.0 / size)  # +-0.5 px, normalised
+        fg = warp(fg, shift, "translation")
+    return composite(fg, split["bg"][idx].float().div_(255.0))
 
 
 # -- the models -----------------------------------------------------------------------------------
@@ -145,18 +159,16 @@ def step_params(gen: IterativeWarpGenerator, split: dict, steps: int, batch: int
     out: list[list[Tensor]] = [[] for _ in range(steps)]
     for i in range(0, n, batch):
         idx = torch.arange(i, min(i + batch, n))
-        fg, bg = fake_batch(split, idx)
-        for k, p in enumerate(gen(fg, bg, steps=steps)):
+        fg, bg, pert = fake_batch(split, idx)
+        for k, p in enumerate(gen(fg, bg, init=pert, steps=steps)):
             out[k].append(p)
     return [torch.cat(p) for p in out]
 
 
 def errors(gen: IterativeWarpGenerator, split: dict, steps: int, size: int) -> list[float]:
     """Mean placement error (px): before the generator, then after each of the first ``steps`` steps."""
-    n = split["bg"].shape[0]
-    ident = get_transform("projective").identity(n)
-    params = [ident, *step_params(gen, split, steps)] if steps else [ident]
-    return [placement_error(split["perturbations"], p, split["vertices"], size).mean().item() for p in params]
+    params = [split["perturbations"], *step_params(gen, split, steps)] if steps else [split["perturbations"]]
+    return [placement_error(p, split["vertices"], size).mean().item() for p in params]
 
 
 def gradient_penalty(disc: nn.Module, real: Tensor, fake: Tensor, g: torch.Generator) -> Tensor:
@@ -168,29 +180,28 @@ def gradient_penalty(disc: nn.Module, real: Tensor, fake: Tensor, g: torch.Gener
 
 
 # -- one stage ------------------------------------------------------------------------------------
-def _stage_inputs(gen: IterativeWarpGenerator, split: dict, k: int) -> Tensor | None:
-    """The fixed warp of steps ``1..k`` (0-based ``k`` steps done) for every scene, or ``None`` at the first step."""
-    return step_params(gen, split, k)[-1] if k else None
+def _stage_inputs(gen: IterativeWarpGenerator, split: dict, k: int) -> Tensor:
+    """The fixed warp after the placement and steps ``1..k`` (``k`` steps done) for every scene."""
+    return step_params(gen, split, k)[-1] if k else split["perturbations"]
 
 
-def _generate(gen: IterativeWarpGenerator, k: int, fg: Tensor, bg: Tensor, before: Tensor | None):
+def _generate(gen: IterativeWarpGenerator, k: int, fg: Tensor, bg: Tensor, before: Tensor):
     dp = gen.update(k, fg, bg, before)
-    params = dp if before is None else gen.family.compose(before, dp)
-    return params, dp
+    return gen.family.compose(before, dp), dp
 
 
 def _critic_step(gen, disc, opt_d, data, k, before, config, g) -> float:
     n_fake, n_real = data["fake"]["bg"].shape[0], data["real"]["bg"].shape[0]
     fi = torch.randint(n_fake, (config.batch_size,), generator=g)
     ri = torch.randint(n_real, (config.batch_size,), generator=g)
-    fg, bg = fake_batch(data["fake"], fi)
+    fg, bg, pert = fake_batch(data["fake"], fi)
     with torch.no_grad():
-        if k is None:
-            fake = composite(fg, bg)
+        if k is None:  # the critic's warm-up: the perturbed placements as they are
+            fake = gen.composite(fg, bg, pert)
         else:
-            params, _ = _generate(gen, k, fg, bg, None if before is None else before[fi])
+            params, _ = _generate(gen, k, fg, bg, before[fi])
             fake = gen.composite(fg, bg, params)
-    real = real_batch(data["real"], ri)
+    real = real_batch(data["real"], ri, g)
     if config.loss == "wgan-gp":
         loss = disc(fake).mean() - disc(real).mean() + config.gp_weight * gradient_penalty(disc, real, fake, g)
     else:  # the non-saturating GAN's critic: the logistic loss of real vs fake
@@ -223,8 +234,8 @@ def train_gan_stage(gen, disc, opt_d, data, k: int, config: StganConfig, log=pri
         for _ in range(config.critic_iters):
             d_loss = _critic_step(gen, disc, opt_d, data, k, before, config, g)
         fi = torch.randint(n_fake, (config.batch_size,), generator=g)
-        fg, bg = fake_batch(data["fake"], fi)
-        params, dp = _generate(gen, k, fg, bg, None if before is None else before[fi])
+        fg, bg, _ = fake_batch(data["fake"], fi)
+        params, dp = _generate(gen, k, fg, bg, before[fi])
         for p in disc.parameters():
             p.requires_grad_(False)
         score = disc(gen.composite(fg, bg, params))
@@ -238,9 +249,7 @@ def train_gan_stage(gen, disc, opt_d, data, k: int, config: StganConfig, log=pri
         opt_g.step()
         if (it + 1) % 50 == 0 or it + 1 == config.gan_iters:
             with torch.no_grad():
-                err = placement_error(
-                    data["fake"]["perturbations"][fi], params, data["fake"]["vertices"][fi], config.size
-                )
+                err = placement_error(params, data["fake"]["vertices"][fi], config.size)
             history.append(
                 {
                     "iter": it + 1,
@@ -275,9 +284,9 @@ def train_supervised_stage(gen, data, k: int, config: StganConfig, log=print) ->
     gen.train()
     for it in range(config.sup_iters):
         fi = torch.randint(n, (config.batch_size,), generator=g)
-        fg, bg = fake_batch(split, fi)
-        params, _ = _generate(gen, k, fg, bg, None if before is None else before[fi])
-        loss = placement_error(split["perturbations"][fi], params, split["vertices"][fi], config.size).mean()
+        fg, bg, _ = fake_batch(split, fi)
+        params, _ = _generate(gen, k, fg, bg, before[fi])
+        loss = placement_error(params, split["vertices"][fi], config.size).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -378,7 +387,7 @@ def run_stgan(out: Path, config: StganConfig, rows=ROWS, log=print) -> dict:
 
     if all((run_dir(out, r, config) / "results.json").is_file() for r in rows):
         log("every row is finished")
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r != "supervised"):  # the bound first: it takes minutes
         train_row(out, r, config, data_fn, log)
         write_outputs(out, summarize(out, config, rows))
     return summarize(out, config, rows)
@@ -386,7 +395,9 @@ def run_stgan(out: Path, config: StganConfig, rows=ROWS, log=print) -> dict:
 
 def summarize(out: Path, config: StganConfig, rows=ROWS) -> dict:
     results = {}
-    for r in rows:
+    for r in ROWS:  # the table's order
+        if r not in rows:
+            continue
         f = run_dir(out, r, config) / "results.json"
         if f.is_file():
             results[r] = json.loads(f.read_text())
@@ -412,12 +423,14 @@ def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
         f"bounding box by Gaussian offsets of {c.perturb} x its width (x) and height (y), truncated at 2 standard "
         "deviations, the moved quad kept convex, "
         "and composited over the room; real images are renders with the box unperturbed, from independent "
-        f"scenes. {c.train_size} fake scenes (seed 0), {c.train_size} real scenes (seed 1), {c.val_size} "
+        "scenes, the box resampled at a random sub-pixel shift (at most half a pixel) so that resampling blur "
+        f"does not tell a fake from a real image. {c.train_size} fake scenes (seed 0), {c.train_size} real scenes (seed 1), {c.val_size} "
         f"validation (seed 2) and {c.test_size} test scenes (seed 3).",
         "",
         f"Generator: `stnkit.nn.IterativeWarpGenerator`, {c.steps} steps, homographies (`projective`) composed "
         "in parameter space, one localisation net per step (`default_localization` on the composite and the "
-        f"warped alpha, area-averaged to {c.loc_size} px), identity heads; the original foreground is sampled once per step. `st-gan`: "
+        f"warped alpha, area-averaged to {c.loc_size} px), identity heads; the perturbation is the foreground's initial placement p_0 and each step composes its "
+        "update after it, so the unperturbed foreground is sampled once per step with the accumulated warp. `st-gan`: "
         + (
             f"WGAN-GP (gradient penalty {c.gp_weight})"
             if c.loss == "wgan-gp"
@@ -511,26 +524,23 @@ def make_figure(out: Path, summary: dict, n: int = 6) -> Path | None:
     n = min(n, config.test_size)
     split = render_split(n, SPLIT_SEEDS["test"], config)
     idx = torch.arange(n)
-    fg, bg = fake_batch(split, idx)
-    rows: list[tuple[str, Tensor, Tensor]] = []
-    ident = get_transform("projective").identity(n)
-    rows.append(("perturbed", composite(fg, bg), ident))
+    fg, bg, pert = fake_batch(split, idx)
+    rows: list[tuple[str, Tensor, Tensor | None]] = []
+    rows.append(("perturbed", composite(warp(fg, pert, "projective"), bg), pert))
     if gens.get("st-gan") is not None:
         gen = gens["st-gan"]
         with torch.no_grad():
-            for k, p in enumerate(gen(fg, bg)):
+            for k, p in enumerate(gen(fg, bg, init=pert)):
                 rows.append((f"st-gan step {k + 1}", gen.composite(fg, bg, p), p))
     if gens.get("supervised") is not None:
         gen = gens["supervised"]
         with torch.no_grad():
-            p = gen(fg, bg)[-1]
+            p = gen(fg, bg, init=pert)[-1]
             rows.append(("supervised", gen.composite(fg, bg, p), p))
     rows.append(("truth", real_batch(split, idx), None))
     fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.8 * len(rows)), squeeze=False)
     for ri, (name, images, params) in enumerate(rows):
-        err = (
-            None if params is None else placement_error(split["perturbations"], params, split["vertices"], config.size)
-        )
+        err = None if params is None else placement_error(params, split["vertices"], config.size)
         for i in range(n):
             ax = axes[ri, i]
             ax.imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stnkit.cli import main
+from stnkit.data.compositing import placement_error
 from stnkit_experiments import stgan
 
 TINY = [
@@ -65,8 +66,13 @@ def test_errors_before_and_after_are_the_placement_errors():
     gen = stgan.build_generator(config)
     before, after = stgan.errors(gen, split, 1, config.size)
     assert before == pytest.approx(after, abs=1e-4)  # identity at initialisation
+    assert before == pytest.approx(placement_error(split["perturbations"], split["vertices"], 32).mean().item())
     assert before > 0.3
-    torch.testing.assert_close(stgan.real_batch(split, torch.arange(2)).shape, torch.Size([2, 3, 32, 32]))
+    fg, bg, _ = stgan.fake_batch(split, torch.arange(2))
+    exact = stgan.real_batch(split, torch.arange(2))
+    assert torch.allclose(exact, fg[:, :3] + (1 - fg[:, 3:]) * bg)
+    jittered = stgan.real_batch(split, torch.arange(2), torch.Generator().manual_seed(0))
+    assert 0 < (jittered - exact).abs().max() < 0.6  # moved by at most half a pixel
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,20 @@ def test_composed_warp_is_the_product_of_the_step_matrices():
     assert torch.allclose(out, reference, atol=1e-10)
 
 
+def test_an_initial_placement_starts_the_chain():
+    gen = IterativeWarpGenerator(steps=2, in_size=12).double()
+    rng = np.random.default_rng(2)
+    init = np.array([1, 0, 0, 0, 1, 0, 0, 0], float) + rng.normal(0, 0.08, 8)
+    updates = [np.array([1, 0, 0, 0, 1, 0, 0, 0], float) + rng.normal(0, 0.08, 8) for _ in range(2)]
+    _set_constant_updates(gen, updates)
+    fg, bg = _inputs(dtype=torch.float64)
+    params = gen(fg, bg, init=torch.as_tensor(init)[None].expand(2, 8))
+    product = _matrix(init) @ _matrix(updates[0]) @ _matrix(updates[1])
+    np.testing.assert_allclose(params[-1][1].detach().numpy(), (product / product[2, 2]).reshape(-1)[:8], atol=1e-10)
+    with pytest.raises(ValueError, match=r"init must have shape \(2, 8\), got \(1, 8\)"):
+        gen(fg, bg, init=torch.as_tensor(init)[None])
+
+
 def test_each_step_samples_the_original_foreground_once():
     """What step k's net reads is the original foreground sampled with p_{k-1}, not a resampled image."""
     gen = IterativeWarpGenerator(steps=2, in_size=12).double()

@@ -73,7 +73,8 @@ class IterativeWarpGenerator(nn.Module):
     the warp becomes ``p_k = family.compose(p_{k-1}, dp_k)`` (the update acts first,
     on the composite's points, then the warp so far:
     :meth:`~stnkit.geometry.MatrixFamily.compose`). ``p_0`` is the identity, so step 1
-    reads the unwarped composite. The composite after step ``k`` samples the
+    reads the unwarped composite (``init``, the foreground's initial placement, replaces the
+    identity as ``p_0`` when given). The composite after step ``k`` samples the
     original foreground once with ``p_k`` (:meth:`warp_foreground`). Each step has
     its own net (ST-GAN's ``G_1 .. G_N``), so the steps can be trained one after
     the other, each with the earlier ones fixed (:meth:`step_parameters`).
@@ -187,11 +188,22 @@ class IterativeWarpGenerator(nn.Module):
         image = torch.cat([composite(warped, background), warped[:, self.channels :]], dim=1)
         return self.transforms[k].predict_params(image)
 
-    def forward(self, foreground: Tensor, background: Tensor, steps: int | None = None) -> list[Tensor]:
-        """The composed warp ``(B, num_params)`` after each of the first ``steps`` steps (all by default)."""
+    def forward(
+        self, foreground: Tensor, background: Tensor, init: Tensor | None = None, steps: int | None = None
+    ) -> list[Tensor]:
+        """The composed warp ``(B, num_params)`` after each of the first ``steps`` steps (all by default).
+
+        ``init`` ``(B, num_params)`` is the foreground's initial warp ``p_0`` (where the foreground is
+        placed before any step, e.g. a perturbed placement); ``None``: the identity. ``p_k`` composes
+        the updates after it: ``p_0 o dp_1 o ... o dp_k``.
+        """
         foreground, background = self.check_inputs(foreground, background)
         steps = self.steps if steps is None else check_int("steps", steps, high=self.steps)
-        params: Tensor | None = None
+        params = None if init is None else self.family.check_params(init, "init")
+        if params is not None and params.shape[0] != foreground.shape[0]:
+            raise ValueError(
+                f"init must have shape ({foreground.shape[0]}, {self.family.num_params}), got {tuple(params.shape)}"
+            )
         out = []
         for k in range(steps):
             dp = self.update(k, foreground, background, params)
