@@ -487,7 +487,7 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument("--crop-size", type=int, default=None, help="parts, cub: each transformer's crop (px a side)")
     rep.add_argument("--docs", default=None, help="parts, stgan: also write the markdown page here")
-    rep.add_argument("--stgan-steps", type=int, default=None, help="stgan: warp steps (4)")
+    rep.add_argument("--stgan-steps", type=int, default=None, help="stgan: warp steps (3)")
     rep.add_argument("--stgan-iters", type=int, default=None, help="stgan: generator updates per adversarial step")
     rep.add_argument("--stgan-sup-iters", type=int, default=None, help="stgan: updates per supervised step")
     rep.add_argument("--stgan-loss", default=None, help="stgan: ns (non-saturating, spectral norm) or wgan-gp")

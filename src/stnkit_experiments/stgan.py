@@ -62,21 +62,21 @@ class StganConfig:
 
     size: int = 64
     loc_size: int = 32
-    steps: int = 4
-    train_size: int = 3000  # fake scenes; as many real ones, drawn independently
-    val_size: int = 300
-    test_size: int = 500
+    steps: int = 3
+    train_size: int = 1500  # fake scenes; as many real ones, drawn independently
+    val_size: int = 200
+    test_size: int = 300
     perturb: float = 0.15
     batch_size: int = 32
     loss: str = "ns"  # "ns": non-saturating GAN, spectral-normalised critic; "wgan-gp"
-    gan_iters: int = 1200  # generator updates per step
+    gan_iters: int = 500  # generator updates per step
     critic_iters: int = 1  # critic updates per generator update
     d_warmup: float = 0.2  # critic updates before the first step, a fraction of gan_iters
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     gp_weight: float = 10.0  # wgan-gp only
     update_weight: float = 0.3  # the authors' released code's dplambda (indoor/options.py)
-    sup_iters: int = 500
+    sup_iters: int = 250
     lr_sup: float = 1e-3
     disc_width: int = 16
     seed: int = 0
