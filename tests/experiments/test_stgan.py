@@ -49,6 +49,12 @@ def test_stgan_target_on_a_tiny_setting_reports_and_resumes(tmp_path, capsys):
     assert (run / "stage-1.json").read_text() == before and (run / "results.json").is_file()
     code, text, _ = _run(["reproduce", "stgan", "--out", str(out), *TINY], capsys)
     assert code == 0 and "every row is finished" in text
+    # the page's hand-written notes survive a regeneration; the generated part is rewritten
+    docs.write_text("stale table\n" + stgan.NOTES_MARKER + "\nmy notes\n")
+    code, _, _ = _run(["reproduce", "stgan", "--out", str(out), *TINY, "--docs", str(docs), "--report-only"], capsys)
+    page = docs.read_text()
+    assert code == 0 and "stale table" not in page and page.endswith(stgan.NOTES_MARKER + "\nmy notes\n")
+    assert "| supervised | val |" in page
 
 
 def test_a_stage_of_other_settings_is_refused(tmp_path, capsys):
