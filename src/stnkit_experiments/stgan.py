@@ -18,8 +18,8 @@ resampled once, as the perturbed image itself is.
 
 * ``st-gan``: an adversarial loss on the composites (by default the non-saturating
   GAN loss against a spectral-normalised critic; ``loss="wgan-gp"``, ST-GAN's
-  WGAN-GP, costs a double backward per critic update, about 5x a critic update
-  here on one CPU thread); the steps are trained one after the other, step ``k`` with steps ``1..k-1`` fixed (ST-GAN's
+  WGAN-GP, costs a double backward of the critic per critic update, several plain
+  critic updates' time on a CPU); the steps are trained one after the other, step ``k`` with steps ``1..k-1`` fixed (ST-GAN's
   sequential training), the discriminator carried on from stage to stage; a small
   penalty on each update's distance from the identity (parameter space).
   The fake scenes (seed 0) and the real scenes (seed 1) are independent draws.
