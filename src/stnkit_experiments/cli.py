@@ -39,6 +39,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return _reproduce_registration(args, out)
     if args.experiment == "homography":
         return _reproduce_homography(args, out)
+    if args.experiment == "stgan":
+        return _reproduce_stgan(args, out)
     if args.experiment in ("parts", "cub"):
         from .finegrained_cli import reproduce_finegrained
 
@@ -167,6 +169,68 @@ def _reproduce_homography(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(f"stnkit reproduce: {err}") from None
     print(homography.render_markdown(summary))
     print(f"wrote {out / 'homography.json'}, {out / 'homography.md'}, {figure}")
+    return 0
+
+
+# the stnkit train options stnkit reproduce stgan reads (the others are refused when given)
+STGAN_OPTIONS = ("train_size", "val_size", "test_size", "batch_size", "image_size")
+
+
+def _reproduce_stgan(args: argparse.Namespace, out: Path) -> int:
+    from dataclasses import replace
+
+    from . import stgan
+
+    for flag, value in (
+        ("--datasets", args.datasets),
+        ("--check", args.check),
+        ("--update-readme", args.update_readme),
+    ):
+        if value:
+            raise SystemExit(f"stnkit reproduce stgan: {flag} applies to table1 only")
+    given = given_options(args)
+    other = sorted(set(given) - set(STGAN_OPTIONS) - {"model", "dataset", "seed"})
+    if other:
+        flags = ", ".join("--" + o.replace("_", "-") for o in other)
+        raise SystemExit(
+            f"stnkit reproduce stgan: {flags} not read by this target (it reads: "
+            + ", ".join("--" + o.replace("_", "-") for o in STGAN_OPTIONS)
+            + ", --stgan-steps, --stgan-iters, --stgan-sup-iters, --stgan-loss)"
+        )
+    if args.seeds not in (None, 1):
+        raise SystemExit(f"stnkit reproduce stgan: one seed per row (--seeds 1), got --seeds {args.seeds}")
+    rows = args.models.split(",") if args.models else list(stgan.ROWS)
+    for r in rows:
+        if r not in stgan.ROWS:
+            raise SystemExit(f"stnkit reproduce stgan: unknown row {r!r}; valid: {', '.join(stgan.ROWS)}")
+    options = {k: given[k] for k in ("train_size", "val_size", "test_size", "batch_size") if k in given}
+    if "image_size" in given:
+        h, w = given["image_size"]
+        if h != w or h < 16:
+            raise SystemExit(f"stnkit reproduce stgan: --image-size must be square and at least 16, got {h} {w}")
+        options |= {"size": h, "loc_size": max(h // 2, 8)}
+    for name, key in (("steps", "steps"), ("iters", "gan_iters"), ("sup_iters", "sup_iters")):
+        value = getattr(args, f"stgan_{name}")
+        if value is not None:
+            if value < 1:
+                raise SystemExit(f"stnkit reproduce stgan: --stgan-{name.replace('_', '-')} must be >= 1, got {value}")
+            options[key] = value
+    if args.stgan_loss is not None:
+        if args.stgan_loss not in stgan.LOSSES:
+            raise SystemExit(
+                f"stnkit reproduce stgan: --stgan-loss must be one of {', '.join(stgan.LOSSES)}, got {args.stgan_loss!r}"
+            )
+        options["loss"] = args.stgan_loss
+    config = replace(stgan.STGAN_DEFAULTS, **options)
+    if args.dry_run:
+        for r in rows:
+            print(stgan.run_dir(out, r, config))
+        return 0
+    summary = stgan.summarize(out, config, rows) if args.report_only else stgan.run_stgan(out, config, rows)
+    stgan.write_outputs(out, summary, Path(args.docs) if args.docs else None)
+    figure = stgan.make_figure(out, summary)
+    print(stgan.render_markdown(summary), end="")
+    print(f"wrote {out / 'stgan.json'}, {out / 'stgan.md'}" + (f", {figure}" if figure else ""))
     return 0
 
 
@@ -447,6 +511,7 @@ def add_parsers(sub) -> None:
             "homography",
             "parts",
             "cub",
+            "stgan",
         ),
         help="table1: distorted MNIST (R, RTS, P, E) and cluttered MNIST (TC); "
         "budget: CNN, ST-CNN and the PyTorch tutorial's networks for --minutes each on --dataset, "
@@ -461,10 +526,16 @@ def add_parsers(sub) -> None:
         "homography: mean corner error of identity, ORB + RANSAC and the homography networks on "
         "scikit-image's photographs (DeTone et al. 2016); "
         "parts: the backbone vs 1x, 2x, 4x parallel attention ST-CNN on two-part scenes; "
-        "cub: the paper's 2x and 4x ST-CNN on CUB-200-2011 (--data-dir, the user's copy)",
+        "cub: the paper's 2x and 4x ST-CNN on CUB-200-2011 (--data-dir, the user's copy); "
+        "stgan: ST-GAN's sequential adversarial homography warps (Lin et al. 2018) on a box composited into a "
+        "rendered room, mean vertex error (px) per step beside a supervised bound",
     )
     rep.add_argument("--crop-size", type=int, default=None, help="parts, cub: each transformer's crop (px a side)")
-    rep.add_argument("--docs", default=None, help="parts: also write the markdown page here")
+    rep.add_argument("--docs", default=None, help="parts, stgan: also write the markdown page here")
+    rep.add_argument("--stgan-steps", type=int, default=None, help="stgan: warp steps (3)")
+    rep.add_argument("--stgan-iters", type=int, default=None, help="stgan: generator updates per adversarial step")
+    rep.add_argument("--stgan-sup-iters", type=int, default=None, help="stgan: updates per supervised step")
+    rep.add_argument("--stgan-loss", default=None, help="stgan: ns (non-saturating, spectral norm) or wgan-gp")
     rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
     rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
     rep.add_argument(

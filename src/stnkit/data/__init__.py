@@ -9,6 +9,7 @@
 
 from .addition import AdditionMNIST
 from .colocalization import COLOC_KINDS, CoLocalization
+from .compositing import CompositingScenes
 from .dataset import DistortedMNIST, load_distorted
 from .distortions import DISTORTIONS, Distortion, get_distortion
 from .download import DEFAULT_MIRROR, MNIST_SHA256, DownloadError, download_mnist
@@ -35,6 +36,7 @@ __all__ = [
     "AdditionMNIST",
     "COLOC_KINDS",
     "CoLocalization",
+    "CompositingScenes",
     "DATASETS",
     "REGISTRATION_DATASETS",
     "DEFAULT_MIRROR",

@@ -1,9 +1,11 @@
 """``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, the inverse compositional
 one, a classifier behind transformers (:class:`STClassifier`, :func:`with_transformer`), a
 normalisation layer to put after them, a U-Net predicting dense fields for registration
-(:class:`FieldNet`), and diagnostics of a transformer's sampling grid
+(:class:`FieldNet`), the ST-GAN's iterative warp generator and discriminator for compositing
+(:mod:`stnkit.nn.compositing`), and diagnostics of a transformer's sampling grid
 (:mod:`stnkit.nn.diagnostics`)."""
 
+from .compositing import CompositeDiscriminator, IterativeWarpGenerator, composite
 from .diagnostics import (
     COLLAPSED_SCALE,
     IDENTITY_DISTANCE,
@@ -28,17 +30,20 @@ from .wrap import STClassifier, default_loc_size, with_transformer
 
 __all__ = [
     "COLLAPSED_SCALE",
+    "CompositeDiscriminator",
     "IDENTITY_DISTANCE",
     "FieldNet",
     "OUTSIDE_FRACTION_WARN",
     "IdentityHead",
     "InverseCompositionalTransformer",
+    "IterativeWarpGenerator",
     "Normalize",
     "ParallelTransformers",
     "STClassifier",
     "SeriesTransformers",
     "SpatialTransformer",
     "collapse_warning",
+    "composite",
     "coverage_penalty",
     "default_loc_size",
     "default_localization",
