@@ -22,6 +22,7 @@ from stnkit.cli.train import (
 )
 from stnkit.train.config import TrainConfig
 
+from ._checks import refuse_others, refuse_table1_flags, rows_from
 from .table1 import ROWS, TABLE1_DATASETS
 
 
@@ -107,9 +108,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
     from . import registration as reg
 
-    for flag, value in (("--datasets", args.datasets), ("--check", args.check)):
-        if value:
-            raise SystemExit(f"stnkit reproduce registration: {flag} applies to table1 only")
+    refuse_table1_flags(args, "registration", ("--datasets", "--check"))
     if args.update_readme and not Path(args.readme).name.startswith("registration"):
         raise SystemExit(
             "stnkit reproduce registration: --update-readme writes --readme docs/results/registration*.md, "
@@ -120,11 +119,8 @@ def _reproduce_registration(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(
             f"stnkit reproduce registration: --dataset must be one of {', '.join(reg.SIZES)}, got {dataset!r}"
         )
-    methods = args.models.split(",") if args.models else reg.default_methods()
-    valid = (*reg.METHODS, "dipy-syn")
-    for m in methods:
-        if m not in valid:
-            raise SystemExit(f"stnkit reproduce registration: unknown method {m!r}; valid: {', '.join(valid)}")
+    default = None if args.models else reg.default_methods()  # finds the installed SyN: only when needed
+    methods = rows_from(args, "registration", (*reg.METHODS, "dipy-syn"), default, kind="method")
     # the options given train the fieldnet rows (on top of fieldnet's recipe)
     options = _grid_options(args)
     bench = reg.default_bench(dataset, options.get("volume_size"))
@@ -181,28 +177,12 @@ def _reproduce_stgan(args: argparse.Namespace, out: Path) -> int:
 
     from . import stgan
 
-    for flag, value in (
-        ("--datasets", args.datasets),
-        ("--check", args.check),
-        ("--update-readme", args.update_readme),
-    ):
-        if value:
-            raise SystemExit(f"stnkit reproduce stgan: {flag} applies to table1 only")
+    refuse_table1_flags(args, "stgan")
     given = given_options(args)
-    other = sorted(set(given) - set(STGAN_OPTIONS) - {"model", "dataset", "seed"})
-    if other:
-        flags = ", ".join("--" + o.replace("_", "-") for o in other)
-        raise SystemExit(
-            f"stnkit reproduce stgan: {flags} not read by this target (it reads: "
-            + ", ".join("--" + o.replace("_", "-") for o in STGAN_OPTIONS)
-            + ", --stgan-steps, --stgan-iters, --stgan-sup-iters, --stgan-loss)"
-        )
+    refuse_others("stgan", given, STGAN_OPTIONS, ", --stgan-steps, --stgan-iters, --stgan-sup-iters, --stgan-loss")
     if args.seeds not in (None, 1):
         raise SystemExit(f"stnkit reproduce stgan: one seed per row (--seeds 1), got --seeds {args.seeds}")
-    rows = args.models.split(",") if args.models else list(stgan.ROWS)
-    for r in rows:
-        if r not in stgan.ROWS:
-            raise SystemExit(f"stnkit reproduce stgan: unknown row {r!r}; valid: {', '.join(stgan.ROWS)}")
+    rows = rows_from(args, "stgan", stgan.ROWS)
     options = {k: given[k] for k in ("train_size", "val_size", "test_size", "batch_size") if k in given}
     if "image_size" in given:
         h, w = given["image_size"]
@@ -321,19 +301,10 @@ def _reproduce_sequence(args: argparse.Namespace, out: Path) -> int:
 def _reproduce_addition(args: argparse.Namespace, out: Path) -> int:
     from . import addition as add
 
-    for flag, value in (
-        ("--datasets", args.datasets),
-        ("--check", args.check),
-        ("--update-readme", args.update_readme),
-    ):
-        if value:
-            raise SystemExit(f"stnkit reproduce addition: {flag} applies to table1 only")
+    refuse_table1_flags(args, "addition")
     if args.seeds < 1:
         raise SystemExit(f"stnkit reproduce: --seeds must be >= 1, got {args.seeds}")
-    rows = args.models.split(",") if args.models else list(add.ROWS)
-    for r in rows:
-        if r not in add.ROWS:
-            raise SystemExit(f"stnkit reproduce addition: unknown row {r!r}; valid: {', '.join(add.ROWS)}")
+    rows = rows_from(args, "addition", add.ROWS)
     _validate(config_from_args(args))
     options = _grid_options(args)
     base = args._config_defaults.replace(**options)

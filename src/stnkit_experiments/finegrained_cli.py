@@ -11,6 +11,7 @@ from stnkit.data.idx import DatasetError
 
 from . import cub as rc
 from . import parts as rp
+from ._checks import refuse_others, refuse_table1_flags, rows_from
 
 # the stnkit train options each target reads (the others are refused when given)
 PARTS_OPTIONS = ("epochs", "batch_size", "lr", "loc_lr_mult", "train_size", "val_size", "test_size")
@@ -27,45 +28,21 @@ CUB_OPTIONS = (
 )
 
 
-def _refuse_others(name: str, given: dict, allowed: tuple[str, ...]) -> None:
-    other = sorted(set(given) - set(allowed) - {"model", "dataset", "seed"})  # dataset: budget's own option
-    if other:
-        flags = ", ".join("--" + o.replace("_", "-") for o in other)
-        raise SystemExit(
-            f"stnkit reproduce {name}: {flags} not read by this target (it reads: "
-            f"{', '.join('--' + o.replace('_', '-') for o in allowed)})"
-        )
-
-
-def _rows(args, valid) -> list[str]:
-    rows = args.models.split(",") if args.models else list(valid)
-    for r in rows:
-        if r not in valid:
-            raise SystemExit(f"stnkit reproduce {args.experiment}: unknown row {r!r}; valid: {', '.join(valid)}")
-    return rows
-
-
 def _positive(name: str, value, target: str):
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
         raise SystemExit(f"stnkit reproduce {target}: --{name.replace('_', '-')} must be > 0, got {value!r}")
 
 
 def reproduce_finegrained(args: argparse.Namespace, out: Path, given: dict) -> int:
-    for flag, value in (
-        ("--datasets", args.datasets),
-        ("--check", args.check),
-        ("--update-readme", args.update_readme),
-    ):
-        if value:
-            raise SystemExit(f"stnkit reproduce {args.experiment}: {flag} applies to table1 only")
+    refuse_table1_flags(args, args.experiment)
     if args.experiment == "parts":
         return _parts(args, out, given)
     return _cub(args, out, given)
 
 
 def _parts(args, out: Path, given: dict) -> int:
-    _refuse_others("parts", given, PARTS_OPTIONS)
-    rows = _rows(args, rp.ROWS)
+    refuse_others("parts", given, PARTS_OPTIONS)
+    rows = rows_from(args, args.experiment, rp.ROWS)
     options = {k: given[k] for k in PARTS_OPTIONS if k in given}
     if args.crop_size is not None:
         options["crop"] = args.crop_size
@@ -87,8 +64,8 @@ def _parts(args, out: Path, given: dict) -> int:
 
 
 def _cub(args, out: Path, given: dict) -> int:
-    _refuse_others("cub", given, CUB_OPTIONS)
-    rows = _rows(args, rc.ROWS)
+    refuse_others("cub", given, CUB_OPTIONS)
+    rows = rows_from(args, args.experiment, rc.ROWS)
     data_dir = given.get("data_dir")
     if data_dir is None:
         raise SystemExit(
