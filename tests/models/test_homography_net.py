@@ -44,6 +44,19 @@ def test_outputs_move_once_trained_a_step():
     assert net(x).abs().max() > 0
 
 
+def test_standardised_input_ignores_brightness_and_contrast():
+    torch.manual_seed(0)
+    net = HomographyNet()
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    x = torch.rand(2, 2, 128, 128)
+    out = net(x)
+    assert out.abs().max() > 0
+    torch.testing.assert_close(net(0.3 * x + 0.5), out, atol=1e-3, rtol=1e-3)
+    raw = HomographyNet(standardize=False)
+    raw.load_state_dict(net.state_dict())
+    assert (raw(0.3 * x + 0.5) - raw(x)).abs().max() > 1e-2
+
+
 def test_bad_sizes():
     with pytest.raises(ValueError, match=r"in_size must be divisible by 32 \(2 \*\* len\(widths\)\), got \(100, 100\)"):
         HomographyNet(in_size=100)

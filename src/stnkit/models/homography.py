@@ -10,6 +10,11 @@ max-pools, but group normalisation instead of batch normalisation (per sample, s
 photographs of another contrast see the statistics they are trained with), one convolution per stage, five stages of ``widths`` (16-32-64-64-128)
 down to 4x4, and a 256-unit fully connected layer (about 57 M multiply-adds a pair).
 
+Each input channel is standardised per sample (its own mean and standard deviation over
+the patch) before the first convolution: chosen on the validation pairs, where without it
+the network sat at the identity (24.7 px after 300 steps of batch 32, its predictions' spread
+0.2 px) and with it fell to 23.0 px in the same steps (``docs/results/homography.md``).
+
 The output is offsets in pixels: the last layer's result times ``scale`` (``RHO``, 32
 px). Its weights and bias start at zero, so that an untrained network predicts the
 identity (all offsets zero).
@@ -27,6 +32,8 @@ HOMOGRAPHY_WIDTHS = (16, 32, 64, 64, 128)
 # running statistics the validation photographs' error rose from epoch 2 on (25.1 -> 27.9 px at
 # epoch 5) while it was 21.8 px with the batch's own statistics (the photographs differ in contrast)
 _GROUPS = 8
+# added to each channel's standard deviation (grey levels in [0, 1]): a flat patch stays finite
+_STD_FLOOR = 1e-3
 
 
 class HomographyNet(nn.Module):
@@ -40,6 +47,8 @@ class HomographyNet(nn.Module):
         hidden: the fully connected layer's width.
         dropout: before the last layer (the paper: 0.5).
         scale: the outputs' unit (the raw outputs times ``scale`` are pixels).
+        standardize: standardise each input channel per sample (zero mean, unit standard deviation
+            over the patch) before the first convolution.
 
     Example:
         >>> net = HomographyNet()
@@ -56,6 +65,7 @@ class HomographyNet(nn.Module):
         hidden: int = 256,
         dropout: float = 0.0,
         scale: float = 32.0,
+        standardize: bool = True,
     ):
         super().__init__()
         check_int("in_channels", in_channels)
@@ -78,10 +88,16 @@ class HomographyNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.scale = float(scale)
+        self.standardize = bool(standardize)
         self.in_shape = (in_channels, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.head(self.features(check_input(x, self.in_shape)))) * self.scale
+        x = check_input(x, self.in_shape)
+        if self.standardize:
+            mean = x.mean(dim=(-2, -1), keepdim=True)
+            std = x.std(dim=(-2, -1), keepdim=True)
+            x = (x - mean) / (std + _STD_FLOOR)
+        return self.out(self.head(self.features(x))) * self.scale
 
 
 __all__ = ["HOMOGRAPHY_WIDTHS", "HomographyNet"]
