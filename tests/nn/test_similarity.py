@@ -112,3 +112,45 @@ def test_bad_input_gets_one_line(call, message):
     with pytest.raises((ValueError, TypeError), match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def _ncc_by_pooling(a: torch.Tensor, b: torch.Tensor, w: int, eps: float = 1e-5) -> torch.Tensor:
+    """The straightforward local NCC: five cubic ``avg_pool`` calls (what ncc_loss computed before its
+    separable box filter)."""
+    pool = torch.nn.functional.avg_pool2d if a.ndim == 4 else torch.nn.functional.avg_pool3d
+
+    def box(x):  # zero padding made explicit: avg_pool refuses a window over an unpadded side
+        return pool(torch.nn.functional.pad(x, [w // 2] * (2 * (x.ndim - 2))), w, stride=1)
+
+    ma, mb = box(a), box(b)
+    cov = box(a * b) - ma * mb
+    va = (box(a * a) - ma * ma).clamp_min(0)
+    vb = (box(b * b) - mb * mb).clamp_min(0)
+    return -(cov * cov / (va * vb + eps)).mean()
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 1, 7, 12, 10), (2, 2, 5, 6, 33)])
+@pytest.mark.parametrize("window", [1, 3, 9])
+def test_separable_box_mean_and_ncc_agree_with_cubic_pooling(shape, window):
+    from stnkit.nn.similarity import _box_mean
+
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(*shape, generator=g, dtype=torch.float64)
+    b = (0.3 * a + torch.rand(*shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+    a.requires_grad_(True)
+    pool = torch.nn.functional.avg_pool2d if len(shape) == 4 else torch.nn.functional.avg_pool3d
+    ref = pool(torch.nn.functional.pad(a, [window // 2] * (2 * len(shape) - 4)), window, stride=1)
+    assert torch.allclose(_box_mean(a, window), ref, rtol=0, atol=1e-12)
+    if window <= min(shape[2:]):  # the padding argument of avg_pool, as ncc_loss used it before
+        assert torch.allclose(ref, pool(a, window, stride=1, padding=window // 2, count_include_pad=True))
+    ours = ncc_loss(a, b, window=window)
+    theirs = _ncc_by_pooling(a, b, window)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-10, abs=1e-12)
+    ga = torch.autograd.grad(ours, (a, b))
+    gb = torch.autograd.grad(theirs, (a, b))
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, rtol=1e-8, atol=1e-12)
+    # float32 on a registration-sized volume: within float tolerance of the cubic pooling
+    x = torch.rand(1, 1, 32, 32, 32, generator=g)
+    y = (0.5 * x + 0.5 * torch.rand(1, 1, 32, 32, 32, generator=g)).requires_grad_(True)
+    assert float(ncc_loss(x, y, window=9)) == pytest.approx(float(_ncc_by_pooling(x, y, 9)), rel=1e-5)
