@@ -141,8 +141,8 @@ def _batches(pixels: Tensor, batch: int):
 # -- training -------------------------------------------------------------------------------------
 def window_travel(config: PartsConfig) -> float:
     """The most a window parameter (a head bias) can move in the whole fit: Adam steps each parameter by at
-    most about its learning rate, so ``lr * loc_lr_mult * steps``. Below the ~0.6 from the whole scene
-    (scale 1) to a part (scale ~0.2-0.4), the windows cannot reach the parts whatever the gradients say
+    most about its learning rate, so ``lr * loc_lr_mult * steps``. Far below a part's side (0.32-0.44 in
+    normalised units) the windows cannot reach the parts whatever the gradients say
     (issue 28: x0.1 gave 0.03 over 6 epochs of 1,500 scenes, and every window stayed at scale 1.00)."""
     steps = -(-config.train_size // config.batch_size) * config.epochs
     return config.lr * config.loc_lr_mult * steps
