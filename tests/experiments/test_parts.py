@@ -142,3 +142,28 @@ def test_cub_target_runs_one_tiny_epoch_and_says_which_backbone(tmp_path, capsys
     assert res["train_images"] == 6 and res["test_images"] == 6 and res["paper_accuracy"] == 83.1
     assert len(res["per_transformer"]) == 2 and res["per_transformer"][0]["part"] in ("back", "beak", "left eye")
     assert "randomly initialised" in (out / "cub.md").read_text()
+
+
+def test_the_default_recipe_lets_the_windows_reach_a_part():
+    # issue 28: at loc_lr_mult 0.1 Adam could move a window's scale by at most 0.03 in the whole fit, so every
+    # window stayed at scale 1.00 (the whole scene); now a window can shift by most of a part's side
+    # (0.16-0.22 of the canvas: 0.32-0.44 in normalised units) or shrink by a quarter
+    assert rp.window_travel(rp.PARTS_DEFAULTS) >= 0.25
+    old = rp.config_with(train_size=1500, epochs=6, loc_lr_mult=0.1)
+    assert rp.window_travel(old) < 0.05
+
+
+def test_a_short_fit_moves_the_windows_as_far_as_its_travel_allows():
+    # what window_travel bounds, measured: a few Adam steps move the head bias by at most lr * mult per step
+    config = rp.config_with(train_size=32, val_size=8, test_size=8, epochs=1, batch_size=16)
+    model, _ = rp.build_row("st-1x", config)
+    opt = rp.make_optimizer(model, config)
+    ds, px = rp.render_set(32, 0)
+    before = model.transformer.head.bias.detach().clone()
+    for i in range(0, 32, 16):
+        loss = torch.nn.functional.cross_entropy(model(px[i : i + 16].float() / 255), ds.labels[i : i + 16])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = (model.transformer.head.bias.detach() - before).abs().max().item()
+    assert 0 < moved <= 1.01 * rp.window_travel(config)
