@@ -100,6 +100,9 @@ def test_errors_are_one_line(pair, tmp_path, capsys):
         ([str(tmp_path / "a.mha"), str(m)], "a.mha: unknown image type; expected one of .nii, .nii.gz, .npy, .png"),
         ([str(f), str(tmp_path / "v.npy")], "is 2-D (28x24 pixels) and MOVING"),
         ([str(f), str(m), "--steps", "-1"], "--steps must be >= 0, got -1"),
+        ([str(f), str(m), "--steps", "10x5", "--levels", "3"], "--steps 10x5 gives 2 levels' steps but --levels is 3"),
+        ([str(f), str(m), "--steps", "ten"], "--steps must be a number or one number per level joined by 'x'"),
+        ([str(f), str(m), "--field-steps", "5x-1x2"], "--field-steps must be >= 0, got -1"),
     ]
     for i, (args, message) in enumerate(cases):
         code, _, err = run(["register", *args, "--out", str(tmp_path / f"o{i}")], capsys)

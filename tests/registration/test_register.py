@@ -145,6 +145,34 @@ def test_the_grid_is_the_whole_map_and_warps_as_warped():
         assert torch.allclose(warp_field(moving[None, None], u)[0], res.warped, atol=1e-5)
 
 
+def _two_blobs(dx):
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    return torch.exp(-((xx - 12 - dx) ** 2 + (yy - 14) ** 2) / 20) + torch.exp(
+        -((xx - 20 - dx) ** 2 + (yy - 20) ** 2) / 8
+    )
+
+
+def test_steps_per_level_as_ants_spells_them():
+    fixed, moving = _two_blobs(0), _two_blobs(2.5)
+    same = register(fixed, moving, "dense", loss="mse", smooth=0.1, levels=2, steps=(12, 12), field_steps=[8, 8])
+    one = register(fixed, moving, "dense", loss="mse", smooth=0.1, levels=2, steps=12, field_steps=8)
+    assert torch.equal(same.warped, one.warped)  # one number is that number at every level
+    res = register(fixed, moving, "dense", loss="mse", smooth=0.1, levels=3, steps=[15, 10, 0], field_steps=(20, 5, 0))
+    done = [(r["stage"], r["size"], r["steps"]) for r in res.levels]
+    assert done[2] == ("linear", [32, 32], 0)  # the finest linear level skipped
+    assert done[3:] == [("dense", [8, 8], 20), ("dense", [16, 16], 5), ("dense", [32, 32], 0)]
+    assert res.field.shape == (2, 32, 32)  # the field carried up to the finest level
+    assert float(res.field.abs().max()) > 0.01  # and it is the coarse levels' field, not zero
+    before = float((moving - fixed).pow(2).mean())
+    assert float((res.warped[0] - fixed).pow(2).mean()) < 0.2 * before
+    with pytest.raises(
+        ValueError, match=r"steps must give one number per pyramid level \(levels=3\), got 2: \[10, 0\]"
+    ):
+        register(fixed, moving, levels=3, steps=[10, 0])
+    with pytest.raises(ValueError, match=r"field_steps\[1\] must be"):
+        register(fixed, moving, "dense", levels=2, field_steps=[10, -1])
+
+
 def test_register_refuses_bad_input():
     with pytest.raises(ValueError, match=r"fixed and moving must both be 2-D or both 3-D, got a 2-D fixed \(8, 8\)"):
         register(torch.rand(8, 8), torch.rand(6, 8, 8))

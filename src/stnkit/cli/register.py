@@ -48,15 +48,37 @@ class _Progress:
         self.first = None
 
 
+def _level_steps(flag: str, text: str, levels: int, parse) -> int | list[int]:
+    """``--steps``' value: one number for every level, or one per level joined by 'x' (coarsest first)."""
+    try:
+        value = parse(text)
+    except ValueError:
+        raise ValueError(
+            f"{flag} must be a number or one number per level joined by 'x' (as 100x50x0), got {text!r}"
+        ) from None
+    numbers = value if isinstance(value, list) else [value]
+    for n in numbers:
+        if n < 0:
+            raise ValueError(f"{flag} must be >= 0, got {n}")
+    if isinstance(value, list) and len(value) != levels:
+        raise ValueError(f"{flag} {text} gives {len(value)} levels' steps but --levels is {levels}")
+    return value
+
+
 def _cmd_register(args: argparse.Namespace) -> int:
     from ..data.volumes import read_volume
     from ..registration import register
+    from ..registration.core import parse_level_steps
     from ..registration.outputs import check_out, write_outputs
 
-    if args.steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {args.steps}")
     if not 1 <= args.levels <= 8:
         raise ValueError(f"--levels must be in 1..8, got {args.levels}")
+    steps = _level_steps("--steps", args.steps, args.levels, parse_level_steps)
+    field_steps = (
+        None
+        if args.field_steps is None
+        else _level_steps("--field-steps", args.field_steps, args.levels, parse_level_steps)
+    )
     if not args.smooth >= 0:
         raise ValueError(f"--smooth must be >= 0, got {args.smooth}")
     out = check_out(args.out, args.overwrite)
@@ -76,7 +98,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
         "loss": args.loss,
         "smooth": args.smooth,
         "levels": args.levels,
-        "steps": args.steps,
+        "steps": steps,
+        "field_steps": steps if field_steps is None else field_steps,
         "optimizer": args.optimizer,
         "seed": args.seed,
     }
@@ -87,7 +110,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
         loss=args.loss,
         smooth=args.smooth,
         levels=args.levels,
-        steps=args.steps,
+        steps=steps,
+        field_steps=field_steps,
         optimizer=args.optimizer,
         seed=args.seed,
         progress=_Progress(args.quiet),
@@ -122,7 +146,17 @@ def add_parser(sub) -> None:
     p.add_argument("--loss", choices=LOSSES, default="ncc", help="similarity")
     p.add_argument("--smooth", type=float, default=1.0, help="weight of the field's smoothness penalty")
     p.add_argument("--levels", type=int, default=3, help="pyramid levels (each halves the resolution)")
-    p.add_argument("--steps", type=int, default=100, help="optimiser steps per pyramid level and stage")
+    p.add_argument(
+        "--steps",
+        default="100",
+        help="optimiser steps per pyramid level: one number, or one per level from the coarsest, joined by 'x' "
+        "(as ANTs: 100x50x0; 0 skips a level)",
+    )
+    p.add_argument(
+        "--field-steps",
+        default=None,
+        help="steps per level of the dense or velocity field (same form as --steps; default: --steps)",
+    )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs", help="of the rigid/affine stage")
     p.add_argument("--seed", type=int, default=0, help="seed of mutual information's voxel sample")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier registration's files in OUT")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +48,15 @@ from ..geometry import (
 from ..nn.similarity import SIMILARITIES, ncc_loss, similarity_loss, smoothness_loss
 from .frames import fixed_to_moving_theta
 
-__all__ = ["OPTIMIZERS", "REGISTRATION_TRANSFORMS", "RegistrationResult", "as_volume", "register"]
+__all__ = [
+    "OPTIMIZERS",
+    "REGISTRATION_TRANSFORMS",
+    "RegistrationResult",
+    "as_volume",
+    "level_steps",
+    "parse_level_steps",
+    "register",
+]
 
 REGISTRATION_TRANSFORMS = ("rigid", "affine", "dense", "velocity")
 OPTIMIZERS = ("lbfgs", "adam")
@@ -228,9 +236,9 @@ def register(
     loss: str = "ncc",
     smooth: float = 1.0,
     levels: int = 3,
-    steps: int = 100,
+    steps: int | Sequence[int] = 100,
     *,
-    field_steps: int | None = None,
+    field_steps: int | Sequence[int] | None = None,
     lr: float = 0.02,
     field_lr: float = 0.2,
     optimizer: str = "lbfgs",
@@ -248,8 +256,10 @@ def register(
         loss: ``mse``, ``ncc`` (local normalised cross-correlation, window 9) or ``mi`` (mutual information).
         smooth: weight of the field's diffusion penalty (fields only), relative to the similarity.
         levels: pyramid levels (each halves the resolution; 1 = full resolution only).
-        steps: optimiser steps per level of the linear stage (L-BFGS: its iterations).
-        field_steps: steps per level of the field stage (default ``steps``).
+        steps: optimiser steps per level of the linear stage (L-BFGS: its iterations): one number for every
+            level, or one per level from the coarsest to the finest (ANTs' ``100x50x0``; 0 skips a level).
+        field_steps: steps per level of the field stage, one number or one per level (default ``steps``); a
+            level with 0 steps still carries the field up to the next.
         lr: Adam's learning rate for the linear parameters (order one), cosine-decayed per level.
         field_lr: Adam's learning rate for the field, in voxels of the level.
         optimizer: ``lbfgs`` (default) or ``adam``, for the linear stage (the field always uses Adam).
@@ -275,10 +285,10 @@ def register(
     check_choice("optimizer", optimizer, OPTIMIZERS)
     smooth = check_number("smooth", smooth, low=0.0)
     levels = check_int("levels", levels, low=1, high=8)
-    steps = check_int("steps", steps, low=0, high=1_000_000)
-    field_steps = steps if field_steps is None else check_int("field_steps", field_steps, low=0, high=1_000_000)
     lr = check_number("lr", lr, low=1e-9)
     field_lr = check_number("field_lr", field_lr, low=1e-9)
+    schedule = level_steps("steps", steps, levels)
+    field_schedule = schedule if field_steps is None else level_steps("field_steps", field_steps, levels)
     if fixed.dims != moving.dims:
         raise ValueError(
             f"fixed and moving must both be 2-D or both 3-D, got a {fixed.dims}-D fixed {fixed.spatial} "
@@ -312,14 +322,16 @@ def register(
             theta = theta_of(lin.matrix())[None].float()
             return _similarity(loss, warp(ml, theta, "affine", out_size=size), fl, idx)
 
-        def tell(step, value, lev=lev, size=size):
-            report("linear", lev, size, step, steps, value)
+        nsteps = schedule[lev]
 
-        losses = _optimise(lin.params(), objective, optimizer, steps, lr, tell)
+        def tell(step, value, lev=lev, size=size, nsteps=nsteps):
+            report("linear", lev, size, step, nsteps, value)
+
+        losses = _optimise(lin.params(), objective, optimizer, nsteps, lr, tell)
         with torch.no_grad():
             final = float(objective())
         records.append(_record("linear", lev, size, len(losses), losses, final, start))
-        report("linear", lev, size, len(losses), steps, final, done=True)
+        report("linear", lev, size, len(losses), nsteps, final, done=True)
 
     matrix = lin.matrix().detach()
     theta = theta_of(matrix)
@@ -349,14 +361,16 @@ def register(
                 warped = sample(ml, _field_grid(theta, displacement()).float())
                 return _similarity(loss, warped, fl, idx) + smooth * smoothness_loss(d)
 
-            def tell(step, value, lev=lev, size=size):
-                report(transform, lev, size, step, field_steps, value)
+            nsteps = field_schedule[lev]
 
-            losses = _optimise([d], objective, "adam", field_steps, field_lr, tell)
+            def tell(step, value, lev=lev, size=size, nsteps=nsteps):
+                report(transform, lev, size, step, nsteps, value)
+
+            losses = _optimise([d], objective, "adam", nsteps, field_lr, tell)
             with torch.no_grad():
                 final = float(objective())
             records.append(_record(transform, lev, size, len(losses), losses, final, start))
-            report(transform, lev, size, len(losses), field_steps, final, done=True)
+            report(transform, lev, size, len(losses), nsteps, final, done=True)
         with torch.no_grad():
             un = field_from_pixels(d.detach())
             u = integrate_velocity(un, velocity_steps) if transform == "velocity" else un
@@ -387,6 +401,28 @@ def register(
         seconds=time.perf_counter() - t0,
         folding=folding,
     )
+
+
+def level_steps(name: str, value: int | Sequence[int], levels: int) -> list[int]:
+    """The optimiser steps of each pyramid level, coarsest first: ``value`` for every level, or ``value``'s own
+    numbers (as many as ``levels``; ANTs' ``100x50x0`` is ``(100, 50, 0)``)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != levels:
+            raise ValueError(
+                f"{name} must give one number per pyramid level (levels={levels}), got {len(value)}: {list(value)}"
+            )
+        return [check_int(f"{name}[{i}]", v, low=0, high=1_000_000) for i, v in enumerate(value)]
+    return [check_int(name, value, low=0, high=1_000_000)] * levels
+
+
+def parse_level_steps(text: str) -> int | list[int]:
+    """``"100"`` -> 100, ``"100x50x0"`` -> ``[100, 50, 0]`` (the command line's ``--steps``, as ANTs spells it)."""
+    parts = str(text).strip().lower().split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"steps must be a number or numbers joined by 'x' (as 100x50x0), got {text!r}") from None
+    return numbers[0] if len(numbers) == 1 else numbers
 
 
 def _optimise(params: list[Tensor], objective, optimizer: str, steps: int, lr: float, tell) -> list[float]:
