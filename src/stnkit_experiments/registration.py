@@ -107,7 +107,28 @@ REGISTER_SEARCH = (
     ("smooth", (0.1, 0.3, 1.0, 3.0)),
     ("field_steps", (15, 30, 50, 100)),
 )
+# shapes3d's own search (32^3 volumes, where a step at full resolution costs eight of the level below): steps per
+# pyramid level, coarsest first (register's ANTs-style schedules; 0 skips the level, the field still carried up),
+# so the levels stay 3; its start from a probe on the same validation pairs (ncc, smooth 3.0, fine levels short)
+REGISTER_START_3D = {"loss": "ncc", "levels": 3, "steps": [10, 10, 0], "smooth": 3.0, "field_steps": [20, 10, 3]}
+REGISTER_SEARCH_3D = (
+    ("loss", ("ncc", "mse", "mi")),
+    ("steps", ([10, 0, 0], [10, 10, 0], [25, 10, 0], [10, 10, 10])),
+    ("smooth", (1.0, 3.0, 10.0)),
+    ("field_steps", ([10, 10, 3], [20, 10, 3], [20, 10, 5], [50, 20, 5], [20, 10, 10], [20, 20, 20])),
+)
 FIELD_KNOBS = ("smooth", "field_steps")
+
+
+def register_search(dataset: str) -> tuple[dict, tuple]:
+    """Where the search of ``register``'s settings starts and the knobs it turns, for ``dataset``:
+    :data:`REGISTER_START_3D` and :data:`REGISTER_SEARCH_3D` for ``shapes3d``, else :data:`REGISTER_START` and
+    :data:`REGISTER_SEARCH`."""
+    if dataset == "shapes3d":
+        return REGISTER_START_3D, REGISTER_SEARCH_3D
+    return REGISTER_START, REGISTER_SEARCH
+
+
 METHODS = (
     "none",
     "true-affine",
@@ -295,8 +316,8 @@ def _pick(trials: list[dict], bar: dict) -> tuple[dict, str]:
 def tune_register(
     out: Path, bench: Bench, syn: str | None, num_classes: int, settings_from: Path | None = None
 ) -> dict:
-    """Choose ``register``'s settings for each of its transforms on the validation pairs (:data:`REGISTER_SEARCH`
-    from :data:`REGISTER_START`, one knob at a time, by :func:`_pick` against SyN on the same pairs); every
+    """Choose ``register``'s settings for each of its transforms on the validation pairs (the benchmark's
+    :func:`register_search`, one knob at a time, by :func:`_pick` against SyN on the same pairs); every
     trial and the choice are kept in ``OUT/runs/register-tuning.json`` as they finish (resumed from it).
 
     ``settings_from``: another benchmark's ``register-tuning.json`` whose choice is taken as it is (no search
@@ -319,10 +340,17 @@ def tune_register(
         atomic_write_text(path, json.dumps(log, indent=2) + "\n")
     if log.get("settings_from"):
         return log
+    start, search = register_search(bench.dataset)
+    knobs = [[k, list(v)] for k, v in search]
+    if log.get("start", start) != start or log.get("search", knobs) != knobs:
+        raise ValueError(
+            f"{path} holds a search from other settings or knobs ({log['start']}; {log['search']}) than today's "
+            f"({start}; {knobs}); use another --out or move that file away"
+        )
     log.setdefault("bench", asdict(bench))
     log.setdefault("split", "val: load_test_set(split='val'), seed test_seed + 1000, never a test pair")
-    log.setdefault("start", REGISTER_START)
-    log.setdefault("search", [[k, list(v)] for k, v in REGISTER_SEARCH])
+    log.setdefault("start", start)
+    log.setdefault("search", knobs)
     log.setdefault("rule", PICK_RULE)
     log.setdefault("trials", [])
     log.setdefault("chosen", {})
@@ -346,8 +374,8 @@ def tune_register(
         if transform in log["chosen"]:
             continue
         field = transform in ("dense", "velocity")
-        current = {k: v for k, v in REGISTER_START.items() if field or k not in FIELD_KNOBS}
-        for knob, values in REGISTER_SEARCH:
+        current = {k: v for k, v in start.items() if field or k not in FIELD_KNOBS}
+        for knob, values in search:
             if knob not in current:
                 continue
             tried = []
@@ -499,8 +527,13 @@ def summarize(out: Path, methods: list[str], wall_seconds: float | None = None, 
     }
 
 
+def _value_text(value) -> str:
+    """A setting as the command line spells it: a per-level schedule as ``10x10x0``."""
+    return "x".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _settings_text(settings: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in settings.items())
+    return ", ".join(f"{k} {_value_text(v)}" for k, v in settings.items())
 
 
 def render_markdown(summary: dict) -> str:
@@ -653,7 +686,7 @@ def _search_section(summary: dict) -> list[str]:
     if syn:
         cells = [f"{syn['dice']:.3f}", f"{syn['folding']:.3f}", f"{syn['seconds']:.3f}", f"{syn['cpu_seconds']:.3f}"]
         rows.append([LABELS[syn["method"]] + " (the bar)", "its defaults", *cells])
-    knobs = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in search["search"])
+    knobs = "; ".join(f"{k}: {', '.join(map(_value_text, v))}" for k, v in search["search"])
     where = f"On {summary.get('val_pairs', '')} **validation** pairs ({search['split']}), never on the test pairs"
     file = f"`{search['file']}` beside this table's JSON"
     if search.get("settings_from"):

@@ -164,3 +164,18 @@ def test_reproduce_registration_refusals(tmp_path):
         main(
             ["reproduce", "registration", "--out", str(tmp_path), "--register-settings", str(tmp_path / "nothing.json")]
         )
+
+
+def test_each_benchmark_searches_its_own_knobs(tmp_path, tiny_register):
+    start, search = reg.register_search("shapes3d")
+    # the 3-D schedules give one number per level of the start's pyramid (register refuses any other length)
+    for knob, values in search:
+        for v in values:
+            assert not isinstance(v, list) or len(v) == start["levels"], (knob, v)
+    assert reg._settings_text({"steps": [10, 10, 0], "smooth": 3.0}) == "steps 10x10x0, smooth 3.0"
+    assert reg.register_search("shapes2d") == (reg.REGISTER_START, reg.REGISTER_SEARCH)
+    path = tmp_path / "runs" / "register-tuning.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"start": {"loss": "mi"}, "search": [["loss", ["mi"]]]}))
+    with pytest.raises(ValueError, match="holds a search from other settings or knobs"):
+        reg.tune_register(tmp_path, tiny_register, None, 5)
