@@ -98,35 +98,19 @@ FIELDNET_ROWS = {
 # stnkit register's rows: the transform each registers with
 REGISTER_ROWS = {"register-affine": "affine", "register-dense": "dense", "register-velocity": "velocity"}
 # the search of register's settings on the validation pairs: from REGISTER_START, one knob at a time in this
-# order, each knob's values tried with the others as chosen so far (the field knobs for dense and velocity only)
-REGISTER_START = {"loss": "ncc", "levels": 3, "steps": 50, "smooth": 1.0, "field_steps": 50}
+# order, each knob's values tried with the others as chosen so far (the field knobs for dense and velocity only).
+# Steps are given per pyramid level, coarsest first (register's ANTs-style schedules; 0 skips the level, the field
+# still carried up), so the levels stay 3: a step at full resolution costs four (2-D) or eight (3-D) of the level
+# below, and the fine levels are where the time goes. The start is a probe's on shapes3d's validation pairs
+# (ncc, smooth 3.0, fine levels short); both benchmarks search the same knobs.
+REGISTER_START = {"loss": "ncc", "levels": 3, "steps": [10, 10, 0], "smooth": 3.0, "field_steps": [20, 10, 3]}
 REGISTER_SEARCH = (
-    ("loss", ("ncc", "mse", "mi")),
-    ("levels", (2, 3, 4)),
-    ("steps", (10, 25, 50, 100)),
-    ("smooth", (0.1, 0.3, 1.0, 3.0)),
-    ("field_steps", (15, 30, 50, 100)),
-)
-# shapes3d's own search (32^3 volumes, where a step at full resolution costs eight of the level below): steps per
-# pyramid level, coarsest first (register's ANTs-style schedules; 0 skips the level, the field still carried up),
-# so the levels stay 3; its start from a probe on the same validation pairs (ncc, smooth 3.0, fine levels short)
-REGISTER_START_3D = {"loss": "ncc", "levels": 3, "steps": [10, 10, 0], "smooth": 3.0, "field_steps": [20, 10, 3]}
-REGISTER_SEARCH_3D = (
     ("loss", ("ncc", "mse", "mi")),
     ("steps", ([10, 0, 0], [10, 10, 0], [25, 10, 0], [10, 10, 10])),
     ("smooth", (1.0, 3.0, 10.0)),
     ("field_steps", ([10, 10, 3], [20, 10, 3], [20, 10, 5], [50, 20, 5], [20, 10, 10], [20, 20, 20])),
 )
 FIELD_KNOBS = ("smooth", "field_steps")
-
-
-def register_search(dataset: str) -> tuple[dict, tuple]:
-    """Where the search of ``register``'s settings starts and the knobs it turns, for ``dataset``:
-    :data:`REGISTER_START_3D` and :data:`REGISTER_SEARCH_3D` for ``shapes3d``, else :data:`REGISTER_START` and
-    :data:`REGISTER_SEARCH`."""
-    if dataset == "shapes3d":
-        return REGISTER_START_3D, REGISTER_SEARCH_3D
-    return REGISTER_START, REGISTER_SEARCH
 
 
 METHODS = (
@@ -317,7 +301,7 @@ def tune_register(
     out: Path, bench: Bench, syn: str | None, num_classes: int, settings_from: Path | None = None
 ) -> dict:
     """Choose ``register``'s settings for each of its transforms on the validation pairs (the benchmark's
-    :func:`register_search`, one knob at a time, by :func:`_pick` against SyN on the same pairs); every
+    :data:`REGISTER_START` and :data:`REGISTER_SEARCH`, one knob at a time, by :func:`_pick` against SyN on the same pairs); every
     trial and the choice are kept in ``OUT/runs/register-tuning.json`` as they finish (resumed from it).
 
     ``settings_from``: another benchmark's ``register-tuning.json`` whose choice is taken as it is (no search
@@ -340,7 +324,7 @@ def tune_register(
         atomic_write_text(path, json.dumps(log, indent=2) + "\n")
     if log.get("settings_from"):
         return log
-    start, search = register_search(bench.dataset)
+    start, search = REGISTER_START, REGISTER_SEARCH
     knobs = [[k, list(v)] for k, v in search]
     if log.get("start", start) != start or log.get("search", knobs) != knobs:
         raise ValueError(
