@@ -154,3 +154,70 @@ def test_separable_box_mean_and_ncc_agree_with_cubic_pooling(shape, window):
     x = torch.rand(1, 1, 32, 32, 32, generator=g)
     y = (0.5 * x + 0.5 * torch.rand(1, 1, 32, 32, 32, generator=g)).requires_grad_(True)
     assert float(ncc_loss(x, y, window=9)) == pytest.approx(float(_ncc_by_pooling(x, y, 9)), rel=1e-5)
+
+
+def _ncc_map_reference(a: np.ndarray, b: np.ndarray, w: int, eps: float) -> np.ndarray:
+    """The per-point correlations of ``_ncc_reference`` (explicit windows over the zero-padded images)."""
+    r = w // 2
+    pa, pb, n = np.pad(a, r), np.pad(b, r), w * w
+    out = np.zeros(a.shape)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            wa, wb = pa[i : i + w, j : j + w], pb[i : i + w, j : j + w]
+            ma, mb = wa.sum() / n, wb.sum() / n
+            cov = (wa * wb).sum() / n - ma * mb
+            va, vb = max((wa * wa).sum() / n - ma * ma, 0.0), max((wb * wb).sum() / n - mb * mb, 0.0)
+            out[i, j] = cov * cov / (va * vb + eps)
+    return out
+
+
+def test_masked_losses_are_weighted_means_over_the_mask():
+    g = torch.Generator().manual_seed(8)
+    a, b = (
+        torch.rand(1, 1, 7, 9, generator=g, dtype=torch.float64),
+        torch.rand(1, 1, 7, 9, generator=g, dtype=torch.float64),
+    )
+    m = torch.rand(1, 1, 7, 9, generator=g, dtype=torch.float64)
+    an, bn, mn = a[0, 0].numpy(), b[0, 0].numpy(), m[0, 0].numpy()
+    assert float(mse_loss(a, b, mask=m)) == pytest.approx(float((mn * (an - bn) ** 2).sum() / mn.sum()), rel=1e-9)
+    cc = _ncc_map_reference(an, bn, 3, 1e-5)
+    assert float(ncc_loss(a, b, window=3, mask=m)) == pytest.approx(-float((mn * cc).sum() / mn.sum()), rel=1e-9)
+    ones = torch.ones_like(m)
+    for name in ("mse", "ncc", "mi"):  # a mask of ones is no mask
+        assert float(similarity_loss(name, a, b, mask=ones)) == pytest.approx(
+            float(similarity_loss(name, a, b)), rel=1e-9
+        )
+
+
+def test_a_masked_loss_ignores_what_lies_outside_the_mask():
+    g = torch.Generator().manual_seed(9)
+    a = torch.rand(2, 1, 12, 14, generator=g, dtype=torch.float64)
+    b = 0.7 * a + 0.3 * torch.rand(2, 1, 12, 14, generator=g, dtype=torch.float64)
+    m = torch.zeros(2, 1, 12, 14, dtype=torch.float64)
+    m[..., 2:10, 3:11] = 1
+    far = b.clone()
+    far[..., :, :1] = 9.0  # changed only outside the mask (and outside every window of a masked point, for ncc)
+    assert float(mse_loss(a, far, mask=m)) == pytest.approx(float(mse_loss(a, b, mask=m)), rel=1e-12)
+    assert float(ncc_loss(a, far, window=3, mask=m)) == pytest.approx(
+        float(ncc_loss(a, b, window=3, mask=m)), rel=1e-12
+    )
+    assert float(mi_loss(a, far, mask=m)) == pytest.approx(float(mi_loss(a, b, mask=m)), rel=1e-9)
+    assert float(mse_loss(a, far)) != pytest.approx(float(mse_loss(a, b)), rel=1e-3)  # unmasked, it counts
+    assert torch.autograd.gradcheck(
+        lambda x: similarity_loss("mi", x, b[:1, :, :5, :5], mask=m[:1, :, :5, :5] * 0.5 + 0.25),
+        (a[:1, :, :5, :5].clone().requires_grad_(True),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (torch.ones(1, 2, 4, 4), r"mask must have shape \(1, 1, 4, 4\)"),
+        (torch.full((1, 1, 4, 4), 2.0), r"mask must hold weights in \[0, 1\]"),
+        (np.ones((1, 1, 4, 4)), "mask must be a torch.Tensor or None, got ndarray"),
+    ],
+)
+def test_bad_masks_get_one_line(mask, message):
+    with pytest.raises((ValueError, TypeError), match=message) as info:
+        ncc_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), mask=mask)
+    assert "\n" not in str(info.value)

@@ -89,6 +89,13 @@ def test_register_writes_its_outputs_and_one_line_per_level(pair, tmp_path, caps
     )
     assert code == 0 and err == ""
     assert (tmp_path / "q" / "field.npy").is_file()
+    assert json.loads((tmp_path / "q" / "transform.json").read_text())["settings"]["overlap_only"] is False
+    code, _, err = run(
+        ["register", str(f), str(m), "--out", str(tmp_path / "o"), "--quiet", "--overlap-only", "--steps", "2"],
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "transform.json").read_text())["settings"]["overlap_only"] is True
 
 
 def test_errors_are_one_line(pair, tmp_path, capsys):

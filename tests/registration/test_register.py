@@ -173,6 +173,20 @@ def test_steps_per_level_as_ants_spells_them():
         register(fixed, moving, "dense", levels=2, field_steps=[10, -1])
 
 
+def test_overlap_only_recovers_a_shift_between_two_crops_of_one_scene():
+    # both images are windows of a larger scene (as a head cut by the field of view): the fixed points that read
+    # outside MOVING see its zero padding, where FIXED has content; counted, they pull an affine fit off
+    g = torch.Generator().manual_seed(0)
+    scene = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 80, 80, generator=g), 7, 1, 3)[0, 0]
+    scene = (scene - scene.mean()) / scene.std()
+    fixed, moving = scene[20:52, 20:52], scene[17:49, 24:56]  # fixed (x, y) is moving (x - 4, y + 3)
+    truth = np.array([[1.0, 0.0, -4.0], [0.0, 1.0, 3.0]])
+    inside = register(fixed, moving, "affine", loss="mse", levels=2, steps=50, overlap_only=True)
+    assert np.abs(inside.matrix[:2] - truth).max() < 0.05
+    counted = register(fixed, moving, "affine", loss="mse", levels=2, steps=50)
+    assert np.abs(counted.matrix[:2] - truth).max() > 0.5
+
+
 def test_register_refuses_bad_input():
     with pytest.raises(ValueError, match=r"fixed and moving must both be 2-D or both 3-D, got a 2-D fixed \(8, 8\)"):
         register(torch.rand(8, 8), torch.rand(6, 8, 8))

@@ -101,6 +101,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         "steps": steps,
         "field_steps": steps if field_steps is None else field_steps,
         "optimizer": args.optimizer,
+        "overlap_only": args.overlap_only,
         "seed": args.seed,
     }
     result = register(
@@ -113,6 +114,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         steps=steps,
         field_steps=field_steps,
         optimizer=args.optimizer,
+        overlap_only=args.overlap_only,
         seed=args.seed,
         progress=_Progress(args.quiet),
     )
@@ -158,6 +160,11 @@ def add_parser(sub) -> None:
         help="steps per level of the dense or velocity field (same form as --steps; default: --steps)",
     )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs", help="of the rigid/affine stage")
+    p.add_argument(
+        "--overlap-only",
+        action="store_true",
+        help="count the similarity only where FIXED's points read inside MOVING (ITK's metrics' convention)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of mutual information's voxel sample")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier registration's files in OUT")
     p.add_argument(

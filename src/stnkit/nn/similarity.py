@@ -11,6 +11,10 @@ over the batch, differentiable in both arguments; lower is better for every loss
 - :func:`smoothness_loss`: the mean squared spatial gradient of a field (diffusion regulariser).
 - :func:`dice_loss`: one minus the soft Dice overlap of label maps (one-hot or probabilities).
 
+``mse_loss``, ``ncc_loss`` and ``mi_loss`` take an optional ``mask`` (B, 1, *spatial), weights in [0, 1]:
+the loss is then taken over the masked points only (a weighted mean), as ITK's metrics count only the points
+that map inside the moving image; a mask of ones gives the unmasked loss.
+
 >>> import torch
 >>> x = torch.rand(2, 1, 16, 16)
 >>> float(mse_loss(x, x))
@@ -38,10 +42,32 @@ def _pair(a: object, b: object) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-def mse_loss(a: Tensor, b: Tensor) -> Tensor:
-    """Mean squared difference of ``a`` and ``b``."""
+def _mask(mask: object, a: Tensor) -> Tensor | None:
+    """``mask`` checked against ``a``: ``(B, 1, *spatial)`` of ``a``'s batch and points, weights in [0, 1]."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    want = (a.shape[0], 1, *a.shape[2:])
+    if tuple(mask.shape) != want:
+        raise ValueError(f"mask must have shape {want} (batch, 1, *spatial of a), got {tuple(mask.shape)}")
+    if mask.numel() and (float(mask.min()) < 0 or float(mask.max()) > 1):
+        raise ValueError(f"mask must hold weights in [0, 1], got values in [{float(mask.min())}, {float(mask.max())}]")
+    return mask.to(a.dtype)
+
+
+def _masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """The mean of ``x`` (B, C, *spatial), weighted by ``mask`` (B, 1, *spatial) where given (0 if empty)."""
+    if mask is None:
+        return x.mean()
+    weights = mask.expand_as(x)
+    return (x * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def mse_loss(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean squared difference of ``a`` and ``b`` (over the points of ``mask`` where given)."""
     a, b = _pair(a, b)
-    return (a - b).pow(2).mean()
+    return _masked_mean((a - b).pow(2), _mask(mask, a))
 
 
 def _box_mean(x: Tensor, window: int) -> Tensor:
@@ -65,7 +91,7 @@ def _box_mean(x: Tensor, window: int) -> Tensor:
     return x / float(window**dims)
 
 
-def ncc_loss(a: Tensor, b: Tensor, window: int = 9, eps: float = 1e-5) -> Tensor:
+def ncc_loss(a: Tensor, b: Tensor, window: int = 9, eps: float = 1e-5, mask: Tensor | None = None) -> Tensor:
     """Minus the local normalised cross-correlation of ``a`` and ``b`` in ``window``-wide windows (odd).
 
     Per window: ``cov(a, b)^2 / (var(a) var(b) + eps)``, as VoxelMorph's NCC (a squared correlation, so it is
@@ -73,39 +99,55 @@ def ncc_loss(a: Tensor, b: Tensor, window: int = 9, eps: float = 1e-5) -> Tensor
     convolution's do: ``-1`` when ``b`` is a multiple of ``a`` (any sign), and for ``b = k a + c`` in the
     windows that lie inside; windows without contrast contribute 0. The five window means (of ``a``, ``b``,
     ``a a``, ``b b``, ``a b``) are taken in one separable pass (:func:`_box_mean`).
+
+    With ``mask``: the windows' correlations are averaged over the masked points, weighted by the mask (the
+    windows themselves are those of the images as given; multiplying both images by the mask instead would
+    give them a common edge that correlates whatever the alignment).
     """
     a, b = _pair(a, b)
     window = check_int("window", window, low=1, high=255)
     if window % 2 == 0:
         raise ValueError(f"window must be odd, got {window}")
     eps = check_number("eps", eps, low=0.0)
+    mask = _mask(mask, a)
     ma, mb, maa, mbb, mab = _box_mean(torch.cat([a, b, a * a, b * b, a * b], 1), window).chunk(5, 1)
     cov = mab - ma * mb
     va = (maa - ma * ma).clamp_min(0)
     vb = (mbb - mb * mb).clamp_min(0)
     cc = cov * cov / (va * vb + eps)
-    return -cc.mean()
+    return -_masked_mean(cc, mask)
 
 
-def mi_loss(a: Tensor, b: Tensor, bins: int = 32, sigma: float | None = None) -> Tensor:
+def mi_loss(a: Tensor, b: Tensor, bins: int = 32, sigma: float | None = None, mask: Tensor | None = None) -> Tensor:
     """Minus the mutual information (nats) of ``a`` and ``b``, from a Parzen joint histogram.
 
     Intensities are rescaled to [0, 1] per image (over all its channels and points), then each sample is
     spread over ``bins`` bin centres with a Gaussian of width ``sigma`` (default: one bin width). Each image
-    of the batch gets its own histogram; the result is the mean of the batch's ``-MI``.
+    of the batch gets its own histogram; the result is the mean of the batch's ``-MI``. With ``mask``, each
+    point counts in the histogram with its weight (and the intensity range is that of the masked points).
     """
     a, b = _pair(a, b)
+    mask = _mask(mask, a)
     bins = check_int("bins", bins, low=2, high=256)
     if sigma is None:
         sigma = 1.0 / (bins - 1)
     sigma = check_number("sigma", sigma, low=1e-6)
     n = a.shape[0]
 
+    # each point's weight, one per (channel, point) as the samples are flattened
+    w = None if mask is None else mask.expand_as(a).reshape(n, -1)
+
     def unit(x: Tensor) -> Tensor:
         x = x.reshape(n, -1)
-        lo = x.amin(1, keepdim=True)
-        hi = x.amax(1, keepdim=True)
-        return (x - lo) / (hi - lo).clamp_min(1e-12)
+        if w is None:
+            lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+        else:  # the range of the masked points
+            inside = w > 0
+            big = torch.finfo(x.dtype).max
+            lo = torch.where(inside, x, x.new_tensor(big)).amin(1, keepdim=True)
+            hi = torch.where(inside, x, x.new_tensor(-big)).amax(1, keepdim=True)
+            lo, hi = torch.minimum(lo, hi), torch.maximum(lo, hi)
+        return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
 
     ua, ub = unit(a), unit(b)
     centres = torch.linspace(0, 1, bins, dtype=ua.dtype, device=ua.device)
@@ -113,7 +155,10 @@ def mi_loss(a: Tensor, b: Tensor, bins: int = 32, sigma: float | None = None) ->
     wb = torch.exp(-0.5 * ((ub[..., None] - centres) / sigma) ** 2)
     wa = wa / wa.sum(-1, keepdim=True).clamp_min(1e-12)
     wb = wb / wb.sum(-1, keepdim=True).clamp_min(1e-12)
-    joint = torch.bmm(wa.transpose(1, 2), wb) / ua.shape[1]  # (B, bins, bins), sums to 1
+    if w is None:
+        joint = torch.bmm(wa.transpose(1, 2), wb) / ua.shape[1]  # (B, bins, bins), sums to 1
+    else:
+        joint = torch.bmm((wa * w[..., None]).transpose(1, 2), wb) / w.sum(1).clamp_min(1e-12)[:, None, None]
     pa = joint.sum(2, keepdim=True)
     pb = joint.sum(1, keepdim=True)
     tiny = torch.finfo(joint.dtype).tiny
@@ -156,8 +201,8 @@ def dice_loss(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
 SIMILARITIES = {"mse": mse_loss, "ncc": ncc_loss, "mi": mi_loss}
 
 
-def similarity_loss(name: str, a: Tensor, b: Tensor) -> Tensor:
-    """The similarity loss called ``name`` (one of :data:`SIMILARITIES`) of ``a`` and ``b``."""
+def similarity_loss(name: str, a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The similarity loss called ``name`` (one of :data:`SIMILARITIES`) of ``a`` and ``b`` (over ``mask``)."""
     if name not in SIMILARITIES:
         raise ValueError(f"loss must be one of {', '.join(SIMILARITIES)}, got {name!r}")
-    return SIMILARITIES[name](a, b)
+    return SIMILARITIES[name](a, b, mask=mask)

@@ -202,13 +202,26 @@ def _lr_at(step: int, steps: int, lr: float) -> float:
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
 
 
-def _similarity(name: str, warped: Tensor, fixed: Tensor, idx: Tensor | None) -> Tensor:
+def _similarity(name: str, warped: Tensor, fixed: Tensor, idx: Tensor | None, mask: Tensor | None = None) -> Tensor:
     if idx is not None:
-        return similarity_loss(name, warped.flatten()[idx].view(1, 1, 1, -1), fixed.flatten()[idx].view(1, 1, 1, -1))
+        pick = None if mask is None else mask.flatten()[idx].view(1, 1, 1, -1)
+        return similarity_loss(
+            name, warped.flatten()[idx].view(1, 1, 1, -1), fixed.flatten()[idx].view(1, 1, 1, -1), mask=pick
+        )
     if name == "ncc":  # the window (9) no wider than a coarse level's shortest side
         side = min(fixed.shape[2:])
-        return ncc_loss(warped, fixed, window=min(NCC_WINDOW, side - 1 + side % 2))
-    return similarity_loss(name, warped, fixed)
+        return ncc_loss(warped, fixed, window=min(NCC_WINDOW, side - 1 + side % 2), mask=mask)
+    return similarity_loss(name, warped, fixed, mask=mask)
+
+
+def _inside(grid: Tensor, moving_size: tuple[int, ...]) -> Tensor:
+    """How far inside MOVING (``moving_size``, spatial, slowest axis first) each sampling point of ``grid``
+    (1, *size, k; normalised, x first) lies: per axis a ramp from 0 at the volume's edge to 1 one voxel in
+    (its outer voxel centre is at half a voxel), the product over axes; shape (1, 1, *size), no gradient. A
+    ramp rather than a cut, so that the masked loss changes continuously as the transform moves."""
+    with torch.no_grad():
+        n = torch.tensor(moving_size[::-1], dtype=grid.dtype)  # x, y(, z): the grid's order
+        return ((1 - grid.abs()) * n / 2).clamp(0, 1).prod(-1)[:, None].to(torch.float32)
 
 
 def _mi_index(name: str, numel: int, seed: int) -> Tensor | None:
@@ -243,6 +256,7 @@ def register(
     field_lr: float = 0.2,
     optimizer: str = "lbfgs",
     velocity_steps: int = 7,
+    overlap_only: bool = False,
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
 ) -> RegistrationResult:
@@ -264,6 +278,10 @@ def register(
         field_lr: Adam's learning rate for the field, in voxels of the level.
         optimizer: ``lbfgs`` (default) or ``adam``, for the linear stage (the field always uses Adam).
         velocity_steps: squarings of the velocity integration.
+        overlap_only: count the similarity only at the fixed points that read inside MOVING, weighted down
+            over its outermost voxel (ITK's metrics count only the points that map inside the moving image).
+            Off by default: every fixed point counts, those that read MOVING's zero padding too, which biases
+            an affine fit when both images are crops of a larger scene (a head cut by the field of view).
         seed: of the voxel subset mutual information is computed on (for volumes over 65,536 voxels).
         progress: called after each step with a dict (stage, level, levels, size, step, steps, loss, done=False),
             and at the end of each level with ``done=True`` and the level's final loss.
@@ -320,7 +338,10 @@ def register(
 
         def objective(ml=ml, fl=fl, size=size, idx=idx) -> Tensor:
             theta = theta_of(lin.matrix())[None].float()
-            return _similarity(loss, warp(ml, theta, "affine", out_size=size), fl, idx)
+            mask = (
+                _inside(_field_grid(theta[0], torch.zeros(1, k, *size)), tuple(ml.shape[2:])) if overlap_only else None
+            )
+            return _similarity(loss, warp(ml, theta, "affine", out_size=size), fl, idx, mask)
 
         nsteps = schedule[lev]
 
@@ -358,8 +379,9 @@ def register(
                 return integrate_velocity(un, velocity_steps) if transform == "velocity" else un
 
             def objective(d=d, fl=fl, ml=ml, idx=idx) -> Tensor:
-                warped = sample(ml, _field_grid(theta, displacement()).float())
-                return _similarity(loss, warped, fl, idx) + smooth * smoothness_loss(d)
+                grid = _field_grid(theta, displacement()).float()
+                mask = _inside(grid, tuple(ml.shape[2:])) if overlap_only else None
+                return _similarity(loss, sample(ml, grid), fl, idx, mask) + smooth * smoothness_loss(d)
 
             nsteps = field_schedule[lev]
 
