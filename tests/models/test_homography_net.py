@@ -158,3 +158,38 @@ def test_defaults_are_leaky_and_standardised():
         HomographyNet(leak=1.0)
     with pytest.raises(ValueError, match=r"leak must be a finite number in \[0.0, 1.0\], got -0.1"):
         HomographyNet(leak=-0.1)
+
+
+def test_photometric_pyramid():
+    pytest.importorskip("skimage")
+    ds = HomographyPatches("train", 8, seed=0)
+    x, y = (torch.stack(t) for t in zip(*(ds[i] for i in range(8)), strict=True))
+    zero = torch.zeros_like(y)
+    assert torch.equal(photometric_loss(zero, x, y, levels=1)[0], photometric_loss(zero, x, y)[0])
+    # a 3-level pyramid is still lowest at the truth, and halfway there is lower than the identity
+    at = {t: float(photometric_loss(t * y, x, y, levels=3)[0]) for t in (0.0, 0.5, 1.0)}
+    assert at[1.0] < at[0.5] < at[0.0]
+    with pytest.raises(ValueError, match=r"levels must leave at least 1 pixel of the \(128, 128\) patches, got 9"):
+        photometric_loss(zero, x, y, levels=9)
+    unsup = objective_for(TrainConfig(model="homography-unsup", dataset="homography", photometric_levels=3))
+    assert unsup.loss.func is photometric_loss and unsup.loss.keywords == {"levels": 3}
+
+
+def test_photometric_levels_option():
+    with pytest.raises(ValueError, match=r"photometric_levels must be an int in \[1, 16\], got 0"):
+        TrainConfig(photometric_levels=0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "homography-net", "--photometric-levels", "3"], "--photometric-levels sets the photometric"),
+        (["--model", "homography-unsup", "--photometric-levels", "0"], r"--photometric-levels must be an int in"),
+    ],
+)
+def test_photometric_levels_cli_errors_are_one_line(argv, message, tmp_path):
+    from stnkit.cli import main
+
+    with pytest.raises(SystemExit, match=message) as err:
+        main(["train", *argv, "--out", str(tmp_path / "x")])
+    assert "\n" not in str(err.value.code)

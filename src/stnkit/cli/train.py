@@ -50,6 +50,8 @@ _HELP = {
     "hidden": "the FCN classifier's hidden width (default: matched to the CNN's parameter count on the same input)",
     "tps_grid_size": "with --transform tps: control points per side of the thin-plate spline's grid",
     "ic_steps": "with --model ic-stn: recurrent warps of the inverse compositional transformer",
+    "photometric_levels": "with --model homography-unsup: the photometric loss averaged over a pyramid of N "
+    "levels (2x average pooling from one to the next; 1: full resolution only)",
     "epochs": "maximum number of epochs",
     "batch_size": "batch size",
     "optimizer": "adamw or sgd",
@@ -300,6 +302,11 @@ def _validate(config: TrainConfig, given=()) -> None:
     if is_set("ic_steps") and "ic_steps" in unused:
         raise SystemExit(
             f"stnkit: --ic-steps sets the IC-STN's recurrent warps: --model must be ic-stn, got {config.model!r}"
+        )
+    if is_set("photometric_levels") and "photometric_levels" in unused:
+        raise SystemExit(
+            "stnkit: --photometric-levels sets the photometric loss's pyramid: --model must be homography-unsup, "
+            f"got {config.model!r}"
         )
     registration = model_spec(config.model).task == "registration"
     if registration != (config.transform in ("dense", "velocity")):

@@ -37,6 +37,8 @@ MAX_TPS_GRID_SIZE = 64
 MAX_HIDDEN = 1 << 16
 # the IC-STN paper used up to 4; beyond a few dozen every step costs a localisation pass for nothing
 MAX_IC_STEPS = 64
+# 2**16 px patches are far beyond any homography patch (128 px: 8 levels reach 1 px)
+MAX_PHOTOMETRIC_LEVELS = 16
 
 
 @dataclass
@@ -98,6 +100,8 @@ class TrainConfig:
     similarity: str = "ncc"
     smoothness_weight: float = 1.0
     dice_weight: float = 0.0
+    # model "homography-unsup": its photometric loss averaged over a pyramid of N levels (1: full resolution only)
+    photometric_levels: int = 1
     # optimisation
     epochs: int = 30
     # at a fixed number of epochs smaller batches (more steps) train better on CPU at about the
@@ -171,6 +175,7 @@ class TrainConfig:
         _optional(check_int, "hidden", self.hidden, high=MAX_HIDDEN)
         check_int("tps_grid_size", self.tps_grid_size, low=2, high=MAX_TPS_GRID_SIZE)
         check_int("ic_steps", self.ic_steps, high=MAX_IC_STEPS)
+        check_int("photometric_levels", self.photometric_levels, high=MAX_PHOTOMETRIC_LEVELS)
         check_int("epochs", self.epochs, high=MAX_EPOCHS)
         check_int("batch_size", self.batch_size, high=MAX_BATCH_SIZE)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_int
 from ..data import offsets_to_params
 from ..geometry import warp
 from ..models import STClassifier, transformer_families
@@ -74,15 +75,32 @@ def corner_loss(offsets: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, 
     return 0.5 * F.mse_loss(offsets, y), mean_corner_error(offsets.detach(), y), None
 
 
-def photometric_loss(offsets: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, None]:
+def photometric_loss(offsets: Tensor, x: Tensor, y: Tensor, levels: int = 1) -> tuple[Tensor, Tensor, None]:
     """The unsupervised homography loss (Nguyen et al. 2018): the mean absolute difference between
     ``P_A`` (``x[:, 0]``) warped by the predicted homography and ``P_B`` (``x[:, 1]``), over the
     pixels whose sampling point falls inside ``P_A``. The labels ``y`` only give the error (px), never
-    the loss."""
+    the loss.
+
+    ``levels > 1``: the mean of that difference over a pyramid of ``levels`` levels, the warped
+    ``P_A``, ``P_B`` and the inside mask average-pooled by 2 from one level to the next (a pooled
+    pixel counts when all its pixels are inside): coarse levels compare blurred patches, whose
+    difference still slopes towards the truth when the corners are tens of pixels off.
+    """
+    check_int("levels", levels)
     pa, pb = x[:, :1], x[:, 1:2]
     params = offsets_to_params(offsets, size=x.shape[-1])
     warped = warp(pa, params, "projective")
     with torch.no_grad():
-        inside = warp(torch.ones_like(pa), params, "projective") > 0.999
-    diff = (warped - pb).abs() * inside
-    return diff.sum() / inside.sum().clamp_min(1), mean_corner_error(offsets.detach(), y), None
+        inside = (warp(torch.ones_like(pa), params, "projective") > 0.999).to(x.dtype)
+    total = 0.0
+    for level in range(levels):
+        if level:
+            if min(warped.shape[-2:]) < 2:
+                raise ValueError(
+                    f"levels must leave at least 1 pixel of the {tuple(x.shape[-2:])} patches, got {levels}"
+                )
+            warped, pb = F.avg_pool2d(warped, 2), F.avg_pool2d(pb, 2)
+            inside = (F.avg_pool2d(inside, 2) > 0.999).to(x.dtype)
+        diff = (warped - pb).abs() * inside
+        total = total + diff.sum() / inside.sum().clamp_min(1)
+    return total / levels, mean_corner_error(offsets.detach(), y), None

@@ -18,6 +18,8 @@ checkpoint. A model's task comes from the registry (:class:`~stnkit.models.Model
 
 from __future__ import annotations
 
+import functools
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -128,6 +130,8 @@ class Homography(Objective):
     def __init__(self, config: TrainConfig, loss: str | None):
         super().__init__(config)
         self.loss = self.LOSSES[loss or "corners"]
+        if self.loss is photometric_loss and config.photometric_levels > 1:
+            self.loss = functools.partial(photometric_loss, levels=config.photometric_levels)
 
     def __call__(self, module, batch, stage):
         x, y = batch
