@@ -160,11 +160,12 @@ def _reproduce_homography(args: argparse.Namespace, out: Path) -> int:
             print(cell.dirname)
         return 0
     try:
-        summary, figure = homography.run_homography(out, options, report_only=args.report_only)
+        docs = Path(args.docs) if args.docs else None
+        summary, figure = homography.run_homography(out, options, report_only=args.report_only, docs=docs)
     except ImportError as err:  # scikit-image or OpenCV missing
         raise SystemExit(f"stnkit reproduce: {err}") from None
     print(homography.render_markdown(summary))
-    print(f"wrote {out / 'homography.json'}, {out / 'homography.md'}, {figure}")
+    print(f"wrote {out / 'homography.json'}, {out / 'homography.md'}, {figure}" + (f", {docs}" if docs else ""))
     return 0
 
 
@@ -502,7 +503,7 @@ def add_parsers(sub) -> None:
         "rendered room, mean vertex error (px) per step beside a supervised bound",
     )
     rep.add_argument("--crop-size", type=int, default=None, help="parts, cub: each transformer's crop (px a side)")
-    rep.add_argument("--docs", default=None, help="parts, stgan: also write the markdown page here")
+    rep.add_argument("--docs", default=None, help="parts, stgan, homography: also write the markdown page here")
     rep.add_argument("--stgan-steps", type=int, default=None, help="stgan: warp steps (3)")
     rep.add_argument("--stgan-iters", type=int, default=None, help="stgan: generator updates per adversarial step")
     rep.add_argument("--stgan-sup-iters", type=int, default=None, help="stgan: updates per supervised step")

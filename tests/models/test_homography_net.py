@@ -172,7 +172,22 @@ def test_photometric_pyramid():
     with pytest.raises(ValueError, match=r"levels must leave at least 1 pixel of the \(128, 128\) patches, got 9"):
         photometric_loss(zero, x, y, levels=9)
     unsup = objective_for(TrainConfig(model="homography-unsup", dataset="homography", photometric_levels=3))
-    assert unsup.loss.func is photometric_loss and unsup.loss.keywords == {"levels": 3}
+    assert unsup.loss.func is photometric_loss and unsup.loss.keywords == {"levels": 3, "standardize": False}
+
+
+def test_standardised_photometric_loss_ignores_contrast():
+    pytest.importorskip("skimage")
+    ds = HomographyPatches("train", 4, seed=0)
+    x, y = (torch.stack(t) for t in zip(*(ds[i] for i in range(4)), strict=True))
+    off = 0.5 * y
+    plain = photometric_loss(off, x, y)[0]
+    assert not torch.allclose(photometric_loss(off, 0.5 * x + 0.3, y)[0], plain, rtol=1e-2)
+    std = photometric_loss(off, x, y, standardize=True)[0]
+    torch.testing.assert_close(
+        photometric_loss(off, 0.5 * x + 0.3, y, standardize=True)[0], std, rtol=2e-2, atol=0
+    )  # up to the std floor
+    unsup = objective_for(TrainConfig(model="homography-unsup", dataset="homography", photometric_standardize=True))
+    assert unsup.loss.keywords == {"levels": 1, "standardize": True}
 
 
 def test_photometric_levels_option():
@@ -185,6 +200,7 @@ def test_photometric_levels_option():
     [
         (["--model", "homography-net", "--photometric-levels", "3"], "--photometric-levels sets the photometric"),
         (["--model", "homography-unsup", "--photometric-levels", "0"], r"--photometric-levels must be an int in"),
+        (["--model", "homography-net", "--photometric-standardize"], "--photometric-standardize sets the photometric"),
     ],
 )
 def test_photometric_levels_cli_errors_are_one_line(argv, message, tmp_path):

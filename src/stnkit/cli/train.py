@@ -52,6 +52,8 @@ _HELP = {
     "ic_steps": "with --model ic-stn: recurrent warps of the inverse compositional transformer",
     "photometric_levels": "with --model homography-unsup: the photometric loss averaged over a pyramid of N "
     "levels (2x average pooling from one to the next; 1: full resolution only)",
+    "photometric_standardize": "with --model homography-unsup: standardise each patch (its own mean and standard "
+    "deviation) in the photometric loss",
     "epochs": "maximum number of epochs",
     "batch_size": "batch size",
     "optimizer": "adamw or sgd",
@@ -303,11 +305,12 @@ def _validate(config: TrainConfig, given=()) -> None:
         raise SystemExit(
             f"stnkit: --ic-steps sets the IC-STN's recurrent warps: --model must be ic-stn, got {config.model!r}"
         )
-    if is_set("photometric_levels") and "photometric_levels" in unused:
-        raise SystemExit(
-            "stnkit: --photometric-levels sets the photometric loss's pyramid: --model must be homography-unsup, "
-            f"got {config.model!r}"
-        )
+    for name, what in (("photometric_levels", "pyramid"), ("photometric_standardize", "standardisation")):
+        if is_set(name) and name in unused:
+            raise SystemExit(
+                f"stnkit: --{name.replace('_', '-')} sets the photometric loss's {what}: --model must be "
+                f"homography-unsup, got {config.model!r}"
+            )
     registration = model_spec(config.model).task == "registration"
     if registration != (config.transform in ("dense", "velocity")):
         want = "dense or velocity" if registration else "a transformer family, not a field"

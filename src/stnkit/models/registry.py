@@ -45,7 +45,9 @@ _ST = frozenset(
 )
 # the options of the registration objective (stnkit.train.objectives) and of fieldnet's model
 _REGISTRATION = frozenset({"transform", "pre_affine", "similarity", "smoothness_weight", "dice_weight"})
-MODEL_OPTIONS = _ST | _REGISTRATION | {"hidden", "ic_steps", "backbone", "photometric_levels"}
+MODEL_OPTIONS = (
+    _ST | _REGISTRATION | {"hidden", "ic_steps", "backbone", "photometric_levels", "photometric_standardize"}
+)
 
 # Models trained with a recipe of their own unless an option says otherwise: the
 # PyTorch tutorial's network with the tutorial's recipe (plain SGD at 0.01, batch
@@ -159,7 +161,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             "homography-unsup",
             "homography: the same net trained by a photometric loss through the warp, no corner labels",
-            frozenset({"photometric_levels"}),
+            frozenset({"photometric_levels", "photometric_standardize"}),
             # 2 epochs: what the shared machine left of the budget (docs/results/homography.md)
             recipe={**_HOMOGRAPHY_RECIPE, "epochs": 2},
             loss="photometric",

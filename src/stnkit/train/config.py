@@ -102,6 +102,8 @@ class TrainConfig:
     dice_weight: float = 0.0
     # model "homography-unsup": its photometric loss averaged over a pyramid of N levels (1: full resolution only)
     photometric_levels: int = 1
+    # model "homography-unsup": each patch standardised (its mean and standard deviation) in the photometric loss
+    photometric_standardize: bool = False
     # optimisation
     epochs: int = 30
     # at a fixed number of epochs smaller batches (more steps) train better on CPU at about the
@@ -208,7 +210,7 @@ class TrainConfig:
             if isinstance(value, float) and value > 1.0:
                 raise ValueError(f"{name} must be an int (batches) or a fraction in (0, 1], got {value!r}")
         for names, kind in (
-            (("bounded", "compile", "deterministic", "pre_affine"), bool),
+            (("bounded", "compile", "deterministic", "pre_affine", "photometric_standardize"), bool),
             (("accelerator", "devices", "strategy"), str),
         ):
             for name in names:

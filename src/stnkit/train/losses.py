@@ -16,6 +16,8 @@ from ..models import STClassifier, transformer_families
 
 # the streams of one training epoch, each a function of (seed, epoch) only (epoch_seed)
 _EPOCH_STREAMS = {"shuffle": 1, "steps": 2}
+# added to a patch's standard deviation (grey levels in [0, 1]) before the standardised photometric loss
+_STD_FLOOR = 1e-3
 
 
 def epoch_seed(seed: int, epoch: int, stream: str) -> int:
@@ -75,7 +77,9 @@ def corner_loss(offsets: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, 
     return 0.5 * F.mse_loss(offsets, y), mean_corner_error(offsets.detach(), y), None
 
 
-def photometric_loss(offsets: Tensor, x: Tensor, y: Tensor, levels: int = 1) -> tuple[Tensor, Tensor, None]:
+def photometric_loss(
+    offsets: Tensor, x: Tensor, y: Tensor, levels: int = 1, standardize: bool = False
+) -> tuple[Tensor, Tensor, None]:
     """The unsupervised homography loss (Nguyen et al. 2018): the mean absolute difference between
     ``P_A`` (``x[:, 0]``) warped by the predicted homography and ``P_B`` (``x[:, 1]``), over the
     pixels whose sampling point falls inside ``P_A``. The labels ``y`` only give the error (px), never
@@ -85,8 +89,13 @@ def photometric_loss(offsets: Tensor, x: Tensor, y: Tensor, levels: int = 1) -> 
     ``P_A``, ``P_B`` and the inside mask average-pooled by 2 from one level to the next (a pooled
     pixel counts when all its pixels are inside): coarse levels compare blurred patches, whose
     difference still slopes towards the truth when the corners are tens of pixels off.
+
+    ``standardize``: each patch first standardised (its own mean and standard deviation), so that a
+    low-contrast pair weighs in the loss as much as a high-contrast one.
     """
     check_int("levels", levels)
+    if standardize:
+        x = (x - x.mean(dim=(-2, -1), keepdim=True)) / (x.std(dim=(-2, -1), keepdim=True) + _STD_FLOOR)
     pa, pb = x[:, :1], x[:, 1:2]
     params = offsets_to_params(offsets, size=x.shape[-1])
     warped = warp(pa, params, "projective")

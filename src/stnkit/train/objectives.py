@@ -130,8 +130,10 @@ class Homography(Objective):
     def __init__(self, config: TrainConfig, loss: str | None):
         super().__init__(config)
         self.loss = self.LOSSES[loss or "corners"]
-        if self.loss is photometric_loss and config.photometric_levels > 1:
-            self.loss = functools.partial(photometric_loss, levels=config.photometric_levels)
+        if self.loss is photometric_loss and (config.photometric_levels > 1 or config.photometric_standardize):
+            self.loss = functools.partial(
+                photometric_loss, levels=config.photometric_levels, standardize=config.photometric_standardize
+            )
 
     def __call__(self, module, batch, stage):
         x, y = batch
