@@ -58,8 +58,11 @@ table1: setup
 	$(BIN)/stnkit reproduce table1 --out results --update-readme
 
 # the experiments beyond Table 1 (each within 3 hours on 2 CPU cores; resumable)
-sequence icstn addition colocalization homography: setup
+sequence icstn addition colocalization: setup
 	$(BIN)/stnkit reproduce $@ --out results
+
+homography: setup
+	$(BIN)/stnkit reproduce homography --out results --docs docs/results/homography.md
 
 # the speed suite (minutes on 2 CPU cores; run it on an otherwise idle machine)
 bench: setup

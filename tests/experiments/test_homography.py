@@ -81,3 +81,34 @@ def test_reproduce_homography_tiny_resumes(tmp_path):
     assert results.stat().st_mtime_ns == before
     again = json.loads((out / "homography.json").read_text())
     assert np.isclose(again["table"]["homography-net"]["error"], summary["table"]["homography-net"]["error"])
+
+
+def _summary(net: float, unsup: float, orb: float = 24.5, ident: float = 24.5) -> dict:
+    photos = list(homography.SPLITS["test"])
+
+    def row(err, med):
+        return {"error": err, "median": med, "n": 4, "per_photograph": dict.fromkeys(photos, err)}
+
+    table = {"identity": row(ident, ident), "orb-ransac": row(orb, 2.6)}
+    table["orb-ransac"]["per_photograph"] = {p: (85.0 if p == "rocket" else 3.0) for p in photos}
+    table["homography-net"], table["homography-unsup"] = row(net, net), row(unsup, unsup)
+    return {"table": table, "photographs": {"test": photos}}
+
+
+def test_target_verdict_says_reached_not_reached_or_only_formally():
+    text = " ".join(homography.target_lines(_summary(20.0, 21.0)))
+    assert "**reached**" in text and "ORB + RANSAC 2.60 px" in text and "(rocket)" in text
+    assert "**not reached**" in " ".join(homography.target_lines(_summary(20.0, 25.0)))
+    formal = " ".join(homography.target_lines(_summary(20.0, 24.4)))  # below ORB's mean, but the identity's level
+    assert "**reached only formally**: homography-unsup is within 0.5 px of the identity" in formal
+
+
+def test_docs_page_keeps_the_hand_written_notes(tmp_path, monkeypatch):
+    page = tmp_path / "docs" / "homography.md"
+    page.parent.mkdir()
+    page.write_text("old generated text\n" + homography.NOTES_MARKER + "\nmy notes\n")
+    monkeypatch.setattr(homography, "render_page", lambda summary, figure: f"generated, figure {figure}\n")
+    homography.write_page(tmp_path / "results", {}, page)
+    text = page.read_text()
+    assert text.startswith("generated, figure ../results/figures/homography_quads.png")
+    assert "old generated text" not in text and text.endswith(homography.NOTES_MARKER + "\nmy notes\n")
