@@ -314,7 +314,7 @@ def target_lines(summary: dict) -> list[str]:
         )
     parts = [
         f"{LABELS[r]} {t[r]['error']:.2f} px ({'below' if below[r] else 'not below'}; "
-        f"{ident - t[r]['error']:+.2f} px from the identity's {ident:.2f})"
+        f"{abs(ident - t[r]['error']):.2f} px {'below' if t[r]['error'] < ident else 'above'} the identity's {ident:.2f})"
         for r in nets
     ]
     lines = [
@@ -323,12 +323,14 @@ def target_lines(summary: dict) -> list[str]:
     ]
     med = ", ".join(f"{t[r]['median']:.2f} px ({r})" for r in nets)
     worse = [r for r in nets if t[r]["median"] > orb["median"]]
+    lower = [r for r in worse if below[r]]
     lines.append(
         f"Medians over pairs: ORB + RANSAC {orb['median']:.2f} px, the networks {med}"
+        + (f": on a typical pair ORB + RANSAC is far more accurate than {' and '.join(worse)}" if worse else "")
         + (
-            f": on a typical pair ORB + RANSAC is far more accurate than {' and '.join(worse)}; the networks' "
-            "means are lower because ORB + RANSAC's wrong homographies are far off (see the photographs above)."
-            if worse
+            f"; the mean of {' and '.join(lower)} is lower only because ORB + RANSAC's wrong homographies are far "
+            "off (see the photographs above)."
+            if lower
             else "."
         )
     )
