@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stnkit._checks import check_int, check_number
 from stnkit._io import atomic_write_text
 from stnkit.data.parts import GLYPHS_A, GLYPHS_B, PARTS_CANVAS, PartsScenes
 from stnkit.geometry import attention_box, box_iou
@@ -68,7 +69,17 @@ class PartsConfig:
     loc_size: int = 32
     init_scale: float = 1.0
     init_spread: float = 0.0
+    window_scale: float | None = None  # a number: heatmap (soft-argmax) localisers, windows of this fixed scale
+    part_weight: float = 0.0  # > 0 (with window_scale): each heatmap's pooled evidence names its part's glyph
     seed: int = 0
+
+    def __post_init__(self):
+        if self.window_scale is not None:
+            check_number("window_scale", self.window_scale, low=1e-3, high=2.0)
+        check_number("part_weight", self.part_weight, low=0.0)
+        if self.part_weight > 0 and self.window_scale is None:
+            raise ValueError("part_weight needs window_scale (heatmap localisers), got window_scale=None")
+        check_int("loc_size", self.loc_size, low=4, high=PARTS_CANVAS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +90,12 @@ class PartsConfig:
 
 
 PARTS_DEFAULTS = PartsConfig()
+# each PartsConfig option that `stnkit reproduce parts` sets with a flag of its own, and the flag
+CLI_FLAGS = {
+    "window_scale": "--parts-window-scale",
+    "part_weight": "--parts-part-weight",
+    "loc_size": "--parts-loc-size",
+}
 
 
 # -- the models -----------------------------------------------------------------------------------
@@ -108,7 +125,27 @@ def st_model(config: PartsConfig, k: int, width: int, num_classes: int = PartsSc
         localization=lambda: part_localization(3),
         init_scale=config.init_scale,
         init_spread=config.init_spread,
+        window_scale=config.window_scale,
+        evidence_classes=len(GLYPHS_A) if config.part_weight > 0 else 0,
     )
+
+
+def transformers_of(model: nn.Module) -> list:
+    """The model's spatial transformers (none for ``cnn``)."""
+    if not isinstance(model, STClassifier):
+        return []
+    t = model.transformer
+    return list(t.transformers) if hasattr(t, "transformers") else [t]
+
+
+def part_loss(model: nn.Module, kinds: Tensor) -> Tensor:
+    """After a forward: the mean cross-entropy of each heatmap's pooled evidence against its part's glyph
+    (transformer ``t`` is given part ``t % 2``: A, B, A, B; ``kinds`` ``(B, 2)``, the label's two glyphs)."""
+    losses = []
+    for t, st in enumerate(transformers_of(model)):
+        ev = st.localization.heatmap.pooled_evidence  # (B, 1, 4)
+        losses.append(F.cross_entropy(ev[:, 0], kinds[:, t % 2]))
+    return torch.stack(losses).mean()
 
 
 def build_row(row: str, config: PartsConfig) -> tuple[nn.Module, int | None]:
@@ -253,6 +290,8 @@ def train_row(run: Path, row: str, config: PartsConfig, data: dict, log=print) -
             idx = order[i : i + config.batch_size]
             x = train_px[idx].float().div_(255.0)
             loss = F.cross_entropy(model(x), labels[idx])
+            if config.part_weight > 0 and ROW_TRANSFORMERS[row] > 0:
+                loss = loss + config.part_weight * part_loss(model, train_ds.kinds[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -475,11 +514,13 @@ def config_with(**options) -> PartsConfig:
 
 
 __all__ = [
+    "CLI_FLAGS",
     "PARTS_DEFAULTS",
     "ROWS",
     "PartsConfig",
     "build_row",
     "coverage",
+    "part_loss",
     "make_figure",
     "render_markdown",
     "run_parts",
