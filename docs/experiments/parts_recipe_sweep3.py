@@ -26,6 +26,13 @@ CFGS = {
     "st-2x-hm-s020-l64-pw1": ("st-2x", dict(window_scale=0.20, loc_size=64, part_weight=1.0)),
     "st-2x-hm-s030-l64-pw1": ("st-2x", dict(window_scale=0.30, loc_size=64, part_weight=1.0)),
     "st-2x-hm-s025-l64-pw03": ("st-2x", dict(window_scale=0.25, loc_size=64, part_weight=0.3)),
+    # one change from st-2x-hm-s025-l64-pw1 each
+    "st-2x-hm-s025-l64-pw1-t01": (
+        "st-2x",
+        dict(window_scale=0.25, loc_size=64, part_weight=1.0, heatmap_temperature=0.1),
+    ),
+    "st-2x-hm-s025-l64-pw3": ("st-2x", dict(window_scale=0.25, loc_size=64, part_weight=3.0)),
+    "st-2x-hm-s025-l64-pw1-e12": ("st-2x", dict(window_scale=0.25, loc_size=64, part_weight=1.0, epochs=12)),
     "st-1x-hm-s025-l64-pw1": ("st-1x", dict(window_scale=0.25, loc_size=64, part_weight=1.0)),
     "st-4x-hm-s025-l64-pw1": ("st-4x", dict(window_scale=0.25, loc_size=64, part_weight=1.0)),
     "st-1x-hm-s025-l64": ("st-1x", dict(window_scale=0.25, loc_size=64)),

@@ -71,6 +71,7 @@ class PartsConfig:
     init_spread: float = 0.0
     window_scale: float | None = None  # a number: heatmap (soft-argmax) localisers, windows of this fixed scale
     part_weight: float = 0.0  # > 0 (with window_scale): each heatmap's pooled evidence names its part's glyph
+    heatmap_temperature: float = 1.0  # with window_scale: the heatmaps' softmax temperature
     seed: int = 0
 
     def __post_init__(self):
@@ -80,6 +81,7 @@ class PartsConfig:
         if self.part_weight > 0 and self.window_scale is None:
             raise ValueError("part_weight needs window_scale (heatmap localisers), got window_scale=None")
         check_int("loc_size", self.loc_size, low=4, high=PARTS_CANVAS)
+        check_number("heatmap_temperature", self.heatmap_temperature, low=1e-3)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +97,7 @@ CLI_FLAGS = {
     "window_scale": "--parts-window-scale",
     "part_weight": "--parts-part-weight",
     "loc_size": "--parts-loc-size",
+    "heatmap_temperature": "--parts-heatmap-temperature",
 }
 
 
@@ -127,6 +130,7 @@ def st_model(config: PartsConfig, k: int, width: int, num_classes: int = PartsSc
         init_spread=config.init_spread,
         window_scale=config.window_scale,
         evidence_classes=len(GLYPHS_A) if config.part_weight > 0 else 0,
+        heatmap_temperature=config.heatmap_temperature,
     )
 
 
@@ -380,7 +384,7 @@ def render_markdown(summary: dict) -> str:
         "paints. Deterministic by seed (training 0, validation 1, test 2).",
         "",
         "Rows: `cnn` is the backbone (`SmallConvNet`) alone on the scene downsampled to 64 px; `st-kx` is k "
-        "parallel attention transformers (scale and translation, identity heads), each crop through its own "
+        "parallel attention transformers (scale and translation; their localisation below), each crop through its own "
         "backbone, features concatenated into one linear layer (`stnkit.models.finegrained.parallel_st_cnn`), "
         "the backbones' width chosen so that the model has the `cnn` row's parameter count.",
         "",
@@ -388,8 +392,23 @@ def render_markdown(summary: dict) -> str:
         f"part A from {', '.join(GLYPHS_A)}; part B from {', '.join(GLYPHS_B)}), {c.epochs} epochs, "
         f"Adam lr {c.lr} (localisation nets x{c.loc_lr_mult}), batch {c.batch_size}, seed {c.seed}. "
         f"Crops {c.crop} px from the full scene; localisation nets read it at {c.loc_size} px; "
-        f"the CNN reads it at {c.base_size} px. Start windows: scale {c.init_scale}, centres "
-        f"+-{c.init_spread} (normalised).",
+        f"the CNN reads it at {c.base_size} px. "
+        + (
+            f"Start windows: scale {c.init_scale}, centres +-{c.init_spread} (normalised); conv localisation nets "
+            "(`part_localization`)."
+            if c.window_scale is None
+            else f"Localisation: one heatmap localiser per transformer (`stnkit.nn.HeatmapLocalization`: "
+            "conv 3x3, pool, two dilated convs 3x3, a zero-initialised 1x1 score map, spatial softmax, soft-argmax "
+            f"centre; uniform at the start, so every window starts at the middle); windows of fixed scale "
+            f"{c.window_scale} ({c.window_scale * PARTS_CANVAS:.0f} of {PARTS_CANVAS} px)"
+            + (
+                f"; part loss weight {c.part_weight}: each heatmap also pools 4 glyph scores per position, and a "
+                "cross-entropy names its part's glyph (transformer t: part A for even t, B for odd t; the glyphs are "
+                "the label's two halves, no boxes are used), added to the classification loss."
+                if c.part_weight > 0
+                else "."
+            )
+        ),
         "",
         "| row | transformers | backbone width | parameters | test accuracy % | val accuracy % | fit (min) |",
         "|---|---|---|---|---|---|---|",
@@ -421,20 +440,28 @@ def render_markdown(summary: dict) -> str:
     if summary.get("recipe"):
         lines += [
             "",
-            "Recipe note (issue 28). The windows of the first run never moved (scale 1.00): not a broken "
-            "gradient (the localisation nets get gradients once the zero head weights move), but Adam steps a "
-            "parameter by at most about its learning rate, and at x0.1 (2e-4) over 144 steps a window could move "
-            "by at most 0.03 (`window_travel`). The st-2x row on the validation scenes (seed 1, 1,500 training "
-            "scenes, 6 epochs; `docs/experiments/parts_recipe_sweep2.py`, log `parts_recipe_log2.txt`):",
+            "Recipe log (issue 28), every row on the validation scenes (seed 1, 300 scenes; 6 epochs unless the "
+            "name says e20), st-kx rows as named. Sweep 2 (`docs/experiments/parts_recipe_sweep2.py`, log "
+            "`parts_recipe_log2.txt`): the conv localisation net (`part_localization`: conv, pool, a 4x4 average "
+            "pool, FC, a linear head) with learning-rate multipliers and start windows: its windows never covered "
+            "a part; they came out alike for every scene (the net predicts one window whatever the input). "
+            "Sweep 3 (`parts_recipe_sweep3.py`, log `parts_recipe_log3.txt`): heatmap localisers "
+            "(`stnkit.nn.HeatmapLocalization`: conv heatmap, spatial softmax, soft-argmax centre; hm), the window's "
+            "scale fixed (s025: 0.25), the localiser reading the scene at l64 px, and pw1: the part loss (weight 1: "
+            "each heatmap's pooled evidence names its part's glyph, taken from the label). Notes: "
+            "`docs/experiments/parts_notes.md`.",
             "",
-            "| setting | val accuracy % | val divided % | either % per transformer | mean scale per transformer |",
-            "|---|---|---|---|---|",
+            "| sweep | setting | training scenes | val accuracy % | val divided % | covers A % per transformer | "
+            "covers B % per transformer | mean scale per transformer |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in summary["recipe"]:
             div = "" if r["val_divided"] is None else f"{r['val_divided']:.1f}"
             lines.append(
-                f"| {r['name']} | {r['val_accuracy']:.1f} | {div} | "
-                + ", ".join(f"{v:.1f}" for v in r["val_either"])
+                f"| {r.get('sweep', 2)} | {r['name']} | {r.get('train_size', 1500):,} | {r['val_accuracy']:.1f} | {div} | "
+                + ", ".join(f"{v:.1f}" for v in r.get("val_part_a", []))
+                + " | "
+                + ", ".join(f"{v:.1f}" for v in r.get("val_part_b", []))
                 + " | "
                 + ", ".join(f"{v:.2f}" for v in r["val_mean_scale"])
                 + " |"

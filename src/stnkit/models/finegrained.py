@@ -130,9 +130,13 @@ class CentreWindow(nn.Module):
                 [0., 0., 0.]], grad_fn=<CatBackward0>)
     """
 
-    def __init__(self, in_channels: int, width: int = 16, depth: int = 3, evidence_classes: int = 0):
+    def __init__(
+        self, in_channels: int, width: int = 16, depth: int = 3, evidence_classes: int = 0, temperature: float = 1.0
+    ):
         super().__init__()
-        self.heatmap = HeatmapLocalization(in_channels, 1, width=width, depth=depth, evidence_classes=evidence_classes)
+        self.heatmap = HeatmapLocalization(
+            in_channels, 1, width=width, depth=depth, temperature=temperature, evidence_classes=evidence_classes
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.heatmap(x)
@@ -178,6 +182,7 @@ def parallel_st_cnn(
     init_spread: float = 0.0,
     window_scale: float | None = None,
     evidence_classes: int = 0,
+    heatmap_temperature: float = 1.0,
 ) -> STClassifier:
     """The paper's k x ST-CNN: ``k`` parallel ``attention`` transformers, one backbone per crop, features concatenated.
 
@@ -203,6 +208,7 @@ def parallel_st_cnn(
         evidence_classes: with ``window_scale``: each heatmap also pools ``evidence_classes`` class scores
             (:class:`~stnkit.nn.HeatmapLocalization`), read after a forward from
             ``transformer.localization.heatmap.pooled_evidence`` of each transformer (a part loss).
+        heatmap_temperature: with ``window_scale``: the heatmaps' softmax temperature (smaller: sharper).
 
     Example:
         >>> from stnkit.models.backbones import load_backbone
@@ -223,7 +229,7 @@ def parallel_st_cnn(
     sts = []
     for i in range(k):
         if window_scale is not None:
-            loc = CentreWindow(in_channels, evidence_classes=evidence_classes)
+            loc = CentreWindow(in_channels, evidence_classes=evidence_classes, temperature=heatmap_temperature)
         else:
             loc = None if localization is None else localization()
         st = SpatialTransformer(
