@@ -32,6 +32,9 @@ CFGS = {
         dict(window_scale=0.25, loc_size=64, part_weight=1.0, heatmap_temperature=0.1),
     ),
     "st-2x-hm-s025-l64-pw3": ("st-2x", dict(window_scale=0.25, loc_size=64, part_weight=3.0)),
+    "st-2x-hm-s030-l64-pw3": ("st-2x", dict(window_scale=0.30, loc_size=64, part_weight=3.0)),
+    "st-2x-hm-s020-l64-pw3": ("st-2x", dict(window_scale=0.20, loc_size=64, part_weight=3.0)),
+    "st-2x-hm-s025-l64-pw10": ("st-2x", dict(window_scale=0.25, loc_size=64, part_weight=10.0)),
     "st-2x-hm-s025-l64-pw1-e12": ("st-2x", dict(window_scale=0.25, loc_size=64, part_weight=1.0, epochs=12)),
     "st-1x-hm-s025-l64-pw1": ("st-1x", dict(window_scale=0.25, loc_size=64, part_weight=1.0)),
     "st-4x-hm-s025-l64-pw1": ("st-4x", dict(window_scale=0.25, loc_size=64, part_weight=1.0)),
@@ -40,7 +43,13 @@ CFGS = {
 }
 train_size = int(sys.argv[1])
 base = dict(train_size=train_size, val_size=300, test_size=16, epochs=6)
-data = load_data(config_with(**base))
+cache = Path(f"/tmp/partsval3/data-n{train_size}.pt")  # the rendered scenes, kept between invocations
+if cache.is_file():
+    data = torch.load(cache, weights_only=False)
+else:
+    data = load_data(config_with(**base))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, cache)
 for name in sys.argv[2:]:
     row, opts = CFGS[name]
     c = config_with(**{**base, **opts})

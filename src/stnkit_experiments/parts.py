@@ -12,6 +12,14 @@ classes, each part's box known). Rows, all at about one parameter count (stated 
   its own backbone, features concatenated (:func:`~stnkit.models.finegrained.parallel_st_cnn`); the
   backbones' width is chosen so that the whole model has the ``cnn`` row's parameter count.
 
+Localisation (issue 28): with ``window_scale`` set, each transformer's localisation net is a
+translation-equivariant heatmap (:class:`~stnkit.nn.HeatmapLocalization`, soft-argmax centre, uniform
+at the start) and its window has that fixed scale; with ``part_weight`` > 0 each heatmap also pools
+glyph scores under its softmax and a cross-entropy names its part's glyph (transformer ``t``: part A
+for even ``t``, B for odd; the glyphs are the label's two halves, no box is used). Without
+``window_scale``: the conv net :func:`~stnkit.models.finegrained.part_localization` and a regression
+head (the first recipe, whose windows never covered a part; ``docs/experiments/parts_notes.md``).
+
 Measured on the test scenes: accuracy, and per transformer how often its window covers part A, part B
 (IoU > 0.5 with the part's box) and either; "divided" is the fraction of scenes where one transformer
 covers part A and another part B. The training loop is this module's own (Adam, a cross-entropy on
