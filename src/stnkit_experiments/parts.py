@@ -418,6 +418,9 @@ def render_markdown(summary: dict) -> str:
             )
         ),
         "",
+        "Fit times: one CPU thread; the rows of this page were fitted on 2 cores shared with 3 other jobs, "
+        "so they are inflated and not comparable with other pages' timings.",
+        "",
         "| row | transformers | backbone width | parameters | test accuracy % | val accuracy % | fit (min) |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -198,7 +198,8 @@ def test_part_loss_gives_each_transformer_its_part():
     "argv,pattern",
     [
         (["--parts-window-scale", "0"], "--parts-window-scale must be a finite number in [0.001, 2.0], got 0.0"),
-        (["--parts-part-weight", "1"], "--parts-part-weight needs window_scale"),
+        (["--parts-part-weight", "-1"], "--parts-part-weight must be a finite number in [0.0, inf], got -1.0"),
+        (["--parts-heatmap-temperature", "0"], "--parts-heatmap-temperature must be a finite number"),
         (["--parts-loc-size", "200"], "--parts-loc-size must be"),
     ],
 )
@@ -206,3 +207,8 @@ def test_bad_parts_flags_are_one_line(tmp_path, capsys, argv, pattern):
     code, text, err = _run(["reproduce", "parts", "--out", str(tmp_path / "o"), *argv], capsys)
     msg = err if err else str(code)
     assert code != 0 and pattern in msg and msg.strip().count("\n") == 0
+
+
+def test_the_part_loss_needs_heatmap_localisers():
+    with pytest.raises(ValueError, match="part_weight needs window_scale"):
+        rp.PartsConfig(window_scale=None, part_weight=1.0)
