@@ -243,9 +243,17 @@ def predict(model: nn.Module, pixels: Tensor, batch: int = 128) -> tuple[Tensor,
     return torch.cat(preds), ([] if not params else list(torch.cat(params).unbind(1)))
 
 
+def _centre_in(win: Tensor, box: Tensor) -> float:
+    """The % of windows ``(N, 4)`` whose centre lies inside the box ``(N, 4)`` (pixel edges)."""
+    cx, cy = (win[:, 0] + win[:, 2]) / 2, (win[:, 1] + win[:, 3]) / 2
+    inside = (cx > box[:, 0]) & (cx < box[:, 2]) & (cy > box[:, 1]) & (cy < box[:, 3])
+    return 100.0 * inside.float().mean().item()
+
+
 def coverage(params: list[Tensor], boxes: Tensor, canvas: int = PARTS_CANVAS) -> dict:
-    """Per transformer, the % of scenes whose window covers part A / part B (IoU > 0.5) or either;
-    and the % where one transformer covers part A and another part B (``divided``)."""
+    """Per transformer, the % of scenes whose window covers part A / part B (IoU > 0.5) or either, and whose
+    window centre lies inside part A's / B's box (``centre_in_a``, ``centre_in_b``: on the part whatever the
+    window's size); and the % where one transformer covers part A and another part B (``divided``)."""
     covers = []
     per = []
     for p in params:
@@ -253,6 +261,7 @@ def coverage(params: list[Tensor], boxes: Tensor, canvas: int = PARTS_CANVAS) ->
         iou_a, iou_b = box_iou(win, boxes[:, 0]), box_iou(win, boxes[:, 1])
         a, b = iou_a > IOU_THRESHOLD, iou_b > IOU_THRESHOLD
         covers.append((a, b))
+
         per.append(
             {
                 "part_a": 100.0 * a.float().mean().item(),
@@ -261,6 +270,8 @@ def coverage(params: list[Tensor], boxes: Tensor, canvas: int = PARTS_CANVAS) ->
                 "mean_iou_a": iou_a.mean().item(),
                 "mean_iou_b": iou_b.mean().item(),
                 "mean_scale": p[:, 0].abs().mean().item(),
+                "centre_in_a": _centre_in(win, boxes[:, 0]),
+                "centre_in_b": _centre_in(win, boxes[:, 1]),
             }
         )
     n = boxes.shape[0]
@@ -376,6 +387,10 @@ def summarize(out: Path, config: PartsConfig, rows=ROWS) -> dict:
 PAPER_CUB = {"ST-CNN 2x (CUB-200-2011)": 83.1, "ST-CNN 4x (CUB-200-2011)": 84.1}
 
 
+def _pct(v) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
 def render_markdown(summary: dict) -> str:
     c = PartsConfig.from_dict(summary["config"])
     lines = [
@@ -432,11 +447,13 @@ def render_markdown(summary: dict) -> str:
     lines += [
         "",
         "Windows on the test scenes: % of scenes where transformer t's window covers part A or part B "
-        f"(IoU > {IOU_THRESHOLD}), mean IoU with each part, mean window scale (1 = the whole scene); "
+        f"(IoU > {IOU_THRESHOLD}), % where its window's centre lies inside part A's or B's box (on the part "
+        "whatever the window's size), mean IoU with each part, mean window scale (1 = the whole scene); "
         "divided: % of scenes where one transformer covers part A and another part B.",
         "",
-        "| row | transformer | covers A % | covers B % | either % | mean IoU A | mean IoU B | mean scale | divided % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | transformer | covers A % | covers B % | either % | centre in A % | centre in B % | mean IoU A | "
+        "mean IoU B | mean scale | divided % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, res in summary["rows"].items():
         cov = res.get("test_coverage")
@@ -446,6 +463,7 @@ def render_markdown(summary: dict) -> str:
             div = "" if cov["divided"] is None or t else f"{cov['divided']:.1f}"
             lines.append(
                 f"| {r} | {t} | {p['part_a']:.1f} | {p['part_b']:.1f} | {p['either']:.1f} | "
+                f"{_pct(p.get('centre_in_a'))} | {_pct(p.get('centre_in_b'))} | "
                 f"{p['mean_iou_a']:.2f} | {p['mean_iou_b']:.2f} | {p['mean_scale']:.2f} | {div} |"
             )
     if summary.get("recipe"):

@@ -41,6 +41,7 @@ def test_coverage_counts_windows_on_each_part():
     first, second = cov["per_transformer"]
     assert (first["part_a"], first["part_b"], second["part_b"], second["either"]) == (100.0, 0.0, 50.0, 50.0)
     assert cov["divided"] == 50.0
+    assert (first["centre_in_a"], first["centre_in_b"], second["centre_in_b"]) == (100.0, 0.0, 50.0)
 
 
 def test_parts_target_on_a_tiny_setting_is_resumable_and_reports(tmp_path, capsys):
