@@ -8,7 +8,7 @@ classes, each part's box known). Rows, all at about one parameter count (stated 
 * ``cnn``: the backbone (:class:`~stnkit.models.finegrained.SmallConvNet`) alone on the whole
   scene, area-downsampled 2x (64x64);
 * ``st-1x``, ``st-2x``, ``st-4x``: 1, 2, 4 parallel ``attention`` transformers (their localisation
-  nets read the scene downsampled 4x, 32x32) each cropping ``crop`` px (32) from the full scene into
+  nets read the scene downsampled to ``loc_size``, 64x64) each cropping ``crop`` px (32) from the full scene into
   its own backbone, features concatenated (:func:`~stnkit.models.finegrained.parallel_st_cnn`); the
   backbones' width is chosen so that the whole model has the ``cnn`` row's parameter count.
 
