@@ -387,6 +387,46 @@ def summarize(out: Path, config: PartsConfig, rows=ROWS) -> dict:
 PAPER_CUB = {"ST-CNN 2x (CUB-200-2011)": 83.1, "ST-CNN 4x (CUB-200-2011)": 84.1}
 
 
+def _result_lines(summary: dict, c: PartsConfig) -> list[str]:
+    """The result in words, every number read from the rows (test scenes)."""
+    rows = summary["rows"]
+    if not rows:
+        return []
+    best = max(rows, key=lambda r: rows[r]["test_accuracy"])
+    out = ["", f"Result (test scenes): the best accuracy is {best}'s, {rows[best]['test_accuracy']:.1f} %"]
+    if "cnn" in rows:
+        others = [r for r in rows if r != "cnn"]
+        out[-1] += (
+            "; against the backbone alone (cnn, "
+            + f"{rows['cnn']['test_accuracy']:.1f} %): "
+            + (
+                ", ".join(f"{r} {rows[r]['test_accuracy'] - rows['cnn']['test_accuracy']:+.1f} points" for r in others)
+                or "no st row"
+            )
+        )
+    out[-1] += "."
+    if c.part_weight > 0:
+        for r in rows:
+            cov = rows[r].get("test_coverage")
+            if not cov:
+                continue
+            parts = []
+            for t, p in enumerate(cov["per_transformer"]):
+                own, other = ("part_a", "part_b") if t % 2 == 0 else ("part_b", "part_a")
+                parts.append(
+                    f"transformer {t} covers its part ({'AB'[t % 2]}) in {p[own]:.1f} % of the scenes and the other "
+                    f"in {p[other]:.1f} %"
+                )
+            div = "" if cov["divided"] is None else f"; one window on A and another on B in {cov['divided']:.1f} %"
+            out[-1] += f" {r}: " + "; ".join(parts) + div + "."
+        if "st-1x" in rows:
+            out[-1] += (
+                " (st-1x's one window is given part A: it can name A's glyph, B's it can only guess, so its "
+                "accuracy is bounded near a quarter of the scenes plus what the crop catches of B.)"
+            )
+    return out
+
+
 def _pct(v) -> str:
     return "" if v is None else f"{v:.1f}"
 
@@ -466,6 +506,7 @@ def render_markdown(summary: dict) -> str:
                 f"{_pct(p.get('centre_in_a'))} | {_pct(p.get('centre_in_b'))} | "
                 f"{p['mean_iou_a']:.2f} | {p['mean_iou_b']:.2f} | {p['mean_scale']:.2f} | {div} |"
             )
+    lines += _result_lines(summary, c)
     if summary.get("recipe"):
         lines += [
             "",
@@ -473,11 +514,12 @@ def render_markdown(summary: dict) -> str:
             "name says e20), st-kx rows as named. Sweep 2 (`docs/experiments/parts_recipe_sweep2.py`, log "
             "`parts_recipe_log2.txt`): the conv localisation net (`part_localization`: conv, pool, a 4x4 average "
             "pool, FC, a linear head) with learning-rate multipliers and start windows: its windows never covered "
-            "a part; they came out alike for every scene (the net predicts one window whatever the input). "
+            "a part (0 % in every row). "
             "Sweep 3 (`parts_recipe_sweep3.py`, log `parts_recipe_log3.txt`): heatmap localisers "
             "(`stnkit.nn.HeatmapLocalization`: conv heatmap, spatial softmax, soft-argmax centre; hm), the window's "
-            "scale fixed (s025: 0.25), the localiser reading the scene at l64 px, and pw1: the part loss (weight 1: "
-            "each heatmap's pooled evidence names its part's glyph, taken from the label). Notes: "
+            "scale fixed (s025: 0.25, s020: 0.20), the localiser reading the scene at l64 px, t01: heatmap "
+            "temperature 0.1, and pwN: the part loss at weight N (each heatmap's pooled evidence names its part's "
+            "glyph, taken from the label). The recipe above is the last sweep-3 row. Notes: "
             "`docs/experiments/parts_notes.md`.",
             "",
             "| sweep | setting | training scenes | val accuracy % | val divided % | covers A % per transformer | "
