@@ -504,6 +504,25 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument("--crop-size", type=int, default=None, help="parts, cub: each transformer's crop (px a side)")
     rep.add_argument("--docs", default=None, help="parts, stgan, homography: also write the markdown page here")
+    rep.add_argument(
+        "--parts-window-scale",
+        type=float,
+        default=None,
+        help="parts: heatmap (soft-argmax) localisers, each window this fixed scale (0.25: 32 of 128 px)",
+    )
+    rep.add_argument(
+        "--parts-part-weight",
+        type=float,
+        default=None,
+        help="parts: weight of the loss naming each heatmap's part glyph (transformer t: part A, B, A, B)",
+    )
+    rep.add_argument("--parts-loc-size", type=int, default=None, help="parts: px a side the localisation nets read")
+    rep.add_argument(
+        "--parts-heatmap-temperature",
+        type=float,
+        default=None,
+        help="parts: the heatmap localisers' softmax temperature (1; smaller: sharper)",
+    )
     rep.add_argument("--stgan-steps", type=int, default=None, help="stgan: warp steps (3)")
     rep.add_argument("--stgan-iters", type=int, default=None, help="stgan: generator updates per adversarial step")
     rep.add_argument("--stgan-sup-iters", type=int, default=None, help="stgan: updates per supervised step")

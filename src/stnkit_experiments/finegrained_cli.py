@@ -50,7 +50,15 @@ def _parts(args, out: Path, given: dict) -> int:
         _positive(k, v, "parts")
     if args.seeds not in (None, 1):
         raise SystemExit("stnkit reproduce parts: one seed per row (--seeds 1)")
-    config = replace(rp.PARTS_DEFAULTS, **options)
+    for key, flag in rp.CLI_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            options[key] = value
+    try:
+        config = replace(rp.PARTS_DEFAULTS, **options)
+    except (TypeError, ValueError) as err:
+        name, _, rest = str(err).partition(" ")
+        raise SystemExit(f"stnkit reproduce parts: {rp.CLI_FLAGS.get(name, name)} {rest}") from None
     if args.dry_run:
         for r in rows:
             print(rp.run_dir(out, r, config))

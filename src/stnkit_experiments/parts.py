@@ -8,9 +8,17 @@ classes, each part's box known). Rows, all at about one parameter count (stated 
 * ``cnn``: the backbone (:class:`~stnkit.models.finegrained.SmallConvNet`) alone on the whole
   scene, area-downsampled 2x (64x64);
 * ``st-1x``, ``st-2x``, ``st-4x``: 1, 2, 4 parallel ``attention`` transformers (their localisation
-  nets read the scene downsampled 4x, 32x32) each cropping ``crop`` px (32) from the full scene into
+  nets read the scene downsampled to ``loc_size``, 64x64) each cropping ``crop`` px (32) from the full scene into
   its own backbone, features concatenated (:func:`~stnkit.models.finegrained.parallel_st_cnn`); the
   backbones' width is chosen so that the whole model has the ``cnn`` row's parameter count.
+
+Localisation (issue 28): with ``window_scale`` set, each transformer's localisation net is a
+translation-equivariant heatmap (:class:`~stnkit.nn.HeatmapLocalization`, soft-argmax centre, uniform
+at the start) and its window has that fixed scale; with ``part_weight`` > 0 each heatmap also pools
+glyph scores under its softmax and a cross-entropy names its part's glyph (transformer ``t``: part A
+for even ``t``, B for odd; the glyphs are the label's two halves, no box is used). Without
+``window_scale``: the conv net :func:`~stnkit.models.finegrained.part_localization` and a regression
+head (the first recipe, whose windows never covered a part; ``docs/experiments/parts_notes.md``).
 
 Measured on the test scenes: accuracy, and per transformer how often its window covers part A, part B
 (IoU > 0.5 with the part's box) and either; "divided" is the fraction of scenes where one transformer
@@ -31,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stnkit._checks import check_int, check_number
 from stnkit._io import atomic_write_text
 from stnkit.data.parts import GLYPHS_A, GLYPHS_B, PARTS_CANVAS, PartsScenes
 from stnkit.geometry import attention_box, box_iou
@@ -54,7 +63,7 @@ SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 class PartsConfig:
     """The recipe of every row (chosen on the validation scenes)."""
 
-    train_size: int = 1500
+    train_size: int = 6000  # sweep 3: 1,500 -> 6,000 doubled st-2x's validation accuracy
     val_size: int = 300
     test_size: int = 500
     epochs: int = 6
@@ -65,10 +74,22 @@ class PartsConfig:
     features: int = 32
     crop: int = 32
     base_size: int = 64
-    loc_size: int = 32
+    loc_size: int = 64
     init_scale: float = 1.0
     init_spread: float = 0.0
+    window_scale: float | None = 0.2  # a number: heatmap (soft-argmax) localisers, windows of this fixed scale
+    part_weight: float = 10.0  # > 0 (with window_scale): each heatmap's pooled evidence names its part's glyph
+    heatmap_temperature: float = 1.0  # with window_scale: the heatmaps' softmax temperature
     seed: int = 0
+
+    def __post_init__(self):
+        if self.window_scale is not None:
+            check_number("window_scale", self.window_scale, low=1e-3, high=2.0)
+        check_number("part_weight", self.part_weight, low=0.0)
+        if self.part_weight > 0 and self.window_scale is None:
+            raise ValueError("part_weight needs window_scale (heatmap localisers), got window_scale=None")
+        check_int("loc_size", self.loc_size, low=4, high=PARTS_CANVAS)
+        check_number("heatmap_temperature", self.heatmap_temperature, low=1e-3)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +100,13 @@ class PartsConfig:
 
 
 PARTS_DEFAULTS = PartsConfig()
+# each PartsConfig option that `stnkit reproduce parts` sets with a flag of its own, and the flag
+CLI_FLAGS = {
+    "window_scale": "--parts-window-scale",
+    "part_weight": "--parts-part-weight",
+    "loc_size": "--parts-loc-size",
+    "heatmap_temperature": "--parts-heatmap-temperature",
+}
 
 
 # -- the models -----------------------------------------------------------------------------------
@@ -108,7 +136,28 @@ def st_model(config: PartsConfig, k: int, width: int, num_classes: int = PartsSc
         localization=lambda: part_localization(3),
         init_scale=config.init_scale,
         init_spread=config.init_spread,
+        window_scale=config.window_scale,
+        evidence_classes=len(GLYPHS_A) if config.part_weight > 0 else 0,
+        heatmap_temperature=config.heatmap_temperature,
     )
+
+
+def transformers_of(model: nn.Module) -> list:
+    """The model's spatial transformers (none for ``cnn``)."""
+    if not isinstance(model, STClassifier):
+        return []
+    t = model.transformer
+    return list(t.transformers) if hasattr(t, "transformers") else [t]
+
+
+def part_loss(model: nn.Module, kinds: Tensor) -> Tensor:
+    """After a forward: the mean cross-entropy of each heatmap's pooled evidence against its part's glyph
+    (transformer ``t`` is given part ``t % 2``: A, B, A, B; ``kinds`` ``(B, 2)``, the label's two glyphs)."""
+    losses = []
+    for t, st in enumerate(transformers_of(model)):
+        ev = st.localization.heatmap.pooled_evidence  # (B, 1, 4)
+        losses.append(F.cross_entropy(ev[:, 0], kinds[:, t % 2]))
+    return torch.stack(losses).mean()
 
 
 def build_row(row: str, config: PartsConfig) -> tuple[nn.Module, int | None]:
@@ -194,9 +243,17 @@ def predict(model: nn.Module, pixels: Tensor, batch: int = 128) -> tuple[Tensor,
     return torch.cat(preds), ([] if not params else list(torch.cat(params).unbind(1)))
 
 
+def _centre_in(win: Tensor, box: Tensor) -> float:
+    """The % of windows ``(N, 4)`` whose centre lies inside the box ``(N, 4)`` (pixel edges)."""
+    cx, cy = (win[:, 0] + win[:, 2]) / 2, (win[:, 1] + win[:, 3]) / 2
+    inside = (cx > box[:, 0]) & (cx < box[:, 2]) & (cy > box[:, 1]) & (cy < box[:, 3])
+    return 100.0 * inside.float().mean().item()
+
+
 def coverage(params: list[Tensor], boxes: Tensor, canvas: int = PARTS_CANVAS) -> dict:
-    """Per transformer, the % of scenes whose window covers part A / part B (IoU > 0.5) or either;
-    and the % where one transformer covers part A and another part B (``divided``)."""
+    """Per transformer, the % of scenes whose window covers part A / part B (IoU > 0.5) or either, and whose
+    window centre lies inside part A's / B's box (``centre_in_a``, ``centre_in_b``: on the part whatever the
+    window's size); and the % where one transformer covers part A and another part B (``divided``)."""
     covers = []
     per = []
     for p in params:
@@ -204,6 +261,7 @@ def coverage(params: list[Tensor], boxes: Tensor, canvas: int = PARTS_CANVAS) ->
         iou_a, iou_b = box_iou(win, boxes[:, 0]), box_iou(win, boxes[:, 1])
         a, b = iou_a > IOU_THRESHOLD, iou_b > IOU_THRESHOLD
         covers.append((a, b))
+
         per.append(
             {
                 "part_a": 100.0 * a.float().mean().item(),
@@ -212,6 +270,8 @@ def coverage(params: list[Tensor], boxes: Tensor, canvas: int = PARTS_CANVAS) ->
                 "mean_iou_a": iou_a.mean().item(),
                 "mean_iou_b": iou_b.mean().item(),
                 "mean_scale": p[:, 0].abs().mean().item(),
+                "centre_in_a": _centre_in(win, boxes[:, 0]),
+                "centre_in_b": _centre_in(win, boxes[:, 1]),
             }
         )
     n = boxes.shape[0]
@@ -253,6 +313,8 @@ def train_row(run: Path, row: str, config: PartsConfig, data: dict, log=print) -
             idx = order[i : i + config.batch_size]
             x = train_px[idx].float().div_(255.0)
             loss = F.cross_entropy(model(x), labels[idx])
+            if config.part_weight > 0 and ROW_TRANSFORMERS[row] > 0:
+                loss = loss + config.part_weight * part_loss(model, train_ds.kinds[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -325,6 +387,50 @@ def summarize(out: Path, config: PartsConfig, rows=ROWS) -> dict:
 PAPER_CUB = {"ST-CNN 2x (CUB-200-2011)": 83.1, "ST-CNN 4x (CUB-200-2011)": 84.1}
 
 
+def _result_lines(summary: dict, c: PartsConfig) -> list[str]:
+    """The result in words, every number read from the rows (test scenes)."""
+    rows = summary["rows"]
+    if not rows:
+        return []
+    best = max(rows, key=lambda r: rows[r]["test_accuracy"])
+    out = ["", f"Result (test scenes): the best accuracy is {best}'s, {rows[best]['test_accuracy']:.1f} %"]
+    if "cnn" in rows:
+        others = [r for r in rows if r != "cnn"]
+        out[-1] += (
+            "; against the backbone alone (cnn, "
+            + f"{rows['cnn']['test_accuracy']:.1f} %): "
+            + (
+                ", ".join(f"{r} {rows[r]['test_accuracy'] - rows['cnn']['test_accuracy']:+.1f} points" for r in others)
+                or "no st row"
+            )
+        )
+    out[-1] += "."
+    if c.part_weight > 0:
+        for r in rows:
+            cov = rows[r].get("test_coverage")
+            if not cov:
+                continue
+            parts = []
+            for t, p in enumerate(cov["per_transformer"]):
+                own, other = ("part_a", "part_b") if t % 2 == 0 else ("part_b", "part_a")
+                parts.append(
+                    f"transformer {t} covers its part ({'AB'[t % 2]}) in {p[own]:.1f} % of the scenes and the other "
+                    f"in {p[other]:.1f} %"
+                )
+            div = "" if cov["divided"] is None else f"; one window on A and another on B in {cov['divided']:.1f} %"
+            out[-1] += f" {r}: " + "; ".join(parts) + div + "."
+        if "st-1x" in rows:
+            out[-1] += (
+                " (st-1x's one window is given part A: it can name A's glyph, B's it can only guess, so its "
+                "accuracy is bounded near a quarter of the scenes plus what the crop catches of B.)"
+            )
+    return out
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
 def render_markdown(summary: dict) -> str:
     c = PartsConfig.from_dict(summary["config"])
     lines = [
@@ -341,7 +447,7 @@ def render_markdown(summary: dict) -> str:
         "paints. Deterministic by seed (training 0, validation 1, test 2).",
         "",
         "Rows: `cnn` is the backbone (`SmallConvNet`) alone on the scene downsampled to 64 px; `st-kx` is k "
-        "parallel attention transformers (scale and translation, identity heads), each crop through its own "
+        "parallel attention transformers (scale and translation; their localisation below), each crop through its own "
         "backbone, features concatenated into one linear layer (`stnkit.models.finegrained.parallel_st_cnn`), "
         "the backbones' width chosen so that the model has the `cnn` row's parameter count.",
         "",
@@ -349,8 +455,26 @@ def render_markdown(summary: dict) -> str:
         f"part A from {', '.join(GLYPHS_A)}; part B from {', '.join(GLYPHS_B)}), {c.epochs} epochs, "
         f"Adam lr {c.lr} (localisation nets x{c.loc_lr_mult}), batch {c.batch_size}, seed {c.seed}. "
         f"Crops {c.crop} px from the full scene; localisation nets read it at {c.loc_size} px; "
-        f"the CNN reads it at {c.base_size} px. Start windows: scale {c.init_scale}, centres "
-        f"+-{c.init_spread} (normalised).",
+        f"the CNN reads it at {c.base_size} px. "
+        + (
+            f"Start windows: scale {c.init_scale}, centres +-{c.init_spread} (normalised); conv localisation nets "
+            "(`part_localization`)."
+            if c.window_scale is None
+            else f"Localisation: one heatmap localiser per transformer (`stnkit.nn.HeatmapLocalization`: "
+            "conv 3x3, pool, two dilated convs 3x3, a zero-initialised 1x1 score map, spatial softmax, soft-argmax "
+            f"centre; uniform at the start, so every window starts at the middle); windows of fixed scale "
+            f"{c.window_scale} ({c.window_scale * PARTS_CANVAS:.0f} of {PARTS_CANVAS} px)"
+            + (
+                f"; part loss weight {c.part_weight}: each heatmap also pools 4 glyph scores per position, and a "
+                "cross-entropy names its part's glyph (transformer t: part A for even t, B for odd t; the glyphs are "
+                "the label's two halves, no boxes are used), added to the classification loss."
+                if c.part_weight > 0
+                else "."
+            )
+        ),
+        "",
+        "Fit times: one CPU thread; the rows of this page were fitted on 2 cores shared with 3 other jobs, "
+        "so they are inflated and not comparable with other pages' timings.",
         "",
         "| row | transformers | backbone width | parameters | test accuracy % | val accuracy % | fit (min) |",
         "|---|---|---|---|---|---|---|",
@@ -363,11 +487,13 @@ def render_markdown(summary: dict) -> str:
     lines += [
         "",
         "Windows on the test scenes: % of scenes where transformer t's window covers part A or part B "
-        f"(IoU > {IOU_THRESHOLD}), mean IoU with each part, mean window scale (1 = the whole scene); "
+        f"(IoU > {IOU_THRESHOLD}), % where its window's centre lies inside part A's or B's box (on the part "
+        "whatever the window's size), mean IoU with each part, mean window scale (1 = the whole scene); "
         "divided: % of scenes where one transformer covers part A and another part B.",
         "",
-        "| row | transformer | covers A % | covers B % | either % | mean IoU A | mean IoU B | mean scale | divided % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | transformer | covers A % | covers B % | either % | centre in A % | centre in B % | mean IoU A | "
+        "mean IoU B | mean scale | divided % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, res in summary["rows"].items():
         cov = res.get("test_coverage")
@@ -377,25 +503,36 @@ def render_markdown(summary: dict) -> str:
             div = "" if cov["divided"] is None or t else f"{cov['divided']:.1f}"
             lines.append(
                 f"| {r} | {t} | {p['part_a']:.1f} | {p['part_b']:.1f} | {p['either']:.1f} | "
+                f"{_pct(p.get('centre_in_a'))} | {_pct(p.get('centre_in_b'))} | "
                 f"{p['mean_iou_a']:.2f} | {p['mean_iou_b']:.2f} | {p['mean_scale']:.2f} | {div} |"
             )
+    lines += _result_lines(summary, c)
     if summary.get("recipe"):
         lines += [
             "",
-            "Recipe note (issue 28). The windows of the first run never moved (scale 1.00): not a broken "
-            "gradient (the localisation nets get gradients once the zero head weights move), but Adam steps a "
-            "parameter by at most about its learning rate, and at x0.1 (2e-4) over 144 steps a window could move "
-            "by at most 0.03 (`window_travel`). The st-2x row on the validation scenes (seed 1, 1,500 training "
-            "scenes, 6 epochs; `docs/experiments/parts_recipe_sweep2.py`, log `parts_recipe_log2.txt`):",
+            "Recipe log (issue 28), every row on the validation scenes (seed 1, 300 scenes; 6 epochs unless the "
+            "name says e20), st-kx rows as named. Sweep 2 (`docs/experiments/parts_recipe_sweep2.py`, log "
+            "`parts_recipe_log2.txt`): the conv localisation net (`part_localization`: conv, pool, a 4x4 average "
+            "pool, FC, a linear head) with learning-rate multipliers and start windows: its windows never covered "
+            "a part (0 % in every row). "
+            "Sweep 3 (`parts_recipe_sweep3.py`, log `parts_recipe_log3.txt`): heatmap localisers "
+            "(`stnkit.nn.HeatmapLocalization`: conv heatmap, spatial softmax, soft-argmax centre; hm), the window's "
+            "scale fixed (s025: 0.25, s020: 0.20), the localiser reading the scene at l64 px, t01: heatmap "
+            "temperature 0.1, and pwN: the part loss at weight N (each heatmap's pooled evidence names its part's "
+            "glyph, taken from the label). The recipe above is the last sweep-3 row. Notes: "
+            "`docs/experiments/parts_notes.md`.",
             "",
-            "| setting | val accuracy % | val divided % | either % per transformer | mean scale per transformer |",
-            "|---|---|---|---|---|",
+            "| sweep | setting | training scenes | val accuracy % | val divided % | covers A % per transformer | "
+            "covers B % per transformer | mean scale per transformer |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in summary["recipe"]:
             div = "" if r["val_divided"] is None else f"{r['val_divided']:.1f}"
             lines.append(
-                f"| {r['name']} | {r['val_accuracy']:.1f} | {div} | "
-                + ", ".join(f"{v:.1f}" for v in r["val_either"])
+                f"| {r.get('sweep', 2)} | {r['name']} | {r.get('train_size', 1500):,} | {r['val_accuracy']:.1f} | {div} | "
+                + ", ".join(f"{v:.1f}" for v in r.get("val_part_a", []))
+                + " | "
+                + ", ".join(f"{v:.1f}" for v in r.get("val_part_b", []))
                 + " | "
                 + ", ".join(f"{v:.2f}" for v in r["val_mean_scale"])
                 + " |"
@@ -475,11 +612,13 @@ def config_with(**options) -> PartsConfig:
 
 
 __all__ = [
+    "CLI_FLAGS",
     "PARTS_DEFAULTS",
     "ROWS",
     "PartsConfig",
     "build_row",
     "coverage",
+    "part_loss",
     "make_figure",
     "render_markdown",
     "run_parts",

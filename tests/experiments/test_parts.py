@@ -41,6 +41,7 @@ def test_coverage_counts_windows_on_each_part():
     first, second = cov["per_transformer"]
     assert (first["part_a"], first["part_b"], second["part_b"], second["either"]) == (100.0, 0.0, 50.0, 50.0)
     assert cov["divided"] == 50.0
+    assert (first["centre_in_a"], first["centre_in_b"], second["centre_in_b"]) == (100.0, 0.0, 50.0)
 
 
 def test_parts_target_on_a_tiny_setting_is_resumable_and_reports(tmp_path, capsys):
@@ -155,7 +156,10 @@ def test_the_default_recipe_lets_the_windows_reach_a_part():
 
 def test_a_short_fit_moves_the_windows_as_far_as_its_travel_allows():
     # what window_travel bounds, measured: a few Adam steps move the head bias by at most lr * mult per step
-    config = rp.config_with(train_size=32, val_size=8, test_size=8, epochs=1, batch_size=16)
+    # (the conv localiser and its regression head; the heatmap localisers' head is fixed)
+    config = rp.config_with(
+        train_size=32, val_size=8, test_size=8, epochs=1, batch_size=16, window_scale=None, part_weight=0.0, loc_size=32
+    )
     model, _ = rp.build_row("st-1x", config)
     opt = rp.make_optimizer(model, config)
     ds, px = rp.render_set(32, 0)
@@ -167,3 +171,48 @@ def test_a_short_fit_moves_the_windows_as_far_as_its_travel_allows():
         opt.step()
     moved = (model.transformer.head.bias.detach() - before).abs().max().item()
     assert 0 < moved <= 1.01 * rp.window_travel(config)
+
+
+def test_heatmap_rows_start_at_the_middle_with_the_fixed_scale_and_match_the_count():
+    config = rp.config_with(window_scale=0.25, loc_size=64, part_weight=1.0)
+    base = count_parameters(rp.build_row("cnn", config)[0])
+    model, _ = rp.build_row("st-2x", config)
+    assert abs(count_parameters(model) - base) / base < 0.05
+    model.eval()
+    _, params = model.warp_input(torch.rand(3, 3, 128, 128))
+    for p in params:
+        assert torch.allclose(p, torch.tensor([[0.25, 0.0, 0.0]] * 3), atol=1e-6)
+
+
+def test_part_loss_gives_each_transformer_its_part():
+    config = rp.config_with(window_scale=0.25, loc_size=64, part_weight=1.0)
+    model, _ = rp.build_row("st-2x", config)
+    model(torch.rand(2, 3, 128, 128))
+    kinds = torch.tensor([[0, 3], [2, 1]])
+    heads = [st.localization.heatmap for st in rp.transformers_of(model)]
+    with torch.no_grad():  # transformer 0 sure of glyph 1 everywhere, transformer 1 sure of glyph 3
+        for h, kind in zip(heads, (1, 3)):
+            h.pooled_evidence = torch.full((2, 1, 4), -20.0)
+            h.pooled_evidence[..., kind] = 20.0
+    # 0 names A (0, 2: both wrong, loss ~40 each); 1 names B (3 right, 1 wrong): mean of 40 and 20
+    assert abs(rp.part_loss(model, kinds).item() - 30.0) < 0.1
+
+
+@pytest.mark.parametrize(
+    "argv,pattern",
+    [
+        (["--parts-window-scale", "0"], "--parts-window-scale must be a finite number in [0.001, 2.0], got 0.0"),
+        (["--parts-part-weight", "-1"], "--parts-part-weight must be a finite number in [0.0, inf], got -1.0"),
+        (["--parts-heatmap-temperature", "0"], "--parts-heatmap-temperature must be a finite number"),
+        (["--parts-loc-size", "200"], "--parts-loc-size must be"),
+    ],
+)
+def test_bad_parts_flags_are_one_line(tmp_path, capsys, argv, pattern):
+    code, text, err = _run(["reproduce", "parts", "--out", str(tmp_path / "o"), *argv], capsys)
+    msg = err if err else str(code)
+    assert code != 0 and pattern in msg and msg.strip().count("\n") == 0
+
+
+def test_the_part_loss_needs_heatmap_localisers():
+    with pytest.raises(ValueError, match="part_weight needs window_scale"):
+        rp.PartsConfig(window_scale=None, part_weight=1.0)

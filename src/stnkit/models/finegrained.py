@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .._checks import check_int, check_number, check_size
 from ..geometry import get_transform
-from ..nn import ParallelTransformers, SpatialTransformer, STClassifier
+from ..nn import HeatmapLocalization, ParallelTransformers, SpatialTransformer, STClassifier
 from .classifiers import count_parameters
 
 
@@ -120,6 +120,29 @@ def part_localization(in_channels: int, width: int = 8) -> nn.Sequential:
     )
 
 
+class CentreWindow(nn.Module):
+    """A heatmap localiser's centre as ``attention`` features ``(B, 3)`` = ``(0, x, y)``: with an identity head
+    of bias ``(s, 0, 0)`` (:func:`parallel_st_cnn` with ``window_scale``) the window is ``s`` wide at the centre.
+
+    Example:
+        >>> CentreWindow(3)(torch.rand(2, 3, 16, 16))  # uniform heatmap at the start: the middle
+        tensor([[0., 0., 0.],
+                [0., 0., 0.]], grad_fn=<CatBackward0>)
+    """
+
+    def __init__(
+        self, in_channels: int, width: int = 16, depth: int = 3, evidence_classes: int = 0, temperature: float = 1.0
+    ):
+        super().__init__()
+        self.heatmap = HeatmapLocalization(
+            in_channels, 1, width=width, depth=depth, temperature=temperature, evidence_classes=evidence_classes
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.heatmap(x)
+        return torch.cat([c.new_zeros(c.shape[0], 1), c], dim=1)
+
+
 def initial_windows(num_transformers: int, scale: float = 1.0, spread: float = 0.0) -> Tensor:
     """Start windows ``(k, 3)`` (``attention`` ``s, tx, ty``): scale ``scale``, centres on a grid of ``k`` cells.
 
@@ -157,6 +180,9 @@ def parallel_st_cnn(
     localization: Callable[[], nn.Module] | None = None,
     init_scale: float = 1.0,
     init_spread: float = 0.0,
+    window_scale: float | None = None,
+    evidence_classes: int = 0,
+    heatmap_temperature: float = 1.0,
 ) -> STClassifier:
     """The paper's k x ST-CNN: ``k`` parallel ``attention`` transformers, one backbone per crop, features concatenated.
 
@@ -174,6 +200,15 @@ def parallel_st_cnn(
             :func:`~stnkit.nn.default_localization`.
         init_scale, init_spread: the start windows (:func:`initial_windows`); the heads' weights are zero,
             so every transformer starts at its window whatever the image.
+        window_scale: ``None``: as above. A number ``s``: each transformer's localisation net is a
+            :class:`CentreWindow` (a translation-equivariant heatmap, soft-argmax centre; ``localization`` and
+            the start windows are then not used) and its window has the fixed scale ``s`` (the head is the
+            identity map plus ``(s, 0, 0)``, frozen): the window starts ``s`` wide at the middle and moves
+            where the heatmap peaks.
+        evidence_classes: with ``window_scale``: each heatmap also pools ``evidence_classes`` class scores
+            (:class:`~stnkit.nn.HeatmapLocalization`), read after a forward from
+            ``transformer.localization.heatmap.pooled_evidence`` of each transformer (a part loss).
+        heatmap_temperature: with ``window_scale``: the heatmaps' softmax temperature (smaller: sharper).
 
     Example:
         >>> from stnkit.models.backbones import load_backbone
@@ -189,10 +224,16 @@ def parallel_st_cnn(
     loc_size = None if loc_size is None else check_size("loc_size", loc_size)
     family = get_transform("attention")
     windows = initial_windows(k, init_scale, init_spread)
+    if window_scale is not None:
+        window_scale = check_number("window_scale", window_scale, low=1e-3, high=2.0)
     sts = []
     for i in range(k):
+        if window_scale is not None:
+            loc = CentreWindow(in_channels, evidence_classes=evidence_classes, temperature=heatmap_temperature)
+        else:
+            loc = None if localization is None else localization()
         st = SpatialTransformer(
-            None if localization is None else localization(),
+            loc,
             family,
             out_size=crop,
             in_channels=in_channels,
@@ -200,7 +241,12 @@ def parallel_st_cnn(
             loc_size=loc_size,
         )
         with torch.no_grad():
-            st.head.bias.copy_(windows[i])
+            if window_scale is None:
+                st.head.bias.copy_(windows[i])
+            else:
+                st.head.weight.copy_(torch.eye(3))
+                st.head.bias.copy_(torch.tensor([window_scale, 0.0, 0.0]))
+                st.head.requires_grad_(False)
         sts.append(st)
     stack = sts[0] if k == 1 else ParallelTransformers(*sts)
     nets = [backbone(in_channels=in_channels, in_size=crop, num_classes=features) for _ in range(k)]
@@ -236,6 +282,7 @@ def width_for_parameters(build: Callable[[int], nn.Module], target: int, widths:
 
 
 __all__ = [
+    "CentreWindow",
     "ConcatBackbones",
     "SmallConvNet",
     "count_parameters",

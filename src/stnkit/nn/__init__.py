@@ -1,7 +1,7 @@
 """``nn.Module`` wrappers: the spatial transformer, its parallel and series stacks, the inverse compositional
 one, a classifier behind transformers (:class:`STClassifier`, :func:`with_transformer`), a
 normalisation layer to put after them, a U-Net predicting dense fields for registration
-(:class:`FieldNet`), the ST-GAN's iterative warp generator and discriminator for compositing
+(:class:`FieldNet`), a translation-equivariant heatmap localisation net (:class:`HeatmapLocalization`), the ST-GAN's iterative warp generator and discriminator for compositing
 (:mod:`stnkit.nn.compositing`), and diagnostics of a transformer's sampling grid
 (:mod:`stnkit.nn.diagnostics`)."""
 
@@ -16,6 +16,7 @@ from .diagnostics import (
     sampling_stats,
 )
 from .fieldnet import FieldNet
+from .heatmap import HeatmapLocalization, soft_argmax_2d
 from .normalize import Normalize
 from .transformer import (
     IdentityHead,
@@ -33,6 +34,7 @@ __all__ = [
     "CompositeDiscriminator",
     "IDENTITY_DISTANCE",
     "FieldNet",
+    "HeatmapLocalization",
     "OUTSIDE_FRACTION_WARN",
     "IdentityHead",
     "InverseCompositionalTransformer",
@@ -50,5 +52,6 @@ __all__ = [
     "default_localization_3d",
     "sampling_grid_stats",
     "sampling_stats",
+    "soft_argmax_2d",
     "with_transformer",
 ]
