@@ -375,8 +375,14 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(
             f"stnkit reproduce: --coloc-recipe must be one of {', '.join(co.COLOC_RECIPES)}, got {recipe!r}"
         )
-    if args.coloc_epochs is not None and args.coloc_epochs < 1:
-        raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= 1, got {args.coloc_epochs}")
+    rounds = (
+        co.COLOC_RECIPES[recipe].get("search_rounds", 0)
+        if args.coloc_search_rounds is None
+        else args.coloc_search_rounds
+    )
+    low = 0 if rounds > 0 else 1  # after the window search, no triplet epoch is a setting
+    if args.coloc_epochs is not None and args.coloc_epochs < low:
+        raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= {low}, got {args.coloc_epochs}")
     if args.coloc_descriptor is not None and args.coloc_descriptor not in co.DESCRIPTORS:
         raise SystemExit(
             f"stnkit reproduce: --coloc-descriptor must be one of {', '.join(co.DESCRIPTORS)}, "
@@ -399,6 +405,9 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         "outside_weight": args.coloc_outside_weight,
         "encoder_augment": True if args.coloc_encoder_augment else None,
         "split": args.coloc_split,
+        "search_rounds": args.coloc_search_rounds,
+        "search_stride": args.coloc_search_stride,
+        "search_steps": args.coloc_search_steps,
     }
     # the recipe's options, then each flag given on top
     options = {**co.COLOC_RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
@@ -553,6 +562,24 @@ def add_parsers(sub) -> None:
         "--coloc-split",
         default=None,
         help="colocalization: val (validation canvases, where recipes are chosen) or test (the reported ones)",
+    )
+    rep.add_argument(
+        "--coloc-search-rounds",
+        type=int,
+        default=None,
+        help="colocalization: rounds of the label-free window search before training (0: none, the paper's start)",
+    )
+    rep.add_argument(
+        "--coloc-search-stride",
+        type=int,
+        default=None,
+        help="colocalization: px between the search's candidate 28x28 windows (4)",
+    )
+    rep.add_argument(
+        "--coloc-search-steps",
+        type=int,
+        default=None,
+        help="colocalization: steps regressing the localisation net onto the searched windows (300)",
     )
     rep.add_argument(
         "--recipe-log",
