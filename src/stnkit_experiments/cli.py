@@ -408,6 +408,7 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         "search_rounds": args.coloc_search_rounds,
         "search_stride": args.coloc_search_stride,
         "search_steps": args.coloc_search_steps,
+        "search_first": args.coloc_search_first,
     }
     # the recipe's options, then each flag given on top
     options = {**co.COLOC_RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
@@ -580,6 +581,12 @@ def add_parsers(sub) -> None:
         type=int,
         default=None,
         help="colocalization: steps regressing the localisation net onto the searched windows (300)",
+    )
+    rep.add_argument(
+        "--coloc-search-first",
+        default=None,
+        help="colocalization: the search's first round against the start window's crops (start) or against "
+        "each other canvas's nearest window (best)",
     )
     rep.add_argument(
         "--recipe-log",

@@ -310,6 +310,7 @@ def random_patches(
 
 
 # -- the label-free window search (search_rounds > 0) --------------------------------------------------
+SEARCH_FIRSTS = ("start", "best")  # the positives of the search's first round (search_windows' first)
 SEARCH_FIT_LR = 3e-3  # Adam, regressing the net onto the searched windows (the supervised control's, trials.md)
 
 
@@ -364,6 +365,8 @@ def search_windows(
     rounds: int = 1,
     stride: int = 4,
     margin: float = 1.0,
+    history: list | None = None,
+    first: str = "start",
 ) -> tuple[Tensor, list[float]]:
     """The windows ``(N, 3)`` that minimise the triplet loss of each canvas, found by search; no box is used.
 
@@ -374,8 +377,11 @@ def search_windows(
     own candidate windows ``j`` (a random patch of it, in expectation: the
     negatives), ``mean_{m != n, j} max(0, |e_nk - e_m|^2 - |e_nk - e_nj|^2 + margin)``;
     each canvas takes its best candidate, all at once. The crops of round one are
-    the ``start`` windows ``(N, 3)`` (the transformer's start). Returns the
-    windows and each round's mean loss at them.
+    the ``start`` windows ``(N, 3)`` (the transformer's start), or with
+    ``first="best"`` each other canvas's candidate nearest to ``e_nk`` (every
+    canvas is assumed to hold a match somewhere; ``start`` is then unused). Returns the
+    windows and each round's mean loss at them; ``history``, a list, gets each
+    round's windows appended.
     """
     corners = candidate_corners(stride)
     windows = candidate_windows(stride)
@@ -386,17 +392,24 @@ def search_windows(
         current = enc(start_crops).double()
     losses = []
     best = torch.zeros(n, dtype=torch.long)
-    for _ in range(rounds):
+    check_choice("first", first, SEARCH_FIRSTS)
+    for r in range(rounds):
         loss_best = torch.empty(n, dtype=torch.float64)
         for i in range(n):
-            others = torch.cat([current[:i], current[i + 1 :]])  # (M, D)
-            d_pos = torch.cdist(feats[i], others).pow(2)  # (K, M)
+            if r == 0 and first == "best":  # (K, M): the nearest candidate of each other canvas
+                others = torch.cat([feats[:i], feats[i + 1 :]])  # (M, K, D)
+                d_pos = torch.cdist(feats[i], others.flatten(0, 1)).pow(2).view(len(windows), n - 1, -1).amin(2)
+            else:
+                others = torch.cat([current[:i], current[i + 1 :]])  # (M, D)
+                d_pos = torch.cdist(feats[i], others).pow(2)  # (K, M)
             d_neg = torch.cdist(feats[i], feats[i]).pow(2)  # (K, J)
             hinge = _mean_hinge(d_pos, d_neg, margin)
             best[i] = hinge.argmin()
             loss_best[i] = hinge[best[i]]
         current = feats[torch.arange(n), best]
         losses.append(round(float(loss_best.mean()), 4))
+        if history is not None:
+            history.append(windows[best])
     return windows[best], losses
 
 
@@ -471,6 +484,7 @@ class ColocConfig:
     search_rounds: int = 0  # > 0: the label-free window search (search_windows) first, that many rounds
     search_stride: int = 4  # px between the search's candidate window positions
     search_steps: int = 300  # steps regressing the localisation net onto the searched windows, before the epochs
+    search_first: str = "start"  # the search's first positives: the start window's crops, or "best" matches
 
     def __post_init__(self):
         check_int("digit", self.digit, low=0, high=9)
@@ -481,6 +495,7 @@ class ColocConfig:
         check_int("search_rounds", self.search_rounds, low=0)
         check_int("search_stride", self.search_stride, low=1, high=COLOC_CANVAS - DIGIT_SIZE)
         check_int("search_steps", self.search_steps, low=0)
+        check_choice("search_first", self.search_first, SEARCH_FIRSTS)
         # with the search, the triplet epochs after it may be none (the searched windows, fitted, are the answer)
         check_int("epochs", self.epochs, low=0 if self.search_rounds > 0 else 1)
         check_int("batch_size", self.batch_size, low=1)
@@ -644,8 +659,16 @@ def train_colocalization(
         start_epoch, losses, search = _load_state(last, st, opt, config)
     elif config.search_rounds > 0:  # the search and the net's fit to it, saved as "epoch 0" (a rerun skips them)
         start = st.predict_params(ds.images[:1]).detach().double().expand(config.n, 3)
+        history: list = []
         windows, search_losses = search_windows(
-            enc, ds.images, start, config.search_rounds, config.search_stride, config.margin
+            enc,
+            ds.images,
+            start,
+            config.search_rounds,
+            config.search_stride,
+            config.margin,
+            history,
+            config.search_first,
         )
         fit_log = fit_to_windows(
             st, ds.images, windows, config.search_steps, config.batch_size, config.seed, config.learn_scale
@@ -654,6 +677,7 @@ def train_colocalization(
             "windows": box_score(windows, ds),
             "fitted": localisation_score(st, ds),
             "loss_per_round": search_losses,
+            "correct_percent_per_round": [box_score(w, ds)["correct_percent"] for w in history],
             "fit_loss": fit_log,
             "seconds": round(time.time() - t0, 2),
         }
@@ -915,6 +939,7 @@ SETTING_NAMES = {
     "search_rounds": "window search rounds (0: none)",
     "search_stride": "search stride px",
     "search_steps": "net fitted to the searched windows, steps",
+    "search_first": "search's first positives",
     "bounded": "bounded",
     "optimizer": "optimiser",
     "lr": "learning rate",
@@ -1032,6 +1057,7 @@ CLI_FLAGS = {
     "search_rounds": "--coloc-search-rounds",
     "search_stride": "--coloc-search-stride",
     "search_steps": "--coloc-search-steps",
+    "search_first": "--coloc-search-first",
 }
 
 

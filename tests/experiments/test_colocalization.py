@@ -486,28 +486,35 @@ def test_search_finds_the_digits_when_the_other_crops_are_digits():
     assert torch.allclose(found, truth, atol=1e-9) and len(losses) == 1
     # a start that is no digit gives no answer in general; from the centre, the rounds lower the loss
     centre = torch.tensor([[1 / 3, 0.0, 0.0]], dtype=torch.float64).expand(len(canvases), 3)
-    _, losses = co.search_windows(_PooledInk(), canvases, centre, rounds=3, stride=4)
-    assert losses[-1] <= losses[0] + 1e-9
+    history = []
+    last, losses = co.search_windows(_PooledInk(), canvases, centre, rounds=3, stride=4, history=history)
+    assert losses[-1] <= losses[0] + 1e-9 and len(history) == 3 and torch.equal(history[-1], last)
 
 
-def test_search_loss_is_the_hinge_by_hand():
-    """The loss of the chosen window: mean over the other crops and over the canvas's own candidates."""
+@pytest.mark.parametrize("first", ["start", "best"])
+def test_search_loss_is_the_hinge_by_hand(first):
+    """The loss of the chosen window: mean over the other crops and over the canvas's own candidates.
+
+    ``first="start"``: the other crops are the start windows' (here the truth);
+    ``"best"``: each other canvas's candidate nearest to the window.
+    """
     canvases, boxes = _ink_canvases(3, seed=1)
     truth = attention_from_box(boxes, 84)
     enc = _PooledInk()
-    found, (loss,) = co.search_windows(enc, canvases, truth, rounds=1, stride=28)
+    found, (loss,) = co.search_windows(enc, canvases, truth, rounds=1, stride=28, first=first)
     cand = co.candidate_windows(28)
+    e = [enc(warp(c[None].expand(len(cand), -1, -1, -1), cand.float(), "attention", out_size=28)) for c in canvases]
+    crops = enc(warp(canvases, truth.float(), "attention", out_size=28))
     total = 0.0
     for i in range(3):
-        e = enc(warp(canvases[i : i + 1].expand(len(cand), -1, -1, -1), cand.float(), "attention", out_size=28))
-        crops = enc(warp(canvases, truth.float(), "attention", out_size=28))
         k = int(((cand - found[i]).abs().sum(1) < 1e-9).nonzero()[0])
-        others = [m for m in range(3) if m != i]
-        hinge = [
-            max(0.0, float((e[k] - crops[m]).pow(2).sum() - (e[k] - e[j]).pow(2).sum() + 1.0))
-            for m in others
-            for j in range(len(cand))
-        ]
+        hinge = []
+        for m in (m for m in range(3) if m != i):
+            if first == "start":
+                d_pos = float((e[i][k] - crops[m]).pow(2).sum())
+            else:
+                d_pos = float((e[i][k] - e[m]).pow(2).sum(1).min())
+            hinge += [max(0.0, d_pos - float((e[i][k] - e[i][j]).pow(2).sum()) + 1.0) for j in range(len(cand))]
         total += sum(hinge) / len(hinge)
     assert loss == pytest.approx(total / 3, abs=1e-4)
 
@@ -517,6 +524,7 @@ def test_search_run_records_the_search_and_resumes(tmp_path, monkeypatch):
     one_go = _train(tmp_path, "one_go", **kw)
     s = one_go["search"]
     assert len(s["loss_per_round"]) == 2 and len(s["fit_loss"]) == 2
+    assert s["correct_percent_per_round"][-1] == s["windows"]["correct_percent"]
     assert 0.0 <= s["windows"]["correct_percent"] <= 100.0 and s["fitted"]["mean_scale"] == pytest.approx(
         1 / 3, abs=1e-4
     )
@@ -548,6 +556,7 @@ def test_search_run_records_the_search_and_resumes(tmp_path, monkeypatch):
         ({"search_rounds": -1}, r"search_rounds must be an int >= 0, got -1"),
         ({"search_stride": 0}, r"search_stride must be an int in \[1, 56\], got 0"),
         ({"search_steps": 1.5}, "search_steps must be an int, got float"),
+        ({"search_first": "truth"}, "search_first must be one of 'start', 'best', got 'truth'"),
     ],
 )
 def test_search_options_are_refused_in_one_line(kw, pattern):
@@ -560,6 +569,7 @@ def test_search_options_are_refused_in_one_line(kw, pattern):
     [
         (["--coloc-search-rounds", "-1"], "--coloc-search-rounds must be an int >= 0, got -1"),
         (["--coloc-search-stride", "60"], "--coloc-search-stride must be an int in [1, 56], got 60"),
+        (["--coloc-search-first", "truth"], "--coloc-search-first must be one of 'start', 'best'"),
         (["--coloc-search-rounds", "0", "--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
         (["--coloc-search-rounds", "1", "--coloc-epochs", "-1"], "--coloc-epochs must be >= 0"),
     ],

@@ -29,13 +29,15 @@ out = {}
 for kind in kinds:
     per_round = [[] for _ in range(rounds)]
     for d in digits:
-        cfg = co.ColocConfig(digit=d, kind=kind, split="val", init_scale=1 / 3, learn_scale=False, descriptor=descriptor)
+        cfg = co.ColocConfig(
+            digit=d, kind=kind, split="val", init_scale=1 / 3, learn_scale=False, descriptor=descriptor
+        )
         ds = co.problem_canvases(cfg, train, test)[0]
         w = torch.tensor([[1 / 3, 0.0, 0.0]], dtype=torch.float64).expand(len(ds), 3)
         t0 = time.time()
-        row = []
-        for r in range(rounds):
-            w, loss = co.search_windows(enc, ds.images, w, 1, stride, cfg.margin)
+        row, history = [], []
+        co.search_windows(enc, ds.images, w, rounds, stride, cfg.margin, history=history)
+        for r, w in enumerate(history):
             pct = co.box_score(w, ds)["correct_percent"]
             per_round[r].append(pct)
             row.append(pct)
