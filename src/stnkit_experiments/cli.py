@@ -522,8 +522,9 @@ def add_parsers(sub) -> None:
     rep.add_argument(
         "--coloc-recipe",
         default=None,
-        help="colocalization: the settings the other --coloc-* flags change: paper (appendix A.2) or constrained "
-        "(chosen on validation canvases, docs/experiments/colocalization/val/recipes.md; the default)",
+        help="colocalization: the settings the other --coloc-* flags change: paper (appendix A.2), constrained "
+        "(the window fixed at 28 px) or search (constrained plus the label-free window search; the default), "
+        "chosen on validation canvases, docs/experiments/colocalization/val/recipes.md",
     )
     rep.add_argument("--coloc-epochs", type=int, default=None, help="colocalization: epochs per problem (30)")
     rep.add_argument("--coloc-lr", type=float, default=None, help="colocalization: the transformer's learning rate")

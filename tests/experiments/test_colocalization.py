@@ -202,6 +202,12 @@ def test_summary_and_markdown(tmp_path):
     assert "| plain | – | – | – | 80 (70) |" in md and "| 80.0 (70.0) | 100 |" in md and "75-93" in md
     assert "e() concat (the paper" in md and "start window scale 1.0" in md
     assert "never moves" in md and "plain 6.0 %" in md
+    assert "window search alone" not in md
+    result["search"] = {"windows": {"correct_percent": 90.0, "mean_iou": 0.7, "n": 100}}
+    (run / "results.json").write_text(json.dumps(result))
+    md = co.render_markdown(co.summarize_colocalization(tmp_path))
+    assert "window search alone (its windows on the same canvases, before the localisation net is fitted" in md
+    assert "runs): plain 90.0 %." in md
 
 
 @pytest.mark.parametrize(
