@@ -971,6 +971,7 @@ SETTING_NAMES = {
     "encoder_epochs": "encoder epochs",
     "margin": "margin",
 }
+SEARCH_DETAILS = ("search_stride", "search_steps", "search_first")
 DESCRIPTOR_TEXT = {
     "concat": "concat (the paper: the CNN's two hidden layers and logits)",
     "concat_l2": "concat_l2 (the paper's concatenation scaled to unit length; not the paper's)",
@@ -982,7 +983,10 @@ DESCRIPTOR_TEXT = {
 def _settings(configs: list[dict]) -> list[str]:
     """``name value`` for each setting, the values of all runs joined with ``/`` where they differ."""
     out = []
+    searched = any(c.get("search_rounds", 0) > 0 for c in configs)
     for key, name in SETTING_NAMES.items():
+        if not searched and key in SEARCH_DETAILS:  # no search in these runs: its knobs say nothing
+            continue
         values = []
         for c in configs:
             v = c.get(key, getattr(ColocConfig, key))

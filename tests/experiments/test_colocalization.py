@@ -203,11 +203,16 @@ def test_summary_and_markdown(tmp_path):
     assert "e() concat (the paper" in md and "start window scale 1.0" in md
     assert "never moves" in md and "plain 6.0 %" in md
     assert "window search alone" not in md
+    assert "window search rounds (0: none) 0; bounded" in md  # without a search, its knobs are not listed
     result["search"] = {"windows": {"correct_percent": 90.0, "mean_iou": 0.7, "n": 100}}
     (run / "results.json").write_text(json.dumps(result))
     md = co.render_markdown(co.summarize_colocalization(tmp_path))
     assert "window search alone (its windows on the same canvases, before the localisation net is fitted" in md
     assert "runs): plain 90.0 %." in md
+    result["config"] = co.ColocConfig(digit=3, search_rounds=2, epochs=0).to_dict()
+    (run / "results.json").write_text(json.dumps(result))
+    md = co.render_markdown(co.summarize_colocalization(tmp_path))
+    assert "window search rounds (0: none) 2; search stride px 4; net fitted" in md
 
 
 @pytest.mark.parametrize(
