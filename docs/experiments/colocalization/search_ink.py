@@ -3,7 +3,7 @@
     PYTHONPATH=src python docs/experiments/colocalization/search_ink.py
 
 Writes docs/experiments/colocalization/search_ink.json: per cluttered class, the mean pixel value of the
-fitted net's 28x28 crops, of the true boxes' crops and of random 28x28 patches (seed 0), and the % localised.
+fitted net's 28x28 crops, of the true boxes' crops and of random 28x28 patches, and the % localised.
 """
 
 import json
@@ -26,7 +26,8 @@ for d in range(10):
     with torch.no_grad():
         windows = warp(ds.images, st.predict_params(ds.images), "attention", out_size=28)
         truth = warp(ds.images, attention_from_box(ds.boxes.double(), 84).float(), "attention", out_size=28)
-        rand = co.random_patches(ds.images, torch.Generator().manual_seed(0))
+        # not seed 0: CoLocalization draws digit 0's positions from the same stream, so those patches would be the digits
+        rand = co.random_patches(ds.images, torch.Generator().manual_seed(12345))
     out[str(d)] = {
         "localised_percent": result["train"]["correct_percent"],
         "ink_windows": round(float(windows.mean()), 3),
