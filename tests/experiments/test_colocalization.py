@@ -221,7 +221,8 @@ def test_summary_and_markdown(tmp_path):
         (["--kinds", "noisy"], "--kinds must be from plain, cluttered"),
         (["--classes", "3,11"], "--classes must be digits 0-9"),
         (["--seeds", "0"], "--seeds must be >= 1"),
-        (["--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
+        (["--coloc-epochs", "-1"], "--coloc-epochs must be >= 0"),  # the default recipe searches: 0 epochs allowed
+        (["--coloc-recipe", "paper", "--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
         (["--coloc-descriptor", "pixels"], "--coloc-descriptor must be one of concat"),
         (["--coloc-rand-patch", "big"], "--coloc-rand-patch must be one of fixed, same"),
         (["--coloc-init-scale", "2"], "--coloc-init-scale must be in (0, 2)"),
