@@ -912,6 +912,18 @@ def render_markdown(summary: dict) -> str:
             "A window that never moves (the transformer's start window, one for every canvas) "
             "localises, on the same canvases (mean over runs): " + ", ".join(by_kind) + ".",
         ]
+    seeds = sorted({r["seed"] for r in summary["runs"]})
+    if len(seeds) > 1:
+        by_kind = []
+        for kind in COLOC_KINDS:
+            per_seed = []
+            for seed in seeds:
+                rs = [r for r in summary["runs"] if r["kind"] == kind and r["seed"] == seed]
+                if rs:
+                    per_seed.append(f"{sum(r['train']['correct_percent'] for r in rs) / len(rs):.1f}")
+            if per_seed:
+                by_kind.append(f"{kind} {' / '.join(per_seed)} %")
+        lines += ["", f"Per seed ({', '.join(map(str, seeds))}; mean over classes): " + ", ".join(by_kind) + "."]
     searched = [r for r in summary["runs"] if r.get("search")]
     if searched:
         by_kind = []

@@ -213,6 +213,12 @@ def test_summary_and_markdown(tmp_path):
     (run / "results.json").write_text(json.dumps(result))
     md = co.render_markdown(co.summarize_colocalization(tmp_path))
     assert "window search rounds (0: none) 2; search stride px 4; net fitted" in md
+    assert "Per seed" not in md  # one seed
+    run1 = co.run_dir_of(tmp_path, "plain", 3, 1)
+    run1.mkdir(parents=True)
+    (run1 / "results.json").write_text(json.dumps({**result, "train": {**result["train"], "correct_percent": 60.0}}))
+    md = co.render_markdown(co.summarize_colocalization(tmp_path, seeds=2))
+    assert "Per seed (0, 1; mean over classes): plain 80.0 / 60.0 %." in md
 
 
 @pytest.mark.parametrize(
