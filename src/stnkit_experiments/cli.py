@@ -376,8 +376,14 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit(
             f"stnkit reproduce: --coloc-recipe must be one of {', '.join(co.COLOC_RECIPES)}, got {recipe!r}"
         )
-    if args.coloc_epochs is not None and args.coloc_epochs < 1:
-        raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= 1, got {args.coloc_epochs}")
+    rounds = (
+        co.COLOC_RECIPES[recipe].get("search_rounds", 0)
+        if args.coloc_search_rounds is None
+        else args.coloc_search_rounds
+    )
+    low = 0 if rounds > 0 else 1  # after the window search, no triplet epoch is a setting
+    if args.coloc_epochs is not None and args.coloc_epochs < low:
+        raise SystemExit(f"stnkit reproduce: --coloc-epochs must be >= {low}, got {args.coloc_epochs}")
     if args.coloc_descriptor is not None and args.coloc_descriptor not in co.DESCRIPTORS:
         raise SystemExit(
             f"stnkit reproduce: --coloc-descriptor must be one of {', '.join(co.DESCRIPTORS)}, "
@@ -400,6 +406,10 @@ def _reproduce_colocalization(args: argparse.Namespace, out: Path) -> int:
         "outside_weight": args.coloc_outside_weight,
         "encoder_augment": True if args.coloc_encoder_augment else None,
         "split": args.coloc_split,
+        "search_rounds": args.coloc_search_rounds,
+        "search_stride": args.coloc_search_stride,
+        "search_steps": args.coloc_search_steps,
+        "search_first": args.coloc_search_first,
     }
     # the recipe's options, then each flag given on top
     options = {**co.COLOC_RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
@@ -532,8 +542,9 @@ def add_parsers(sub) -> None:
     rep.add_argument(
         "--coloc-recipe",
         default=None,
-        help="colocalization: the settings the other --coloc-* flags change: paper (appendix A.2) or constrained "
-        "(chosen on validation canvases, docs/experiments/colocalization/val/recipes.md; the default)",
+        help="colocalization: the settings the other --coloc-* flags change: paper (appendix A.2), constrained "
+        "(the window fixed at 28 px) or search (constrained plus the label-free window search; the default), "
+        "chosen on validation canvases, docs/experiments/colocalization/val/recipes.md",
     )
     rep.add_argument("--coloc-epochs", type=int, default=None, help="colocalization: epochs per problem (30)")
     rep.add_argument("--coloc-lr", type=float, default=None, help="colocalization: the transformer's learning rate")
@@ -573,6 +584,30 @@ def add_parsers(sub) -> None:
         "--coloc-split",
         default=None,
         help="colocalization: val (validation canvases, where recipes are chosen) or test (the reported ones)",
+    )
+    rep.add_argument(
+        "--coloc-search-rounds",
+        type=int,
+        default=None,
+        help="colocalization: rounds of the label-free window search before training (0: none, the paper's start)",
+    )
+    rep.add_argument(
+        "--coloc-search-stride",
+        type=int,
+        default=None,
+        help="colocalization: px between the search's candidate 28x28 windows (4)",
+    )
+    rep.add_argument(
+        "--coloc-search-steps",
+        type=int,
+        default=None,
+        help="colocalization: steps regressing the localisation net onto the searched windows (300)",
+    )
+    rep.add_argument(
+        "--coloc-search-first",
+        default=None,
+        help="colocalization: the search's first round against the start window's crops (start) or against "
+        "each other canvas's nearest window (best)",
     )
     rep.add_argument(
         "--recipe-log",

@@ -45,6 +45,16 @@ colocalization``, ``CLI_FLAGS``):
   :func:`outside_penalty`, stnkit's ``coverage_penalty`` of the crops' sampling
   grids: zero while a window is on the canvas) and ``encoder_augment`` (e()'s CNN
   trained on digits seen through random windows, :func:`augment_digits`);
+* ``search_rounds`` (> 0: the label-free window search, :func:`search_windows`,
+  before any gradient step; not the paper's method, which is gradient descent
+  on the triplet loss alone): the triplet loss of every 28x28 window on a grid
+  (``search_stride`` px) of each canvas against the other canvases' current
+  crops (``search_first``: the first round against the start window's crops, or
+  ``"best"``, against each other canvas's nearest window), alternating rounds as
+  co-segmentation does; then the localisation net is regressed onto the
+  searched windows for ``search_steps`` steps (:func:`fit_to_windows`) and
+  trained with the triplet loss for ``epochs`` (which may be 0). No box is used,
+  only the problem's set of same-class canvases, as the paper's setting allows;
 * ``split``: ``"val"`` puts the problem on validation canvases made of other
   training digits (:func:`problem_canvases`), where recipes are chosen
   (``docs/experiments/colocalization/val/recipes.md``); ``"test"`` (the
@@ -309,6 +319,152 @@ def random_patches(
     return warp(canvases, params, "attention", out_size=DIGIT_SIZE)
 
 
+# -- the label-free window search (search_rounds > 0) --------------------------------------------------
+SEARCH_FIRSTS = ("start", "best")  # the positives of the search's first round (search_windows' first)
+SEARCH_FIT_LR = 3e-3  # Adam, regressing the net onto the searched windows (the supervised control's, trials.md)
+
+
+def candidate_corners(stride: int) -> Tensor:
+    """The search's candidate windows as top-left corners ``(K, 2)`` (x0, y0) of 28x28 boxes, px.
+
+    Corners ``0, stride, 2 stride, ...`` and always ``84 - 28 = 56``, in x and y, so
+    every window lies on the canvas.
+    """
+    last = COLOC_CANVAS - DIGIT_SIZE
+    pos = torch.tensor(sorted(set(range(0, last + 1, stride)) | {last}), dtype=torch.long)
+    y0, x0 = torch.meshgrid(pos, pos, indexing="ij")
+    return torch.stack([x0.flatten(), y0.flatten()], dim=1)
+
+
+def candidate_windows(stride: int) -> Tensor:
+    """:func:`candidate_corners` as ``attention`` parameters ``(K, 3)`` (float64): windows of the digit's extent."""
+    xy = candidate_corners(stride).double()
+    return attention_from_box(torch.cat([xy, xy + DIGIT_SIZE], dim=1), COLOC_CANVAS)
+
+
+def _encode_candidates(enc: nn.Module, canvases: Tensor, corners: Tensor) -> Tensor:
+    """``enc`` of the 28x28 crop at every corner ``(K, 2)`` of every canvas ``(N, 1, 84, 84)``: ``(N, K, D)``.
+
+    The windows lie on whole pixels, so a crop is a slice of the canvas (what
+    ``warp`` samples there, without the interpolation).
+    """
+    out = []
+    side = DIGIT_SIZE
+    with torch.no_grad():
+        for img in canvases:
+            patches = img.unfold(1, side, 1).unfold(2, side, 1)  # (1, 57, 57, 28, 28): [c, y0, x0]
+            crops = patches[0, corners[:, 1], corners[:, 0]][:, None]
+            out.append(enc(crops.contiguous()))
+    return torch.stack(out)
+
+
+def _mean_hinge(d_pos: Tensor, d_neg: Tensor, margin: float) -> Tensor:
+    """``mean_{m, j} max(0, d_pos[k, m] - d_neg[k, j] + margin)`` for each ``k``, exactly, by sorting ``d_neg``."""
+    neg, _ = d_neg.sort(dim=1)  # (K, J)
+    csum = torch.cat([torch.zeros_like(neg[:, :1]), neg.cumsum(1)], dim=1)  # (K, J + 1)
+    v = (d_pos + margin).contiguous()  # the hinge is active for d_neg[k, j] < v
+    count = torch.searchsorted(neg.contiguous(), v)  # (K, M): how many d_neg lie below v
+    total = count * v - csum.gather(1, count)
+    return total.sum(1) / (d_pos.shape[1] * d_neg.shape[1])
+
+
+def search_windows(
+    enc: nn.Module,
+    canvases: Tensor,
+    start: Tensor,
+    rounds: int = 1,
+    stride: int = 4,
+    margin: float = 1.0,
+    history: list | None = None,
+    first: str = "start",
+) -> tuple[Tensor, list[float]]:
+    """The windows ``(N, 3)`` that minimise the triplet loss of each canvas, found by search; no box is used.
+
+    Alternating, as co-segmentation does: in each round, for each canvas ``n`` and
+    each candidate window ``k`` (:func:`candidate_windows`: the digit's 28 px,
+    corners on a ``stride`` grid), the loss is the paper's hinge averaged over
+    the other canvases' current crops ``m`` (the positives) and over the canvas's
+    own candidate windows ``j`` (a random patch of it, in expectation: the
+    negatives), ``mean_{m != n, j} max(0, |e_nk - e_m|^2 - |e_nk - e_nj|^2 + margin)``;
+    each canvas takes its best candidate, all at once. The crops of round one are
+    the ``start`` windows ``(N, 3)`` (the transformer's start), or with
+    ``first="best"`` each other canvas's candidate nearest to ``e_nk`` (every
+    canvas is assumed to hold a match somewhere; ``start`` is then unused). Returns the
+    windows and each round's mean loss at them; ``history``, a list, gets each
+    round's windows appended.
+    """
+    corners = candidate_corners(stride)
+    windows = candidate_windows(stride)
+    feats = _encode_candidates(enc, canvases, corners).double()  # (N, K, D)
+    n = len(canvases)
+    with torch.no_grad():
+        start_crops = warp(canvases, start.to(canvases.dtype), "attention", out_size=DIGIT_SIZE)
+        current = enc(start_crops).double()
+    losses = []
+    best = torch.zeros(n, dtype=torch.long)
+    check_choice("first", first, SEARCH_FIRSTS)
+    for r in range(rounds):
+        loss_best = torch.empty(n, dtype=torch.float64)
+        for i in range(n):
+            if r == 0 and first == "best":  # (K, M): the nearest candidate of each other canvas
+                others = torch.cat([feats[:i], feats[i + 1 :]])  # (M, K, D)
+                d_pos = torch.cdist(feats[i], others.flatten(0, 1)).pow(2).view(len(windows), n - 1, -1).amin(2)
+            else:
+                others = torch.cat([current[:i], current[i + 1 :]])  # (M, D)
+                d_pos = torch.cdist(feats[i], others).pow(2)  # (K, M)
+            d_neg = torch.cdist(feats[i], feats[i]).pow(2)  # (K, J)
+            hinge = _mean_hinge(d_pos, d_neg, margin)
+            best[i] = hinge.argmin()
+            loss_best[i] = hinge[best[i]]
+        current = feats[torch.arange(n), best]
+        losses.append(round(float(loss_best.mean()), 4))
+        if history is not None:
+            history.append(windows[best])
+    return windows[best], losses
+
+
+def fit_to_windows(
+    st: SpatialTransformer,
+    canvases: Tensor,
+    targets: Tensor,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    learn_scale: bool = True,
+) -> list[float]:
+    """Regress ``st``'s windows onto ``targets`` ``(N, 3)`` (Adam, ``SEARCH_FIT_LR``, MSE of the parameters).
+
+    With ``learn_scale=False`` only the translation is fitted (the scale keeps its start).
+    Returns the loss of every 50th step.
+    """
+    opt = torch.optim.Adam(st.parameters(), lr=SEARCH_FIT_LR)
+    g = torch.Generator().manual_seed(stream_seed(seed, None) + 1)
+    targets = targets.to(canvases.dtype)
+    cols = slice(0, 3) if learn_scale else slice(1, 3)
+    log = []
+    st.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(canvases), (batch_size,), generator=g)
+        params = st.predict_params(canvases[idx])
+        loss = F.mse_loss(params[:, cols], targets[idx][:, cols])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            log.append(round(float(loss.detach()), 6))
+    return log
+
+
+def box_score(params: Tensor, ds: CoLocalization) -> dict:
+    """``localisation_score``'s numbers for given windows ``params`` ``(N, 3)`` (e.g. the searched ones)."""
+    iou = box_iou(attention_box(params.double(), COLOC_CANVAS, DIGIT_SIZE, False).float(), ds.boxes)
+    return {
+        "correct_percent": round(100.0 * float((iou > IOU_THRESHOLD).float().mean()), 2),
+        "mean_iou": round(float(iou.mean()), 4),
+        "n": len(ds),
+    }
+
+
 # -- one co-localisation run ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ColocConfig:
@@ -335,6 +491,10 @@ class ColocConfig:
     outside_weight: float = 0.0  # the loss adds this times outside_penalty of the crops' windows
     encoder_augment: bool = False  # e()'s CNN trained on randomly shifted and rescaled digits
     split: str = "test"  # "val": the validation canvases (recipes are chosen there); "test": the reported ones
+    search_rounds: int = 0  # > 0: the label-free window search (search_windows) first, that many rounds
+    search_stride: int = 4  # px between the search's candidate window positions
+    search_steps: int = 300  # steps regressing the localisation net onto the searched windows, before the epochs
+    search_first: str = "start"  # the search's first positives: the start window's crops, or "best" matches
 
     def __post_init__(self):
         check_int("digit", self.digit, low=0, high=9)
@@ -342,7 +502,12 @@ class ColocConfig:
         check_int("n", self.n, low=2)
         check_int("test_n", self.test_n, low=1)
         check_int("seed", self.seed, low=0)
-        check_int("epochs", self.epochs, low=1)
+        check_int("search_rounds", self.search_rounds, low=0)
+        check_int("search_stride", self.search_stride, low=1, high=COLOC_CANVAS - DIGIT_SIZE)
+        check_int("search_steps", self.search_steps, low=0)
+        check_choice("search_first", self.search_first, SEARCH_FIRSTS)
+        # with the search, the triplet epochs after it may be none (the searched windows, fitted, are the answer)
+        check_int("epochs", self.epochs, low=0 if self.search_rounds > 0 else 1)
         check_int("batch_size", self.batch_size, low=1)
         check_int("encoder_epochs", self.encoder_epochs, low=1)
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
@@ -415,15 +580,17 @@ def make_optimizer(st: nn.Module, config: ColocConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(st.parameters(), lr=config.lr)
 
 
-def _save_state(path: Path, st: nn.Module, opt: torch.optim.Optimizer, epoch: int, config: ColocConfig, losses) -> None:
+def _save_state(
+    path: Path, st: nn.Module, opt: torch.optim.Optimizer, epoch: int, config: ColocConfig, losses, extra=None
+) -> None:
     tensors = {f"model.{k}": v for k, v in st.state_dict().items()}
     for i, p in enumerate(st.parameters()):
         for name, value in opt.state.get(p, {}).items():  # SGD: momentum_buffer; Adam: step, exp_avg, exp_avg_sq
             tensors[f"optim.{i}.{name}"] = torch.as_tensor(value)
-    save_tensors(path, tensors, {"epoch": epoch, "config": config.to_dict(), "losses": losses})
+    save_tensors(path, tensors, {"epoch": epoch, "config": config.to_dict(), "losses": losses, **(extra or {})})
 
 
-def _load_state(path: Path, st: nn.Module, opt: torch.optim.Optimizer, config: ColocConfig) -> tuple[int, list]:
+def _load_state(path: Path, st: nn.Module, opt: torch.optim.Optimizer, config: ColocConfig) -> tuple[int, list, dict]:
     tensors, meta = load_tensors(path)
     if ColocConfig.from_dict(meta.get("config", {})) != config:
         raise ValueError(f"{path} was written with other settings ({meta.get('config')}); delete it to start again")
@@ -433,7 +600,7 @@ def _load_state(path: Path, st: nn.Module, opt: torch.optim.Optimizer, config: C
         state = {k.removeprefix(prefix): v.clone() for k, v in tensors.items() if k.startswith(prefix)}
         if state:
             opt.state[p] = state
-    return int(meta["epoch"]), list(meta.get("losses", []))
+    return int(meta["epoch"]), list(meta.get("losses", [])), meta.get("search")
 
 
 def localisation_score(st: SpatialTransformer, ds: CoLocalization) -> dict:
@@ -496,10 +663,35 @@ def train_colocalization(
             p.register_hook(_no_scale_grad)
     opt = make_optimizer(st, config)
     last = run_dir / "last.safetensors"
-    start_epoch, losses = 0, []
-    if last.is_file():
-        start_epoch, losses = _load_state(last, st, opt, config)
+    start_epoch, losses, search = 0, [], None
     t0 = time.time()
+    if last.is_file():
+        start_epoch, losses, search = _load_state(last, st, opt, config)
+    elif config.search_rounds > 0:  # the search and the net's fit to it, saved as "epoch 0" (a rerun skips them)
+        start = st.predict_params(ds.images[:1]).detach().double().expand(config.n, 3)
+        history: list = []
+        windows, search_losses = search_windows(
+            enc,
+            ds.images,
+            start,
+            config.search_rounds,
+            config.search_stride,
+            config.margin,
+            history,
+            config.search_first,
+        )
+        fit_log = fit_to_windows(
+            st, ds.images, windows, config.search_steps, config.batch_size, config.seed, config.learn_scale
+        )
+        search = {
+            "windows": box_score(windows, ds),
+            "fitted": localisation_score(st, ds),
+            "loss_per_round": search_losses,
+            "correct_percent_per_round": [box_score(w, ds)["correct_percent"] for w in history],
+            "fit_loss": fit_log,
+            "seconds": round(time.time() - t0, 2),
+        }
+        _save_state(last, st, opt, 0, config, losses, {"search": search})
     for epoch in range(start_epoch, config.epochs):
         g = torch.Generator().manual_seed(stream_seed(config.seed, epoch))
         anchor, other = _pairs(config.n, g)
@@ -521,7 +713,7 @@ def train_colocalization(
             opt.step()
             total += float(loss.detach()) * len(a)
         losses.append(round(total / config.n, 4))
-        _save_state(last, st, opt, epoch + 1, config, losses)
+        _save_state(last, st, opt, epoch + 1, config, losses, {"search": search} if search else None)
         if not quiet:
             print(f"{config.kind} digit {config.digit} epoch {epoch + 1}/{config.epochs}: loss {losses[-1]}")
     st.eval()
@@ -531,6 +723,7 @@ def train_colocalization(
         "train": localisation_score(st, ds),
         "held_out": localisation_score(st, test),
         "start": start_window_score(config.init_scale, ds),  # the untrained transformer's (one window for all)
+        **({"search": search} if search else {}),
         "losses": losses,
         "fit_seconds": round(time.time() - t0, 2),
     }
@@ -667,7 +860,7 @@ def summarize_colocalization(out: Path, kinds=COLOC_KINDS, classes=COLOC_CLASSES
     }
 
 
-RUN_KEYS = ("config", "train", "held_out", "start", "loss_at", "fit_seconds", "encoder_test_error")
+RUN_KEYS = ("config", "train", "held_out", "start", "search", "loss_at", "fit_seconds", "encoder_test_error")
 
 
 def render_markdown(summary: dict) -> str:
@@ -719,6 +912,31 @@ def render_markdown(summary: dict) -> str:
             "A window that never moves (the transformer's start window, one for every canvas) "
             "localises, on the same canvases (mean over runs): " + ", ".join(by_kind) + ".",
         ]
+    seeds = sorted({r["seed"] for r in summary["runs"]})
+    if len(seeds) > 1:
+        by_kind = []
+        for kind in COLOC_KINDS:
+            per_seed = []
+            for seed in seeds:
+                rs = [r for r in summary["runs"] if r["kind"] == kind and r["seed"] == seed]
+                if rs:
+                    per_seed.append(f"{sum(r['train']['correct_percent'] for r in rs) / len(rs):.1f}")
+            if per_seed:
+                by_kind.append(f"{kind} {' / '.join(per_seed)} %")
+        lines += ["", f"Per seed ({', '.join(map(str, seeds))}; mean over classes): " + ", ".join(by_kind) + "."]
+    searched = [r for r in summary["runs"] if r.get("search")]
+    if searched:
+        by_kind = []
+        for kind in COLOC_KINDS:
+            rs = [r for r in searched if r["kind"] == kind]
+            if rs:
+                pct = sum(r["search"]["windows"]["correct_percent"] for r in rs) / len(rs)
+                by_kind.append(f"{kind} {pct:.1f} %")
+        lines += [
+            "",
+            "The label-free window search alone (its windows on the same canvases, before the localisation net "
+            "is fitted to them; mean over runs): " + ", ".join(by_kind) + ".",
+        ]
     fits = [r["fit_seconds"] for r in summary["runs"] if r.get("fit_seconds") is not None]
     if fits:
         wall = summary.get("wall_seconds_this_call")
@@ -753,6 +971,10 @@ SETTING_NAMES = {
     "scale_range": "scale range",
     "outside_weight": "outside-canvas penalty weight",
     "encoder_augment": "encoder trained on shifted/rescaled digits",
+    "search_rounds": "window search rounds (0: none)",
+    "search_stride": "search stride px",
+    "search_steps": "net fitted to the searched windows, steps",
+    "search_first": "search's first positives",
     "bounded": "bounded",
     "optimizer": "optimiser",
     "lr": "learning rate",
@@ -761,6 +983,7 @@ SETTING_NAMES = {
     "encoder_epochs": "encoder epochs",
     "margin": "margin",
 }
+SEARCH_DETAILS = ("search_stride", "search_steps", "search_first")
 DESCRIPTOR_TEXT = {
     "concat": "concat (the paper: the CNN's two hidden layers and logits)",
     "concat_l2": "concat_l2 (the paper's concatenation scaled to unit length; not the paper's)",
@@ -772,7 +995,10 @@ DESCRIPTOR_TEXT = {
 def _settings(configs: list[dict]) -> list[str]:
     """``name value`` for each setting, the values of all runs joined with ``/`` where they differ."""
     out = []
+    searched = any(c.get("search_rounds", 0) > 0 for c in configs)
     for key, name in SETTING_NAMES.items():
+        if not searched and key in SEARCH_DETAILS:  # no search in these runs: its knobs say nothing
+            continue
         values = []
         for c in configs:
             v = c.get(key, getattr(ColocConfig, key))
@@ -853,8 +1079,19 @@ COLOC_RECIPES = {
     # chosen on the validation canvases, one change at a time (docs/experiments/colocalization/val/recipes.md,
     # v3): the window fixed at the digit's 28 of 84 px, only its position learnt, and unit-length logits as e()
     "constrained": {"learn_scale": False, "init_scale": 1 / 3, "descriptor": "logits_l2"},
+    # chosen on the validation canvases (recipes.md, v7; issue 28): constrained plus the label-free window search
+    # (6 rounds, the first against each other canvas's nearest window), the net regressed onto the searched
+    # windows, no triplet epoch after it; not the paper's gradient-only method
+    "search": {
+        "learn_scale": False,
+        "init_scale": 1 / 3,
+        "descriptor": "logits_l2",
+        "search_rounds": 6,
+        "search_first": "best",
+        "epochs": 0,
+    },
 }
-COLOC_DEFAULT_RECIPE = "constrained"
+COLOC_DEFAULT_RECIPE = "search"
 # each ColocConfig option that `stnkit reproduce colocalization` sets, and its flag
 CLI_FLAGS = {
     "epochs": "--coloc-epochs",
@@ -867,6 +1104,10 @@ CLI_FLAGS = {
     "outside_weight": "--coloc-outside-weight",
     "encoder_augment": "--coloc-encoder-augment",
     "split": "--coloc-split",
+    "search_rounds": "--coloc-search-rounds",
+    "search_stride": "--coloc-search-stride",
+    "search_steps": "--coloc-search-steps",
+    "search_first": "--coloc-search-first",
 }
 
 

@@ -202,6 +202,23 @@ def test_summary_and_markdown(tmp_path):
     assert "| plain | – | – | – | 80 (70) |" in md and "| 80.0 (70.0) | 100 |" in md and "75-93" in md
     assert "e() concat (the paper" in md and "start window scale 1.0" in md
     assert "never moves" in md and "plain 6.0 %" in md
+    assert "window search alone" not in md
+    assert "window search rounds (0: none) 0; bounded" in md  # without a search, its knobs are not listed
+    result["search"] = {"windows": {"correct_percent": 90.0, "mean_iou": 0.7, "n": 100}}
+    (run / "results.json").write_text(json.dumps(result))
+    md = co.render_markdown(co.summarize_colocalization(tmp_path))
+    assert "window search alone (its windows on the same canvases, before the localisation net is fitted" in md
+    assert "runs): plain 90.0 %." in md
+    result["config"] = co.ColocConfig(digit=3, search_rounds=2, epochs=0).to_dict()
+    (run / "results.json").write_text(json.dumps(result))
+    md = co.render_markdown(co.summarize_colocalization(tmp_path))
+    assert "window search rounds (0: none) 2; search stride px 4; net fitted" in md
+    assert "Per seed" not in md  # one seed
+    run1 = co.run_dir_of(tmp_path, "plain", 3, 1)
+    run1.mkdir(parents=True)
+    (run1 / "results.json").write_text(json.dumps({**result, "train": {**result["train"], "correct_percent": 60.0}}))
+    md = co.render_markdown(co.summarize_colocalization(tmp_path, seeds=2))
+    assert "Per seed (0, 1; mean over classes): plain 80.0 / 60.0 %." in md
 
 
 @pytest.mark.parametrize(
@@ -210,7 +227,8 @@ def test_summary_and_markdown(tmp_path):
         (["--kinds", "noisy"], "--kinds must be from plain, cluttered"),
         (["--classes", "3,11"], "--classes must be digits 0-9"),
         (["--seeds", "0"], "--seeds must be >= 1"),
-        (["--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
+        (["--coloc-epochs", "-1"], "--coloc-epochs must be >= 0"),  # the default recipe searches: 0 epochs allowed
+        (["--coloc-recipe", "paper", "--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
         (["--coloc-descriptor", "pixels"], "--coloc-descriptor must be one of concat"),
         (["--coloc-rand-patch", "big"], "--coloc-rand-patch must be one of fixed, same"),
         (["--coloc-init-scale", "2"], "--coloc-init-scale must be in (0, 2)"),
@@ -446,3 +464,154 @@ def test_start_window_score_by_hand():
     iou = inter / (2 * 784 - inter)
     assert centred["mean_iou"] == pytest.approx(float(iou.mean()), abs=1e-4)
     assert centred["correct_percent"] == pytest.approx(100.0 * float((iou > 0.5).float().mean()))
+
+
+# -- the label-free window search (search_rounds > 0) -----------------------------------------------------
+def test_candidate_windows_are_28px_on_the_canvas():
+    w = co.candidate_windows(4)
+    boxes = attention_box(w, 84, 28, False)
+    side = boxes[:, 2:] - boxes[:, :2]
+    assert len(w) == 15 * 15 and torch.allclose(side, torch.full_like(side, 28.0))
+    assert boxes.min() >= -1e-9 and boxes.max() <= 84 + 1e-9
+    corners = {tuple(b) for b in boxes[:, :2].round().long().tolist()}
+    assert (56, 56) in corners and (0, 0) in corners and (4, 8) in corners
+    assert len(co.candidate_windows(10)) == 7 * 7  # 0, 10, ..., 50 and 56
+
+
+class _PooledInk(torch.nn.Module):
+    """A stand-in for e(): the crop pooled to 4x4, unit length (a blank crop encodes to 0)."""
+
+    def forward(self, x):
+        return F.normalize(F.avg_pool2d(x, 7).flatten(1), dim=1, eps=1e-3)  # float noise stays ~0
+
+
+def _ink_canvases(n=6, seed=0):
+    """Canvases each with one 28x28 'digit' (a fixed pattern) at a corner on the 4-px grid; its boxes."""
+    g = torch.Generator().manual_seed(seed)
+    pattern = (torch.rand(28, 28, generator=g) < 0.5).float()
+    pos = torch.randint(0, 15, (n, 2), generator=g) * 4
+    canvases = torch.zeros(n, 1, 84, 84)
+    for i, (x0, y0) in enumerate(pos.tolist()):
+        canvases[i, 0, y0 : y0 + 28, x0 : x0 + 28] = pattern
+    boxes = torch.cat([pos, pos + 28], 1).double()
+    return canvases, boxes
+
+
+def test_search_finds_the_digits_when_the_other_crops_are_digits():
+    canvases, boxes = _ink_canvases()
+    truth = attention_from_box(boxes, 84)
+    found, losses = co.search_windows(_PooledInk(), canvases, truth, rounds=1, stride=4)
+    assert torch.allclose(found, truth, atol=1e-9) and len(losses) == 1
+    # a start that is no digit gives no answer in general; from the centre, the rounds lower the loss
+    centre = torch.tensor([[1 / 3, 0.0, 0.0]], dtype=torch.float64).expand(len(canvases), 3)
+    history = []
+    last, losses = co.search_windows(_PooledInk(), canvases, centre, rounds=3, stride=4, history=history)
+    assert losses[-1] <= losses[0] + 1e-9 and len(history) == 3 and torch.equal(history[-1], last)
+
+
+@pytest.mark.parametrize("first", ["start", "best"])
+def test_search_loss_is_the_hinge_by_hand(first):
+    """The loss of the chosen window: mean over the other crops and over the canvas's own candidates.
+
+    ``first="start"``: the other crops are the start windows' (here the truth);
+    ``"best"``: each other canvas's candidate nearest to the window.
+    """
+    canvases, boxes = _ink_canvases(3, seed=1)
+    truth = attention_from_box(boxes, 84)
+    enc = _PooledInk()
+    found, (loss,) = co.search_windows(enc, canvases, truth, rounds=1, stride=28, first=first)
+    cand = co.candidate_windows(28)
+    e = [enc(warp(c[None].expand(len(cand), -1, -1, -1), cand.float(), "attention", out_size=28)) for c in canvases]
+    crops = enc(warp(canvases, truth.float(), "attention", out_size=28))
+    total = 0.0
+    for i in range(3):
+        k = int(((cand - found[i]).abs().sum(1) < 1e-9).nonzero()[0])
+        hinge = []
+        for m in (m for m in range(3) if m != i):
+            if first == "start":
+                d_pos = float((e[i][k] - crops[m]).pow(2).sum())
+            else:
+                d_pos = float((e[i][k] - e[m]).pow(2).sum(1).min())
+            hinge += [max(0.0, d_pos - float((e[i][k] - e[i][j]).pow(2).sum()) + 1.0) for j in range(len(cand))]
+        total += sum(hinge) / len(hinge)
+    assert loss == pytest.approx(total / 3, abs=1e-4)
+
+
+def test_search_run_records_the_search_and_resumes(tmp_path, monkeypatch):
+    kw = dict(search_rounds=2, search_stride=14, search_steps=5, epochs=1, init_scale=1 / 3, learn_scale=False)
+    one_go = _train(tmp_path, "one_go", **kw)
+    s = one_go["search"]
+    assert len(s["loss_per_round"]) == 2 and len(s["fit_loss"]) == 2
+    assert s["correct_percent_per_round"][-1] == s["windows"]["correct_percent"]
+    assert 0.0 <= s["windows"]["correct_percent"] <= 100.0 and s["fitted"]["mean_scale"] == pytest.approx(
+        1 / 3, abs=1e-4
+    )
+    # stopped right after the search (its state saved as epoch 0), then run again: the same run
+    real = co._save_state
+
+    def stop(path, st, opt, epoch, *args):
+        real(path, st, opt, epoch, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(co, "_save_state", stop)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "resumed", **kw)
+    monkeypatch.setattr(co, "_save_state", real)
+    resumed = _train(tmp_path, "resumed", **kw)
+    assert resumed["train"] == one_go["train"] and resumed["losses"] == one_go["losses"]
+    assert {k: v for k, v in resumed["search"].items() if k != "seconds"} == {
+        k: v for k, v in s.items() if k != "seconds"
+    }
+    # no epoch after the search is a setting; without the search it is not
+    assert _train(tmp_path, "no_epochs", **{**kw, "epochs": 0})["losses"] == []
+    with pytest.raises(ValueError, match=r"epochs must be a positive int, got 0"):
+        co.ColocConfig(epochs=0)
+
+
+@pytest.mark.parametrize(
+    "kw,pattern",
+    [
+        ({"search_rounds": -1}, r"search_rounds must be an int >= 0, got -1"),
+        ({"search_stride": 0}, r"search_stride must be an int in \[1, 56\], got 0"),
+        ({"search_steps": 1.5}, "search_steps must be an int, got float"),
+        ({"search_first": "truth"}, "search_first must be one of 'start', 'best', got 'truth'"),
+    ],
+)
+def test_search_options_are_refused_in_one_line(kw, pattern):
+    with pytest.raises((TypeError, ValueError), match=pattern):
+        co.ColocConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    "argv,pattern",
+    [
+        (["--coloc-search-rounds", "-1"], "--coloc-search-rounds must be an int >= 0, got -1"),
+        (["--coloc-search-stride", "60"], "--coloc-search-stride must be an int in [1, 56], got 60"),
+        (["--coloc-search-first", "truth"], "--coloc-search-first must be one of 'start', 'best'"),
+        (["--coloc-search-rounds", "0", "--coloc-epochs", "0"], "--coloc-epochs must be >= 1"),
+        (["--coloc-search-rounds", "1", "--coloc-epochs", "-1"], "--coloc-epochs must be >= 0"),
+    ],
+)
+def test_cli_search_options_are_one_line(tmp_path, capsys, argv, pattern):
+    test_cli_bad_options_are_one_line(tmp_path, capsys, argv, pattern)
+
+
+def test_candidate_crops_are_what_warp_samples():
+    g = torch.Generator().manual_seed(0)
+    canvases = torch.rand(2, 1, 84, 84, generator=g)
+    corners, windows = co.candidate_corners(8), co.candidate_windows(8)
+    ident = torch.nn.Flatten()
+    fast = co._encode_candidates(ident, canvases, corners)
+    for i in range(2):
+        slow = warp(canvases[i : i + 1].expand(len(windows), -1, -1, -1), windows.float(), "attention", out_size=28)
+        assert torch.allclose(fast[i], slow.flatten(1), atol=1e-5)
+
+
+def test_mean_hinge_equals_the_brute_force():
+    g = torch.Generator().manual_seed(0)
+    d_pos, d_neg = (
+        torch.rand(5, 7, generator=g, dtype=torch.float64) * 3,
+        torch.rand(5, 9, generator=g, dtype=torch.float64) * 3,
+    )
+    brute = F.relu(d_pos[:, :, None] - d_neg[:, None, :] + 1.0).mean(dim=(1, 2))
+    assert torch.allclose(co._mean_hinge(d_pos, d_neg, 1.0), brute)

@@ -1,4 +1,4 @@
-"""Where the trained constrained windows go, on the test canvases (seed 0 of `results/`; no training).
+"""Where the trained constrained windows go, on the test canvases (seed 0 of `results/colocalization-constrained/`; no training).
 
     PYTHONPATH=src python docs/experiments/colocalization/window_spread.py
 
@@ -19,7 +19,7 @@ digits = load_digits("train"), load_digits("test")
 out = {}
 for kind in ("plain", "cluttered"):
     for d in range(10):
-        run = co.run_dir_of(Path("results"), kind, d, 0)
+        run = co.run_dir_of(Path("results/colocalization-constrained"), kind, d, 0)
         cfg = co.ColocConfig.from_dict(json.loads((run / "results.json").read_text())["config"])
         ds = co.problem_canvases(cfg, *digits)[0]
         b = co.predicted_boxes(co.load_transformer(run / "model.safetensors"), ds.images)
