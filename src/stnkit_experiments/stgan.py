@@ -516,7 +516,7 @@ def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
         f"does not tell a fake from a real image. {c.train_size} fake scenes (seed 0), {c.train_size} real scenes (seed 1), {c.val_size} "
         f"validation (seed 2) and {c.test_size} test scenes (seed 3).",
         "",
-        f"Generator: `stnkit.nn.IterativeWarpGenerator`, {c.steps} steps, homographies (`projective`) composed "
+        f"Generator: `stnkit.nn.IterativeWarpGenerator`, {c.steps} step{'s' if c.steps > 1 else ''}, homographies (`projective`) composed "
         "in parameter space, one localisation net per step (`default_localization` on the composite and the "
         "warped alpha, "
         + (f"at {c.loc_size} px" if c.loc_size == c.size else f"area-averaged to {c.loc_size} px")
@@ -552,7 +552,7 @@ def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
         e = gan["test_error"]
         best = min(e[1:]) if len(e) > 1 else e[0]
         verdict = (
-            "below the perturbation's error"
+            f"below the perturbation's error, by {e[0] - e[-1]:.2f} px"
             if e[-1] < e[0]
             else "not below the perturbation's error (a negative result)"
         )
