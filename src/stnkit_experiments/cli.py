@@ -517,6 +517,13 @@ def add_parsers(sub) -> None:
     rep.add_argument("--stgan-critic-iters", type=int, default=None, help="stgan: critic updates per generator update")
     rep.add_argument("--stgan-disc-width", type=int, default=None, help="stgan: the critic's width (16)")
     rep.add_argument("--stgan-lr-d", type=float, default=None, help="stgan: the critic's learning rate (0.0001)")
+    rep.add_argument("--stgan-lr-g", type=float, default=None, help="stgan: the generator's learning rate (0.0001)")
+    rep.add_argument(
+        "--stgan-critic-warmup",
+        type=float,
+        default=None,
+        help="stgan: critic updates before the first step, a fraction of --stgan-iters (0.2)",
+    )
     rep.add_argument(
         "--stgan-update-weight", type=float, default=None, help="stgan: the penalty on each update's size (0.3)"
     )

@@ -137,6 +137,8 @@ CLI_FLAGS = {
     "critic_iters": "--stgan-critic-iters",
     "disc_width": "--stgan-disc-width",
     "lr_d": "--stgan-lr-d",
+    "lr_g": "--stgan-lr-g",
+    "d_warmup": "--stgan-critic-warmup",
     "update_weight": "--stgan-update-weight",
 }
 
