@@ -180,7 +180,8 @@ def _reproduce_stgan(args: argparse.Namespace, out: Path) -> int:
 
     refuse_table1_flags(args, "stgan")
     given = given_options(args)
-    refuse_others("stgan", given, STGAN_OPTIONS, ", --stgan-steps, --stgan-iters, --stgan-sup-iters, --stgan-loss")
+    own = ", " + ", ".join(f for k, f in stgan.CLI_FLAGS.items() if k not in STGAN_OPTIONS and k != "size")
+    refuse_others("stgan", given, STGAN_OPTIONS, own)
     if args.seeds not in (None, 1):
         raise SystemExit(f"stnkit reproduce stgan: one seed per row (--seeds 1), got --seeds {args.seeds}")
     rows = rows_from(args, "stgan", stgan.ROWS)
@@ -189,20 +190,18 @@ def _reproduce_stgan(args: argparse.Namespace, out: Path) -> int:
         h, w = given["image_size"]
         if h != w or h < 16:
             raise SystemExit(f"stnkit reproduce stgan: --image-size must be square and at least 16, got {h} {w}")
-        options |= {"size": h, "loc_size": max(h // 2, 8)}
-    for name, key in (("steps", "steps"), ("iters", "gan_iters"), ("sup_iters", "sup_iters")):
-        value = getattr(args, f"stgan_{name}")
+        options |= {"size": h, "loc_size": min(h, stgan.STGAN_DEFAULTS.loc_size)}
+    for key, flag in stgan.CLI_FLAGS.items():
+        if key in STGAN_OPTIONS or key == "size":
+            continue
+        value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            if value < 1:
-                raise SystemExit(f"stnkit reproduce stgan: --stgan-{name.replace('_', '-')} must be >= 1, got {value}")
             options[key] = value
-    if args.stgan_loss is not None:
-        if args.stgan_loss not in stgan.LOSSES:
-            raise SystemExit(
-                f"stnkit reproduce stgan: --stgan-loss must be one of {', '.join(stgan.LOSSES)}, got {args.stgan_loss!r}"
-            )
-        options["loss"] = args.stgan_loss
-    config = replace(stgan.STGAN_DEFAULTS, **options)
+    try:
+        config = replace(stgan.STGAN_DEFAULTS, **options)
+    except (TypeError, ValueError) as err:
+        name, _, rest = str(err).partition(" ")
+        raise SystemExit(f"stnkit reproduce stgan: {stgan.CLI_FLAGS.get(name, name)} {rest}") from None
     if args.dry_run:
         for r in rows:
             print(stgan.run_dir(out, r, config))
@@ -535,8 +534,29 @@ def add_parsers(sub) -> None:
     )
     rep.add_argument("--stgan-steps", type=int, default=None, help="stgan: warp steps (3)")
     rep.add_argument("--stgan-iters", type=int, default=None, help="stgan: generator updates per adversarial step")
-    rep.add_argument("--stgan-sup-iters", type=int, default=None, help="stgan: updates per supervised step")
+    rep.add_argument("--stgan-sup-iters", type=int, default=None, help="stgan: updates per supervised step (1000)")
     rep.add_argument("--stgan-loss", default=None, help="stgan: ns (non-saturating, spectral norm) or wgan-gp")
+    rep.add_argument("--stgan-loc-size", type=int, default=None, help="stgan: the side the localisation nets read (64)")
+    rep.add_argument("--stgan-perturb", type=float, default=None, help="stgan: the perturbation's corner offsets (0.3)")
+    rep.add_argument(
+        "--stgan-sup-redraw",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="stgan: the supervised row draws fresh perturbations for every update (the default)",
+    )
+    rep.add_argument("--stgan-critic-iters", type=int, default=None, help="stgan: critic updates per generator update")
+    rep.add_argument("--stgan-disc-width", type=int, default=None, help="stgan: the critic's width (16)")
+    rep.add_argument("--stgan-lr-d", type=float, default=None, help="stgan: the critic's learning rate (0.0001)")
+    rep.add_argument("--stgan-lr-g", type=float, default=None, help="stgan: the generator's learning rate (0.0001)")
+    rep.add_argument(
+        "--stgan-critic-warmup",
+        type=float,
+        default=None,
+        help="stgan: critic updates before the first step, a fraction of --stgan-iters (0.2)",
+    )
+    rep.add_argument(
+        "--stgan-update-weight", type=float, default=None, help="stgan: the penalty on each update's size (0.3)"
+    )
     rep.add_argument("--kinds", default="plain,cluttered", help="colocalization: canvases, plain and/or cluttered")
     rep.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="colocalization: digit classes")
     rep.add_argument(

@@ -25,7 +25,14 @@ resampled once, as the perturbed image itself is.
   The fake scenes (seed 0) and the real scenes (seed 1) are independent draws.
 * ``supervised``: the same generator, steps trained one after the other on the
   true corners (the placement error itself as the loss): an upper bound that
-  uses what the adversarial row never sees.
+  uses what the adversarial row never sees. With ``sup_redraw`` (the default) every
+  update draws fresh perturbations of its batch's boxes
+  (:func:`~stnkit.data.compositing.draw_perturbations`), as the authors' pretraining
+  perturbs correctly placed foregrounds afresh, instead of the scenes' fixed ones.
+* ``st-gan-from-supervised``: the authors' released code's protocol (the warp
+  predictor pretrained with supervision, then adversarial steps): the adversarial
+  row started from the ``supervised`` row's finished generator (trained first when
+  it is not finished), each step then trained adversarially as in ``st-gan``.
 
 Every stage is a checkpoint (``OUT/runs/stgan-ROW/stage-K.pt`` and its results
 ``stage-K.json``): an interrupted run resumes at the first unfinished stage and a
@@ -46,12 +53,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stnkit._checks import check_choice, check_int, check_number
 from stnkit._io import atomic_write_text
-from stnkit.data.compositing import CompositingScenes, placement_error
+from stnkit.data.compositing import CompositingScenes, draw_perturbations, placement_error
 from stnkit.geometry import warp
 from stnkit.nn import CompositeDiscriminator, IterativeWarpGenerator, composite
 
-ROWS = ("st-gan", "supervised")
+ROWS = ("st-gan", "supervised", "st-gan-from-supervised")
+ADVERSARIAL_ROWS = ("st-gan", "st-gan-from-supervised")
 LOSSES = ("ns", "wgan-gp")
 SPLIT_SEEDS = {"fake": 0, "real": 1, "val": 2, "test": 3}
 
@@ -61,12 +70,12 @@ class StganConfig:
     """The recipe of both rows."""
 
     size: int = 64
-    loc_size: int = 32
+    loc_size: int = 64  # the localisation nets read the composite at full size (chosen on validation: 32 before)
     steps: int = 3
     train_size: int = 1500  # fake scenes; as many real ones, drawn independently
     val_size: int = 200
     test_size: int = 300
-    perturb: float = 0.15
+    perturb: float = 0.3
     batch_size: int = 32
     loss: str = "ns"  # "ns": non-saturating GAN, spectral-normalised critic; "wgan-gp"
     gan_iters: int = 500  # generator updates per step
@@ -76,14 +85,30 @@ class StganConfig:
     lr_d: float = 1e-4
     gp_weight: float = 10.0  # wgan-gp only
     update_weight: float = 0.3  # the authors' released code's dplambda (indoor/options.py)
-    sup_iters: int = 250
+    sup_iters: int = 1000
+    sup_redraw: bool = True  # supervised: fresh perturbations for every update (else the scenes' fixed ones)
     lr_sup: float = 1e-3
     disc_width: int = 16
     seed: int = 0
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        check_choice("loss", self.loss, LOSSES)
+        check_int("size", self.size, low=16)
+        check_int("loc_size", self.loc_size, low=8, high=self.size)
+        for name in ("steps", "train_size", "val_size", "test_size", "batch_size", "gan_iters", "sup_iters"):
+            check_int(name, getattr(self, name))
+        check_int("critic_iters", self.critic_iters)
+        check_int("disc_width", self.disc_width)
+        check_int("seed", self.seed, low=0)
+        check_number("perturb", self.perturb, low=0.0, high=0.5)
+        check_number("d_warmup", self.d_warmup, low=0.0)
+        for name in ("lr_g", "lr_d", "lr_sup"):
+            if check_number(name, getattr(self, name), low=0.0) == 0.0:
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        check_number("gp_weight", self.gp_weight, low=0.0)
+        check_number("update_weight", self.update_weight, low=0.0)
+        if not isinstance(self.sup_redraw, bool):
+            raise TypeError(f"sup_redraw must be a bool, got {type(self.sup_redraw).__name__} {self.sup_redraw!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +119,44 @@ class StganConfig:
 
 
 STGAN_DEFAULTS = StganConfig()
+
+# each StganConfig option that `stnkit reproduce stgan` sets, and its flag (a refusal names the flag)
+CLI_FLAGS = {
+    "train_size": "--train-size",
+    "val_size": "--val-size",
+    "test_size": "--test-size",
+    "batch_size": "--batch-size",
+    "size": "--image-size",
+    "steps": "--stgan-steps",
+    "gan_iters": "--stgan-iters",
+    "sup_iters": "--stgan-sup-iters",
+    "loss": "--stgan-loss",
+    "loc_size": "--stgan-loc-size",
+    "perturb": "--stgan-perturb",
+    "sup_redraw": "--stgan-sup-redraw",
+    "critic_iters": "--stgan-critic-iters",
+    "disc_width": "--stgan-disc-width",
+    "lr_d": "--stgan-lr-d",
+    "lr_g": "--stgan-lr-g",
+    "d_warmup": "--stgan-critic-warmup",
+    "update_weight": "--stgan-update-weight",
+}
+
+
+def cli_args(config: StganConfig) -> list[str]:
+    """The ``stnkit reproduce stgan`` flags that give ``config`` (those that differ from the defaults)."""
+    args: list[str] = []
+    for key, flag in CLI_FLAGS.items():
+        value = getattr(config, key)
+        if value == getattr(STGAN_DEFAULTS, key):
+            continue
+        if key == "size":
+            args += [flag, str(value), str(value)]
+        elif isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return args
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -109,7 +172,7 @@ def render_split(n: int, seed: int, config: StganConfig) -> dict:
     fg = torch.empty(n, 4, config.size, config.size, dtype=torch.uint8)
     for i in range(n):
         bg[i], fg[i] = _u8(ds.background(i)), _u8(ds.foreground(i))
-    return {"bg": bg, "fg": fg, "perturbations": ds.perturbations, "vertices": ds.vertices}
+    return {"bg": bg, "fg": fg, "perturbations": ds.perturbations, "vertices": ds.vertices, "boxes": ds.boxes}
 
 
 def load_data(config: StganConfig) -> dict:
@@ -278,14 +341,20 @@ def train_supervised_stage(gen, data, k: int, config: StganConfig, log=print) ->
         p.requires_grad_(True)
     opt = torch.optim.Adam(params_k, lr=config.lr_sup)
     split = data["fake"]
-    before = _stage_inputs(gen, split, k)
+    before = None if config.sup_redraw else _stage_inputs(gen, split, k)
     n = split["bg"].shape[0]
     history = []
     gen.train()
     for it in range(config.sup_iters):
         fi = torch.randint(n, (config.batch_size,), generator=g)
         fg, bg, _ = fake_batch(split, fi)
-        params, _ = _generate(gen, k, fg, bg, before[fi])
+        if before is None:  # a fresh perturbation of each box, then the fixed steps 1..k
+            pert = draw_perturbations(split["boxes"][fi], config.perturb, config.size, g)
+            with torch.no_grad():
+                start = gen(fg, bg, init=pert, steps=k)[-1] if k else pert
+        else:
+            start = before[fi]
+        params, _ = _generate(gen, k, fg, bg, start)
         loss = placement_error(params, split["vertices"][fi], config.size).mean()
         opt.zero_grad()
         loss.backward()
@@ -311,15 +380,21 @@ def _check_config(path: Path, config: StganConfig) -> None:
 
 
 def train_row(out: Path, row: str, config: StganConfig, data_fn, log=print) -> dict:
-    """Train ``row`` stage by stage (resuming at the first unfinished stage); write and return its results."""
+    """Train ``row`` stage by stage (resuming at the first unfinished stage); write and return its results.
+
+    ``st-gan-from-supervised`` starts from the ``supervised`` row's finished generator (``OUT/runs``),
+    trained first when it is not finished."""
     run = run_dir(out, row, config)
     done = run / "results.json"
     if done.is_file():
         _check_config(done, config)
         return json.loads(done.read_text())
-    run.mkdir(parents=True, exist_ok=True)
     gen = build_generator(config)
-    disc = build_discriminator(config) if row == "st-gan" else None
+    if row == "st-gan-from-supervised":
+        train_row(out, "supervised", config, data_fn, log)
+        gen.load_state_dict(_load_state(out, "supervised", config)["generator"])
+    run.mkdir(parents=True, exist_ok=True)
+    disc = build_discriminator(config) if row in ADVERSARIAL_ROWS else None
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=(0.5, 0.9)) if disc is not None else None
     stages: list[dict] = []
     start = 0
@@ -338,7 +413,7 @@ def train_row(out: Path, row: str, config: StganConfig, data_fn, log=print) -> d
     data = data_fn()
     for k in range(start, config.steps):
         t0 = time.time()
-        if row == "st-gan":
+        if row in ADVERSARIAL_ROWS:
             history = train_gan_stage(gen, disc, opt_d, data, k, config, log)
         else:
             history = train_supervised_stage(gen, data, k, config, log)
@@ -387,7 +462,7 @@ def run_stgan(out: Path, config: StganConfig, rows=ROWS, log=print) -> dict:
 
     if all((run_dir(out, r, config) / "results.json").is_file() for r in rows):
         log("every row is finished")
-    for r in sorted(rows, key=lambda r: r != "supervised"):  # the bound first: it takes minutes
+    for r in sorted(rows, key=lambda r: r != "supervised"):  # the bound first: st-gan-from-supervised starts from it
         train_row(out, r, config, data_fn, log)
         write_outputs(out, summarize(out, config, rows))
     return summarize(out, config, rows)
@@ -407,9 +482,25 @@ def summarize(out: Path, config: StganConfig, rows=ROWS) -> dict:
 # -- reports --------------------------------------------------------------------------------------
 def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
     c = StganConfig.from_dict(summary["config"])
+    rows = summary["rows"]
     steps = range(1, c.steps + 1)
     head = "| row | split | perturbation (before) | " + " | ".join(f"after step {k}" for k in steps) + " | fit (min) |"
     rule = "|---|---|---|" + "---|" * c.steps + "---|"
+    critic = (
+        f"WGAN-GP (gradient penalty {c.gp_weight})"
+        if c.loss == "wgan-gp"
+        else "the non-saturating GAN loss with a spectral-normalised critic"
+    )
+    supervised = (
+        f"`supervised` (upper bound): the same generator, {c.sup_iters} updates per step on the placement error "
+        "of the true vertices, "
+        + (
+            "each update on fresh random perturbations of its batch's boxes (drawn as the scenes' are), "
+            if c.sup_redraw
+            else "on the training scenes' fixed perturbations, "
+        )
+        + f"Adam lr {c.lr_sup}, steps trained one after the other as well."
+    )
     lines = [
         "# stgan: sequential adversarial warps (ST-GAN) on a box composited into a room",
         "",
@@ -427,21 +518,25 @@ def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
         f"does not tell a fake from a real image. {c.train_size} fake scenes (seed 0), {c.train_size} real scenes (seed 1), {c.val_size} "
         f"validation (seed 2) and {c.test_size} test scenes (seed 3).",
         "",
-        f"Generator: `stnkit.nn.IterativeWarpGenerator`, {c.steps} steps, homographies (`projective`) composed "
+        f"Generator: `stnkit.nn.IterativeWarpGenerator`, {c.steps} step{'s' if c.steps > 1 else ''}, homographies (`projective`) composed "
         "in parameter space, one localisation net per step (`default_localization` on the composite and the "
-        f"warped alpha, area-averaged to {c.loc_size} px), identity heads; the perturbation is the foreground's initial placement p_0 and each step composes its "
+        "warped alpha, "
+        + (f"at {c.loc_size} px" if c.loc_size == c.size else f"area-averaged to {c.loc_size} px")
+        + "), identity heads; the perturbation is the foreground's initial placement p_0 and each step composes its "
         "update after it, so the unperturbed foreground is sampled once per step with the accumulated warp. `st-gan`: "
-        + (
-            f"WGAN-GP (gradient penalty {c.gp_weight})"
-            if c.loss == "wgan-gp"
-            else "the non-saturating GAN loss with a spectral-normalised critic"
-        )
+        + critic
         + f" against `stnkit.nn.CompositeDiscriminator` (width {c.disc_width}), "
         f"{round(c.d_warmup * c.gan_iters)} critic updates first, then per step {c.gan_iters} generator updates with {c.critic_iters} "
         f"critic updates each, Adam (lr {c.lr_g} / {c.lr_d}, betas 0.5, 0.9), batch {c.batch_size}, update "
         f"penalty {c.update_weight} x ||dp - identity||^2; step k trained with steps 1..k-1 fixed, the critic "
-        f"carried on. `supervised` (upper bound): the same generator, {c.sup_iters} updates per step on the "
-        f"placement error of the true vertices, Adam lr {c.lr_sup}, steps trained one after the other as well.",
+        "carried on; it starts at the identity and never sees a pair or the truth. " + supervised,
+    ]
+    if "st-gan-from-supervised" in rows:
+        lines[-1] += (
+            " `st-gan-from-supervised`: the authors' released code's protocol, the `supervised` row's finished "
+            "generator as the start, then every step trained adversarially as in `st-gan` (a fresh critic)."
+        )
+    lines += [
         "",
         "Mean placement error (px): the mean distance of the box's 8 projected vertices from where they belong, "
         "before the generator (the perturbation's own error) and after each step.",
@@ -449,17 +544,17 @@ def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
         head,
         rule,
     ]
-    for r, res in summary["rows"].items():
+    for r, res in rows.items():
         for split in ("test", "val"):
             e = res[f"{split}_error"]
             cells = " | ".join(f"{v:.2f}" for v in e)
             lines.append(f"| {r} | {split} | {cells} | {res['fit_seconds'] / 60:.1f} |")
-    gan = summary["rows"].get("st-gan")
+    gan = rows.get("st-gan")
     if gan:
         e = gan["test_error"]
         best = min(e[1:]) if len(e) > 1 else e[0]
         verdict = (
-            "below the perturbation's error"
+            f"below the perturbation's error, by {e[0] - e[-1]:.2f} px"
             if e[-1] < e[0]
             else "not below the perturbation's error (a negative result)"
         )
@@ -468,6 +563,18 @@ def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
             f"The adversarial row ends at {e[-1]:.2f} px on the test scenes against the perturbation's {e[0]:.2f} px: "
             f"{verdict}; its best step reaches {best:.2f} px.",
         ]
+    fs, sup = rows.get("st-gan-from-supervised"), rows.get("supervised")
+    if fs:
+        e = fs["test_error"]
+        text = f"The from-supervised row ends at {e[-1]:.2f} px on the test scenes (perturbation {e[0]:.2f} px)"
+        if sup:
+            s = sup["test_error"][-1]
+            text += f"; its starting point, the supervised row, ends at {s:.2f} px: the adversarial steps " + (
+                "improved on it." if e[-1] < s else "did not improve on it (they moved the boxes away)."
+            )
+        else:
+            text += "."
+        lines += ["", text]
     lines += [
         "",
         "The paper (Lin et al., CVPR 2018, arXiv:1803.01837) measures its indoor-furniture and glasses results "
@@ -478,10 +585,10 @@ def render_markdown(summary: dict, figure: str = "figures/stgan.png") -> str:
         "homography perturbations of correctly placed foregrounds (pretrain_homo.py, 200,000 iterations), then "
         "trains warps 1 to 4 adversarially one after the other with WGAN-GP (gradient penalty 10, 2 critic "
         "updates per generator update, batch 20, an update-norm penalty 0.3, 40,000 iterations per warp, "
-        "120x160 images, on a GPU). The `st-gan` row here has no supervised pretraining (it starts at the "
-        "identity and never sees a pair or a perturbation); the `supervised` row plays the part of that "
-        f"pretraining as a bound; and it is CPU-sized: {c.gan_iters} generator updates per step on "
-        f"{c.size}x{c.size} renders.",
+        "120x160 images, on a GPU). The `st-gan` row here has no supervised pretraining; the `supervised` row "
+        "plays the part of that pretraining as a bound"
+        + ("; `st-gan-from-supervised` follows the released code's protocol" if fs else "")
+        + f"; and it is CPU-sized: {c.gan_iters} generator updates per step on {c.size}x{c.size} renders.",
         "",
         f"![test composites: perturbed, after each step, supervised, truth]({figure})",
         "",
@@ -504,18 +611,21 @@ def write_outputs(out: Path, summary: dict, docs: Path | None = None) -> None:
         atomic_write_text(docs, render_markdown(summary, figure) + ("\n" + notes if notes else ""))
 
 
+def _load_state(out: Path, row: str, config: StganConfig) -> dict:
+    return torch.load(run_dir(out, row, config) / f"stage-{config.steps}.pt", weights_only=True)
+
+
 def _load_generator(out: Path, row: str, config: StganConfig) -> IterativeWarpGenerator | None:
-    path = run_dir(out, row, config) / f"stage-{config.steps}.pt"
-    if not path.is_file():
+    if not (run_dir(out, row, config) / f"stage-{config.steps}.pt").is_file():
         return None
     gen = build_generator(config)
-    gen.load_state_dict(torch.load(path, weights_only=True)["generator"])
+    gen.load_state_dict(_load_state(out, row, config)["generator"])
     return gen.eval()
 
 
 def make_figure(out: Path, summary: dict, n: int = 6) -> Path | None:
     """Test composites (``OUT/figures/stgan.png``): perturbed, after each adversarial step, the supervised
-    bound's last step, and the truth; the true vertices in red."""
+    bound's last step, the from-supervised row's last step, and the truth; the true vertices in red."""
     config = StganConfig.from_dict(summary["config"])
     gens = {r: _load_generator(out, r, config) for r in summary["rows"]}
     if not any(gens.values()):
@@ -538,11 +648,12 @@ def make_figure(out: Path, summary: dict, n: int = 6) -> Path | None:
         with torch.no_grad():
             for k, p in enumerate(gen(fg, bg, init=pert)):
                 rows.append((f"st-gan step {k + 1}", gen.composite(fg, bg, p), p))
-    if gens.get("supervised") is not None:
-        gen = gens["supervised"]
-        with torch.no_grad():
-            p = gen(fg, bg, init=pert)[-1]
-            rows.append(("supervised", gen.composite(fg, bg, p), p))
+    for name in ("supervised", "st-gan-from-supervised"):
+        if gens.get(name) is not None:
+            gen = gens[name]
+            with torch.no_grad():
+                p = gen(fg, bg, init=pert)[-1]
+                rows.append((name if name == "supervised" else "from-supervised", gen.composite(fg, bg, p), p))
     rows.append(("truth", real_batch(split, idx), None))
     fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.8 * len(rows)), squeeze=False)
     for ri, (name, images, params) in enumerate(rows):
@@ -566,9 +677,12 @@ def config_with(**options) -> StganConfig:
 
 
 __all__ = [
+    "ADVERSARIAL_ROWS",
+    "CLI_FLAGS",
     "ROWS",
     "STGAN_DEFAULTS",
     "StganConfig",
+    "cli_args",
     "errors",
     "make_figure",
     "render_markdown",

@@ -97,3 +97,22 @@ def test_bad_arguments_are_one_line(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern) as info:
         CompositingScenes(**kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_fresh_perturbations_are_drawn_as_the_scenes_are():
+    from stnkit.data.compositing import draw_perturbations
+    from stnkit.geometry import Projective
+
+    ds = CompositingScenes(300, seed=5, size=32, perturb=0.2)
+    fresh = draw_perturbations(ds.boxes, 0.2, 32, torch.Generator().manual_seed(0))
+    stored = placement_error(ds.perturbations, ds.vertices, 32).mean().item()
+    drawn = placement_error(fresh, ds.vertices, 32)
+    assert drawn.mean().item() == pytest.approx(stored, rel=0.12)  # the same distribution
+    again = draw_perturbations(ds.boxes, 0.2, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(fresh, again) and not torch.allclose(fresh, ds.perturbations)
+    zero = draw_perturbations(ds.boxes[:4], 0.0, 32)
+    assert torch.allclose(zero, Projective().identity(4), atol=1e-5)
+    # the moved corners: the box's bounding box corners read from at most 2 sd * side away
+    assert (drawn < 2 * 0.2 * 2 * (ds.boxes[:, 2:] - ds.boxes[:, :2]).max(dim=1).values + 1e-3).all()
+    with pytest.raises(ValueError, match=r"boxes must have shape \(B, 4\), got torch.Size\(\[3\]\)"):
+        draw_perturbations(torch.zeros(3), 0.2, 32)

@@ -24,13 +24,14 @@ def _run(argv, capsys):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_stgan_target_on_a_tiny_setting_reports_and_resumes(tmp_path, capsys):
     out = tmp_path / "out"
     docs = tmp_path / "stgan_doc.md"
     code, text, err = _run(["reproduce", "stgan", "--out", str(out), *TINY, "--docs", str(docs)], capsys)
     assert code == 0, err
     summary = json.loads((out / "stgan.json").read_text())
-    assert set(summary["rows"]) == {"st-gan", "supervised"}
+    assert set(summary["rows"]) == {"st-gan", "supervised", "st-gan-from-supervised"}
     for row in summary["rows"].values():
         assert len(row["test_error"]) == 3 and len(row["val_error"]) == 3 and len(row["stages"]) == 2
         assert all(e >= 0 for e in row["test_error"])
@@ -84,10 +85,14 @@ def test_errors_before_and_after_are_the_placement_errors():
 @pytest.mark.parametrize(
     "argv,pattern",
     [
-        (["--models", "gan"], "unknown row 'gan'; valid: st-gan, supervised"),
+        (["--models", "gan"], "unknown row 'gan'; valid: st-gan, supervised, st-gan-from-supervised"),
         (["--epochs", "3"], "--epochs not read by this target"),
-        (["--stgan-loss", "hinge"], "--stgan-loss must be one of ns, wgan-gp, got 'hinge'"),
-        (["--stgan-steps", "0"], "--stgan-steps must be >= 1, got 0"),
+        (["--stgan-loss", "hinge"], "--stgan-loss must be one of 'ns', 'wgan-gp', got 'hinge'"),
+        (["--stgan-steps", "0"], "--stgan-steps must be a positive int, got 0"),
+        (["--stgan-loc-size", "128"], "--stgan-loc-size must be an int in [8, 64], got 128"),
+        (["--stgan-perturb", "0.8"], "--stgan-perturb must be a finite number in [0.0, 0.5], got 0.8"),
+        (["--stgan-critic-iters", "0"], "--stgan-critic-iters must be a positive int, got 0"),
+        (["--stgan-lr-d", "0"], "--stgan-lr-d must be a finite number > 0, got 0.0"),
         (["--image-size", "32", "48"], "--image-size must be square and at least 16, got 32 48"),
         (["--seeds", "2"], "one seed per row (--seeds 1)"),
     ],
@@ -96,3 +101,72 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, pattern):
     code, text, err = _run(["reproduce", "stgan", "--out", str(tmp_path / "o"), *argv], capsys)
     msg = err if err else str(code)
     assert code != 0 and pattern in msg and msg.strip().count("\n") == 0
+
+
+def _summary(rows):
+    config = stgan.config_with(steps=2).to_dict()
+    row = {"val_error": [3.0, 2.5, 2.4], "test_error": [3.1, 2.6, 2.5], "fit_seconds": 60.0}
+    return {"experiment": "stgan", "config": config, "rows": {r: dict(row) for r in rows}}
+
+
+def test_the_page_names_the_from_supervised_row_only_when_it_was_run():
+    without = stgan.render_markdown(_summary(["st-gan", "supervised"]))
+    assert "from-supervised" not in without and "| st-gan | test | 3.10 | 2.60 | 2.50 | 1.0 |" in without
+    both = _summary(["st-gan", "supervised", "st-gan-from-supervised"])
+    both["rows"]["st-gan-from-supervised"]["test_error"] = [3.1, 2.7, 2.8]
+    page = stgan.render_markdown(both)
+    assert "| st-gan-from-supervised | val |" in page
+    assert "The from-supervised row ends at 2.80 px" in page and "did not improve on it" in page
+    assert "fresh random perturbations" in page  # sup_redraw, the default
+    assert "fixed perturbations" in stgan.render_markdown(
+        {**both, "config": stgan.config_with(sup_redraw=False).to_dict()}
+    )
+
+
+def test_cli_args_give_back_the_config():
+    config = stgan.config_with(loc_size=32, perturb=0.2, sup_redraw=False, critic_iters=3, lr_d=4e-4)
+    args = stgan.cli_args(config)
+    assert args == [
+        "--stgan-loc-size", "32", "--stgan-perturb", "0.2", "--no-stgan-sup-redraw",
+        "--stgan-critic-iters", "3", "--stgan-lr-d", "0.0004",
+    ]  # fmt: skip
+    assert stgan.cli_args(stgan.STGAN_DEFAULTS) == []
+
+
+@pytest.mark.parametrize(
+    "options,pattern",
+    [
+        ({"loc_size": 65}, "loc_size must be an int in [8, 64], got 65"),
+        ({"sup_redraw": 1}, "sup_redraw must be a bool, got int 1"),
+        ({"lr_g": -1.0}, "lr_g must be a finite number in [0.0, inf], got -1.0"),
+        ({"critic_iters": 0}, "critic_iters must be a positive int, got 0"),
+    ],
+)
+def test_bad_configs_are_refused_naming_the_field(options, pattern):
+    with pytest.raises((TypeError, ValueError), match=pattern.replace("[", r"\[").replace("]", r"\]")):
+        stgan.config_with(**options)
+
+
+TINIER = [
+    "--train-size", "8", "--val-size", "3", "--test-size", "3", "--batch-size", "4",
+    "--image-size", "16", "16", "--stgan-steps", "1", "--stgan-iters", "2", "--stgan-sup-iters", "2",
+]  # fmt: skip
+
+
+def test_from_supervised_starts_from_the_supervised_generator(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, text, err = _run(
+        ["reproduce", "stgan", "--out", str(out), "--models", "st-gan-from-supervised", *TINIER], capsys
+    )
+    assert code == 0, err
+    summary = json.loads((out / "stgan.json").read_text())
+    assert set(summary["rows"]) == {"st-gan-from-supervised"}  # the bound was trained, not reported
+    assert "supervised step 1:" in text and "from-supervised" in (out / "stgan.md").read_text()
+    config = stgan.StganConfig.from_dict(summary["config"])
+    sup = torch.load(stgan.run_dir(out, "supervised", config) / "stage-1.pt", weights_only=True)["generator"]
+    fresh = stgan.build_generator(config).state_dict()
+    fs = torch.load(stgan.run_dir(out, "st-gan-from-supervised", config) / "stage-1.pt", weights_only=True)
+    # Adam moves a weight by about lr per update: 2 supervised updates (lr 1e-3) from the fresh weights,
+    # then 2 adversarial ones (lr 1e-4) from the supervised weights
+    assert max((sup[k] - fresh[k]).abs().max().item() for k in sup) > 1.5e-3
+    assert max((fs["generator"][k] - sup[k]).abs().max().item() for k in sup) < 3e-4

@@ -281,6 +281,45 @@ class CompositingScenes(Dataset):
         return self.perturbed(i, fg), self.background(i), fg
 
 
+def draw_perturbations(boxes: Tensor, perturb: float, size: int, generator: torch.Generator | None = None) -> Tensor:
+    """Fresh random perturbations ``(B, 8)`` of boxes ``(B, 4)`` (``x0, y0, x1, y1`` px), as :class:`CompositingScenes` draws them.
+
+    Each corner of a box's bounding box moves by a Gaussian offset of ``perturb`` times the
+    box's width (x) and height (y), truncated at 2 standard deviations; a draw whose moved
+    quad is not convex is redrawn (at most 100 times). The homography (``projective``,
+    composite -> foreground) moves the foreground's content at the corners to the moved
+    corners, so ``placement_error`` of the result is the perturbation's own error. The
+    supervised bound of ``stnkit reproduce stgan`` draws a new one for every update.
+
+    Example:
+        >>> ds = CompositingScenes(3, seed=0, size=32)
+        >>> p = draw_perturbations(ds.boxes, 0.15, 32, torch.Generator().manual_seed(0))
+        >>> p.shape, bool((placement_error(p, ds.vertices, 32) > 0).all())
+        (torch.Size([3, 8]), True)
+    """
+    perturb = check_number("perturb", perturb, low=0.0, high=0.5)
+    size = check_int("size", size, low=16)
+    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (B, 4), got {getattr(boxes, 'shape', type(boxes).__name__)}")
+    b = boxes.to(torch.float64)
+    x0, y0, x1, y1 = b.unbind(1)
+    corners = torch.stack([torch.stack([x0, y0], 1), torch.stack([x1, y0], 1), torch.stack([x1, y1], 1),
+                           torch.stack([x0, y1], 1)], 1)  # fmt: skip
+    sides = torch.stack([x1 - x0, y1 - y0], 1)[:, None]
+    offsets = torch.zeros_like(corners)
+    todo = torch.ones(len(b), dtype=torch.bool)
+    for _ in range(100):
+        n = int(todo.sum())
+        if n == 0:
+            break
+        draw = (torch.randn(n, 4, 2, generator=generator, dtype=torch.float64) * perturb).clamp(
+            -2 * perturb, 2 * perturb
+        ) * sides[todo]
+        offsets[todo] = draw
+        todo = todo & ~quad_is_convex(corners + offsets)
+    return Projective.from_pixel_points(corners + offsets, corners, out_size=size).float()
+
+
 def placement_error(params: Tensor, vertices: Tensor, size: int) -> Tensor:
     """Per scene, the mean distance (px) of the box's vertices from where they belong under a warp ``(B,)``.
 
@@ -313,4 +352,11 @@ def placement_error(params: Tensor, vertices: Tensor, size: int) -> Tensor:
     return (moved_px - v).norm(dim=-1).mean(dim=-1)
 
 
-__all__ = ["COMPOSITING_SIZE", "CompositingScenes", "placement_error", "render_box", "render_room"]
+__all__ = [
+    "COMPOSITING_SIZE",
+    "CompositingScenes",
+    "draw_perturbations",
+    "placement_error",
+    "render_box",
+    "render_room",
+]
