@@ -742,16 +742,29 @@ def load_transformer(path: str | Path) -> SpatialTransformer:
     return st.eval()
 
 
+# the slot of loss_at's random patches in the seed's block of generator seeds (stream_seed): one that no
+# canvas (slot 10 * start + digit, start + n at most the ~6,000 digits of a class) and no training epoch of a
+# real run (slot epoch + 1) uses, so its patches are drawn independently of the canvases. (Slot 0, which
+# digit 0's training canvases use, made them exactly the digits' own boxes. torch's CPU generator keeps only
+# the low 32 bits of a seed, so the slot stays inside the block rather than above 2**32.)
+LOSS_AT_SLOT = 500_000
+
+
+def loss_at_patches(canvases: Tensor, seed: int) -> Tensor:
+    """The random patches :func:`loss_at` compares against, from slot :data:`LOSS_AT_SLOT` of ``seed``'s block."""
+    return random_patches(canvases, torch.Generator().manual_seed(stream_seed(seed, None) + LOSS_AT_SLOT))
+
+
 def loss_at(enc: nn.Module, ds: CoLocalization, params: Tensor, margin: float, seed: int) -> float:
     """The mean triplet loss over all ordered pairs ``(n, m)`` when the crops are ``params`` ``(N, 3)``.
 
-    The random patches are drawn once from ``seed``. Evaluated at the truth
+    The random patches are drawn once from ``seed`` (:func:`loss_at_patches`). Evaluated at the truth
     (``attention_from_box(ds.boxes)``), at the identity and at the trained
     transformer, it tells whether the loss prefers the digit's box at all.
     """
     with torch.no_grad():
         crops = warp(ds.images, params.to(ds.images.dtype), "attention", out_size=DIGIT_SIZE)
-        rand = random_patches(ds.images, torch.Generator().manual_seed(stream_seed(seed, None)))
+        rand = loss_at_patches(ds.images, seed)
         fc, fr = enc(crops), enc(rand)
         d_pos = torch.cdist(fc.double(), fc.double()).pow(2)
         d_neg = (fc - fr).double().pow(2).sum(1)

@@ -615,3 +615,16 @@ def test_mean_hinge_equals_the_brute_force():
     )
     brute = F.relu(d_pos[:, :, None] - d_neg[:, None, :] + 1.0).mean(dim=(1, 2))
     assert torch.allclose(co._mean_hinge(d_pos, d_neg, 1.0), brute)
+
+
+@pytest.mark.parametrize("digit", [0, 1, 9])
+def test_loss_at_patches_are_not_the_digits_of_the_canvases(digit):
+    # the random patches of loss_at come from their own stream: once they shared slot 0 with digit 0's
+    # canvases and were exactly the digits' own boxes
+    images, labels = _digits(n_per_class=12)
+    ds = CoLocalization(images, labels, digit, "plain", n=12, seed=0)
+    truth = warp(ds.images, attention_from_box(ds.boxes.double(), 84).float(), "attention", out_size=28)
+    rand = co.loss_at_patches(ds.images, 0)
+    same = (rand - truth).abs().flatten(1).amax(1) < 1e-6
+    assert int(same.sum()) <= 1
+    assert torch.equal(rand, co.loss_at_patches(ds.images, 0))  # deterministic by seed
