@@ -44,6 +44,7 @@ def test_coverage_counts_windows_on_each_part():
     assert (first["centre_in_a"], first["centre_in_b"], second["centre_in_b"]) == (100.0, 0.0, 50.0)
 
 
+@pytest.mark.slow  # about 20 s: four tiny trainings
 def test_parts_target_on_a_tiny_setting_is_resumable_and_reports(tmp_path, capsys):
     out = tmp_path / "out"
     docs = tmp_path / "parts_doc.md"
