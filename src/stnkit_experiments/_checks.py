@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 # the flags only table1 reads
 TABLE1_FLAGS = ("--datasets", "--check", "--update-readme")
@@ -34,3 +35,19 @@ def refuse_others(target: str, given: dict, allowed: tuple[str, ...], also: str 
             f"stnkit reproduce {target}: {flags} not read by this target (it reads: "
             f"{', '.join('--' + o.replace('_', '-') for o in allowed)}{also})"
         )
+
+
+def config_from_flags(defaults, flags: dict, args: argparse.Namespace, options: dict, target: str, skip=()):
+    """``defaults`` (a dataclass) with ``options`` and every flag of ``flags`` (field -> ``--flag``, those
+    in ``skip`` left out) that was given; the config's own refusal in one line, named by the flag."""
+    for key, flag in flags.items():
+        if key in skip:
+            continue
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            options[key] = value
+    try:
+        return replace(defaults, **options)
+    except (TypeError, ValueError) as err:
+        name, _, rest = str(err).partition(" ")
+        raise SystemExit(f"stnkit reproduce {target}: {flags.get(name, name)} {rest}") from None

@@ -22,7 +22,7 @@ from stnkit.cli.train import (
 )
 from stnkit.train.config import TrainConfig
 
-from ._checks import refuse_others, refuse_table1_flags, rows_from
+from ._checks import config_from_flags, refuse_others, refuse_table1_flags, rows_from
 from .table1 import ROWS, TABLE1_DATASETS
 
 
@@ -174,8 +174,6 @@ STGAN_OPTIONS = ("train_size", "val_size", "test_size", "batch_size", "image_siz
 
 
 def _reproduce_stgan(args: argparse.Namespace, out: Path) -> int:
-    from dataclasses import replace
-
     from . import stgan
 
     refuse_table1_flags(args, "stgan")
@@ -191,17 +189,9 @@ def _reproduce_stgan(args: argparse.Namespace, out: Path) -> int:
         if h != w or h < 16:
             raise SystemExit(f"stnkit reproduce stgan: --image-size must be square and at least 16, got {h} {w}")
         options |= {"size": h, "loc_size": min(h, stgan.STGAN_DEFAULTS.loc_size)}
-    for key, flag in stgan.CLI_FLAGS.items():
-        if key in STGAN_OPTIONS or key == "size":
-            continue
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None:
-            options[key] = value
-    try:
-        config = replace(stgan.STGAN_DEFAULTS, **options)
-    except (TypeError, ValueError) as err:
-        name, _, rest = str(err).partition(" ")
-        raise SystemExit(f"stnkit reproduce stgan: {stgan.CLI_FLAGS.get(name, name)} {rest}") from None
+    config = config_from_flags(
+        stgan.STGAN_DEFAULTS, stgan.CLI_FLAGS, args, options, "stgan", skip=(*STGAN_OPTIONS, "size")
+    )
     if args.dry_run:
         for r in rows:
             print(stgan.run_dir(out, r, config))

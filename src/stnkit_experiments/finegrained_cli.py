@@ -11,7 +11,7 @@ from stnkit.data.idx import DatasetError
 
 from . import cub as rc
 from . import parts as rp
-from ._checks import refuse_others, refuse_table1_flags, rows_from
+from ._checks import config_from_flags, refuse_others, refuse_table1_flags, rows_from
 
 # the stnkit train options each target reads (the others are refused when given)
 PARTS_OPTIONS = ("epochs", "batch_size", "lr", "loc_lr_mult", "train_size", "val_size", "test_size")
@@ -50,15 +50,7 @@ def _parts(args, out: Path, given: dict) -> int:
         _positive(k, v, "parts")
     if args.seeds not in (None, 1):
         raise SystemExit("stnkit reproduce parts: one seed per row (--seeds 1)")
-    for key, flag in rp.CLI_FLAGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None:
-            options[key] = value
-    try:
-        config = replace(rp.PARTS_DEFAULTS, **options)
-    except (TypeError, ValueError) as err:
-        name, _, rest = str(err).partition(" ")
-        raise SystemExit(f"stnkit reproduce parts: {rp.CLI_FLAGS.get(name, name)} {rest}") from None
+    config = config_from_flags(rp.PARTS_DEFAULTS, rp.CLI_FLAGS, args, options, "parts")
     if args.dry_run:
         for r in rows:
             print(rp.run_dir(out, r, config))
