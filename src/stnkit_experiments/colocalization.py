@@ -876,6 +876,16 @@ def summarize_colocalization(out: Path, kinds=COLOC_KINDS, classes=COLOC_CLASSES
 RUN_KEYS = ("config", "train", "held_out", "start", "search", "loss_at", "fit_seconds", "encoder_test_error")
 
 
+def _mean_percent_by_kind(runs: list[dict], value) -> str:
+    """``"plain X %, cluttered Y %"``: the mean of ``value(run)`` over ``runs`` of each canvas kind present."""
+    parts = []
+    for kind in COLOC_KINDS:
+        rs = [r for r in runs if r["kind"] == kind]
+        if rs:
+            parts.append(f"{kind} {sum(value(r) for r in rs) / len(rs):.1f} %")
+    return ", ".join(parts)
+
+
 def render_markdown(summary: dict) -> str:
     """colocalization.md: % of images whose box has IoU > 0.5, per class, beside the paper."""
     from stnkit.train.report import markdown_table
@@ -914,16 +924,12 @@ def render_markdown(summary: dict) -> str:
     ]
     starts = [r for r in summary["runs"] if r.get("start")]
     if starts:
-        by_kind = []
-        for kind in COLOC_KINDS:
-            rs = [r for r in starts if r["kind"] == kind]
-            if rs:
-                pct = sum(r["start"]["correct_percent"] for r in rs) / len(rs)
-                by_kind.append(f"{kind} {pct:.1f} %")
         lines += [
             "",
             "A window that never moves (the transformer's start window, one for every canvas) "
-            "localises, on the same canvases (mean over runs): " + ", ".join(by_kind) + ".",
+            "localises, on the same canvases (mean over runs): "
+            + _mean_percent_by_kind(starts, lambda r: r["start"]["correct_percent"])
+            + ".",
         ]
     seeds = sorted({r["seed"] for r in summary["runs"]})
     if len(seeds) > 1:
@@ -939,16 +945,12 @@ def render_markdown(summary: dict) -> str:
         lines += ["", f"Per seed ({', '.join(map(str, seeds))}; mean over classes): " + ", ".join(by_kind) + "."]
     searched = [r for r in summary["runs"] if r.get("search")]
     if searched:
-        by_kind = []
-        for kind in COLOC_KINDS:
-            rs = [r for r in searched if r["kind"] == kind]
-            if rs:
-                pct = sum(r["search"]["windows"]["correct_percent"] for r in rs) / len(rs)
-                by_kind.append(f"{kind} {pct:.1f} %")
         lines += [
             "",
             "The label-free window search alone (its windows on the same canvases, before the localisation net "
-            "is fitted to them; mean over runs): " + ", ".join(by_kind) + ".",
+            "is fitted to them; mean over runs): "
+            + _mean_percent_by_kind(searched, lambda r: r["search"]["windows"]["correct_percent"])
+            + ".",
         ]
     fits = [r["fit_seconds"] for r in summary["runs"] if r.get("fit_seconds") is not None]
     if fits:

@@ -159,21 +159,26 @@ def _train(tmp_path, name, **kw):
     return co.train_colocalization(config, tmp_path / name, enc, (im, lb), (im, lb))
 
 
+def _train_stopped_at_first_save(monkeypatch, tmp_path, name, **kw):
+    """``_train`` interrupted (KeyboardInterrupt) right after its first saved state, as a Ctrl-C would."""
+    real = co._save_state
+
+    def stop(path, st, opt, epoch, *args):
+        real(path, st, opt, epoch, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(co, "_save_state", stop)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, name, **kw)
+    monkeypatch.setattr(co, "_save_state", real)
+
+
 def test_tiny_training_is_deterministic_and_resumable(tmp_path, monkeypatch):
     one_go = _train(tmp_path, "one_go")
     assert set(one_go) >= {"train", "held_out", "losses"} and len(one_go["losses"]) == 2
     assert 0.0 <= one_go["train"]["correct_percent"] <= 100.0
     # interrupted after the first epoch, then run again: the same result as in one go (Adam's state restored)
-    real = co._save_state
-
-    def stop_after_first(path, st, opt, epoch, *args):
-        real(path, st, opt, epoch, *args)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(co, "_save_state", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, "resumed")
-    monkeypatch.setattr(co, "_save_state", real)
+    _train_stopped_at_first_save(monkeypatch, tmp_path, "resumed")
     resumed = _train(tmp_path, "resumed")
     assert resumed["losses"] == one_go["losses"] and resumed["train"] == one_go["train"]
     wa = co.load_transformer(tmp_path / "one_go" / "model.safetensors").state_dict()
@@ -547,16 +552,7 @@ def test_search_run_records_the_search_and_resumes(tmp_path, monkeypatch):
         1 / 3, abs=1e-4
     )
     # stopped right after the search (its state saved as epoch 0), then run again: the same run
-    real = co._save_state
-
-    def stop(path, st, opt, epoch, *args):
-        real(path, st, opt, epoch, *args)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(co, "_save_state", stop)
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, "resumed", **kw)
-    monkeypatch.setattr(co, "_save_state", real)
+    _train_stopped_at_first_save(monkeypatch, tmp_path, "resumed", **kw)
     resumed = _train(tmp_path, "resumed", **kw)
     assert resumed["train"] == one_go["train"] and resumed["losses"] == one_go["losses"]
     assert {k: v for k, v in resumed["search"].items() if k != "seconds"} == {
