@@ -15,6 +15,9 @@ photographs, split by photograph. Rows, all on the same test pairs, by mean corn
 - ``homography-net-ic2``, ``-ic4``: the supervised network applied iteratively, inverse-compositional
   style: warp ``P_A`` by the estimate so far (stnkit's projective warp), predict the residual
   homography between the warped patch and ``P_B``, compose (2 and 4 steps in all).
+- ``homography-net-recrop2``, ``-recrop4``: the same refinement with ``P_A`` cropped again from the
+  photograph at the estimated quadrilateral at each step (a whole patch, no zeros where the warp reads
+  outside ``P_A``).
 
 The two networks are trained cells in ``OUT/runs/homography/ROW/seed0`` (trained, skipped when
 finished or resumed by :func:`~stnkit_experiments.table1.run_cells`); every other row is computed
@@ -32,6 +35,8 @@ import torch
 
 from stnkit._io import save_figure
 from stnkit.data.homography import (
+    IMAGE_SIZE,
+    PATCH,
     SPLITS,
     HomographyPatches,
     offsets_to_params,
@@ -48,8 +53,10 @@ from .table1 import finished_cells, machine_info, previous_wall_seconds, run_cel
 DATASET = "homography"
 TRAINED = ("homography-net", "homography-unsup")
 IC_STEPS = (2, 4)
-ROWS = ("identity", "orb-ransac", "homography-net", "homography-unsup") + tuple(
-    f"homography-net-ic{k}" for k in IC_STEPS
+ROWS = (
+    ("identity", "orb-ransac", "homography-net", "homography-unsup")
+    + tuple(f"homography-net-ic{k}" for k in IC_STEPS)
+    + tuple(f"homography-net-recrop{k}" for k in IC_STEPS)
 )
 LABELS = {
     "identity": "identity (zero offsets)",
@@ -57,6 +64,7 @@ LABELS = {
     "homography-net": "HomographyNet, supervised (ours, smaller)",
     "homography-unsup": "HomographyNet, unsupervised photometric (ours)",
     **{f"homography-net-ic{k}": f"supervised net, IC refinement, {k} steps" for k in IC_STEPS},
+    **{f"homography-net-recrop{k}": f"supervised net, IC refinement re-cropped, {k} steps" for k in IC_STEPS},
 }
 # DeTone et al. 2016, mean corner error (px) on warped MS-COCO: not verified against the paper in this
 # session (the paper's table was not found in the reference material searched), so shown as unverified
@@ -99,6 +107,12 @@ def cell_config(cell: Cell, options: dict | None = None) -> TrainConfig:
 # ---------------------------------------------------------------- the classical pipeline
 
 
+def _opencv_version() -> str:
+    import cv2
+
+    return str(cv2.__version__)
+
+
 def orb_ransac(x: torch.Tensor, patch_size: int = 31, threshold: float = 3.0) -> tuple[torch.Tensor, int]:
     """Offsets ``(N, 8)`` px estimated by ORB + brute-force matching + RANSAC for pairs ``x``
     ``(N, 2, H, W)`` in ``[0, 1]``, and the number of failures (predicted as the identity)."""
@@ -134,15 +148,29 @@ def orb_ransac(x: torch.Tensor, patch_size: int = 31, threshold: float = 3.0) ->
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, steps: int = 1, batch_size: int = 100) -> torch.Tensor:
-    """Offsets ``(N, 8)`` of ``model`` for pairs ``x``; ``steps > 1``: the inverse-compositional refinement
-    (warp ``P_A`` by the estimate, predict the residual from (warped ``P_A``, ``P_B``), compose)."""
+def predict(
+    model: torch.nn.Module, x: torch.Tensor, steps: int = 1, batch_size: int = 100, source: dict | None = None
+) -> torch.Tensor:
+    """Offsets ``(N, 8)`` of ``model`` for pairs ``x``; ``steps > 1``: the inverse-compositional refinement,
+    each step predicting the residual homography between ``P_B`` and ``P_A`` moved by the estimate so far,
+    then composing. ``source`` (:func:`draws` of the same pairs): ``P_A`` is cropped again from the
+    photograph at the estimated quadrilateral (what ``P_B`` would be if the estimate were right), so every
+    input is a whole patch as in training; ``None``: ``P_A`` itself is warped, with zeros where the warp
+    reads outside it."""
     model.eval()
     family = Projective()
     outs = []
     for i in range(0, x.shape[0], batch_size):
         xb = x[i : i + batch_size]
         pa, pb = xb[:, :1], xb[:, 1:2]
+        if source is not None:
+            offsets = model(xb)
+            image = source["photos"][source["which"][i : i + batch_size]].unsqueeze(1)
+            at = patch_corners(PATCH).expand(xb.shape[0], 4, 2) + source["origins"][i : i + batch_size].view(-1, 1, 2)
+            for _ in range(steps - 1):
+                offsets = _recrop_step(model, image, at, offsets, pb)
+            outs.append(offsets)
+            continue
         params = offsets_to_params(model(xb), size=xb.shape[-1])
         for _ in range(steps - 1):
             warped = warp(pa, params, "projective")
@@ -150,6 +178,38 @@ def predict(model: torch.nn.Module, x: torch.Tensor, steps: int = 1, batch_size:
             params = family.compose(params, residual)  # P_B(p) ~ P_A(H (R p))
         outs.append(params_to_offsets(params, size=xb.shape[-1]))
     return torch.cat(outs)
+
+
+def _recrop_step(
+    model: torch.nn.Module, image: torch.Tensor, at: torch.Tensor, offsets: torch.Tensor, pb: torch.Tensor
+) -> torch.Tensor:
+    """One refinement step from the photographs ``image`` ``(B, 1, H, W)``: ``P_A`` re-cropped where the
+    estimated ``offsets`` move its corners ``at`` (image pixels), the residual ``r`` predicted from that crop
+    and ``P_B``, and the composition ``H (corners + r)`` (``H``: patch pixels to image pixels through the
+    estimate) back as offsets of ``at``."""
+    corners = patch_corners(PATCH).expand(at.shape[0], 4, 2)
+    moved = at + offsets.view(-1, 4, 2)
+    crop = warp(image, Projective.from_pixel_points(corners, moved, PATCH, IMAGE_SIZE), "projective", out_size=PATCH)
+    residual = model(torch.cat([crop, pb], dim=1)).view(-1, 4, 2)
+    # the patch-to-image homography of the estimate, solved in float64 pixels (coordinates up to 320)
+    h = Projective.from_points(corners.double(), moved.double())
+    return (Projective().transform_points(h, (corners + residual).double()) - at.double()).float().reshape(-1, 8)
+
+
+def draws(split: str, n: int, seed: int) -> dict:
+    """The ``n`` pairs of ``HomographyPatches(split, n, seed=seed)`` with what drew them: ``x``, ``y``,
+    the split's ``photos`` ``(P, H, W)``, each pair's photograph index ``which`` and patch ``origins``
+    ``(n, 2)`` (what the re-cropping refinement of :func:`predict` reads)."""
+    ds = HomographyPatches(split, n, seed=seed)
+    x, y = _pairs(split, n, seed)
+    drawn = [ds.draw(i) for i in range(n)]
+    return {
+        "x": x,
+        "y": y,
+        "photos": ds.photos,
+        "which": torch.tensor([k for k, _, _ in drawn]),
+        "origins": torch.stack([o for _, o, _ in drawn]),
+    }
 
 
 def _pairs(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +245,8 @@ def evaluate_rows(out: Path, options: dict | None = None) -> dict:
 
     config = cell_config(Cell(TRAINED[0]), options)
     n = config.test_size or DEFAULT_TEST_SIZE
-    x, y = _pairs("test", n, config.test_seed)
+    test = draws("test", n, config.test_seed)
+    x, y = test["x"], test["y"]
     zero = torch.zeros_like(y)
     rows: dict[str, dict] = {"identity": {"error": _error(zero, y), "median": _median(zero, y), "n": n}}
     orb = choose_orb(config)
@@ -200,6 +261,7 @@ def evaluate_rows(out: Path, options: dict | None = None) -> dict:
         "error_on_successes": _error(off[ok], y[ok]) if ok.any() else None,
         "setting": orb["chosen"],
         "selection": orb["tried"],
+        "opencv": _opencv_version(),
     }
     preds = {"identity": torch.zeros_like(y), "orb-ransac": off}
     cells_done = {}
@@ -211,6 +273,10 @@ def evaluate_rows(out: Path, options: dict | None = None) -> dict:
             name = cell.row if k == 1 else f"{cell.row}-ic{k}"
             preds[name] = predict(model, x, steps=k)
             rows[name] = {"error": _error(preds[name], y), "median": _median(preds[name], y), "n": n}
+            if k > 1:  # the same refinement with P_A cropped again from the photograph at each step
+                name = f"{cell.row}-recrop{k}"
+                preds[name] = predict(model, x, steps=k, source=test)
+                rows[name] = {"error": _error(preds[name], y), "median": _median(preds[name], y), "n": n}
         rows[cell.row].update(
             fit_seconds=results["fit_seconds"],
             epochs=results["epochs"],
@@ -271,13 +337,15 @@ def render_markdown(summary: dict) -> str:
     lines += ["", "Mean corner error (px) per test photograph:", ""]
     lines += markdown_table(["method", *ph["test"]], per)
     orb = summary["table"]["orb-ransac"]["setting"]
+    cv = summary["table"]["orb-ransac"].get("opencv")
     lines += [
         "",
         f"{summary['test_size']} test pairs (128x128 patches of 320x240 grey photographs, corners moved "
         f"uniformly in [-32, 32] px) from the test photographs {', '.join(ph['test'])}; the networks trained on "
         f"{', '.join(ph['train'])} and validated on {', '.join(ph['val'])}.",
         f"ORB + RANSAC: ORB patch size {orb['patch_size']}, RANSAC threshold {orb['threshold']} px, chosen on "
-        "validation pairs; its failures are predicted as the identity and counted in its mean.",
+        "validation pairs; its failures are predicted as the identity and counted in its mean"
+        + (f" (OpenCV {cv})." if cv else "."),
         "The paper's numbers (DeTone et al. 2016, warped MS-COCO) were not verified against the paper in "
         "the reference material searched: unverified.",
         "",
@@ -422,7 +490,9 @@ def render_page(summary: dict, figure: str = "figures/homography_quads.png") -> 
         "only (Nguyen et al. 2018): the mean absolute difference between `P_A` warped by the prediction and `P_B` "
         "where the warp reads inside `P_A`. No corner label enters its loss.",
         "- **IC refinement** (2 and 4 steps, the supervised net): warp `P_A` by the estimate so far, predict the "
-        "residual homography from (warped `P_A`, `P_B`), compose.",
+        "residual homography from (warped `P_A`, `P_B`), compose. **Re-cropped**: the same, with `P_A` cropped "
+        "again from the photograph at the estimated quadrilateral at each step (a whole patch, as in training, "
+        "instead of zeros where the warp reads outside `P_A`).",
         "",
         "How each network was trained (`results/homography.json`; the recipes are the registry's, "
         "`stnkit.models.registry`, chosen on the validation pairs: `docs/experiments/homography/trials.md`):",

@@ -63,6 +63,47 @@ def test_predict_one_step_is_the_network():
     assert torch.allclose(homography.predict(zero, x, steps=4), torch.zeros(3, 8), atol=1e-4)
 
 
+def test_recrop_refinement_crops_p_b_at_the_truth_and_composes_exactly():
+    pairs = homography.draws("test", 3, seed=5)
+    x, y = pairs["x"], pairs["y"]
+    # a network answering the true offsets first, then seeing P_B against P_B (what the re-crop at the truth
+    # must be) and answering zero: the estimate stays the truth
+    seen = []
+
+    class Scripted(torch.nn.Module):  # answers from a script, recording what it is shown
+        def __init__(self, answer):
+            super().__init__()
+            self.answer = answer
+
+        def forward(self, t):
+            seen.append(t)
+            return self.answer(len(seen))
+
+    truth_then_zero = Scripted(lambda k: y.clone() if k == 1 else torch.zeros(3, 8))
+    out = homography.predict(truth_then_zero, x, steps=3, source=pairs)
+    assert torch.allclose(out, y, atol=1e-3)
+    assert torch.allclose(seen[1][:, 0], x[:, 1], atol=1e-4)  # the re-crop at the true quad is P_B
+    # from the identity, a residual r moves the estimate by r (the crop is P_A: the composition is r itself)
+    r = torch.tensor([[3.0, -2.0, 1.0, 4.0, -2.0, 2.0, 0.5, -1.0]]).expand(3, 8)
+    seen.clear()
+    zero_then_r = Scripted(lambda k: torch.zeros(3, 8) if k == 1 else r)
+    assert torch.allclose(homography.predict(zero_then_r, x, steps=2, source=pairs), r, atol=1e-3)
+    assert torch.allclose(seen[1][:, 0], x[:, 0], atol=1e-4)  # the re-crop at the identity is P_A
+    # from the truth, a residual r composes through the estimate's homography (OpenCV's, as the oracle):
+    # the corners moved by r, mapped from the patch to the photograph
+    seen.clear()
+    truth_then_r = Scripted(lambda k: y.clone() if k == 1 else r)
+    got = homography.predict(truth_then_r, x, steps=2, source=pairs)
+    from stnkit.data.homography import patch_corners
+
+    corners = patch_corners(128).numpy().astype(np.float64)
+    for i in range(3):
+        at = corners + pairs["origins"][i].numpy()
+        h = cv2.getPerspectiveTransform(corners.astype(np.float32), (at + y[i].view(4, 2).numpy()).astype(np.float32))
+        moved = cv2.perspectiveTransform((corners + r[i].view(4, 2).numpy()).reshape(1, 4, 2), h)[0]
+        assert np.allclose(got[i].view(4, 2).numpy(), moved - at, atol=1e-2)
+
+
 @pytest.mark.slow
 def test_reproduce_homography_tiny_resumes(tmp_path):
     out = tmp_path / "results"
