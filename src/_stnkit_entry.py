@@ -33,8 +33,11 @@ def _resend_lost_interrupt(unraisable, _report=sys.unraisablehook):
     finaliser) is sent again, quietly, from a thread (sent from here, it would be raised in this hook and
     lost again); anything else is reported as Python would."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and callable(signal.getsignal(signal.SIGINT)):
-        threading.Thread(target=_send_interrupt_again, name="stnkit-ctrl-c", daemon=True).start()
-        return
+        try:
+            threading.Thread(target=_send_interrupt_again, name="stnkit-ctrl-c", daemon=True).start()
+            return
+        except RuntimeError:  # no new thread as Python shuts down: it is ending anyway, say so as Python would
+            pass
     _report(unraisable)
 
 
