@@ -653,7 +653,7 @@ def add_parsers(sub) -> None:
         "--models",
         default=None,
         help=f"comma-separated table rows (table1: model-family, default {','.join(ROWS)}; "
-        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), register-affine, register-dense, register-velocity, fieldnet, fieldnet-dice, fieldnet-long; default all)",
+        "budget: cnn, st-cnn, tutorial-cnn, tutorial-stn; icstn: cnn, st-cnn-projective, ic-stn-1, ic-stn-2, ic-stn-4; sequence: seq-cnn, seq-st-cnn, rnn-spn; addition: fcn, cnn, st-fcn, 2xst-fcn; registration: none, true-affine, sitk-affine, ants-syn (or dipy-syn), register-affine, register-dense, register-velocity, fieldnet, fieldnet-dice, fieldnet-long, fieldnet-120; default all)",
     )
     rep.add_argument(
         "--seeds",

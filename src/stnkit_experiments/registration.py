@@ -94,6 +94,8 @@ FIELDNET_ROWS = {
     "fieldnet-dice": {"dice_weight": 1.0},
     # the unsupervised row trained longer, its learning rate cosine-decayed
     "fieldnet-long": {"epochs": 30, "schedule": "cosine"},
+    # four times longer again: fieldnet-long's best validation loss came at its last epoch (still improving)
+    "fieldnet-120": {"epochs": 120, "schedule": "cosine"},
 }
 # stnkit register's rows: the transform each registers with
 REGISTER_ROWS = {"register-affine": "affine", "register-dense": "dense", "register-velocity": "velocity"}
@@ -122,6 +124,7 @@ METHODS = (
     "fieldnet",
     "fieldnet-dice",
     "fieldnet-long",
+    "fieldnet-120",
 )
 LABELS = {
     "none": "no registration",
@@ -135,6 +138,7 @@ LABELS = {
     "fieldnet": "fieldnet (stnkit, unsupervised)",
     "fieldnet-dice": "fieldnet (stnkit, + Dice on labels)",
     "fieldnet-long": "fieldnet (stnkit, unsupervised, 30 epochs, cosine)",
+    "fieldnet-120": "fieldnet (stnkit, unsupervised, 120 epochs, cosine)",
 }
 THREADS = 2
 
