@@ -29,6 +29,7 @@ TRIALS = {
     "levels 2": {"levels": 2},
     "levels 1": {"levels": 1},
     "loss mse, overlap_only": {"loss": "mse", "overlap_only": True},
+    "loss mi, overlap_only": {"loss": "mi", "overlap_only": True},
 }
 for name, kw in TRIALS.items():
     tre, secs = [], []
