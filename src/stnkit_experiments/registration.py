@@ -16,6 +16,8 @@ starts, so that imports and first allocations are not counted; the threads: :fun
   choice kept in ``OUT/runs/register-tuning.json``;
 * ``fieldnet`` and ``fieldnet-dice``: ``stnkit train --model fieldnet`` on the dataset's training pairs
   (unsupervised; then with the labels as an auxiliary Dice loss), one forward pass per pair;
+  ``fieldnet-long`` and ``fieldnet-120``: the unsupervised net trained 30 and 120 epochs (cosine schedule);
+  on shapes3d the 120-epoch row alone trains for about half an hour on one core;
 * ``sitk-affine``: SimpleITK's affine registration (mean squares, three-level pyramid);
 * ``ants-syn``: ANTs SyN through antspyx with its defaults (``type_of_transform="SyN"``: an affine stage,
   then SyN, Mattes mutual information for both, SyN iterations 40, 20, 0 over three levels: no step at
@@ -64,7 +66,8 @@ SIZE = 64
 TEST_PAIRS = 16
 # the validation pairs register's settings are chosen on (load_test_set's split "val")
 VAL_PAIRS = 16
-# shapes3d: 32^3 volumes (not its default 64^3) and fewer pairs, to fit about 20 minutes of CPU
+# shapes3d: 32^3 volumes (not its default 64^3) and fewer pairs, to fit about 20 minutes of CPU (the default
+# rows without fieldnet-120, which adds about half an hour)
 SIZES = {"shapes2d": SIZE, "shapes3d": 32}
 PAIRS_3D = 6
 
@@ -94,7 +97,7 @@ FIELDNET_ROWS = {
     "fieldnet-dice": {"dice_weight": 1.0},
     # the unsupervised row trained longer, its learning rate cosine-decayed
     "fieldnet-long": {"epochs": 30, "schedule": "cosine"},
-    # four times longer again: fieldnet-long's best validation loss came at its last epoch (still improving)
+    # four times longer again: fieldnet-long's first run had its best validation loss at its last epoch
     "fieldnet-120": {"epochs": 120, "schedule": "cosine"},
 }
 # stnkit register's rows: the transform each registers with

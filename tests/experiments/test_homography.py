@@ -102,6 +102,13 @@ def test_recrop_refinement_crops_p_b_at_the_truth_and_composes_exactly():
         h = cv2.getPerspectiveTransform(corners.astype(np.float32), (at + y[i].view(4, 2).numpy()).astype(np.float32))
         moved = cv2.perspectiveTransform((corners + r[i].view(4, 2).numpy()).reshape(1, 4, 2), h)[0]
         assert np.allclose(got[i].view(4, 2).numpy(), moved - at, atol=1e-2)
+    # in batches: each pair re-cropped from its own photograph and origin, whatever the batch it falls in
+    from stnkit.models import create
+
+    net = create("homography-net", in_channels=2, in_size=128, num_classes=8)
+    torch.nn.init.normal_(net.out.weight, std=0.01)
+    whole = homography.predict(net, x, steps=3, source=pairs)
+    assert torch.allclose(homography.predict(net, x, steps=3, source=pairs, batch_size=2), whole, atol=1e-4)
 
 
 @pytest.mark.slow
