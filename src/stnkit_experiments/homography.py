@@ -201,7 +201,7 @@ def draws(split: str, n: int, seed: int) -> dict:
     the split's ``photos`` ``(P, H, W)``, each pair's photograph index ``which`` and patch ``origins``
     ``(n, 2)`` (what the re-cropping refinement of :func:`predict` reads)."""
     ds = HomographyPatches(split, n, seed=seed)
-    x, y = _pairs(split, n, seed)
+    x, y = _stack(ds)
     drawn = [ds.draw(i) for i in range(n)]
     return {
         "x": x,
@@ -213,8 +213,11 @@ def draws(split: str, n: int, seed: int) -> dict:
 
 
 def _pairs(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = HomographyPatches(split, n, seed=seed)
-    xs, ys = zip(*(ds[i] for i in range(n)), strict=True)
+    return _stack(HomographyPatches(split, n, seed=seed))
+
+
+def _stack(ds: HomographyPatches) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
     return torch.stack(xs), torch.stack(ys)
 
 
