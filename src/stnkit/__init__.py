@@ -5,11 +5,14 @@ coordinates, normalised to [-1, 1], x before y, ``align_corners=False`` by
 default, exactly as ``torch.nn.functional.affine_grid``.
 """
 
+from ._runtime import warm_vector_math
 from .export import export_model
 from .geometry import TRANSFORMS, get_transform, warp
 from .nn import ParallelTransformers, SeriesTransformers, SpatialTransformer, with_transformer
 
 __version__ = "0.1.0"
+
+warm_vector_math()  # before any threaded call: see stnkit._runtime
 
 __all__ = [
     "TRANSFORMS",

@@ -89,14 +89,10 @@ def _kill_when(out: Path, ready, delay: float, threads: int = 2) -> None:
     "when,ready,delay",
     [
         ("before the first checkpoint", lambda out: (out / "logs").exists(), 0.0),
-        pytest.param(
-            "mid-epoch, after a checkpoint",
-            lambda out: (out / "checkpoints" / "last.ckpt").exists(),
-            0.4,
-            # intermittent in ci-fresh on 2026-12-04 (2 of 4 runs: other weights after the resume); cause not
-            # found yet, kept visible as XFAIL/XPASS rather than hidden
-            marks=pytest.mark.xfail(strict=False, reason="exact resume after a mid-epoch kill is intermittent"),
-        ),
+        # intermittent until stnkit warmed MKL's vector math up at import (stnkit._runtime): the first
+        # threaded sqrt of the resumed run's first Adam step was sometimes computed inexactly
+        # (an epoch takes 0.35 s on an idle machine: killed 0.1 s after the first checkpoint, the run is in epoch 1)
+        ("mid-epoch, after a checkpoint", lambda out: (out / "checkpoints" / "last.ckpt").exists(), 0.1),
     ],
 )
 def test_a_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path, uninterrupted, when, ready, delay):
@@ -106,6 +102,9 @@ def test_a_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path, uninter
     if when == "before the first checkpoint":
         assert not (out / "checkpoints" / "last.ckpt").exists()
     else:
+        import torch
+
+        assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0, "killed after epoch 1"
         threads = 1  # the checkpoint's thread count wins: the run goes back to the one it started with
     _run(out, "--resume", threads=threads)
     assert _outcome(out) == uninterrupted
