@@ -1,4 +1,7 @@
 import os
+import signal
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +38,36 @@ def device(request) -> torch.device:
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request) -> torch.dtype:
     return request.param
+
+
+def _sigint_state() -> tuple[bool, bool] | None:
+    """(SIGINT ignored by the process, SIGINT blocked in this thread) as the kernel sees them, which is what a
+    subprocess inherits (Linux: /proc; None elsewhere)."""
+    try:
+        status = Path("/proc/thread-self/status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    bit = 1 << (signal.SIGINT - 1)
+    return bool(int(fields["SigIgn"], 16) & bit), bool(int(fields["SigBlk"], 16) & bit)
+
+
+@pytest.fixture
+def sigint_state():
+    """The function that says whether SIGINT is ignored or blocked, as a subprocess would inherit it."""
+    return _sigint_state
+
+
+@pytest.fixture(autouse=True)
+def _sigint_left_as_found():
+    """A test that leaves SIGINT ignored or blocked fails, by name: every later subprocess of its worker
+    would inherit it, and the Ctrl-C tests there would wait for a signal that never comes."""
+    before = _sigint_state()
+    yield
+    after = _sigint_state()
+    if before is None or after == before:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    pytest.fail(f"this test left SIGINT (ignored, blocked) {after}, found {before}; restored", pytrace=False)
