@@ -52,6 +52,19 @@ def _sigint_state() -> tuple[bool, bool] | None:
     return bool(int(fields["SigIgn"], 16) & bit), bool(int(fields["SigBlk"], 16) & bit)
 
 
+def _terminal_sigint() -> None:
+    """SIGINT as a terminal gives it to a foreground command (default, unblocked), whatever this test run
+    inherited: a run started in the background (`cmd &`, nohup) ignores SIGINT, and so would its children."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@pytest.fixture
+def terminal_sigint():
+    """The ``preexec_fn`` of a subprocess that models a command Ctrl-C'd from a terminal."""
+    return _terminal_sigint
+
+
 @pytest.fixture
 def sigint_state():
     """The function that says whether SIGINT is ignored or blocked, as a subprocess would inherit it."""

@@ -129,6 +129,17 @@ class DigitEncoder(nn.Module):
         return F.normalize(e, dim=1) if self.descriptor == "concat_l2" else e
 
 
+# The slots of the random streams in the seed's block of generator seeds (stream_seed): each apart from the
+# canvases' (slot 10 * start + digit, start + n at most the ~6,000 digits of a class) and from one another,
+# so that no stream repeats the draws of another. (Slot 0, which digit 0's training canvases use, once made
+# loss_at's patches exactly the digits' own boxes; the training streams used slot epoch + 1 and the search's
+# fit slot 1, the slots of other digits' canvases. torch's CPU generator keeps only the low 32 bits of a
+# seed, so the slots stay inside the block rather than above 2**32.)
+LOSS_AT_SLOT = 500_000  # loss_at's random patches
+TRIPLET_SLOT = 600_000  # + epoch: the triplet epochs' pairs and random patches
+SEARCH_FIT_SLOT = 700_000  # the batches of the net's fit to the searched windows
+ENCODER_SLOT = 800_000  # + epoch: the encoder's batches (and augmentations)
+
 # encoder_augment: each training digit seen through a random window, scale and shift uniform in these ranges
 ENCODER_AUG_SCALE = (0.8, 1.2)  # attention scale: > 1 shows the digit smaller, < 1 larger
 ENCODER_AUG_SHIFT = 0.25  # |tx|, |ty| in normalised units (0.25 = 3.5 px of the 28x28 frame)
@@ -162,7 +173,7 @@ def train_encoder(
     opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
     cnn.train()
     for epoch in range(epochs):
-        g = torch.Generator().manual_seed(stream_seed(seed, epoch))
+        g = torch.Generator().manual_seed(stream_seed(seed, None) + ENCODER_SLOT + epoch)
         order = torch.randperm(len(digits), generator=g)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
@@ -189,11 +200,12 @@ def load_or_train_encoder(path: Path, images, labels, seed: int, epochs: int, au
         tensors, meta = load_tensors(path)
         cnn = CNN(1, DIGIT_SIZE)
         cnn.load_state_dict(tensors)
-        if meta.get("seed") != seed or meta.get("epochs") != epochs or meta.get("augment", False) != augment:
-            raise ValueError(f"{path} holds an encoder of {meta}, not seed={seed}, epochs={epochs}, augment={augment}")
+        want = {"seed": seed, "epochs": epochs, "augment": augment, "slot": ENCODER_SLOT}
+        if {k: meta.get(k) for k in want} != want:
+            raise ValueError(f"{path} holds an encoder of {meta}, not {want}: delete it to train the encoder again")
         return cnn.eval()
     cnn = train_encoder(images, labels, seed=seed, epochs=epochs, augment=augment)
-    save_tensors(path, cnn.state_dict(), {"seed": seed, "epochs": epochs, "augment": augment})
+    save_tensors(path, cnn.state_dict(), {"seed": seed, "epochs": epochs, "augment": augment, "slot": ENCODER_SLOT})
     return cnn
 
 
@@ -438,7 +450,7 @@ def fit_to_windows(
     Returns the loss of every 50th step.
     """
     opt = torch.optim.Adam(st.parameters(), lr=SEARCH_FIT_LR)
-    g = torch.Generator().manual_seed(stream_seed(seed, None) + 1)
+    g = torch.Generator().manual_seed(stream_seed(seed, None) + SEARCH_FIT_SLOT)
     targets = targets.to(canvases.dtype)
     cols = slice(0, 3) if learn_scale else slice(1, 3)
     log = []
@@ -693,7 +705,7 @@ def train_colocalization(
         }
         _save_state(last, st, opt, 0, config, losses, {"search": search})
     for epoch in range(start_epoch, config.epochs):
-        g = torch.Generator().manual_seed(stream_seed(config.seed, epoch))
+        g = torch.Generator().manual_seed(stream_seed(config.seed, None) + TRIPLET_SLOT + epoch)
         anchor, other = _pairs(config.n, g)
         total = 0.0
         st.train()
@@ -740,14 +752,6 @@ def load_transformer(path: str | Path) -> SpatialTransformer:
     st = coloc_transformer(bool(c.get("bounded", False)), init, scale_range)
     st.load_state_dict(tensors)
     return st.eval()
-
-
-# the slot of loss_at's random patches in the seed's block of generator seeds (stream_seed): one that no
-# canvas (slot 10 * start + digit, start + n at most the ~6,000 digits of a class) and no training epoch of a
-# real run (slot epoch + 1) uses, so its patches are drawn independently of the canvases. (Slot 0, which
-# digit 0's training canvases use, made them exactly the digits' own boxes. torch's CPU generator keeps only
-# the low 32 bits of a seed, so the slot stays inside the block rather than above 2**32.)
-LOSS_AT_SLOT = 500_000
 
 
 def loss_at_patches(canvases: Tensor, seed: int) -> Tensor:

@@ -134,9 +134,16 @@ def test_deterministic_refuses_a_time_budget():
         TrainConfig(deterministic=True, max_time=5.0)
 
 
-def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, uninterrupted):
+def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, uninterrupted, terminal_sigint):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(_train_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(2))
+    proc = subprocess.Popen(
+        _train_cmd(out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(2),
+        preexec_fn=terminal_sigint,
+    )
     deadline = time.time() + 300
     while not (out / "checkpoints" / "last.ckpt").exists():
         assert proc.poll() is None and time.time() < deadline

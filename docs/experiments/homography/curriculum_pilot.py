@@ -60,7 +60,7 @@ def main(warmup: int) -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             errs.append(float(err))
         sched.step()
         model.eval()
