@@ -417,8 +417,27 @@ def test_augmented_encoder(tmp_path):
     assert path.name == "encoder-aug-seed0.safetensors"
     path.parent.mkdir(parents=True)
     co.load_or_train_encoder(path, im, lb, seed=0, epochs=1, augment=True)
-    with pytest.raises(ValueError, match="augment=False"):  # a cached augmented encoder is not taken for a plain one
+    with pytest.raises(ValueError, match="'augment': False"):  # a cached augmented encoder is not taken for a plain one
         co.load_or_train_encoder(path, im, lb, seed=0, epochs=1, augment=False)
+
+
+def test_the_random_streams_use_slots_no_canvas_and_no_other_stream_uses():
+    from stnkit.data.dataset import SEED_STRIDE
+
+    # a class has at most ~7,000 training digits: a canvas set's slot 10 * start + digit stays below 70,010
+    canvases = range(0, 10 * 7_000 + 10)
+    epochs = 10_000
+    streams = {
+        "loss_at": range(co.LOSS_AT_SLOT, co.LOSS_AT_SLOT + 1),
+        "triplet": range(co.TRIPLET_SLOT, co.TRIPLET_SLOT + epochs),
+        "search fit": range(co.SEARCH_FIT_SLOT, co.SEARCH_FIT_SLOT + 1),
+        "encoder": range(co.ENCODER_SLOT, co.ENCODER_SLOT + epochs),
+    }
+    ranges = [canvases, *streams.values()]
+    for i, a in enumerate(ranges):
+        assert a.stop <= SEED_STRIDE
+        for b in ranges[i + 1 :]:
+            assert a.stop <= b.start or b.stop <= a.start, (a, b)
 
 
 def test_validation_canvases_share_no_digit_with_the_test_canvases():
