@@ -80,7 +80,8 @@ def _sigint_left_as_found():
     after = _sigint_state()
     if before is None or after == before:
         return
+    ignored, blocked = before
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK, {signal.SIGINT})
     pytest.fail(f"this test left SIGINT (ignored, blocked) {after}, found {before}; restored", pytrace=False)

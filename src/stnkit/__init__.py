@@ -6,13 +6,14 @@ default, exactly as ``torch.nn.functional.affine_grid``.
 """
 
 from ._runtime import warm_vector_math
-from .export import export_model
-from .geometry import TRANSFORMS, get_transform, warp
-from .nn import ParallelTransformers, SeriesTransformers, SpatialTransformer, with_transformer
-
-__version__ = "0.1.0"
 
 warm_vector_math()  # before any threaded call: see stnkit._runtime
+
+from .export import export_model  # noqa: E402
+from .geometry import TRANSFORMS, get_transform, warp  # noqa: E402
+from .nn import ParallelTransformers, SeriesTransformers, SpatialTransformer, with_transformer  # noqa: E402
+
+__version__ = "0.1.0"
 
 __all__ = [
     "TRANSFORMS",

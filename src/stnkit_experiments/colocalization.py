@@ -139,6 +139,9 @@ LOSS_AT_SLOT = 500_000  # loss_at's random patches
 TRIPLET_SLOT = 600_000  # + epoch: the triplet epochs' pairs and random patches
 SEARCH_FIT_SLOT = 700_000  # the batches of the net's fit to the searched windows
 ENCODER_SLOT = 800_000  # + epoch: the encoder's batches (and augmentations)
+MAX_COLOC_EPOCHS = 99_999  # the epochs' slots stay below the next stream's
+# the version of these streams, recorded in every run's state and results: a run of other streams is refused
+STREAMS = 2
 
 # encoder_augment: each training digit seen through a random window, scale and shift uniform in these ranges
 ENCODER_AUG_SCALE = (0.8, 1.2)  # attention scale: > 1 shows the digit smaller, < 1 larger
@@ -519,9 +522,9 @@ class ColocConfig:
         check_int("search_steps", self.search_steps, low=0)
         check_choice("search_first", self.search_first, SEARCH_FIRSTS)
         # with the search, the triplet epochs after it may be none (the searched windows, fitted, are the answer)
-        check_int("epochs", self.epochs, low=0 if self.search_rounds > 0 else 1)
+        check_int("epochs", self.epochs, low=0 if self.search_rounds > 0 else 1, high=MAX_COLOC_EPOCHS)
         check_int("batch_size", self.batch_size, low=1)
-        check_int("encoder_epochs", self.encoder_epochs, low=1)
+        check_int("encoder_epochs", self.encoder_epochs, low=1, high=MAX_COLOC_EPOCHS)
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
         check_choice("descriptor", self.descriptor, DESCRIPTORS)
         check_choice("rand_patch", self.rand_patch, RAND_PATCHES)
@@ -599,13 +602,16 @@ def _save_state(
     for i, p in enumerate(st.parameters()):
         for name, value in opt.state.get(p, {}).items():  # SGD: momentum_buffer; Adam: step, exp_avg, exp_avg_sq
             tensors[f"optim.{i}.{name}"] = torch.as_tensor(value)
-    save_tensors(path, tensors, {"epoch": epoch, "config": config.to_dict(), "losses": losses, **(extra or {})})
+    meta = {"epoch": epoch, "config": config.to_dict(), "losses": losses, "streams": STREAMS, **(extra or {})}
+    save_tensors(path, tensors, meta)
 
 
 def _load_state(path: Path, st: nn.Module, opt: torch.optim.Optimizer, config: ColocConfig) -> tuple[int, list, dict]:
     tensors, meta = load_tensors(path)
     if ColocConfig.from_dict(meta.get("config", {})) != config:
         raise ValueError(f"{path} was written with other settings ({meta.get('config')}); delete it to start again")
+    if meta.get("streams") != STREAMS:
+        raise ValueError(f"{path} was written with the random streams of an older stnkit; delete it to start again")
     st.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
     for i, p in enumerate(st.parameters()):
         prefix = f"optim.{i}."
@@ -732,6 +738,7 @@ def train_colocalization(
     save_tensors(run_dir / "model.safetensors", st.state_dict(), {"config": config.to_dict()})
     results = {
         "config": config.to_dict(),
+        "streams": STREAMS,
         "train": localisation_score(st, ds),
         "held_out": localisation_score(st, test),
         "start": start_window_score(config.init_scale, ds),  # the untrained transformer's (one window for all)
@@ -815,9 +822,13 @@ def run_colocalization(
                 run_dir = run_dir_of(out, kind, digit, seed)
                 done = run_dir / "results.json"
                 if done.is_file():
-                    saved = ColocConfig.from_dict(json.loads(done.read_text())["config"])
-                    if saved != config:
+                    record = json.loads(done.read_text())
+                    if ColocConfig.from_dict(record["config"]) != config:
                         raise ValueError(f"{done} was run with other settings; use another --out or delete it")
+                    if record.get("streams") != STREAMS:
+                        raise ValueError(
+                            f"{done} was run with the random streams of an older stnkit; use another --out or delete it"
+                        )
                     continue
                 if encoder is None:
                     encoder = load_or_train_encoder(

@@ -188,6 +188,12 @@ def test_tiny_training_is_deterministic_and_resumable(tmp_path, monkeypatch):
     (tmp_path / "resumed" / "results.json").unlink()
     with pytest.raises(ValueError, match="other settings"):
         _train(tmp_path, "resumed", lr=0.5)
+    # and so is one of the random streams of an older stnkit
+    last = tmp_path / "resumed" / "last.safetensors"
+    tensors, meta = co.load_tensors(last)
+    co.save_tensors(last, tensors, {k: v for k, v in meta.items() if k != "streams"})
+    with pytest.raises(ValueError, match="random streams of an older stnkit"):
+        _train(tmp_path, "resumed")
 
 
 def test_summary_and_markdown(tmp_path):
@@ -440,6 +446,26 @@ def test_the_random_streams_use_slots_no_canvas_and_no_other_stream_uses():
             assert a.stop <= b.start or b.stop <= a.start, (a, b)
 
 
+def test_each_training_stream_is_seeded_from_its_own_slot(monkeypatch, tmp_path):
+    seeds = []
+
+    class Recording(torch.Generator):
+        def manual_seed(self, seed):
+            seeds.append(int(seed))
+            return super().manual_seed(seed)
+
+    monkeypatch.setattr(torch, "Generator", Recording)
+    im, lb = _digits(4)
+    co.train_encoder(im, lb, seed=0, epochs=2, batch_size=20)
+    assert seeds == [co.ENCODER_SLOT, co.ENCODER_SLOT + 1]  # seed 0: stream_seed(0, None) is 0
+    seeds.clear()
+    _train(tmp_path, "triplet", epochs=2)  # digit 1, test split: its canvases are slot 10 * 0 + 1
+    assert seeds == [1, 1, co.TRIPLET_SLOT, co.TRIPLET_SLOT + 1]
+    seeds.clear()
+    _train(tmp_path, "search", search_rounds=1, search_steps=2, epochs=0)
+    assert seeds == [1, 1, co.SEARCH_FIT_SLOT]
+
+
 def test_validation_canvases_share_no_digit_with_the_test_canvases():
     im, lb = _digits(9)
     train, test = (im[:60], lb[:60]), (im[60:], lb[60:])  # 6 train and 3 test digits per class
@@ -579,7 +605,7 @@ def test_search_run_records_the_search_and_resumes(tmp_path, monkeypatch):
     }
     # no epoch after the search is a setting; without the search it is not
     assert _train(tmp_path, "no_epochs", **{**kw, "epochs": 0})["losses"] == []
-    with pytest.raises(ValueError, match=r"epochs must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"epochs must be an int in \[1, 99999\], got 0"):
         co.ColocConfig(epochs=0)
 
 

@@ -150,7 +150,12 @@ def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, 
         time.sleep(0.02)
     time.sleep(0.4)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # not left running: it would load the CPU for every test after it
+        proc.communicate()
+        pytest.fail("the SIGINT was lost: the run went on for 120 s")
     assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert f"Resume with: stnkit train --out {out} --resume" in stderr
     assert "holds the run at the end of epoch" in stderr and "Traceback" not in stderr
