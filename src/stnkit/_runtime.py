@@ -7,8 +7,9 @@ two intra-op threads at once, while another process loads the CPU, one of them c
 compute it with a low-accuracy kernel: with torch 2.13.0 (MKL 2024.2) on 2 threads, the
 first ``Tensor.sqrt`` of 2,592 floats was off by up to 3.1e-4 relative error in 5 of 60
 fresh processes (``docs/experiments/runtime/vml_first_call.py``). That sqrt is the first
-Adam step's, so a ``--deterministic`` run now and then ended with other weights. One call
-from a single thread initialises VML for every function and thread (0 of 60 with it).
+Adam step's: the likeliest cause of a ``--deterministic`` run that now and then ended with
+other weights (``docs/guarantees.md``). One call from a single thread initialises VML for
+every function and thread (0 of 60 with it).
 """
 
 from __future__ import annotations
