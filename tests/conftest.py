@@ -1,5 +1,6 @@
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -65,12 +66,6 @@ def terminal_sigint():
     return _terminal_sigint
 
 
-@pytest.fixture
-def sigint_state():
-    """The function that says whether SIGINT is ignored or blocked, as a subprocess would inherit it."""
-    return _sigint_state
-
-
 @pytest.fixture(autouse=True)
 def _sigint_left_as_found():
     """A test that leaves SIGINT ignored or blocked fails, by name: every later subprocess of its worker
@@ -85,3 +80,23 @@ def _sigint_left_as_found():
         signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK, {signal.SIGINT})
     pytest.fail(f"this test left SIGINT (ignored, blocked) {after}, found {before}; restored", pytrace=False)
+
+
+def _communicate_or_fail(proc, timeout: float = 120):
+    """``proc.communicate()``, or, past ``timeout`` s, kill the run (left running, it would load the CPU for
+    every test after it) and fail: the SIGINT sent to it was lost."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(
+            f"the SIGINT was lost: the run went on for {timeout:g} s "
+            f"(this worker's SIGINT (ignored, blocked): {_sigint_state()})"
+        )
+
+
+@pytest.fixture
+def communicate_or_fail():
+    """:func:`_communicate_or_fail`, for a test that sends a run SIGINT and waits for it to end."""
+    return _communicate_or_fail

@@ -143,6 +143,12 @@ MAX_COLOC_EPOCHS = 99_999  # the epochs' slots stay below the next stream's
 # the version of these streams, recorded in every run's state and results: a run of other streams is refused
 STREAMS = 2
 
+
+def _stream(seed: int, slot: int) -> torch.Generator:
+    """The generator of ``slot`` in ``seed``'s block of generator seeds (one of the slots above)."""
+    return torch.Generator().manual_seed(stream_seed(seed, None) + slot)
+
+
 # encoder_augment: each training digit seen through a random window, scale and shift uniform in these ranges
 ENCODER_AUG_SCALE = (0.8, 1.2)  # attention scale: > 1 shows the digit smaller, < 1 larger
 ENCODER_AUG_SHIFT = 0.25  # |tx|, |ty| in normalised units (0.25 = 3.5 px of the 28x28 frame)
@@ -176,7 +182,7 @@ def train_encoder(
     opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
     cnn.train()
     for epoch in range(epochs):
-        g = torch.Generator().manual_seed(stream_seed(seed, None) + ENCODER_SLOT + epoch)
+        g = _stream(seed, ENCODER_SLOT + epoch)
         order = torch.randperm(len(digits), generator=g)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
@@ -453,7 +459,7 @@ def fit_to_windows(
     Returns the loss of every 50th step.
     """
     opt = torch.optim.Adam(st.parameters(), lr=SEARCH_FIT_LR)
-    g = torch.Generator().manual_seed(stream_seed(seed, None) + SEARCH_FIT_SLOT)
+    g = _stream(seed, SEARCH_FIT_SLOT)
     targets = targets.to(canvases.dtype)
     cols = slice(0, 3) if learn_scale else slice(1, 3)
     log = []
@@ -711,7 +717,7 @@ def train_colocalization(
         }
         _save_state(last, st, opt, 0, config, losses, {"search": search})
     for epoch in range(start_epoch, config.epochs):
-        g = torch.Generator().manual_seed(stream_seed(config.seed, None) + TRIPLET_SLOT + epoch)
+        g = _stream(config.seed, TRIPLET_SLOT + epoch)
         anchor, other = _pairs(config.n, g)
         total = 0.0
         st.train()
@@ -763,7 +769,7 @@ def load_transformer(path: str | Path) -> SpatialTransformer:
 
 def loss_at_patches(canvases: Tensor, seed: int) -> Tensor:
     """The random patches :func:`loss_at` compares against, from slot :data:`LOSS_AT_SLOT` of ``seed``'s block."""
-    return random_patches(canvases, torch.Generator().manual_seed(stream_seed(seed, None) + LOSS_AT_SLOT))
+    return random_patches(canvases, _stream(seed, LOSS_AT_SLOT))
 
 
 def loss_at(enc: nn.Module, ds: CoLocalization, params: Tensor, margin: float, seed: int) -> float:

@@ -12,7 +12,7 @@ ENTRY = "import sys, _stnkit_entry; sys.exit(_stnkit_entry.main())"  # what the 
 
 @pytest.mark.parametrize("after", [0.3, 1.0, 2.5], ids=lambda s: f"after {s} s")
 def test_ctrl_c_while_loading_or_starting_says_interrupted_without_a_traceback(
-    tmp_path, after, sigint_state, terminal_sigint
+    tmp_path, after, communicate_or_fail, terminal_sigint
 ):
     # a training long enough that the signal always lands before it ends: while torch loads (the first
     # second), while Lightning and the data load, or in the first steps
@@ -25,14 +25,7 @@ def test_ctrl_c_while_loading_or_starting_says_interrupted_without_a_traceback(
     )
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # not left running: it would load the CPU for every test after it
-        proc.communicate()
-        pytest.fail(
-            f"the SIGINT was lost: the run went on for 120 s (this worker's SIGINT (ignored, blocked): {sigint_state()})"
-        )
+    out, err = communicate_or_fail(proc)
     text = err.decode()
     assert proc.returncode == 130, text
     assert "Traceback" not in text

@@ -134,7 +134,9 @@ def test_deterministic_refuses_a_time_budget():
         TrainConfig(deterministic=True, max_time=5.0)
 
 
-def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, uninterrupted, terminal_sigint):
+def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(
+    tmp_path, uninterrupted, terminal_sigint, communicate_or_fail
+):
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(
         _train_cmd(out),
@@ -150,12 +152,7 @@ def test_ctrl_c_keeps_the_checkpoint_says_how_to_resume_and_exits_130(tmp_path, 
         time.sleep(0.02)
     time.sleep(0.4)
     proc.send_signal(signal.SIGINT)
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # not left running: it would load the CPU for every test after it
-        proc.communicate()
-        pytest.fail("the SIGINT was lost: the run went on for 120 s")
+    stdout, stderr = communicate_or_fail(proc)
     assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert f"Resume with: stnkit train --out {out} --resume" in stderr
     assert "holds the run at the end of epoch" in stderr and "Traceback" not in stderr
